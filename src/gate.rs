@@ -1,0 +1,383 @@
+//! The group-commit gate: frontiers, sync rounds and the waiters on them.
+//!
+//! One gate serves both substrates. It holds the written frontier (advanced
+//! only over *completed* writes), the durable frontier (advanced only to what
+//! a *successful* sync covered), whether a sync round is in flight and what it
+//! covers, and the waiters ordered by LSN.
+//!
+//! The leader of every sync round is the journal's driver task: a caller that
+//! needs durability registers its LSN and wakes the driver, which submits one
+//! sync for the written frontier as it stands; callers arriving meanwhile
+//! follow and are woken in one batch when a covering round completes. Because
+//! followers never do I/O themselves, a dropped future can never abandon the
+//! leader's role (okaywal's hang), and nobody polls (fsys's `yield_now` loop).
+//!
+//! Errors are final: `fail` records the first error, wakes every waiter with
+//! it, and every later wait returns it. Wakers are collected under the lock
+//! and woken after it is released.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
+
+use crate::{Error, Lsn, Result};
+
+/// Which frontier a waiter waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    Written,
+    Durable,
+}
+
+#[derive(Debug)]
+struct State {
+    written: u64,
+    durable: u64,
+    /// The frontier the sync in flight will make durable, if one is.
+    sync_covers: Option<u64>,
+    /// The highest LSN anyone has asked to be durable.
+    sync_wanted: u64,
+    /// First fatal error (`Poisoned`) or `Closed`; final.
+    failed: Option<Error>,
+    written_waiters: BTreeMap<(u64, u64), Waker>,
+    durable_waiters: BTreeMap<(u64, u64), Waker>,
+    next_waiter_id: u64,
+    blocking_waiters: usize,
+}
+
+/// The gate. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    state: Mutex<State>,
+    parked: Condvar,
+    written: AtomicU64,
+    durable: AtomicU64,
+    /// Wakes the driver (the leader of every round).
+    pub(crate) driver_wake: Notify,
+}
+
+impl Gate {
+    pub(crate) fn new(recovered_end: u64) -> Gate {
+        Gate {
+            state: Mutex::new(State {
+                written: recovered_end,
+                durable: recovered_end,
+                sync_covers: None,
+                sync_wanted: recovered_end,
+                failed: None,
+                written_waiters: BTreeMap::new(),
+                durable_waiters: BTreeMap::new(),
+                next_waiter_id: 0,
+                blocking_waiters: 0,
+            }),
+            parked: Condvar::new(),
+            written: AtomicU64::new(recovered_end),
+            durable: AtomicU64::new(recovered_end),
+            driver_wake: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the frontiers torn:
+        // every critical section writes whole values. Keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn written_lsn(&self) -> Lsn {
+        Lsn::new(self.written.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn durable_lsn(&self) -> Lsn {
+        Lsn::new(self.durable.load(Ordering::Acquire))
+    }
+
+    /// The first fatal error, if any.
+    pub(crate) fn failure(&self) -> Option<Error> {
+        self.lock().failed.clone()
+    }
+
+    /// One poll of a wait; `id` keeps the registration across polls.
+    pub(crate) fn poll_wait(
+        &self,
+        cx: &mut Context<'_>,
+        level: Level,
+        lsn: u64,
+        id: &mut Option<u64>,
+    ) -> Poll<Result<Lsn>> {
+        let mut st = self.lock();
+        if let Some(outcome) = Self::outcome(&st, level, lsn) {
+            if let Some(key) = id.take() {
+                Self::waiters(&mut st, level).remove(&(lsn, key));
+            }
+            return Poll::Ready(outcome);
+        }
+        let key = *id.get_or_insert_with(|| {
+            st.next_waiter_id += 1;
+            st.next_waiter_id
+        });
+        let slot = Self::waiters(&mut st, level).entry((lsn, key));
+        match slot {
+            std::collections::btree_map::Entry::Occupied(mut w) => {
+                if !w.get().will_wake(cx.waker()) {
+                    w.insert(cx.waker().clone());
+                }
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(cx.waker().clone());
+            }
+        }
+        let wake_driver = Self::request(&mut st, level, lsn);
+        drop(st);
+        if wake_driver {
+            self.driver_wake.notify_one();
+        }
+        Poll::Pending
+    }
+
+    /// Forgets a registration of a future dropped before it completed.
+    pub(crate) fn cancel_wait(&self, level: Level, lsn: u64, id: u64) {
+        Self::waiters(&mut self.lock(), level).remove(&(lsn, id));
+    }
+
+    /// Parks the calling thread until `lsn` reaches `level`, or failure.
+    pub(crate) fn wait_blocking(&self, level: Level, lsn: u64) -> Result<Lsn> {
+        let mut st = self.lock();
+        let mut asked = false;
+        loop {
+            if let Some(outcome) = Self::outcome(&st, level, lsn) {
+                return outcome;
+            }
+            if !asked {
+                asked = true;
+                if Self::request(&mut st, level, lsn) {
+                    self.driver_wake.notify_one();
+                }
+            }
+            st.blocking_waiters += 1;
+            st = self.parked.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.blocking_waiters -= 1;
+        }
+    }
+
+    fn outcome(st: &State, level: Level, lsn: u64) -> Option<Result<Lsn>> {
+        if let Some(err) = &st.failed {
+            return Some(Err(err.clone()));
+        }
+        let frontier = match level {
+            Level::Written => st.written,
+            Level::Durable => st.durable,
+        };
+        (frontier >= lsn).then_some(Ok(Lsn::new(lsn)))
+    }
+
+    fn waiters(st: &mut State, level: Level) -> &mut BTreeMap<(u64, u64), Waker> {
+        match level {
+            Level::Written => &mut st.written_waiters,
+            Level::Durable => &mut st.durable_waiters,
+        }
+    }
+
+    /// Records a need for durability; true if the driver must hear of it.
+    fn request(st: &mut State, level: Level, lsn: u64) -> bool {
+        if level != Level::Durable || lsn <= st.sync_wanted {
+            return false;
+        }
+        st.sync_wanted = lsn;
+        // A round in flight that covers it will complete on its own.
+        st.sync_covers.is_none_or(|covers| covers < lsn)
+    }
+
+    /// Asks for durability through `lsn` without waiting (tickets, policies).
+    pub(crate) fn want_durable(&self, lsn: u64) {
+        let wake = Self::request(&mut self.lock(), Level::Durable, lsn);
+        if wake {
+            self.driver_wake.notify_one();
+        }
+    }
+
+    /// The highest LSN someone wants durable.
+    pub(crate) fn sync_wanted(&self) -> u64 {
+        self.lock().sync_wanted
+    }
+
+    /// Starts a sync round covering the written frontier as it stands now.
+    /// Returns what it covers, or `None` when nothing needs syncing.
+    pub(crate) fn begin_sync(&self, force: bool) -> Option<u64> {
+        let mut st = self.lock();
+        if st.failed.is_some() || st.sync_covers.is_some() || st.written <= st.durable {
+            return None;
+        }
+        if !force && st.sync_wanted <= st.durable {
+            return None;
+        }
+        st.sync_covers = Some(st.written);
+        Some(st.written)
+    }
+
+    /// Starts a round that covers a write about to be submitted linked
+    /// before its sync; `end` is that write's end.
+    pub(crate) fn begin_linked_sync(&self, end: u64) -> bool {
+        let mut st = self.lock();
+        if st.failed.is_some() || st.sync_covers.is_some() || st.sync_wanted <= st.durable {
+            return false;
+        }
+        st.sync_covers = Some(end);
+        true
+    }
+
+    /// A round that was begun did not run (e.g. a linked sync cancelled by a
+    /// short write). Nothing becomes durable.
+    pub(crate) fn abandon_sync(&self) {
+        self.lock().sync_covers = None;
+    }
+
+    /// Completed writes now reach `lsn`.
+    pub(crate) fn advance_written(&self, lsn: u64) {
+        let mut st = self.lock();
+        debug_assert!(lsn >= st.written, "written frontier moves forward only");
+        st.written = lsn;
+        self.written.store(lsn, Ordering::Release);
+        let woken = split_ready(&mut st.written_waiters, lsn);
+        self.release(st, woken);
+    }
+
+    /// The round begun by `begin_sync` succeeded: everything below `covers`
+    /// is durable.
+    pub(crate) fn complete_sync(&self, covers: u64) {
+        let mut st = self.lock();
+        debug_assert!(covers <= st.written, "a sync never covers an unfinished write");
+        st.sync_covers = None;
+        if st.failed.is_some() {
+            return; // poisoned meanwhile: nobody may be told durable.
+        }
+        if covers > st.durable {
+            st.durable = covers;
+            self.durable.store(covers, Ordering::Release);
+        }
+        let woken = split_ready(&mut st.durable_waiters, covers);
+        self.release(st, woken);
+    }
+
+    /// Records the first fatal error (later ones are dropped) and wakes
+    /// everyone with it. `Closed` is recorded as is; I/O errors as
+    /// `Poisoned`.
+    pub(crate) fn fail(&self, err: Error) {
+        let mut st = self.lock();
+        st.sync_covers = None;
+        if st.failed.is_none() {
+            let err = match err {
+                Error::Closed | Error::Poisoned(_) => err,
+                other => Error::Poisoned(std::sync::Arc::new(other)),
+            };
+            st.failed = Some(err);
+        }
+        let mut woken: Vec<Waker> = std::mem::take(&mut st.written_waiters).into_values().collect();
+        woken.extend(std::mem::take(&mut st.durable_waiters).into_values());
+        self.release(st, woken);
+    }
+
+    fn release(&self, st: MutexGuard<'_, State>, woken: Vec<Waker>) {
+        let parked = st.blocking_waiters > 0;
+        drop(st);
+        if parked {
+            self.parked.notify_all();
+        }
+        for waker in woken {
+            waker.wake();
+        }
+    }
+}
+
+fn split_ready(waiters: &mut BTreeMap<(u64, u64), Waker>, frontier: u64) -> Vec<Waker> {
+    let later = waiters.split_off(&(frontier + 1, 0));
+    std::mem::replace(waiters, later).into_values().collect()
+}
+
+/// A future that resolves when `lsn` reaches `level` (or the gate fails).
+#[derive(Debug)]
+pub(crate) struct Wait<'a> {
+    gate: &'a Gate,
+    level: Level,
+    lsn: u64,
+    id: Option<u64>,
+}
+
+impl<'a> Wait<'a> {
+    pub(crate) fn new(gate: &'a Gate, level: Level, lsn: u64) -> Wait<'a> {
+        Wait { gate, level, lsn, id: None }
+    }
+}
+
+impl std::future::Future for Wait<'_> {
+    type Output = Result<Lsn>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Lsn>> {
+        let this = &mut *self;
+        this.gate.poll_wait(cx, this.level, this.lsn, &mut this.id)
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.gate.cancel_wait(self.level, self.lsn, id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    #[test]
+    fn durable_waiters_wake_only_when_covered() {
+        let gate = Gate::new(0);
+        let mut a = Box::pin(Wait::new(&gate, Level::Durable, 100));
+        let mut b = Box::pin(Wait::new(&gate, Level::Durable, 200));
+        assert!(a.as_mut().now_or_never().is_none());
+        assert!(b.as_mut().now_or_never().is_none());
+        assert_eq!(gate.sync_wanted(), 200);
+        gate.advance_written(150);
+        assert_eq!(gate.begin_sync(false), Some(150));
+        gate.advance_written(300); // a write completes while the sync runs
+        assert_eq!(gate.begin_sync(false), None, "one round at a time");
+        gate.complete_sync(150);
+        assert_eq!(a.as_mut().now_or_never().map(|r| r.ok()), Some(Some(Lsn::new(100))));
+        assert!(b.as_mut().now_or_never().is_none(), "200 was not covered by the round at 150");
+        assert_eq!(gate.durable_lsn(), Lsn::new(150));
+        assert_eq!(gate.begin_sync(false), Some(300));
+        gate.complete_sync(300);
+        assert!(b.as_mut().now_or_never().is_some());
+    }
+
+    #[test]
+    fn failure_wakes_everyone_with_the_first_error_and_is_final() {
+        let gate = Gate::new(0);
+        let mut w = Box::pin(Wait::new(&gate, Level::Durable, 10));
+        assert!(w.as_mut().now_or_never().is_none());
+        gate.advance_written(10);
+        assert_eq!(gate.begin_sync(false), Some(10));
+        gate.fail(Error::io("fdatasync", "/x", std::io::Error::from_raw_os_error(libc::EIO)));
+        gate.fail(Error::Closed);
+        let got = w.as_mut().now_or_never().expect("woken");
+        assert!(matches!(got, Err(Error::Poisoned(_))), "{got:?}");
+        // A late successful completion must not make anything durable.
+        gate.complete_sync(10);
+        assert_eq!(gate.durable_lsn(), Lsn::ZERO);
+        assert!(gate.wait_blocking(Level::Written, 1).unwrap_err().is_poisoned());
+    }
+
+    #[test]
+    fn dropped_waiters_leave_no_registration() {
+        let gate = Gate::new(0);
+        {
+            let mut w = Box::pin(Wait::new(&gate, Level::Written, 5));
+            assert!(w.as_mut().now_or_never().is_none());
+        }
+        assert!(gate.lock().written_waiters.is_empty());
+    }
+}

@@ -1,0 +1,349 @@
+//! The driver: one task per journal that owns every file and all I/O.
+//!
+//! It takes what appenders left in the log buffer, writes it with one op per
+//! chunk, leads every sync round of the gate, rolls segments, and on shutdown
+//! flushes and drains. At most one write and one sync are in flight, so the
+//! written frontier is simply the end of the last completed write, and a sync
+//! may run while the next write does (pipelining). When a write is submitted
+//! while someone waits for durability and no sync runs, the write and its
+//! sync travel together (`OpKind::WriteSync`).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::future::{pending, poll_fn};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::{Chunk, Shared};
+use crate::segment::{self, SegmentFile};
+use crate::substrate::{platform, Backend, Done, Op, OpKind};
+use crate::{format, Error, Lsn, Result, SyncPolicy};
+
+/// Transient errors (`EINTR`, `EAGAIN`) retried per write before giving up.
+const MAX_WRITE_RETRIES: u32 = 64;
+/// A sync slower than this is logged once and counted as a stall.
+const STALL_THRESHOLD: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+struct WriteInFlight {
+    end: u64,
+    records: u64,
+    retries: u32,
+    started: Instant,
+}
+
+#[derive(Debug)]
+struct SyncInFlight {
+    covers: u64,
+    records: u64,
+    started: Instant,
+}
+
+pub(super) struct Driver {
+    shared: Arc<Shared>,
+    backend: Box<dyn Backend>,
+    active: Arc<SegmentFile>,
+    journal_id: u64,
+    /// Held until the driver ends: the directory's exclusive lock.
+    _lock: File,
+    queue: VecDeque<Chunk>,
+    write: Option<WriteInFlight>,
+    sync: Option<SyncInFlight>,
+    written_records: u64,
+    synced_records: u64,
+    interval: Option<Interval>,
+    interval_due: bool,
+    window_until: Option<Instant>,
+}
+
+impl Driver {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        backend: Box<dyn Backend>,
+        active: SegmentFile,
+        journal_id: u64,
+        lock: File,
+    ) -> Driver {
+        let interval = match shared.opts.sync_policy {
+            SyncPolicy::Interval(every) => {
+                let mut i = tokio::time::interval_at(Instant::now() + every, every);
+                i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                Some(i)
+            }
+            _ => None,
+        };
+        Driver {
+            shared,
+            backend,
+            active: Arc::new(active),
+            journal_id,
+            _lock: lock,
+            queue: VecDeque::new(),
+            write: None,
+            sync: None,
+            written_records: 0,
+            synced_records: 0,
+            interval,
+            interval_due: false,
+            window_until: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) -> Result<()> {
+        let result = self.serve().await;
+        if let Err(err) = &result {
+            tracing::error!(dir = %self.shared.dir.display(), error = %err, "journal poisoned");
+            self.shared.log.refuse(err.clone());
+            self.shared.gate.fail(err.clone());
+        }
+        self.drain().await;
+        self.shared.gate.fail(Error::Closed);
+        result.map_err(|e| self.shared.gate.failure().unwrap_or(e))
+    }
+
+    async fn serve(&mut self) -> Result<()> {
+        loop {
+            self.pump().await?;
+            if self.finished() {
+                return Ok(());
+            }
+            let interval = &mut self.interval;
+            let window = self.window_until;
+            let backend = &mut self.backend;
+            let wake = &self.shared.gate.driver_wake;
+            tokio::select! {
+                done = poll_fn(|cx| backend.poll_complete(cx)) => self.complete(done)?,
+                () = wake.notified() => {}
+                _ = async { match interval { Some(i) => i.tick().await, None => pending().await } } => {
+                    self.interval_due = true;
+                }
+                () = async { match window { Some(t) => tokio::time::sleep_until(t).await, None => pending().await } } => {}
+            }
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    fn final_sync_needed(&self) -> bool {
+        self.shared.close_sync.load(Ordering::Acquire) || self.shared.opts.sync_policy != SyncPolicy::Never
+    }
+
+    fn all_written(&self) -> bool {
+        self.write.is_none() && self.queue.is_empty() && !self.shared.log.has_pending()
+    }
+
+    fn finished(&self) -> bool {
+        if !self.shutting_down() || !self.all_written() || self.sync.is_some() {
+            return false;
+        }
+        let gate = &self.shared.gate;
+        !self.final_sync_needed() || gate.durable_lsn() >= gate.written_lsn()
+    }
+
+    /// Submits whatever can be submitted now.
+    async fn pump(&mut self) -> Result<()> {
+        if self.write.is_none() {
+            if self.queue.is_empty() {
+                self.shared.log.take(&mut self.queue);
+            }
+            let next_base = self.queue.front().map(|c| c.seg_base);
+            if let Some(base) = next_base.filter(|&b| b != self.active.base) {
+                if self.sync.is_some() {
+                    return Ok(()); // roll once the round in flight completes
+                }
+                self.rollover(base).await?;
+            }
+            if let Some(chunk) = self.queue.pop_front() {
+                self.submit_write(chunk);
+            }
+        }
+        if self.sync.is_none() {
+            let forced = self.interval_due
+                || (self.shutting_down() && self.final_sync_needed() && self.all_written());
+            if forced || self.window_open() {
+                if let Some(covers) = self.shared.gate.begin_sync(forced) {
+                    self.interval_due = false;
+                    self.start_sync(covers);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// With a group-commit window, a sync waits that long after it is first
+    /// wanted, so that followers can join the round.
+    fn window_open(&mut self) -> bool {
+        let window = self.shared.opts.group_commit_window;
+        if window.is_zero() {
+            return true;
+        }
+        let gate = &self.shared.gate;
+        if gate.sync_wanted() <= gate.durable_lsn().as_u64() {
+            self.window_until = None;
+            return false;
+        }
+        let until = *self.window_until.get_or_insert_with(|| Instant::now() + window);
+        if Instant::now() < until {
+            return false;
+        }
+        self.window_until = None;
+        true
+    }
+
+    fn submit_write(&mut self, chunk: Chunk) {
+        debug_assert_eq!(chunk.seg_base, self.active.base);
+        debug_assert_eq!(chunk.start_lsn, self.shared.gate.written_lsn().as_u64(), "writes stay in order");
+        let end = chunk.end_lsn();
+        let offset = format::file_offset(chunk.seg_base, chunk.start_lsn);
+        let linked = self.sync.is_none()
+            && self.shared.opts.group_commit_window.is_zero()
+            && self.shared.gate.begin_linked_sync(end);
+        let kind = if linked { OpKind::WriteSync } else { OpKind::Write };
+        let now = Instant::now();
+        if linked {
+            let records = self.written_records + chunk.records;
+            self.sync = Some(SyncInFlight { covers: end, records, started: now });
+        }
+        self.write = Some(WriteInFlight { end, records: chunk.records, retries: 0, started: now });
+        self.backend.submit(Op::write(kind, self.active.clone(), offset, chunk.buf, 0));
+    }
+
+    fn start_sync(&mut self, covers: u64) {
+        self.sync = Some(SyncInFlight { covers, records: self.written_records, started: Instant::now() });
+        self.backend.submit(Op::sync(self.active.clone()));
+    }
+
+    fn complete(&mut self, done: Done) -> Result<()> {
+        let Done { op, written, synced } = done;
+        if let Some(written) = written {
+            if !self.complete_write(op, written)? {
+                return Ok(()); // resubmitted: the linked sync did not run
+            }
+        }
+        if let Some(synced) = synced {
+            self.complete_sync(synced)?;
+        }
+        Ok(())
+    }
+
+    /// Returns false when the write was resubmitted (short or interrupted).
+    fn complete_write(&mut self, mut op: Op, result: std::io::Result<usize>) -> Result<bool> {
+        let Some(w) = self.write.as_mut() else {
+            return Err(self.internal("write completion with no write in flight"));
+        };
+        let lsn = Lsn::new(w.end - op.write_len() as u64);
+        match result {
+            Ok(n) if n == op.write_len() => {}
+            Ok(0) => {
+                let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "write made no progress");
+                return Err(Error::io_at("write", &op.file.path, lsn, e));
+            }
+            Ok(n) => {
+                op.start += n;
+                op.offset += n as u64;
+                return Ok(self.resubmit(op));
+            }
+            Err(e) if platform::is_transient(&e) && w.retries < MAX_WRITE_RETRIES => {
+                w.retries += 1;
+                return Ok(self.resubmit(op));
+            }
+            Err(e) => return Err(Error::io_at("write", &op.file.path, lsn, e)),
+        }
+        let w = self.write.take().expect("checked above");
+        self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.write_latency.record_duration(w.started.elapsed());
+        self.written_records += w.records;
+        self.shared.gate.advance_written(w.end);
+        if let Some(buf) = op.buf.take() {
+            self.shared.log.recycle(buf);
+        }
+        Ok(true)
+    }
+
+    /// Resubmits the rest of a write as a plain write. A linked sync is
+    /// abandoned (it was cancelled by the short write, or ran before all the
+    /// bytes it must cover were written); the gate starts a new round once
+    /// the write completes.
+    fn resubmit(&mut self, mut op: Op) -> bool {
+        if op.kind == OpKind::WriteSync {
+            self.sync = None;
+            self.shared.gate.abandon_sync();
+        }
+        op.kind = OpKind::Write;
+        self.backend.submit(op);
+        false
+    }
+
+    fn complete_sync(&mut self, result: std::io::Result<()>) -> Result<()> {
+        let Some(s) = self.sync.take() else {
+            return Err(self.internal("sync completion with no sync in flight"));
+        };
+        if let Err(e) = result {
+            return Err(Error::io_at("fdatasync", &self.active.path, Lsn::new(s.covers), e));
+        }
+        let took = s.started.elapsed();
+        if took > STALL_THRESHOLD {
+            self.shared.stats.stalls.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(dir = %self.shared.dir.display(), took_ms = took.as_millis() as u64, "sync stalled");
+        }
+        let records = s.records - self.synced_records;
+        self.synced_records = s.records;
+        self.shared.stats.sync_done(records, took);
+        tracing::debug!(covers = s.covers, records, took_us = took.as_micros() as u64, "sync round");
+        self.shared.gate.complete_sync(s.covers);
+        Ok(())
+    }
+
+    /// Seals the active segment (syncing all of it) and switches to a new
+    /// one whose file and directory entry are durable before use.
+    async fn rollover(&mut self, base: u64) -> Result<()> {
+        debug_assert!(self.write.is_none() && self.sync.is_none());
+        tracing::info!(dir = %self.shared.dir.display(), base, "segment rollover");
+        let old = self.active.clone();
+        let dir = self.shared.dir.clone();
+        let id = self.journal_id;
+        let covers = self.shared.gate.begin_sync(true);
+        let made = tokio::task::spawn_blocking(move || -> Result<SegmentFile> {
+            platform::sync_data(&old.file).map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
+            segment::create(&dir, base, id)
+        })
+        .await
+        .map_err(|e| self.internal(&format!("rollover task: {e}")))??;
+        if let Some(covers) = covers {
+            debug_assert_eq!(covers, base, "a sealed segment ends where the next begins");
+            self.synced_records = self.written_records;
+            self.shared.gate.complete_sync(covers);
+        }
+        self.shared.segments.write().unwrap_or_else(|p| p.into_inner()).push(base);
+        self.active = Arc::new(made);
+        Ok(())
+    }
+
+    fn internal(&self, what: &str) -> Error {
+        Error::io("driver", &self.shared.dir, std::io::Error::other(what.to_string()))
+    }
+
+    /// Waits for every op in flight so no buffer or fd is released under
+    /// the kernel, whatever the outcome.
+    async fn drain(&mut self) {
+        while self.backend.in_flight() > 0 {
+            let _ = poll_fn(|cx| self.backend.poll_complete(cx)).await;
+        }
+        self.write = None;
+        self.sync = None;
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Also reached when the runtime drops the task mid-flight: nobody
+        // may wait forever, and nothing more is accepted.
+        self.shared.log.refuse(Error::Closed);
+        self.shared.gate.fail(Error::Closed);
+    }
+}

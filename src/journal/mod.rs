@@ -1,0 +1,307 @@
+//! [`Journal`]: the handle users hold, and the state its clones share.
+//!
+//! Appenders copy frames into the log buffer and wait on the gate; the driver
+//! task (`driver.rs`) does all I/O. This module never touches a file
+//! descriptor on the append path.
+
+mod driver;
+mod logbuf;
+mod open;
+pub(crate) mod options;
+mod ticket;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub(crate) use logbuf::{Chunk, LogBuffer};
+pub use ticket::Ticket;
+
+use crate::gate::{Gate, Level, Wait};
+use crate::read::{Reader, Record};
+use crate::recovery::RecoveryReport;
+use crate::stats::{Stats, StatsInner};
+use crate::{format, Error, JournalOptions, Lsn, Result, Substrate, SyncPolicy};
+
+/// State shared by every clone of a journal, its tickets, readers and driver.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: JournalOptions,
+    pub(crate) substrate: Substrate,
+    pub(crate) log: LogBuffer,
+    pub(crate) gate: Gate,
+    /// Base LSNs of the segment files, ascending (the driver appends).
+    pub(crate) segments: RwLock<Vec<u64>>,
+    pub(crate) stats: StatsInner,
+    pub(crate) report: RecoveryReport,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) close_sync: AtomicBool,
+    pub(crate) driver: Mutex<Option<tokio::task::JoinHandle<Result<()>>>>,
+}
+
+impl Shared {
+    /// Stops accepting appends and tells the driver to finish.
+    pub(crate) fn begin_shutdown(&self, sync: bool) {
+        self.log.refuse(Error::Closed);
+        if sync {
+            self.close_sync.store(true, Ordering::Release);
+        }
+        self.shutdown.store(true, Ordering::Release);
+        self.gate.driver_wake.notify_one();
+    }
+
+    /// Validates sizes and copies `payloads` into the log buffer.
+    pub(crate) fn place<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<u64> {
+        let max = self.opts.max_record_size;
+        let mut total = 0u64;
+        let mut bytes = 0u64;
+        for p in payloads {
+            let len = p.as_ref().len();
+            if len > max {
+                return Err(Error::RecordTooLarge { len, max });
+            }
+            total += format::frame_len(len) as u64;
+            bytes += len as u64;
+        }
+        let capacity = self.opts.segment_size - format::SEGMENT_HEADER_LEN as u64;
+        if total > capacity {
+            return Err(Error::RecordTooLarge { len: total as usize, max: capacity as usize });
+        }
+        let placed = self.log.append(payloads, total)?;
+        self.stats.appends.fetch_add(payloads.len() as u64, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if placed.wake_driver {
+            self.gate.driver_wake.notify_one();
+        }
+        Ok(placed.end)
+    }
+
+    /// LSN an appender must see written before it may add more (the soft
+    /// bound on unwritten bytes), if it must wait at all.
+    fn backpressure(&self) -> Option<u64> {
+        let next = self.log.next_lsn_relaxed();
+        let written = self.gate.written_lsn().as_u64();
+        let limit = self.opts.buffer_size as u64;
+        (next - written > limit).then(|| next - limit)
+    }
+
+    fn append_level(&self) -> Level {
+        match self.opts.sync_policy {
+            SyncPolicy::Always => Level::Durable,
+            _ => Level::Written,
+        }
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        match self.gate.failure() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Shuts the driver down when the last `Journal` clone goes away.
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.begin_shutdown(false);
+    }
+}
+
+/// A durable, segmented, append-only journal. Cheap to clone; all clones
+/// share one log buffer, one driver and one commit gate.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    handle: Arc<Handle>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`, running recovery. Needs a
+    /// tokio runtime of either flavour.
+    pub async fn open(dir: impl AsRef<Path>, opts: JournalOptions) -> Result<Journal> {
+        let shared = open::open(dir.as_ref(), opts).await?;
+        Ok(Journal { handle: Arc::new(Handle { shared }) })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// Appends one record; resolves with its LSN once *written* (durable
+    /// under `SyncPolicy::Always`).
+    pub async fn append_async(&self, payload: impl AsRef<[u8]>) -> Result<Lsn> {
+        let shared = self.shared();
+        if let Some(lsn) = shared.backpressure() {
+            Wait::new(&shared.gate, Level::Written, lsn).await?;
+        }
+        let end = shared.place(&[payload])?;
+        Wait::new(&shared.gate, shared.append_level(), end).await
+    }
+
+    /// Appends records as one atomic batch: after a crash, all or none are
+    /// there. Resolves with each record's LSN once written.
+    pub async fn append_batch_async<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Vec<Lsn>> {
+        let shared = self.shared();
+        if payloads.is_empty() {
+            shared.check_open()?;
+            return Ok(Vec::new());
+        }
+        if let Some(lsn) = shared.backpressure() {
+            Wait::new(&shared.gate, Level::Written, lsn).await?;
+        }
+        let end = shared.place(payloads)?;
+        Wait::new(&shared.gate, shared.append_level(), end).await?;
+        Ok(batch_lsns(payloads, end))
+    }
+
+    /// Resolves once every byte below `lsn` is durable.
+    pub async fn sync_through_async(&self, lsn: Lsn) -> Result<()> {
+        let shared = self.shared();
+        shared.check_open()?;
+        check_not_ahead(shared, lsn)?;
+        Wait::new(&shared.gate, Level::Durable, lsn.as_u64()).await.map(drop)
+    }
+
+    /// Appends one record and resolves once it is durable, sharing the sync
+    /// with every concurrent caller (group commit).
+    pub async fn append_durable_async(&self, payload: impl AsRef<[u8]>) -> Result<Lsn> {
+        let shared = self.shared();
+        if let Some(lsn) = shared.backpressure() {
+            Wait::new(&shared.gate, Level::Written, lsn).await?;
+        }
+        let end = shared.place(&[payload])?;
+        Wait::new(&shared.gate, Level::Durable, end).await
+    }
+
+    /// Appends one record without waiting; the [`Ticket`] resolves with its
+    /// LSN once durable (once written under `SyncPolicy::Never`). Never
+    /// blocks; dropping the ticket does not drop the record.
+    pub fn submit(&self, payload: impl AsRef<[u8]>) -> Result<Ticket> {
+        let shared = self.shared();
+        let end = shared.place(&[payload])?;
+        let level = if shared.opts.sync_policy == SyncPolicy::Never { Level::Written } else { Level::Durable };
+        if level == Level::Durable {
+            shared.gate.want_durable(end);
+        }
+        Ok(Ticket::new(shared.clone(), level, end))
+    }
+
+    /// Blocking [`append_async`](Self::append_async), for threads that are
+    /// not tokio workers (it parks the calling thread).
+    pub fn append(&self, payload: impl AsRef<[u8]>) -> Result<Lsn> {
+        let shared = self.shared();
+        if let Some(lsn) = shared.backpressure() {
+            shared.gate.wait_blocking(Level::Written, lsn)?;
+        }
+        let end = shared.place(&[payload])?;
+        shared.gate.wait_blocking(shared.append_level(), end)
+    }
+
+    /// Blocking [`sync_through_async`](Self::sync_through_async).
+    pub fn sync_through(&self, lsn: Lsn) -> Result<()> {
+        let shared = self.shared();
+        shared.check_open()?;
+        check_not_ahead(shared, lsn)?;
+        shared.gate.wait_blocking(Level::Durable, lsn.as_u64()).map(drop)
+    }
+
+    /// The substrate actually running.
+    pub fn substrate(&self) -> Substrate {
+        self.shared().substrate
+    }
+
+    /// True when the native io_uring driver is serving this journal.
+    pub fn native_iouring_active(&self) -> bool {
+        self.substrate() == Substrate::IoUring
+    }
+
+    /// The LSN the next append will start at.
+    pub fn next_lsn(&self) -> Lsn {
+        Lsn::new(self.shared().log.next_lsn())
+    }
+
+    /// Every byte below this LSN has reached the OS.
+    pub fn written_lsn(&self) -> Lsn {
+        self.shared().gate.written_lsn()
+    }
+
+    /// Every byte below this LSN is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared().gate.durable_lsn()
+    }
+
+    /// Counters and latency percentiles.
+    pub fn stats(&self) -> Stats {
+        let shared = self.shared();
+        let poisoned = matches!(shared.gate.failure(), Some(Error::Poisoned(_)));
+        shared.stats.snapshot(shared.substrate, poisoned)
+    }
+
+    /// What recovery found and cut when this journal was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.shared().report
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared().dir
+    }
+
+    /// A reader over written records whose start is at or after `from`.
+    pub fn reader(&self, from: Lsn) -> Result<Reader> {
+        Reader::live(self.shared().clone(), from)
+    }
+
+    /// Up to `max_records` written records from `from`, and whether more are
+    /// written beyond them.
+    pub fn read_batch(&self, from: Lsn, max_records: usize) -> Result<(Vec<Record>, bool)> {
+        let mut reader = self.reader(from)?;
+        let mut records = Vec::with_capacity(max_records.min(1024));
+        while records.len() < max_records {
+            match reader.next_record()? {
+                Some(r) => records.push(r),
+                None => return Ok((records, false)),
+            }
+        }
+        let more = reader.position() < self.written_lsn();
+        Ok((records, more))
+    }
+
+    /// Flushes and syncs everything appended, stops the driver and releases
+    /// the directory lock. Later calls on any clone return `Error::Closed`.
+    pub async fn close(&self) -> Result<()> {
+        let shared = self.shared();
+        shared.begin_shutdown(true);
+        let task = shared.driver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(task) = task else { return Err(Error::Closed) };
+        match task.await {
+            Ok(result) => result,
+            Err(join) => Err(Error::io("join driver task", &shared.dir, std::io::Error::other(join.to_string()))),
+        }
+    }
+}
+
+fn check_not_ahead(shared: &Shared, lsn: Lsn) -> Result<()> {
+    let next = shared.log.next_lsn_relaxed();
+    if lsn.as_u64() > next {
+        return Err(Error::InvalidLsn { lsn, reason: format!("beyond the end of the journal ({next})") });
+    }
+    Ok(())
+}
+
+fn batch_lsns<P: AsRef<[u8]>>(payloads: &[P], end: u64) -> Vec<Lsn> {
+    let total: u64 = payloads.iter().map(|p| format::frame_len(p.as_ref().len()) as u64).sum();
+    let mut lsn = end - total;
+    payloads
+        .iter()
+        .map(|p| {
+            lsn += format::frame_len(p.as_ref().len()) as u64;
+            Lsn::new(lsn)
+        })
+        .collect()
+}

@@ -1,0 +1,123 @@
+//! `Journal::open`: lock, choose the substrate, recover, spawn the driver.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::driver::Driver;
+use super::{LogBuffer, Shared};
+use crate::gate::Gate;
+use crate::recovery;
+use crate::stats::StatsInner;
+use crate::substrate::{platform, Backend, BlockingBackend};
+use crate::{Error, JournalOptions, Result, SubstrateChoice};
+
+/// Name of the lock file inside a journal directory.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
+pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>> {
+    opts.validate()?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::RuntimeRequired)?;
+    prepare_dir(dir)?;
+    let lock = take_lock(dir)?;
+    let mut backend = choose_backend(&opts)?;
+    if let Some(plan) = &opts.fault {
+        backend = Box::new(crate::substrate::fault::FaultBackend::new(backend, plan.clone()));
+    }
+    if opts.direct_io {
+        return Err(Error::Unsupported("direct_io is not implemented yet in this build".into()));
+    }
+    let (recover_dir, mode) = (dir.to_path_buf(), opts.recovery);
+    let recovered = runtime
+        .spawn_blocking(move || recovery::recover(&recover_dir, mode))
+        .await
+        .map_err(|e| Error::io("recovery task", dir, io::Error::other(e.to_string())))??;
+    let end = recovered.report.end_lsn.as_u64();
+    let last_base = recovered.last.base;
+    let shared = Arc::new(Shared {
+        dir: dir.to_path_buf(),
+        log: LogBuffer::new(end, last_base, opts.segment_size, 4096),
+        gate: Gate::new(end),
+        segments: RwLock::new(recovered.bases.clone()),
+        stats: StatsInner::new(),
+        report: recovered.report,
+        substrate: backend.substrate(),
+        shutdown: AtomicBool::new(false),
+        close_sync: AtomicBool::new(false),
+        driver: Mutex::new(None),
+        opts,
+    });
+    tracing::info!(
+        dir = %dir.display(), end_lsn = end, segments = shared.report.segments,
+        substrate = ?shared.substrate, "journal open"
+    );
+    let driver = Driver::new(shared.clone(), backend, recovered.last, recovered.journal_id, lock);
+    let task = runtime.spawn(driver.run());
+    *shared.driver.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    Ok(shared)
+}
+
+fn prepare_dir(dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::io(
+            "open journal directory",
+            dir,
+            io::Error::new(io::ErrorKind::NotADirectory, "exists and is not a directory"),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| Error::io("create journal directory", dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                platform::sync_dir(parent).map_err(|e| Error::io("sync parent directory", parent, e))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::io("open journal directory", dir, e)),
+    }
+}
+
+fn take_lock(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("open lock file", &path, e))?;
+    match platform::try_lock_exclusive(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(Error::Locked { path }),
+        Err(e) => Err(Error::io("flock", &path, e)),
+    }
+}
+
+fn choose_backend(opts: &JournalOptions) -> Result<Box<dyn Backend>> {
+    let blocking = || -> Box<dyn Backend> { Box::new(BlockingBackend::new()) };
+    match opts.substrate {
+        SubstrateChoice::Blocking => Ok(blocking()),
+        SubstrateChoice::IoUring => native(opts).map_err(Error::Unsupported),
+        SubstrateChoice::Auto => Ok(native(opts).unwrap_or_else(|why| {
+            warn_fallback_once(&why);
+            blocking()
+        })),
+    }
+}
+
+fn warn_fallback_once(why: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| tracing::warn!(reason = why, "io_uring unavailable; tidelog runs on the Blocking substrate"));
+}
+
+#[cfg(target_os = "linux")]
+fn native(opts: &JournalOptions) -> std::result::Result<Box<dyn Backend>, String> {
+    crate::substrate::uring::UringBackend::new(opts.ring_entries)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn native(_opts: &JournalOptions) -> std::result::Result<Box<dyn Backend>, String> {
+    Err("io_uring exists only on Linux".into())
+}
+

@@ -1,0 +1,199 @@
+//! [`JournalOptions`] and the small enums that configure a journal.
+
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// Which substrate to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SubstrateChoice {
+    /// Native io_uring where the kernel allows it, else `Blocking`.
+    #[default]
+    Auto,
+    /// Native io_uring or fail with [`Error::Unsupported`].
+    IoUring,
+    /// `spawn_blocking` around pwrite and fdatasync.
+    Blocking,
+}
+
+/// The substrate a journal actually runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Substrate {
+    /// One io_uring ring and a completion-driver task.
+    IoUring,
+    /// `spawn_blocking` around pwrite and fdatasync.
+    Blocking,
+}
+
+/// When the journal syncs on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SyncPolicy {
+    /// Only when a caller asks (`sync_through*`, `append_durable*`, tickets).
+    #[default]
+    OnDemand,
+    /// Every append resolves only once durable.
+    Always,
+    /// A background sync every interval while there is unsynced data.
+    Interval(Duration),
+    /// Never on its own. Explicit `sync_through*`/`append_durable*` still
+    /// sync (their names promise it); tickets resolve once *written*.
+    Never,
+}
+
+/// What recovery does with a damaged tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RecoveryMode {
+    /// Keep the longest valid prefix; cut and report the rest.
+    #[default]
+    PointInTime,
+    /// Tolerate at most one torn final frame (or batch); anything else is
+    /// [`Error::Corrupt`].
+    AbsoluteConsistency,
+}
+
+/// How a journal is opened. Cheap to clone; setters take and return `self`.
+#[derive(Clone, Debug)]
+pub struct JournalOptions {
+    pub(crate) substrate: SubstrateChoice,
+    pub(crate) direct_io: bool,
+    pub(crate) segment_size: u64,
+    pub(crate) sync_policy: SyncPolicy,
+    pub(crate) group_commit_window: Duration,
+    pub(crate) max_record_size: usize,
+    pub(crate) recovery: RecoveryMode,
+    pub(crate) ring_entries: u32,
+    pub(crate) buffer_size: usize,
+    pub(crate) fault: Option<std::sync::Arc<crate::testing::FaultPlan>>,
+}
+
+/// Smallest accepted segment: keeps the header overhead and rollover rate sane.
+pub const MIN_SEGMENT_SIZE: u64 = 1 << 20;
+/// Largest accepted segment.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            substrate: SubstrateChoice::Auto,
+            direct_io: false,
+            segment_size: 64 << 20,
+            sync_policy: SyncPolicy::OnDemand,
+            group_commit_window: Duration::ZERO,
+            max_record_size: 16 << 20,
+            recovery: RecoveryMode::PointInTime,
+            ring_entries: 256,
+            buffer_size: 4 << 20,
+            fault: None,
+        }
+    }
+}
+
+impl JournalOptions {
+    /// The defaults (same as `Default`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Which substrate to run on (default `Auto`).
+    pub fn substrate(mut self, choice: SubstrateChoice) -> Self {
+        self.substrate = choice;
+        self
+    }
+
+    /// Open segments with `O_DIRECT` (default off).
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.direct_io = on;
+        self
+    }
+
+    /// Bytes per segment file, header included (default 64 MiB, min 1 MiB).
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// When the journal syncs on its own (default `OnDemand`).
+    pub fn sync_policy(mut self, policy: SyncPolicy) -> Self {
+        self.sync_policy = policy;
+        self
+    }
+
+    /// How long a sync leader waits for more followers (default zero: the
+    /// natural batching of a sync in flight is usually enough).
+    pub fn group_commit_window(mut self, window: Duration) -> Self {
+        self.group_commit_window = window;
+        self
+    }
+
+    /// Largest payload accepted (default 16 MiB).
+    pub fn max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
+        self
+    }
+
+    /// What recovery does with a damaged tail (default `PointInTime`).
+    pub fn recovery(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
+        self
+    }
+
+    /// Submission queue entries of the native ring (default 256).
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.ring_entries = entries;
+        self
+    }
+
+    /// Soft bound on bytes appended but not yet written; appenders wait for
+    /// the driver beyond it (default 4 MiB). `submit` never waits.
+    pub fn buffer_size(mut self, bytes: usize) -> Self {
+        self.buffer_size = bytes;
+        self
+    }
+
+    /// Test seam: wrap the substrate in a fault injector. Not a stable API.
+    #[doc(hidden)]
+    pub fn fault_plan(mut self, plan: std::sync::Arc<crate::testing::FaultPlan>) -> Self {
+        self.fault = Some(plan);
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::InvalidOptions(why));
+        if self.segment_size < MIN_SEGMENT_SIZE || self.segment_size > MAX_SEGMENT_SIZE {
+            return bad(format!(
+                "segment_size {} is outside [{MIN_SEGMENT_SIZE}, {MAX_SEGMENT_SIZE}]",
+                self.segment_size
+            ));
+        }
+        if self.max_record_size == 0 {
+            return bad("max_record_size must be at least 1".into());
+        }
+        // A record whose frame exceeds a segment is refused at append time
+        // (`RecordTooLarge`), so small segments need no matching option.
+        if self.max_record_size > crate::format::MAX_PAYLOAD_LEN {
+            return bad(format!(
+                "max_record_size {} exceeds the format's limit of {}",
+                self.max_record_size,
+                crate::format::MAX_PAYLOAD_LEN
+            ));
+        }
+        if !(1..=32768).contains(&self.ring_entries) || !self.ring_entries.is_power_of_two() {
+            return bad(format!(
+                "ring_entries {} must be a power of two in [1, 32768]",
+                self.ring_entries
+            ));
+        }
+        if self.buffer_size < 4096 {
+            return bad(format!("buffer_size {} is below 4096", self.buffer_size));
+        }
+        if let SyncPolicy::Interval(d) = self.sync_policy {
+            if d.is_zero() {
+                return bad("SyncPolicy::Interval needs a non-zero interval".into());
+            }
+        }
+        if self.group_commit_window > std::time::Duration::from_secs(1) {
+            return bad("group_commit_window above 1 s".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+//! Recovery at open: find the end of the log, cut what follows it, report.
+//!
+//! Sealed segments were synced whole before the driver moved past them, so
+//! only the last segment can hold a damaged tail; it is scanned frame by
+//! frame. The first invalid frame ends the log; an atomic batch whose last
+//! frame is missing ends it at the batch's start. Under `PointInTime` the
+//! rest is copied to a sidecar (`<segment>.corrupt-<lsn>`, synced) and cut;
+//! under `AbsoluteConsistency` valid frames after the end are `Corrupt`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::format::{self, FLAG_BATCH_CONTINUES, KIND_REQUIRED, KIND_RECORD};
+use crate::read::cursor::{FrameCursor, Step};
+use crate::segment::{self, SegmentFile};
+use crate::substrate::platform;
+use crate::{Error, Lsn, RecoveryMode, Result};
+
+/// What open found and what it cut.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub(crate) end_lsn: Lsn,
+    pub(crate) first_lsn: Lsn,
+    pub(crate) segments: usize,
+    pub(crate) tail_records: u64,
+    pub(crate) truncated_bytes: u64,
+    pub(crate) valid_frames_followed: bool,
+    pub(crate) sidecar: Option<PathBuf>,
+    pub(crate) created: bool,
+}
+
+impl RecoveryReport {
+    /// The end of the recovered log: appends continue here.
+    pub fn end_lsn(&self) -> Lsn {
+        self.end_lsn
+    }
+    /// The oldest LSN still held.
+    pub fn first_lsn(&self) -> Lsn {
+        self.first_lsn
+    }
+    /// Bytes after the end that were cut (0 for a clean shutdown).
+    pub fn truncated_bytes(&self) -> u64 {
+        self.truncated_bytes
+    }
+    /// Valid-looking frames followed the cut: more than a torn tail was lost.
+    pub fn valid_frames_followed(&self) -> bool {
+        self.valid_frames_followed
+    }
+    /// Where the cut bytes were saved, if any were.
+    pub fn sidecar(&self) -> Option<&Path> {
+        self.sidecar.as_deref()
+    }
+    /// Segment files found (or created).
+    pub fn segments(&self) -> usize {
+        self.segments
+    }
+    /// Records found in the last segment's scan.
+    pub fn tail_records(&self) -> u64 {
+        self.tail_records
+    }
+    /// The directory held no journal and a new one was created.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+}
+
+/// The outcome of scanning one segment from its base.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    /// End of the last complete record or batch.
+    pub(crate) end: u64,
+    /// Where scanning stopped (end of a dropped partial batch, or `end`).
+    pub(crate) stop: u64,
+    pub(crate) records: u64,
+    pub(crate) unknown_required: Option<u8>,
+}
+
+pub(crate) fn scan_segment(file: &File, base: u64, path: &Path) -> Result<Scan> {
+    let mut cursor = FrameCursor::new(base);
+    let (mut pos, mut end, mut records, mut pending) = (base, base, 0u64, 0u64);
+    loop {
+        let step = cursor
+            .step(file, pos, u64::MAX)
+            .map_err(|e| Error::io_at("read segment", path, Lsn::new(pos), e))?;
+        let Step::Frame(frame) = step else { break };
+        if frame.kind & KIND_REQUIRED != 0 && frame.kind != KIND_RECORD {
+            return Ok(Scan { end, stop: pos, records, unknown_required: Some(frame.kind) });
+        }
+        pos = frame.end_lsn();
+        if frame.kind == KIND_RECORD {
+            pending += 1;
+        }
+        if frame.flags & FLAG_BATCH_CONTINUES == 0 {
+            end = pos;
+            records += pending;
+            pending = 0;
+        }
+    }
+    Ok(Scan { end, stop: pos, records, unknown_required: None })
+}
+
+/// True if a valid frame starts anywhere in `tail`, which begins at `lsn`.
+fn any_valid_frame(tail: &[u8], lsn: u64) -> bool {
+    (0..tail.len())
+        .step_by(format::FRAME_ALIGN)
+        .any(|at| format::decode_frame(&tail[at..], lsn + at as u64).is_ok())
+}
+
+/// What the caller needs to continue after recovery.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) bases: Vec<u64>,
+    pub(crate) last: SegmentFile,
+    pub(crate) journal_id: u64,
+    pub(crate) report: RecoveryReport,
+}
+
+pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+    let _span = tracing::info_span!("tidelog.recovery", dir = %dir.display()).entered();
+    let mut bases = segment::list(dir, true)?;
+    let mut report = RecoveryReport::default();
+    if bases.is_empty() {
+        let journal_id = new_journal_id();
+        let last = segment::create(dir, 0, journal_id)?;
+        bases.push(0);
+        report.segments = 1;
+        report.created = true;
+        return Ok(Recovered { bases, last, journal_id, report });
+    }
+    let &base = bases.last().expect("not empty");
+    let (last, header) = segment::open(dir, base, true)?;
+    let scan = scan_segment(&last.file, base, &last.path)?;
+    if let Some(kind) = scan.unknown_required {
+        return Err(Error::corrupt(
+            &last.path,
+            Lsn::new(scan.stop),
+            format!("frame kind {kind:#04x} is required but unknown to this version"),
+        ));
+    }
+    let file_len = last.file.metadata().map_err(|e| Error::io("stat segment", &last.path, e))?.len();
+    let end_offset = format::file_offset(base, scan.end);
+    let tail = read_tail(&last.file, end_offset, file_len).map_err(|e| Error::io_at("read segment", &last.path, Lsn::new(scan.end), e))?;
+    let used = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let garbage_from = (scan.stop - scan.end) as usize;
+    let followed = tail.len() > garbage_from + format::FRAME_ALIGN
+        && any_valid_frame(&tail[garbage_from + format::FRAME_ALIGN..], scan.stop + format::FRAME_ALIGN as u64);
+    if followed && mode == RecoveryMode::AbsoluteConsistency {
+        return Err(Error::corrupt(
+            &last.path,
+            Lsn::new(scan.end),
+            "valid frames follow invalid bytes: more than a torn final write is damaged",
+        ));
+    }
+    if !tail.is_empty() {
+        if used > 0 {
+            report.sidecar = Some(save_sidecar(dir, &last.path, scan.end, &tail[..used])?);
+            report.truncated_bytes = used as u64;
+            report.valid_frames_followed = followed;
+            tracing::warn!(
+                segment = %last.path.display(), end_lsn = scan.end, bytes = used, valid_frames_followed = followed,
+                "recovery cut a damaged tail"
+            );
+        }
+        last.file.set_len(end_offset).map_err(|e| Error::io_at("truncate segment", &last.path, Lsn::new(scan.end), e))?;
+    }
+    // What a crashed process left in the page cache is durable from here on.
+    platform::sync_data(&last.file).map_err(|e| Error::io_at("fdatasync", &last.path, Lsn::new(scan.end), e))?;
+    report.end_lsn = Lsn::new(scan.end);
+    report.first_lsn = Lsn::new(bases[0]);
+    report.segments = bases.len();
+    report.tail_records = scan.records;
+    Ok(Recovered { bases, last, journal_id: header.journal_id, report })
+}
+
+fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {
+    let len = file_len.saturating_sub(from) as usize;
+    let mut tail = vec![0u8; len];
+    file.read_exact_at(&mut tail, from)?;
+    Ok(tail)
+}
+
+fn save_sidecar(dir: &Path, segment: &Path, end: u64, bytes: &[u8]) -> Result<PathBuf> {
+    let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
+    let path = dir.join(format!("{name}.corrupt-{end}"));
+    let saved = (|| -> io::Result<()> {
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
+        platform::pwrite_all(&file, bytes, 0)?;
+        platform::sync_data(&file)?;
+        platform::sync_dir(dir)
+    })();
+    saved.map_err(|e| {
+        let _ = fs::remove_file(&path);
+        Error::io_at("save cut tail", &path, Lsn::new(end), e)
+    })?;
+    Ok(path)
+}
+
+fn new_journal_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
+}

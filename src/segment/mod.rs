@@ -1,0 +1,102 @@
+//! Segment files: creation (header, sync, rename, directory sync), listing
+//! and opening.
+//!
+//! A segment becomes visible under its final name only after its header is
+//! durable, and its directory entry is synced before the segment is used, so
+//! recovery never meets a half-made segment under a segment name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::format::{self, SegmentHeader};
+use crate::substrate::platform;
+use crate::{Error, Lsn, Result};
+
+/// An open segment file.
+#[derive(Debug)]
+pub(crate) struct SegmentFile {
+    pub(crate) base: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+}
+
+/// Suffix of a segment being made; such files are removed at open.
+const TEMP_SUFFIX: &str = ".tlog.tmp";
+
+/// Creates the segment based at `base`, durable, file and directory entry.
+pub(crate) fn create(dir: &Path, base: u64, journal_id: u64) -> Result<SegmentFile> {
+    let path = dir.join(format::segment_file_name(base));
+    let temp = dir.join(format!("{base:020}{TEMP_SUFFIX}"));
+    let header = format::encode_segment_header(&SegmentHeader { base_lsn: base, journal_id, flags: 0 });
+    let made = (|| -> io::Result<File> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&temp)?;
+        platform::pwrite_all(&file, &header, 0)?;
+        platform::sync_data(&file)?;
+        fs::rename(&temp, &path)?;
+        platform::sync_dir(dir)?;
+        Ok(file)
+    })();
+    match made {
+        Ok(file) => Ok(SegmentFile { base, path, file }),
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            Err(Error::io_at("create segment", path, Lsn::new(base), e))
+        }
+    }
+}
+
+/// Opens an existing segment for reading and writing and checks its header.
+pub(crate) fn open(dir: &Path, base: u64, writable: bool) -> Result<(SegmentFile, SegmentHeader)> {
+    let path = dir.join(format::segment_file_name(base));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(&path)
+        .map_err(|e| Error::io_at("open segment", &path, Lsn::new(base), e))?;
+    let header = read_header(&file, &path, base)?;
+    Ok((SegmentFile { base, path, file }, header))
+}
+
+fn read_header(file: &File, path: &Path, base: u64) -> Result<SegmentHeader> {
+    use std::os::unix::fs::FileExt;
+    let mut block = vec![0u8; format::SEGMENT_HEADER_LEN];
+    let mut got = 0;
+    while got < block.len() {
+        match file.read_at(&mut block[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io_at("read segment header", path, Lsn::new(base), e)),
+        }
+    }
+    let header = format::decode_segment_header(&block[..got])
+        .map_err(|why| Error::corrupt(path, Lsn::new(base), why))?;
+    if header.base_lsn != base {
+        return Err(Error::corrupt(
+            path,
+            Lsn::new(base),
+            format!("header says base LSN {} but the file name says {base}", header.base_lsn),
+        ));
+    }
+    Ok(header)
+}
+
+/// Base LSNs of the segment files in `dir`, ascending. Removes leftovers of
+/// interrupted segment creation when `clean` is set.
+pub(crate) fn list(dir: &Path, clean: bool) -> Result<Vec<u64>> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("list journal directory", dir, e))?;
+    let mut bases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list journal directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(base) = format::parse_segment_file_name(name) {
+            bases.push(base);
+        } else if clean && name.ends_with(TEMP_SUFFIX) {
+            fs::remove_file(entry.path()).map_err(|e| Error::io("remove temp segment", entry.path(), e))?;
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}

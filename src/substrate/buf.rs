@@ -1,0 +1,111 @@
+//! [`AlignedBuf`]: a growable byte buffer whose start is aligned for direct I/O.
+//!
+//! One of the two homes of `unsafe` in the crate (the ring driver is the
+//! other). The buffer owns its allocation uniquely; while a write that refers
+//! to it is in flight the buffer is owned by the substrate's op slot, so the
+//! memory never moves or frees under the kernel.
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+
+/// A heap buffer aligned to `align` bytes, initialised up to `len`.
+pub(crate) struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    cap: usize,
+    align: usize,
+}
+
+// SAFETY: the buffer owns its allocation exclusively (no aliasing pointers are
+// handed out beyond borrows tied to `&self`/`&mut self`), like `Vec<u8>`.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access only reads through `&self`, like `Vec<u8>`.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// An empty buffer of at least `cap` bytes (rounded up to `align`).
+    pub(crate) fn with_capacity(cap: usize, align: usize) -> AlignedBuf {
+        assert!(align.is_power_of_two() && align <= 1 << 16, "alignment {align}");
+        let cap = cap.max(align).next_multiple_of(align);
+        let layout = Layout::from_size_align(cap, align).expect("capacity overflows a Layout");
+        // SAFETY: `layout` has a non-zero size (cap >= align >= 1).
+        let raw = unsafe { alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
+        AlignedBuf { ptr, len: 0, cap, align }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `n` zeroed bytes and returns them for the caller to fill.
+    pub(crate) fn extend_zeroed(&mut self, n: usize) -> &mut [u8] {
+        let new_len = self.len.checked_add(n).expect("buffer length overflow");
+        if new_len > self.cap {
+            self.grow(new_len);
+        }
+        let start = self.len;
+        self.len = new_len;
+        let tail = &mut self.as_mut_slice()[start..];
+        tail.fill(0);
+        tail
+    }
+
+    fn grow(&mut self, min_cap: usize) {
+        let mut bigger = AlignedBuf::with_capacity(min_cap.max(self.cap * 2), self.align);
+        bigger.len = self.len;
+        bigger.as_mut_slice().copy_from_slice(self.as_slice());
+        *self = bigger;
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is valid for `cap >= len` bytes and the first `len`
+        // bytes were initialised by `extend_zeroed`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` guarantees exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.cap, self.align).expect("layout was valid at alloc");
+        // SAFETY: allocated in `with_capacity` with exactly this layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf").field("len", &self.len).field("cap", &self.cap).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_keeping_content_and_alignment() {
+        let mut b = AlignedBuf::with_capacity(10, 4096);
+        assert_eq!(b.capacity(), 4096);
+        b.extend_zeroed(3).copy_from_slice(b"abc");
+        b.extend_zeroed(10_000)[0] = b'd';
+        assert_eq!(&b.as_slice()[..4], b"abcd");
+        assert_eq!(b.len(), 10_003);
+        assert_eq!(b.as_slice().as_ptr() as usize % 4096, 0);
+        b.clear();
+        assert_eq!(b.len(), 0);
+    }
+}

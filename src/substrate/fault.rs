@@ -1,0 +1,155 @@
+//! Fault injection at the completion level, for both substrates.
+//!
+//! [`FaultBackend`] wraps a real backend. Ops still reach the OS (so a failed
+//! write may well have reached the page cache, as in life); what the driver
+//! is *told* is rewritten according to a [`FaultPlan`]: errors on the k-th
+//! write or sync, short writes, `EINTR`, slow syncs.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::{Backend, Done, Op, OpKind};
+
+/// What to inject. All counters are 1-based; 0 means never. Shared with the
+/// test through an `Arc`, so it can be changed while the journal runs.
+#[derive(Debug)]
+pub struct FaultPlan {
+    /// Report the n-th completed write as failed with `errno`.
+    pub fail_write_nth: AtomicU64,
+    /// Report the n-th completed sync as failed with `errno`.
+    pub fail_sync_nth: AtomicU64,
+    /// The errno reported (default `EIO`).
+    pub errno: AtomicI32,
+    /// Shorten this many upcoming writes to half their length.
+    pub short_writes: AtomicU64,
+    /// Fail this many upcoming writes with `EINTR` without performing them.
+    pub eintr_writes: AtomicU64,
+    /// Hold every sync completion this long (milliseconds).
+    pub sync_delay_ms: AtomicU64,
+    /// Writes completed so far (counted after injection decisions).
+    pub writes_seen: AtomicU64,
+    /// Syncs completed so far.
+    pub syncs_seen: AtomicU64,
+}
+
+impl Default for FaultPlan {
+    fn default() -> Self {
+        FaultPlan {
+            fail_write_nth: AtomicU64::new(0),
+            fail_sync_nth: AtomicU64::new(0),
+            errno: AtomicI32::new(libc::EIO),
+            short_writes: AtomicU64::new(0),
+            eintr_writes: AtomicU64::new(0),
+            sync_delay_ms: AtomicU64::new(0),
+            writes_seen: AtomicU64::new(0),
+            syncs_seen: AtomicU64::new(0),
+        }
+    }
+}
+
+fn take_one(counter: &AtomicU64) -> bool {
+    counter.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+type Delayed = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+pub(crate) struct FaultBackend {
+    inner: Box<dyn Backend>,
+    plan: Arc<FaultPlan>,
+    /// (segment base, offset, original end, original kind) of writes we shortened.
+    shortened: Vec<(u64, u64, usize, OpKind)>,
+    ready: VecDeque<Done>,
+    delayed: FuturesUnordered<Delayed>,
+}
+
+impl FaultBackend {
+    pub(crate) fn new(inner: Box<dyn Backend>, plan: Arc<FaultPlan>) -> FaultBackend {
+        FaultBackend { inner, plan, shortened: Vec::new(), ready: VecDeque::new(), delayed: FuturesUnordered::new() }
+    }
+
+    fn errno(&self) -> io::Error {
+        io::Error::from_raw_os_error(self.plan.errno.load(SeqCst))
+    }
+
+    fn rewrite(&mut self, mut done: Done) -> Option<Done> {
+        if let Some(i) = self.shortened.iter().position(|s| (s.0, s.1) == (done.op.file.base, done.op.offset)) {
+            let (_, _, end, kind) = self.shortened.swap_remove(i);
+            done.op.end = end;
+            done.op.kind = kind;
+        }
+        if done.written.is_some() {
+            let n = self.plan.writes_seen.fetch_add(1, SeqCst) + 1;
+            if n == self.plan.fail_write_nth.load(SeqCst) {
+                done.written = Some(Err(self.errno()));
+                done.synced = None;
+            }
+        }
+        if done.synced.is_some() {
+            let n = self.plan.syncs_seen.fetch_add(1, SeqCst) + 1;
+            if n == self.plan.fail_sync_nth.load(SeqCst) {
+                done.synced = Some(Err(self.errno()));
+            }
+            let delay = self.plan.sync_delay_ms.load(SeqCst);
+            if delay > 0 {
+                self.delayed.push(Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    done
+                }));
+                return None;
+            }
+        }
+        Some(done)
+    }
+}
+
+impl Backend for FaultBackend {
+    fn submit(&mut self, mut op: Op) {
+        if op.buf.is_some() && take_one(&self.plan.eintr_writes) {
+            let synced = None;
+            self.ready.push_back(Done { op, written: Some(Err(io::Error::from_raw_os_error(libc::EINTR))), synced });
+            return;
+        }
+        if op.buf.is_some() && op.write_len() >= 16 && take_one(&self.plan.short_writes) {
+            self.shortened.push((op.file.base, op.offset, op.end, op.kind));
+            op.end = op.start + op.write_len() / 2;
+            if op.kind == OpKind::WriteSync {
+                op.kind = OpKind::Write; // as the kernel cancels a link after a short write
+            }
+        }
+        self.inner.submit(op);
+    }
+
+    fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
+        loop {
+            if let Some(done) = self.ready.pop_front() {
+                return Poll::Ready(done);
+            }
+            if let Poll::Ready(done) = self.inner.poll_complete(cx) {
+                if let Some(done) = self.rewrite(done) {
+                    return Poll::Ready(done);
+                }
+                continue;
+            }
+            return match self.delayed.poll_next_unpin(cx) {
+                Poll::Ready(Some(done)) => Poll::Ready(done),
+                _ => Poll::Pending,
+            };
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight() + self.ready.len() + self.delayed.len()
+    }
+
+    fn substrate(&self) -> crate::Substrate {
+        self.inner.substrate()
+    }
+}

@@ -1,0 +1,99 @@
+//! Substrates: the engines that move bytes, behind one small seam.
+//!
+//! The driver (`journal::driver`) decides *what* to write and sync; a
+//! [`Backend`] only performs ops and reports their completions. Each op owns
+//! its buffer and its file until the completion is handed back, so memory
+//! and fds referenced by the kernel stay alive whatever happens to the future
+//! that asked. Tests wrap a backend to inject faults at the completion level
+//! (`testing::FaultPlan`), identically for both substrates.
+
+mod blocking;
+mod buf;
+pub(crate) mod fault;
+pub(crate) mod platform;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring;
+
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+pub(crate) use blocking::BlockingBackend;
+pub(crate) use buf::AlignedBuf;
+
+use crate::segment::SegmentFile;
+
+/// What an op does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// Write `buf[start..end]` at `offset`.
+    Write,
+    /// `fdatasync` the file.
+    Sync,
+    /// Write, then (only if the write was complete) sync — one round trip
+    /// (linked SQEs on the ring, one blocking task otherwise).
+    WriteSync,
+}
+
+/// One unit of work handed to a backend.
+#[derive(Debug)]
+pub(crate) struct Op {
+    pub(crate) kind: OpKind,
+    pub(crate) file: Arc<SegmentFile>,
+    pub(crate) offset: u64,
+    pub(crate) buf: Option<AlignedBuf>,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+impl Op {
+    pub(crate) fn sync(file: Arc<SegmentFile>) -> Op {
+        Op { kind: OpKind::Sync, file, offset: 0, buf: None, start: 0, end: 0 }
+    }
+
+    pub(crate) fn write(kind: OpKind, file: Arc<SegmentFile>, offset: u64, buf: AlignedBuf, start: usize) -> Op {
+        let end = buf.len();
+        Op { kind, file, offset, buf: Some(buf), start, end }
+    }
+
+    pub(crate) fn write_len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// An op's outcome, with the op (and so its buffer) handed back.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub(crate) op: Op,
+    /// Bytes written (`Write`, `WriteSync`).
+    pub(crate) written: Option<io::Result<usize>>,
+    /// The sync's result (`Sync`; `WriteSync` when the write was complete).
+    pub(crate) synced: Option<io::Result<()>>,
+}
+
+/// The seam between the driver and the OS.
+pub(crate) trait Backend: Send + 'static {
+    /// Starts `op`. Failures come back as completions, never here.
+    fn submit(&mut self, op: Op);
+    /// The next completion; `Pending` registers the waker.
+    fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Done>;
+    /// Ops submitted and not yet reaped.
+    fn in_flight(&self) -> usize;
+    /// Which substrate this is.
+    fn substrate(&self) -> crate::Substrate;
+}
+
+/// Performs an op synchronously (the blocking substrate's worker body, and
+/// the ring's fallback for ops it cannot carry).
+pub(crate) fn perform(op: Op) -> Done {
+    let written = op.buf.as_ref().map(|buf| {
+        platform::pwrite(&op.file.file, &buf.as_slice()[op.start..op.end], op.offset)
+    });
+    let complete = match &written {
+        None => true,
+        Some(Ok(n)) => *n == op.write_len(),
+        Some(Err(_)) => false,
+    };
+    let synced = (op.kind != OpKind::Write && complete).then(|| platform::sync_data(&op.file.file));
+    Done { op, written, synced }
+}

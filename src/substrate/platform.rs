@@ -1,0 +1,74 @@
+//! Platform-specific file operations, in one place.
+//!
+//! Linux and other Unixes use `fdatasync`; macOS uses `F_FULLFSYNC`, because
+//! its `fsync` does not flush the drive's cache.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+/// One positional write; may be short. `EINTR` comes back as an error for the
+/// caller to retry.
+pub(crate) fn pwrite(file: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    file.write_at(buf, offset)
+}
+
+/// Makes a file's data (and the metadata needed to read it) durable.
+pub(crate) fn sync_data(file: &File) -> io::Result<()> {
+    #[cfg(target_os = "macos")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_FULLFSYNC takes no pointer argument; the fd is valid for
+        // the borrow of `file`.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_FULLFSYNC) };
+        if rc == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "macos"))]
+    file.sync_data()
+}
+
+/// Makes a directory's entries (creations, renames, unlinks) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Takes an exclusive, non-blocking `flock`; `Ok(false)` if another holds it.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a valid fd borrowed for the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// True if `err` means "try the same call again".
+pub(crate) fn is_transient(err: &io::Error) -> bool {
+    matches!(err.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock)
+}
+
+/// Writes all of `buf` at `offset`, retrying short writes and `EINTR`.
+pub(crate) fn pwrite_all(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match pwrite(file, buf, offset) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing")),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

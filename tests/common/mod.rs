@@ -1,0 +1,93 @@
+//! Shared test harness: every journal scenario runs on each substrate and
+//! on both runtime flavours.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use tidelog::{Journal, JournalOptions, SubstrateChoice};
+
+/// Runtime flavour of a scenario.
+#[derive(Clone, Copy, Debug)]
+pub enum Flavor {
+    Multi,
+    Current,
+}
+
+/// Runs `body` with options selecting `substrate`, on a fresh runtime.
+/// Scenarios on a substrate this machine cannot run are skipped with a
+/// printed reason (never silently passed).
+pub fn run<F, Fut>(flavor: Flavor, substrate: SubstrateChoice, body: F)
+where
+    F: FnOnce(JournalOptions) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let rt = match flavor {
+        Flavor::Multi => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+        Flavor::Current => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    }
+    .expect("runtime");
+    let opts = JournalOptions::new().substrate(substrate);
+    rt.block_on(async move {
+        if substrate == SubstrateChoice::IoUring {
+            if let Some(why) = uring_unavailable().await {
+                eprintln!("SKIPPED on io_uring: {why}");
+                return;
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(120), body(opts))
+            .await
+            .expect("scenario timed out: a waiter was never woken");
+    });
+}
+
+async fn uring_unavailable() -> Option<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    match Journal::open(dir.path(), JournalOptions::new().substrate(SubstrateChoice::IoUring)).await {
+        Ok(j) => {
+            j.close().await.expect("close probe journal");
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Awaits `fut` or fails loudly after `secs`.
+pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {secs} s"),
+    }
+}
+
+/// Every record of the journal in `dir`, read offline.
+pub fn read_all(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+    let reader = tidelog::JournalReader::open(dir).expect("open reader");
+    let mut r = reader.reader(tidelog::Lsn::ZERO).expect("reader");
+    let mut out = Vec::new();
+    while let Some(rec) = r.next_record().expect("read") {
+        out.push((rec.lsn().as_u64(), rec.payload().to_vec()));
+    }
+    out
+}
+
+/// Declares one test per (substrate, runtime flavour) for an async scenario
+/// `fn(JournalOptions) -> impl Future<Output = ()>`.
+#[macro_export]
+macro_rules! matrix {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::common::{run, Flavor};
+            use tidelog::SubstrateChoice;
+            #[test]
+            fn blocking_multi_thread() { run(Flavor::Multi, SubstrateChoice::Blocking, super::$name) }
+            #[test]
+            fn blocking_current_thread() { run(Flavor::Current, SubstrateChoice::Blocking, super::$name) }
+            #[test]
+            fn io_uring_multi_thread() { run(Flavor::Multi, SubstrateChoice::IoUring, super::$name) }
+            #[test]
+            fn io_uring_current_thread() { run(Flavor::Current, SubstrateChoice::IoUring, super::$name) }
+        }
+    )*};
+}

@@ -1,0 +1,262 @@
+//! Journal scenarios, each on both substrates and both runtime flavours.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::{read_all, within};
+use tidelog::{Error, Journal, JournalOptions, Lsn};
+
+matrix!(
+    append_sync_reopen_reads_back_in_order,
+    sixty_four_tasks_durable_appends_survive_reopen_exactly_once,
+    blocking_threads_mixed_with_async_tasks,
+    atomic_batches_read_back_whole,
+    rollover_across_many_small_segments,
+    close_then_every_call_is_closed,
+    drop_without_close_keeps_written_records,
+    read_batch_paginates,
+    submit_tickets_resolve_durable_and_dropped_tickets_keep_records,
+);
+
+async fn append_sync_reopen_reads_back_in_order(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    assert_eq!(j.next_lsn(), Lsn::ZERO);
+    let mut lsns = Vec::new();
+    for i in 0..100u32 {
+        lsns.push(j.append_async(format!("record {i}")).await.unwrap());
+    }
+    assert!(lsns.windows(2).all(|w| w[0] < w[1]));
+    assert!(j.written_lsn() >= *lsns.last().unwrap());
+    j.sync_through_async(*lsns.last().unwrap()).await.unwrap();
+    assert!(j.durable_lsn() >= *lsns.last().unwrap());
+    let stats = j.stats();
+    assert_eq!(stats.appends, 100);
+    assert!(stats.syncs >= 1);
+    assert_eq!(stats.substrate, j.substrate());
+    j.close().await.unwrap();
+
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    assert_eq!(j.recovery_report().end_lsn(), *lsns.last().unwrap());
+    assert_eq!(j.recovery_report().truncated_bytes(), 0);
+    let mut r = j.reader(Lsn::ZERO).unwrap();
+    for (i, lsn) in lsns.iter().enumerate() {
+        let rec = r.next_record().unwrap().expect("record present");
+        assert_eq!(rec.payload(), format!("record {i}").as_bytes());
+        assert_eq!(rec.lsn(), *lsn);
+    }
+    assert!(r.next_record().unwrap().is_none());
+    // Reading from a record's LSN starts at the next record.
+    let mut r = j.reader(lsns[49]).unwrap();
+    assert_eq!(r.next_record().unwrap().unwrap().payload(), b"record 50");
+    let next = j.append_async(b"after reopen").await.unwrap();
+    assert!(next > *lsns.last().unwrap());
+    j.close().await.unwrap();
+}
+
+async fn sixty_four_tasks_durable_appends_survive_reopen_exactly_once(opts: JournalOptions) {
+    const TASKS: usize = 64;
+    const PER_TASK: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let j = j.clone();
+        handles.push(tokio::spawn(async move {
+            let mut acked = Vec::with_capacity(PER_TASK);
+            for i in 0..PER_TASK {
+                let lsn = j.append_durable_async(format!("{t}:{i}")).await.unwrap();
+                assert!(j.durable_lsn() >= lsn, "acknowledged before durable");
+                acked.push(lsn);
+            }
+            acked
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(within(60, "appending task", h).await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), TASKS * PER_TASK, "LSNs are unique");
+    let stats = j.stats();
+    assert!(stats.records_per_sync_max > 1, "group commit shared syncs: {stats:?}");
+    drop(j); // no close: the acknowledged records are durable already
+
+    let records = within(30, "reopen", async { read_all_after_reopen(dir.path(), opts).await }).await;
+    assert_eq!(records.len(), TASKS * PER_TASK, "every acknowledged record exactly once");
+    let mut next_per_task: HashMap<usize, usize> = HashMap::new();
+    for (lsn, payload) in &records {
+        assert!(unique.contains(&Lsn::new(*lsn)));
+        let text = String::from_utf8(payload.clone()).unwrap();
+        let (t, i) = text.split_once(':').unwrap();
+        let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+        let expected = next_per_task.entry(t).or_insert(0);
+        assert_eq!(i, *expected, "task {t} order kept");
+        *expected += 1;
+    }
+}
+
+async fn read_all_after_reopen(dir: &std::path::Path, opts: JournalOptions) -> Vec<(u64, Vec<u8>)> {
+    // The dropped journal's driver releases the lock when it ends; wait for it.
+    let j = loop {
+        match Journal::open(dir, opts.clone()).await {
+            Ok(j) => break j,
+            Err(Error::Locked { .. }) => tokio::task::yield_now().await,
+            Err(e) => panic!("reopen: {e}"),
+        }
+    };
+    let (records, more) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    assert!(!more);
+    j.close().await.unwrap();
+    records.into_iter().map(|r| (r.lsn().as_u64(), r.into_payload())).collect()
+}
+
+async fn blocking_threads_mixed_with_async_tasks(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let lsn = j.append(format!("thread {t} {i}")).unwrap();
+                    j.sync_through(lsn).unwrap();
+                    assert!(j.durable_lsn() >= lsn);
+                }
+            })
+        })
+        .collect();
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let j = j.clone();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    j.append_durable_async(format!("task {t} {i}")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        within(60, "async appender", t).await.unwrap();
+    }
+    let joined = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| t.join().unwrap()));
+    within(60, "blocking appenders", joined).await.unwrap();
+    assert_eq!(j.stats().appends, 400);
+    j.close().await.unwrap();
+    assert_eq!(read_all(dir.path()).len(), 400);
+}
+
+async fn atomic_batches_read_back_whole(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let lsns = j.append_batch_async(&[b"a".as_slice(), b"bb", b"ccc"]).await.unwrap();
+    assert_eq!(lsns.len(), 3);
+    assert!(lsns[0] < lsns[1] && lsns[1] < lsns[2]);
+    assert!(j.append_batch_async::<&[u8]>(&[]).await.unwrap().is_empty());
+    j.close().await.unwrap();
+    let got = read_all(dir.path());
+    let expect: Vec<(u64, Vec<u8>)> =
+        lsns.iter().zip([&b"a"[..], b"bb", b"ccc"]).map(|(l, p)| (l.as_u64(), p.to_vec())).collect();
+    assert_eq!(got, expect);
+}
+
+async fn rollover_across_many_small_segments(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.segment_size(1 << 20);
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let payload = vec![7u8; 40_000];
+    let mut last = Lsn::ZERO;
+    for i in 0..120u32 {
+        let mut p = payload.clone();
+        p[..4].copy_from_slice(&i.to_le_bytes());
+        last = j.append_async(&p).await.unwrap();
+    }
+    j.sync_through_async(last).await.unwrap();
+    let segments = std::fs::read_dir(dir.path()).unwrap().filter(|e| {
+        e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tlog")
+    });
+    assert!(segments.count() >= 4, "120 × 40 KB spans several 1 MiB segments");
+    // A live reader crosses every rollover.
+    let mut r = j.reader(Lsn::ZERO).unwrap();
+    for i in 0..120u32 {
+        let rec = r.next_record().unwrap().expect("record");
+        assert_eq!(&rec.payload()[..4], &i.to_le_bytes());
+    }
+    j.close().await.unwrap();
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    assert_eq!(j.recovery_report().end_lsn(), last);
+    assert_eq!(j.read_batch(Lsn::ZERO, 1000).unwrap().0.len(), 120);
+    j.close().await.unwrap();
+    assert!(tidelog::verify(dir.path()).unwrap().is_clean());
+}
+
+async fn close_then_every_call_is_closed(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let other = j.clone();
+    let lsn = j.append_async(b"x").await.unwrap();
+    j.close().await.unwrap();
+    assert!(j.durable_lsn() >= lsn, "close syncs");
+    assert!(matches!(other.append_async(b"y").await, Err(Error::Closed)));
+    assert!(matches!(other.append(b"y"), Err(Error::Closed)));
+    assert!(matches!(other.submit(b"y"), Err(Error::Closed)));
+    assert!(matches!(other.sync_through_async(lsn).await, Err(Error::Closed)));
+    assert!(matches!(other.close().await, Err(Error::Closed)));
+    // The lock was released: a new journal opens.
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    j.close().await.unwrap();
+}
+
+async fn drop_without_close_keeps_written_records(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    for i in 0..10 {
+        j.append_async(format!("{i}")).await.unwrap();
+    }
+    drop(j);
+    let records = within(30, "reopen", read_all_after_reopen(dir.path(), opts)).await;
+    assert_eq!(records.len(), 10);
+}
+
+async fn read_batch_paginates(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    for i in 0..25 {
+        j.append_async(format!("{i}")).await.unwrap();
+    }
+    let mut from = Lsn::ZERO;
+    let mut pages = Vec::new();
+    loop {
+        let (page, more) = j.read_batch(from, 10).unwrap();
+        pages.push(page.len());
+        if let Some(last) = page.last() {
+            from = last.lsn();
+        }
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(pages, vec![10, 10, 5]);
+    assert!(matches!(j.reader(Lsn::new(3)), Err(_)) || j.reader(Lsn::new(3)).unwrap().next_record().is_err());
+    j.close().await.unwrap();
+}
+
+async fn submit_tickets_resolve_durable_and_dropped_tickets_keep_records(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let tickets: Vec<_> = (0..1000).map(|i| j.submit(format!("t{i}")).unwrap()).collect();
+    let last = tickets.last().unwrap().lsn();
+    drop(j.submit(b"dropped ticket").unwrap());
+    for t in tickets {
+        let lsn = within(30, "ticket", t).await.unwrap();
+        assert!(j.durable_lsn() >= lsn);
+    }
+    assert!(j.durable_lsn() >= last);
+    let j2 = Arc::new(j);
+    drop(j2);
+    let records = within(30, "reopen", read_all_after_reopen(dir.path(), opts)).await;
+    assert_eq!(records.len(), 1001);
+    assert_eq!(records.last().unwrap().1, b"dropped ticket");
+}
