@@ -155,11 +155,11 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     }
     if !tail.is_empty() {
         if used > 0 {
-            report.sidecar = Some(save_sidecar(dir, &last.path, scan.end, &tail[..used])?);
-            report.truncated_bytes = used as u64;
+            report.sidecar = Some(save_sidecar(dir, &last.path, scan.end, &tail)?);
+            report.truncated_bytes = tail.len() as u64;
             report.valid_frames_followed = followed;
             tracing::warn!(
-                segment = %last.path.display(), end_lsn = scan.end, bytes = used, valid_frames_followed = followed,
+                segment = %last.path.display(), end_lsn = scan.end, bytes = tail.len(), valid_frames_followed = followed,
                 "recovery cut a damaged tail"
             );
         }

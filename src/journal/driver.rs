@@ -93,15 +93,16 @@ impl Driver {
     }
 
     pub(super) async fn run(mut self) -> Result<()> {
-        let result = self.serve().await;
-        if let Err(err) = &result {
+        let result = self.serve().await.map_err(|err| {
             tracing::error!(dir = %self.shared.dir.display(), error = %err, "journal poisoned");
-            self.shared.log.refuse(err.clone());
-            self.shared.gate.fail(err.clone());
-        }
+            let poisoned = Error::Poisoned(Arc::new(err));
+            self.shared.log.refuse(poisoned.clone());
+            self.shared.gate.fail(poisoned.clone());
+            poisoned
+        });
         self.drain().await;
         self.shared.gate.fail(Error::Closed);
-        result.map_err(|e| self.shared.gate.failure().unwrap_or(e))
+        result
     }
 
     async fn serve(&mut self) -> Result<()> {

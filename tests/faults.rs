@@ -1,0 +1,138 @@
+//! Injected I/O failures through the substrate seam, on both substrates:
+//! fsyncgate poisoning, failed writes, short writes and EINTR.
+
+mod common;
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+use common::within;
+use tidelog::testing::FaultPlan;
+use tidelog::{Error, Journal, JournalOptions, Lsn};
+
+matrix!(
+    failed_sync_poisons_every_waiter_and_every_later_call,
+    failed_write_poisons_and_nothing_unwritten_is_acknowledged,
+    short_writes_and_eintr_are_completed_transparently,
+    fail_the_kth_sync_never_acknowledges_after_it,
+);
+
+async fn failed_sync_poisons_every_waiter_and_every_later_call(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    let first = j.append_durable_async(b"durable before the failure").await.unwrap();
+    let durable_before = j.durable_lsn();
+    assert!(durable_before >= first);
+    // Hold syncs so that many followers gather, then fail the next one.
+    plan.sync_delay_ms.store(50, SeqCst);
+    plan.fail_sync_nth.store(plan.syncs_seen.load(SeqCst) + 1, SeqCst);
+    let waiters: Vec<_> = (0..64)
+        .map(|i| {
+            let j = j.clone();
+            tokio::spawn(async move { j.append_durable_async(format!("w{i}")).await })
+        })
+        .collect();
+    for w in waiters {
+        let got = within(30, "waiter after failed sync", w).await.unwrap();
+        match got {
+            Err(Error::Poisoned(first)) => {
+                assert_eq!(first.os_error().and_then(|e| e.raw_os_error()), Some(libc::EIO), "{first}");
+            }
+            other => panic!("a waiter of a failed sync round got {other:?}"),
+        }
+    }
+    assert_eq!(j.durable_lsn(), durable_before, "a failed sync covers nothing");
+    assert!(j.stats().poisoned);
+    assert!(j.append_async(b"later").await.unwrap_err().is_poisoned());
+    assert!(j.sync_through_async(first).await.unwrap_err().is_poisoned());
+    assert!(j.close().await.unwrap_err().is_poisoned());
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let (records, _) = j.read_batch(Lsn::ZERO, 1000).unwrap();
+    assert_eq!(records[0].payload(), b"durable before the failure");
+    j.close().await.unwrap();
+}
+
+async fn failed_write_poisons_and_nothing_unwritten_is_acknowledged(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    plan.errno.store(libc::ENOSPC, SeqCst);
+    plan.fail_write_nth.store(3, SeqCst);
+    let j = Journal::open(dir.path(), opts.fault_plan(plan.clone())).await.unwrap();
+    let a = j.append_async(b"1").await.unwrap();
+    let b = j.append_async(b"2").await.unwrap();
+    let err = j.append_async(b"3").await.unwrap_err();
+    assert!(err.is_poisoned(), "{err}");
+    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC));
+    assert!(err.to_string().contains(".tlog"), "the error names the segment: {err}");
+    assert_eq!(j.written_lsn(), b);
+    assert!(a < b);
+    assert!(j.submit(b"4").unwrap_err().is_poisoned());
+}
+
+async fn short_writes_and_eintr_are_completed_transparently(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    let mut acked = Vec::new();
+    for round in 0..20 {
+        plan.short_writes.store(2, SeqCst);
+        plan.eintr_writes.store(1, SeqCst);
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let j = j.clone();
+                tokio::spawn(async move {
+                    let payload = format!("round {round} task {i} {}", "x".repeat(i * 10));
+                    (j.append_durable_async(&payload).await.unwrap(), payload)
+                })
+            })
+            .collect();
+        for t in tasks {
+            acked.push(within(30, "appender", t).await.unwrap());
+        }
+    }
+    j.close().await.unwrap();
+    let records = common::read_all(dir.path());
+    assert_eq!(records.len(), acked.len());
+    for (lsn, payload) in acked {
+        assert!(records.contains(&(lsn.as_u64(), payload.into_bytes())));
+    }
+    let _ = opts;
+}
+
+async fn fail_the_kth_sync_never_acknowledges_after_it(opts: JournalOptions) {
+    for k in 1..=6u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Arc::new(FaultPlan::default());
+        plan.fail_sync_nth.store(k, SeqCst);
+        let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+        let mut acked = Vec::new();
+        let mut failed = false;
+        for i in 0..10 {
+            match j.append_durable_async(format!("{i}")).await {
+                Ok(lsn) => {
+                    assert!(!failed, "k={k}: an acknowledgement followed a failed sync");
+                    acked.push(lsn);
+                }
+                Err(e) => {
+                    assert!(e.is_poisoned(), "{e}");
+                    failed = true;
+                }
+            }
+        }
+        assert!(failed, "k={k}: the injected failure was never seen");
+        drop(j);
+        let j = loop {
+            match Journal::open(dir.path(), opts.clone()).await {
+                Ok(j) => break j,
+                Err(Error::Locked { .. }) => tokio::task::yield_now().await,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let (records, _) = j.read_batch(Lsn::ZERO, 100).unwrap();
+        for lsn in &acked {
+            assert!(records.iter().any(|r| r.lsn() == *lsn), "k={k}: acknowledged {lsn} lost");
+        }
+        j.close().await.unwrap();
+    }
+}
