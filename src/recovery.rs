@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, FLAG_BATCH_CONTINUES, KIND_REQUIRED, KIND_RECORD};
+use crate::format::{self, FLAG_BATCH_CONTINUES, KIND_RECORD, KIND_REQUIRED};
 use crate::read::cursor::{FrameCursor, Step};
 use crate::segment::{self, SegmentFile};
 use crate::substrate::platform;
@@ -86,7 +86,12 @@ pub(crate) fn scan_segment(file: &File, base: u64, path: &Path) -> Result<Scan> 
             .map_err(|e| Error::io_at("read segment", path, Lsn::new(pos), e))?;
         let Step::Frame(frame) = step else { break };
         if frame.kind & KIND_REQUIRED != 0 && frame.kind != KIND_RECORD {
-            return Ok(Scan { end, stop: pos, records, unknown_required: Some(frame.kind) });
+            return Ok(Scan {
+                end,
+                stop: pos,
+                records,
+                unknown_required: Some(frame.kind),
+            });
         }
         pos = frame.end_lsn();
         if frame.kind == KIND_RECORD {
@@ -98,7 +103,12 @@ pub(crate) fn scan_segment(file: &File, base: u64, path: &Path) -> Result<Scan> 
             pending = 0;
         }
     }
-    Ok(Scan { end, stop: pos, records, unknown_required: None })
+    Ok(Scan {
+        end,
+        stop: pos,
+        records,
+        unknown_required: None,
+    })
 }
 
 /// True if a valid frame starts anywhere in `tail`, which begins at `lsn`.
@@ -127,7 +137,12 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         bases.push(0);
         report.segments = 1;
         report.created = true;
-        return Ok(Recovered { bases, last, journal_id, report });
+        return Ok(Recovered {
+            bases,
+            last,
+            journal_id,
+            report,
+        });
     }
     let &base = bases.last().expect("not empty");
     let (last, header) = segment::open(dir, base, true)?;
@@ -139,13 +154,21 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             format!("frame kind {kind:#04x} is required but unknown to this version"),
         ));
     }
-    let file_len = last.file.metadata().map_err(|e| Error::io("stat segment", &last.path, e))?.len();
+    let file_len = last
+        .file
+        .metadata()
+        .map_err(|e| Error::io("stat segment", &last.path, e))?
+        .len();
     let end_offset = format::file_offset(base, scan.end);
-    let tail = read_tail(&last.file, end_offset, file_len).map_err(|e| Error::io_at("read segment", &last.path, Lsn::new(scan.end), e))?;
+    let tail = read_tail(&last.file, end_offset, file_len)
+        .map_err(|e| Error::io_at("read segment", &last.path, Lsn::new(scan.end), e))?;
     let used = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let garbage_from = (scan.stop - scan.end) as usize;
     let followed = tail.len() > garbage_from + format::FRAME_ALIGN
-        && any_valid_frame(&tail[garbage_from + format::FRAME_ALIGN..], scan.stop + format::FRAME_ALIGN as u64);
+        && any_valid_frame(
+            &tail[garbage_from + format::FRAME_ALIGN..],
+            scan.stop + format::FRAME_ALIGN as u64,
+        );
     if followed && mode == RecoveryMode::AbsoluteConsistency {
         return Err(Error::corrupt(
             &last.path,
@@ -163,15 +186,23 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
                 "recovery cut a damaged tail"
             );
         }
-        last.file.set_len(end_offset).map_err(|e| Error::io_at("truncate segment", &last.path, Lsn::new(scan.end), e))?;
+        last.file
+            .set_len(end_offset)
+            .map_err(|e| Error::io_at("truncate segment", &last.path, Lsn::new(scan.end), e))?;
     }
     // What a crashed process left in the page cache is durable from here on.
-    platform::sync_data(&last.file).map_err(|e| Error::io_at("fdatasync", &last.path, Lsn::new(scan.end), e))?;
+    platform::sync_data(&last.file)
+        .map_err(|e| Error::io_at("fdatasync", &last.path, Lsn::new(scan.end), e))?;
     report.end_lsn = Lsn::new(scan.end);
     report.first_lsn = Lsn::new(bases[0]);
     report.segments = bases.len();
     report.tail_records = scan.records;
-    Ok(Recovered { bases, last, journal_id: header.journal_id, report })
+    Ok(Recovered {
+        bases,
+        last,
+        journal_id: header.journal_id,
+        report,
+    })
 }
 
 fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {
@@ -182,10 +213,17 @@ fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {
 }
 
 fn save_sidecar(dir: &Path, segment: &Path, end: u64, bytes: &[u8]) -> Result<PathBuf> {
-    let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
+    let name = segment
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("segment");
     let path = dir.join(format!("{name}.corrupt-{end}"));
     let saved = (|| -> io::Result<()> {
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
         platform::pwrite_all(&file, bytes, 0)?;
         platform::sync_data(&file)?;
         platform::sync_dir(dir)
@@ -200,7 +238,11 @@ fn save_sidecar(dir: &Path, segment: &Path, end: u64, bytes: &[u8]) -> Result<Pa
 fn new_journal_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }

@@ -42,10 +42,16 @@ mod tests {
     #[test]
     fn segment_names_round_trip_and_reject_strangers() {
         assert_eq!(segment_file_name(42), "00000000000000000042.tlog");
-        assert_eq!(parse_segment_file_name("00000000000000000042.tlog"), Some(42));
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.tlog"),
+            Some(42)
+        );
         assert_eq!(parse_segment_file_name("42.tlog"), None);
         assert_eq!(parse_segment_file_name("0000000000000000004x.tlog"), None);
-        assert_eq!(parse_segment_file_name("00000000000000000042.tlog.corrupt-7"), None);
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.tlog.corrupt-7"),
+            None
+        );
         assert_eq!(parse_segment_file_name("LOCK"), None);
         // 20 digits that overflow u64 are not a segment either.
         assert_eq!(parse_segment_file_name("99999999999999999999.tlog"), None);

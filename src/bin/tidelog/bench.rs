@@ -1,0 +1,313 @@
+//! `tidelog bench`: durable append throughput and latency per substrate and
+//! task count, beside a raw pwrite+fdatasync loop on the same disk, in one run.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tidelog::{Journal, JournalOptions, SubstrateChoice};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// Directory to measure (default: a temporary directory here).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// A short run (~5 s).
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per cell (after a warm-up that is not counted).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Concurrent appending tasks, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 64])]
+    tasks: Vec<usize>,
+    /// Record sizes in bytes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![128usize])]
+    record_size: Vec<usize>,
+    /// Substrates: io_uring, blocking (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["io_uring".to_string(), "blocking".to_string()])]
+    substrate: Vec<String>,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+struct Cell {
+    system: String,
+    tasks: usize,
+    record: usize,
+    ops: u64,
+    secs: f64,
+    hist: Histogram<u64>,
+    cpu_secs: f64,
+    records_per_sync: f64,
+}
+
+impl Cell {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+}
+
+pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
+    let cell_secs = args.duration.unwrap_or(if args.quick { 0.6 } else { 3.0 });
+    let cell = Duration::from_secs_f64(cell_secs);
+    let warmup = Duration::from_secs_f64((cell_secs / 5.0).min(0.5));
+    let temp;
+    let base = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("tidelog-bench")
+                .tempdir_in(".")
+                .map_err(|e| e.to_string())?;
+            temp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "tidelog bench in {} ({} s per cell)",
+        base.display(),
+        cell_secs
+    );
+    let mut cells = Vec::new();
+    for &record in &args.record_size {
+        cells.push(raw_floor(
+            &base.join(format!("raw-{record}")),
+            record,
+            cell,
+            warmup,
+        )?);
+        for name in &args.substrate {
+            let choice = match name.as_str() {
+                "io_uring" | "iouring" | "uring" => SubstrateChoice::IoUring,
+                "blocking" => SubstrateChoice::Blocking,
+                other => return Err(format!("unknown substrate {other:?} (io_uring, blocking)")),
+            };
+            for &tasks in &args.tasks {
+                let dir = base.join(format!("{name}-{tasks}-{record}"));
+                match rt.block_on(journal_cell(&dir, choice, tasks, record, cell, warmup)) {
+                    Ok(c) => cells.push(c),
+                    Err(tidelog::Error::Unsupported(why)) => eprintln!("skipping {name}: {why}"),
+                    Err(e) => return Err(e.to_string()),
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+    print_table(&cells);
+    if let Some(path) = args.json {
+        write_json(&path, &cells, &base)?;
+    }
+    Ok(())
+}
+
+fn cpu_time() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a rusage for the duration of the call.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The physical floor: one thread, pwrite then fdatasync, growing file.
+fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration) -> Result<Cell, String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let buf = vec![0xA5u8; record];
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut offset = 0u64;
+    let start = Instant::now();
+    let mut counted = None;
+    let mut ops = 0;
+    while start.elapsed() < warmup + cell {
+        let t = Instant::now();
+        file.write_all_at(&buf, offset).map_err(|e| e.to_string())?;
+        file.sync_data().map_err(|e| e.to_string())?;
+        offset += record as u64;
+        if counted.is_none() && start.elapsed() >= warmup {
+            counted = Some((Instant::now(), cpu_time()));
+        }
+        if counted.is_some() {
+            hist.record(t.elapsed().as_micros() as u64).ok();
+            ops += 1;
+        }
+    }
+    let (t0, cpu0) = counted.unwrap_or((Instant::now(), cpu_time()));
+    let _ = std::fs::remove_file(path);
+    Ok(Cell {
+        system: "raw pwrite+fdatasync".into(),
+        tasks: 1,
+        record,
+        ops,
+        secs: t0.elapsed().as_secs_f64(),
+        hist,
+        cpu_secs: cpu_time() - cpu0,
+        records_per_sync: 1.0,
+    })
+}
+
+async fn journal_cell(
+    dir: &Path,
+    choice: SubstrateChoice,
+    tasks: usize,
+    record: usize,
+    cell: Duration,
+    warmup: Duration,
+) -> tidelog::Result<Cell> {
+    let _ = std::fs::remove_dir_all(dir);
+    let journal = Journal::open(dir, JournalOptions::new().substrate(choice)).await?;
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (j, counting, stop) = (journal.clone(), counting.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            let payload = vec![0x5Au8; record];
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let mut ops = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                j.append_durable_async(&payload).await?;
+                if counting.load(Ordering::Relaxed) {
+                    hist.record(t.elapsed().as_micros() as u64).ok();
+                    ops += 1;
+                }
+            }
+            Ok::<_, tidelog::Error>((hist, ops))
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    let before = journal.stats();
+    let (t0, cpu0) = (Instant::now(), cpu_time());
+    counting.store(true, Ordering::Relaxed);
+    tokio::time::sleep(cell).await;
+    stop.store(true, Ordering::Relaxed);
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_time() - cpu0);
+    let after = journal.stats();
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut ops = 0;
+    for h in handles {
+        let (h, n) = h
+            .await
+            .map_err(|e| tidelog::Error::InvalidOptions(e.to_string()))??;
+        hist.add(h).ok();
+        ops += n;
+    }
+    let substrate = journal.substrate();
+    journal.close().await?;
+    let syncs = (after.syncs - before.syncs).max(1);
+    Ok(Cell {
+        system: format!("tidelog {substrate:?}"),
+        tasks,
+        record,
+        ops,
+        secs,
+        hist,
+        cpu_secs: cpu,
+        records_per_sync: (after.appends - before.appends) as f64 / syncs as f64,
+    })
+}
+
+fn print_table(cells: &[Cell]) {
+    println!(
+        "{:<24} {:>6} {:>7} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "system",
+        "tasks",
+        "bytes",
+        "durable/s",
+        "p50 µs",
+        "p99 µs",
+        "max µs",
+        "cpu µs/op",
+        "rec/sync"
+    );
+    for c in cells {
+        println!(
+            "{:<24} {:>6} {:>7} {:>12.0} {:>9} {:>9} {:>9} {:>10.1} {:>9.1}",
+            c.system,
+            c.tasks,
+            c.record,
+            c.rate(),
+            c.hist.value_at_quantile(0.5),
+            c.hist.value_at_quantile(0.99),
+            c.hist.max(),
+            c.cpu_secs * 1e6 / c.ops.max(1) as f64,
+            c.records_per_sync,
+        );
+    }
+    let find = |sys: &str, tasks: usize| {
+        cells
+            .iter()
+            .find(|c| c.system.contains(sys) && c.tasks == tasks)
+    };
+    if let Some(raw) = cells.iter().find(|c| c.system.starts_with("raw")) {
+        for sys in ["IoUring", "Blocking"] {
+            if let (Some(one), Some(many)) = (
+                find(sys, 1),
+                cells
+                    .iter()
+                    .filter(|c| c.system.contains(sys))
+                    .max_by_key(|c| c.tasks),
+            ) {
+                println!(
+                    "{sys}: {} tasks / 1 task = {:.1}x; 1-task p50 / raw p50 = {:.2}",
+                    many.tasks,
+                    many.rate() / one.rate(),
+                    one.hist.value_at_quantile(0.5) as f64
+                        / raw.hist.value_at_quantile(0.5).max(1) as f64
+                );
+            }
+        }
+    }
+    let tasks: std::collections::BTreeSet<usize> = cells.iter().map(|c| c.tasks).collect();
+    for t in tasks {
+        if let (Some(n), Some(b)) = (find("IoUring", t), find("Blocking", t)) {
+            println!(
+                "IoUring / Blocking at {t} tasks: {:.2}x",
+                n.rate() / b.rate()
+            );
+        }
+    }
+}
+
+fn write_json(path: &Path, cells: &[Cell], dir: &Path) -> Result<(), String> {
+    let rows: Vec<serde_json::Value> = cells
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "system": c.system, "tasks": c.tasks, "record_bytes": c.record,
+                "ops": c.ops, "seconds": c.secs, "ops_per_sec": c.rate(),
+                "p50_us": c.hist.value_at_quantile(0.5), "p99_us": c.hist.value_at_quantile(0.99),
+                "max_us": c.hist.max(), "samples": c.hist.len(),
+                "cpu_us_per_op": c.cpu_secs * 1e6 / c.ops.max(1) as f64,
+                "records_per_sync": c.records_per_sync,
+            })
+        })
+        .collect();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let doc = serde_json::json!({
+        "dir": dir.display().to_string(),
+        "kernel": kernel.trim(),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cells": rows,
+    });
+    std::fs::write(
+        path,
+        serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))
+}
