@@ -74,34 +74,15 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
-        Error::Io {
-            op,
-            path: path.into(),
-            lsn: None,
-            source: Arc::new(source),
-        }
+        Error::Io { op, path: path.into(), lsn: None, source: Arc::new(source) }
     }
 
-    pub(crate) fn io_at(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-        lsn: Lsn,
-        source: io::Error,
-    ) -> Error {
-        Error::Io {
-            op,
-            path: path.into(),
-            lsn: Some(lsn),
-            source: Arc::new(source),
-        }
+    pub(crate) fn io_at(op: &'static str, path: impl Into<PathBuf>, lsn: Lsn, source: io::Error) -> Error {
+        Error::Io { op, path: path.into(), lsn: Some(lsn), source: Arc::new(source) }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, lsn: Lsn, reason: impl Into<String>) -> Error {
-        Error::Corrupt {
-            path: path.into(),
-            lsn,
-            reason: reason.into(),
-        }
+        Error::Corrupt { path: path.into(), lsn, reason: reason.into() }
     }
 
     /// True for [`Error::Poisoned`].
@@ -123,49 +104,23 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io {
-                op,
-                path,
-                lsn: Some(lsn),
-                source,
-            } => {
-                write!(
-                    f,
-                    "{op} failed on {} at LSN {lsn}: {source}",
-                    path.display()
-                )
+            Error::Io { op, path, lsn: Some(lsn), source } => {
+                write!(f, "{op} failed on {} at LSN {lsn}: {source}", path.display())
             }
-            Error::Io {
-                op,
-                path,
-                lsn: None,
-                source,
-            } => {
+            Error::Io { op, path, lsn: None, source } => {
                 write!(f, "{op} failed on {}: {source}", path.display())
             }
             Error::RuntimeRequired => f.write_str("a tokio runtime is required (none is running)"),
             Error::Closed => f.write_str("the journal is closed"),
-            Error::Poisoned(first) => write!(
-                f,
-                "the journal is poisoned by an earlier I/O failure ({first}); reopen it to recover"
-            ),
-            Error::Corrupt { path, lsn, reason } => {
-                write!(
-                    f,
-                    "corrupt journal at {} (LSN {lsn}): {reason}",
-                    path.display()
-                )
+            Error::Poisoned(first) => {
+                write!(f, "the journal is poisoned by an earlier I/O failure ({first}); reopen it to recover")
             }
-            Error::Locked { path } => write!(
-                f,
-                "the journal is locked by another live Journal ({})",
-                path.display()
-            ),
+            Error::Corrupt { path, lsn, reason } => {
+                write!(f, "corrupt journal at {} (LSN {lsn}): {reason}", path.display())
+            }
+            Error::Locked { path } => write!(f, "the journal is locked by another live Journal ({})", path.display()),
             Error::RecordTooLarge { len, max } => {
-                write!(
-                    f,
-                    "record of {len} bytes exceeds the maximum of {max} bytes"
-                )
+                write!(f, "record of {len} bytes exceeds the maximum of {max} bytes")
             }
             Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),
             Error::InvalidLsn { lsn, reason } => write!(f, "invalid LSN {lsn}: {reason}"),

@@ -83,9 +83,7 @@ impl Gate {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the frontiers torn:
         // every critical section writes whole values. Keep serving.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn written_lsn(&self) -> Lsn {
@@ -250,10 +248,7 @@ impl Gate {
     /// is durable.
     pub(crate) fn complete_sync(&self, covers: u64) {
         let mut st = self.lock();
-        debug_assert!(
-            covers <= st.written,
-            "a sync never covers an unfinished write"
-        );
+        debug_assert!(covers <= st.written, "a sync never covers an unfinished write");
         st.sync_covers = None;
         if st.failed.is_some() {
             return; // poisoned meanwhile: nobody may be told durable.
@@ -279,9 +274,7 @@ impl Gate {
             };
             st.failed = Some(err);
         }
-        let mut woken: Vec<Waker> = std::mem::take(&mut st.written_waiters)
-            .into_values()
-            .collect();
+        let mut woken: Vec<Waker> = std::mem::take(&mut st.written_waiters).into_values().collect();
         woken.extend(std::mem::take(&mut st.durable_waiters).into_values());
         self.release(st, woken);
     }
@@ -314,12 +307,7 @@ pub(crate) struct Wait<'a> {
 
 impl<'a> Wait<'a> {
     pub(crate) fn new(gate: &'a Gate, level: Level, lsn: u64) -> Wait<'a> {
-        Wait {
-            gate,
-            level,
-            lsn,
-            id: None,
-        }
+        Wait { gate, level, lsn, id: None }
     }
 }
 
@@ -358,14 +346,8 @@ mod tests {
         gate.advance_written(300); // a write completes while the sync runs
         assert_eq!(gate.begin_sync(false), None, "one round at a time");
         gate.complete_sync(150);
-        assert_eq!(
-            a.as_mut().now_or_never().map(|r| r.ok()),
-            Some(Some(Lsn::new(100)))
-        );
-        assert!(
-            b.as_mut().now_or_never().is_none(),
-            "200 was not covered by the round at 150"
-        );
+        assert_eq!(a.as_mut().now_or_never().map(|r| r.ok()), Some(Some(Lsn::new(100))));
+        assert!(b.as_mut().now_or_never().is_none(), "200 was not covered by the round at 150");
         assert_eq!(gate.durable_lsn(), Lsn::new(150));
         assert_eq!(gate.begin_sync(false), Some(300));
         gate.complete_sync(300);
@@ -379,21 +361,14 @@ mod tests {
         assert!(w.as_mut().now_or_never().is_none());
         gate.advance_written(10);
         assert_eq!(gate.begin_sync(false), Some(10));
-        gate.fail(Error::io(
-            "fdatasync",
-            "/x",
-            std::io::Error::from_raw_os_error(libc::EIO),
-        ));
+        gate.fail(Error::io("fdatasync", "/x", std::io::Error::from_raw_os_error(libc::EIO)));
         gate.fail(Error::Closed);
         let got = w.as_mut().now_or_never().expect("woken");
         assert!(matches!(got, Err(Error::Poisoned(_))), "{got:?}");
         // A late successful completion must not make anything durable.
         gate.complete_sync(10);
         assert_eq!(gate.durable_lsn(), Lsn::ZERO);
-        assert!(gate
-            .wait_blocking(Level::Written, 1)
-            .unwrap_err()
-            .is_poisoned());
+        assert!(gate.wait_blocking(Level::Written, 1).unwrap_err().is_poisoned());
     }
 
     #[test]

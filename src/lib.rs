@@ -60,8 +60,7 @@ mod substrate;
 
 pub use error::{Error, Result};
 pub use journal::options::{
-    JournalOptions, RecoveryMode, Substrate, SubstrateChoice, SyncPolicy, MAX_SEGMENT_SIZE,
-    MIN_SEGMENT_SIZE,
+    JournalOptions, RecoveryMode, Substrate, SubstrateChoice, SyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
 pub use journal::{Journal, Ticket};
 pub use lsn::Lsn;

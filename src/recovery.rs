@@ -81,17 +81,11 @@ pub(crate) fn scan_segment(file: &File, base: u64, path: &Path) -> Result<Scan> 
     let mut cursor = FrameCursor::new(base);
     let (mut pos, mut end, mut records, mut pending) = (base, base, 0u64, 0u64);
     loop {
-        let step = cursor
-            .step(file, pos, u64::MAX)
-            .map_err(|e| Error::io_at("read segment", path, Lsn::new(pos), e))?;
+        let step =
+            cursor.step(file, pos, u64::MAX).map_err(|e| Error::io_at("read segment", path, Lsn::new(pos), e))?;
         let Step::Frame(frame) = step else { break };
         if frame.kind & KIND_REQUIRED != 0 && frame.kind != KIND_RECORD {
-            return Ok(Scan {
-                end,
-                stop: pos,
-                records,
-                unknown_required: Some(frame.kind),
-            });
+            return Ok(Scan { end, stop: pos, records, unknown_required: Some(frame.kind) });
         }
         pos = frame.end_lsn();
         if frame.kind == KIND_RECORD {
@@ -103,19 +97,12 @@ pub(crate) fn scan_segment(file: &File, base: u64, path: &Path) -> Result<Scan> 
             pending = 0;
         }
     }
-    Ok(Scan {
-        end,
-        stop: pos,
-        records,
-        unknown_required: None,
-    })
+    Ok(Scan { end, stop: pos, records, unknown_required: None })
 }
 
 /// True if a valid frame starts anywhere in `tail`, which begins at `lsn`.
 fn any_valid_frame(tail: &[u8], lsn: u64) -> bool {
-    (0..tail.len())
-        .step_by(format::FRAME_ALIGN)
-        .any(|at| format::decode_frame(&tail[at..], lsn + at as u64).is_ok())
+    (0..tail.len()).step_by(format::FRAME_ALIGN).any(|at| format::decode_frame(&tail[at..], lsn + at as u64).is_ok())
 }
 
 /// What the caller needs to continue after recovery.
@@ -137,12 +124,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         bases.push(0);
         report.segments = 1;
         report.created = true;
-        return Ok(Recovered {
-            bases,
-            last,
-            journal_id,
-            report,
-        });
+        return Ok(Recovered { bases, last, journal_id, report });
     }
     let &base = bases.last().expect("not empty");
     let (last, header) = segment::open(dir, base, true)?;
@@ -154,21 +136,14 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             format!("frame kind {kind:#04x} is required but unknown to this version"),
         ));
     }
-    let file_len = last
-        .file
-        .metadata()
-        .map_err(|e| Error::io("stat segment", &last.path, e))?
-        .len();
+    let file_len = last.file.metadata().map_err(|e| Error::io("stat segment", &last.path, e))?.len();
     let end_offset = format::file_offset(base, scan.end);
     let tail = read_tail(&last.file, end_offset, file_len)
         .map_err(|e| Error::io_at("read segment", &last.path, Lsn::new(scan.end), e))?;
     let used = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let garbage_from = (scan.stop - scan.end) as usize;
     let followed = tail.len() > garbage_from + format::FRAME_ALIGN
-        && any_valid_frame(
-            &tail[garbage_from + format::FRAME_ALIGN..],
-            scan.stop + format::FRAME_ALIGN as u64,
-        );
+        && any_valid_frame(&tail[garbage_from + format::FRAME_ALIGN..], scan.stop + format::FRAME_ALIGN as u64);
     if followed && mode == RecoveryMode::AbsoluteConsistency {
         return Err(Error::corrupt(
             &last.path,
@@ -191,18 +166,12 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             .map_err(|e| Error::io_at("truncate segment", &last.path, Lsn::new(scan.end), e))?;
     }
     // What a crashed process left in the page cache is durable from here on.
-    platform::sync_data(&last.file)
-        .map_err(|e| Error::io_at("fdatasync", &last.path, Lsn::new(scan.end), e))?;
+    platform::sync_data(&last.file).map_err(|e| Error::io_at("fdatasync", &last.path, Lsn::new(scan.end), e))?;
     report.end_lsn = Lsn::new(scan.end);
     report.first_lsn = Lsn::new(bases[0]);
     report.segments = bases.len();
     report.tail_records = scan.records;
-    Ok(Recovered {
-        bases,
-        last,
-        journal_id: header.journal_id,
-        report,
-    })
+    Ok(Recovered { bases, last, journal_id: header.journal_id, report })
 }
 
 fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {
@@ -213,17 +182,10 @@ fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {
 }
 
 fn save_sidecar(dir: &Path, segment: &Path, end: u64, bytes: &[u8]) -> Result<PathBuf> {
-    let name = segment
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("segment");
+    let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
     let path = dir.join(format!("{name}.corrupt-{end}"));
     let saved = (|| -> io::Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
         platform::pwrite_all(&file, bytes, 0)?;
         platform::sync_data(&file)?;
         platform::sync_dir(dir)
@@ -238,11 +200,7 @@ fn save_sidecar(dir: &Path, segment: &Path, end: u64, bytes: &[u8]) -> Result<Pa
 fn new_journal_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.write_u32(std::process::id());
     h.finish()
 }

@@ -83,9 +83,7 @@ impl Histogram {
             return i;
         }
         let (log, sub) = (i / SUB + 2, i % SUB);
-        (((SUB + sub + 1) as u128) << (log - 3))
-            .saturating_sub(1)
-            .min(u64::MAX as u128) as u64
+        (((SUB + sub + 1) as u128) << (log - 3)).saturating_sub(1).min(u64::MAX as u128) as u64
     }
 
     pub(crate) fn record(&self, v: u64) {
@@ -116,12 +114,7 @@ impl Histogram {
         if total == 0 {
             return Percentiles::default();
         }
-        Percentiles {
-            p50_us: at(0.5),
-            p99_us: at(0.99),
-            max_us: max,
-            samples: total,
-        }
+        Percentiles { p50_us: at(0.5), p99_us: at(0.99), max_us: max, samples: total }
     }
 }
 
@@ -168,11 +161,7 @@ impl StatsInner {
             bytes: self.bytes.load(Relaxed),
             writes: self.writes.load(Relaxed),
             syncs,
-            records_per_sync_mean: if syncs == 0 {
-                0.0
-            } else {
-                synced as f64 / syncs as f64
-            },
+            records_per_sync_mean: if syncs == 0 { 0.0 } else { synced as f64 / syncs as f64 },
             records_per_sync_max: self.records_per_sync_max.load(Relaxed),
             write_latency: self.write_latency.percentiles(),
             sync_latency: self.sync_latency.percentiles(),

@@ -9,37 +9,16 @@ fn opts() -> JournalOptions {
 #[tokio::test]
 async fn oversized_records_are_refused_and_the_journal_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), opts().max_record_size(1024))
-        .await
-        .unwrap();
+    let j = Journal::open(dir.path(), opts().max_record_size(1024)).await.unwrap();
     let err = j.append_async(vec![0u8; 1025]).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::RecordTooLarge {
-                len: 1025,
-                max: 1024
-            }
-        ),
-        "{err}"
-    );
-    assert!(matches!(
-        j.submit(vec![0u8; 5000]),
-        Err(Error::RecordTooLarge { .. })
-    ));
-    let batch = j
-        .append_batch_async(&[vec![0u8; 10], vec![0u8; 2000]])
-        .await;
+    assert!(matches!(err, Error::RecordTooLarge { len: 1025, max: 1024 }), "{err}");
+    assert!(matches!(j.submit(vec![0u8; 5000]), Err(Error::RecordTooLarge { .. })));
+    let batch = j.append_batch_async(&[vec![0u8; 10], vec![0u8; 2000]]).await;
     assert!(matches!(batch, Err(Error::RecordTooLarge { .. })));
     // A batch larger than a segment is refused too, not split.
-    let small = Journal::open(dir.path().join("small"), opts().segment_size(1 << 20))
-        .await
-        .unwrap();
+    let small = Journal::open(dir.path().join("small"), opts().segment_size(1 << 20)).await.unwrap();
     let big: Vec<Vec<u8>> = (0..3).map(|_| vec![1u8; 400_000]).collect();
-    assert!(matches!(
-        small.append_batch_async(&big).await,
-        Err(Error::RecordTooLarge { .. })
-    ));
+    assert!(matches!(small.append_batch_async(&big).await, Err(Error::RecordTooLarge { .. })));
     small.close().await.unwrap();
     assert_eq!(j.append_async(b"fine").await.unwrap(), Lsn::new(32));
     j.close().await.unwrap();
@@ -92,10 +71,7 @@ async fn a_garbage_segment_header_is_corrupt_naming_the_file() {
     std::fs::remove_file(&seg).unwrap();
     std::fs::copy(j2.path().join("00000000000000000000.tlog"), &renamed).unwrap();
     let err = Journal::open(dir.path(), opts()).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Corrupt { path, .. } if *path == renamed),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Corrupt { path, .. } if *path == renamed), "{err}");
 }
 
 #[tokio::test]
@@ -107,12 +83,7 @@ async fn a_second_open_of_a_live_directory_is_locked() {
         other => panic!("expected Locked, got {other:?}"),
     }
     j.close().await.unwrap();
-    Journal::open(dir.path(), opts())
-        .await
-        .unwrap()
-        .close()
-        .await
-        .unwrap();
+    Journal::open(dir.path(), opts()).await.unwrap().close().await.unwrap();
 }
 
 #[tokio::test]
@@ -127,10 +98,7 @@ async fn nonsense_options_are_invalid() {
         opts().sync_policy(tidelog::SyncPolicy::Interval(std::time::Duration::ZERO)),
     ] {
         let err = Journal::open(dir.path(), bad.clone()).await.unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidOptions(_)),
-            "{bad:?} gave {err}"
-        );
+        assert!(matches!(err, Error::InvalidOptions(_)), "{bad:?} gave {err}");
     }
 }
 
@@ -146,17 +114,11 @@ async fn readers_refuse_lsns_outside_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), opts()).await.unwrap();
     let lsn = j.append_async(b"abc").await.unwrap();
-    assert!(matches!(
-        j.reader(Lsn::new(lsn.as_u64() + 8)),
-        Err(Error::InvalidLsn { .. })
-    ));
+    assert!(matches!(j.reader(Lsn::new(lsn.as_u64() + 8)), Err(Error::InvalidLsn { .. })));
     // LSN 8 is inside the first frame: no record starts there.
     let mid = j.reader(Lsn::new(8)).unwrap().next_record();
     assert!(matches!(mid, Err(Error::InvalidLsn { .. })), "{mid:?}");
-    assert!(matches!(
-        j.sync_through_async(Lsn::new(1 << 40)).await,
-        Err(Error::InvalidLsn { .. })
-    ));
+    assert!(matches!(j.sync_through_async(Lsn::new(1 << 40)).await, Err(Error::InvalidLsn { .. })));
     j.close().await.unwrap();
     assert!(tidelog::JournalReader::open(dir.path().join("nope")).is_err());
 }

@@ -20,19 +20,13 @@ matrix!(
 async fn failed_sync_poisons_every_waiter_and_every_later_call(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
-    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone()))
-        .await
-        .unwrap();
-    let first = j
-        .append_durable_async(b"durable before the failure")
-        .await
-        .unwrap();
+    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    let first = j.append_durable_async(b"durable before the failure").await.unwrap();
     let durable_before = j.durable_lsn();
     assert!(durable_before >= first);
     // Hold syncs so that many followers gather, then fail the next one.
     plan.sync_delay_ms.store(50, SeqCst);
-    plan.fail_sync_nth
-        .store(plan.syncs_seen.load(SeqCst) + 1, SeqCst);
+    plan.fail_sync_nth.store(plan.syncs_seen.load(SeqCst) + 1, SeqCst);
     let waiters: Vec<_> = (0..64)
         .map(|i| {
             let j = j.clone();
@@ -43,20 +37,12 @@ async fn failed_sync_poisons_every_waiter_and_every_later_call(opts: JournalOpti
         let got = within(30, "waiter after failed sync", w).await.unwrap();
         match got {
             Err(Error::Poisoned(first)) => {
-                assert_eq!(
-                    first.os_error().and_then(|e| e.raw_os_error()),
-                    Some(libc::EIO),
-                    "{first}"
-                );
+                assert_eq!(first.os_error().and_then(|e| e.raw_os_error()), Some(libc::EIO), "{first}");
             }
             other => panic!("a waiter of a failed sync round got {other:?}"),
         }
     }
-    assert_eq!(
-        j.durable_lsn(),
-        durable_before,
-        "a failed sync covers nothing"
-    );
+    assert_eq!(j.durable_lsn(), durable_before, "a failed sync covers nothing");
     assert!(j.stats().poisoned);
     assert!(j.append_async(b"later").await.unwrap_err().is_poisoned());
     assert!(j.sync_through_async(first).await.unwrap_err().is_poisoned());
@@ -72,21 +58,13 @@ async fn failed_write_poisons_and_nothing_unwritten_is_acknowledged(opts: Journa
     let plan = Arc::new(FaultPlan::default());
     plan.errno.store(libc::ENOSPC, SeqCst);
     plan.fail_write_nth.store(3, SeqCst);
-    let j = Journal::open(dir.path(), opts.fault_plan(plan.clone()))
-        .await
-        .unwrap();
+    let j = Journal::open(dir.path(), opts.fault_plan(plan.clone())).await.unwrap();
     let a = j.append_async(b"1").await.unwrap();
     let b = j.append_async(b"2").await.unwrap();
     let err = j.append_async(b"3").await.unwrap_err();
     assert!(err.is_poisoned(), "{err}");
-    assert_eq!(
-        err.os_error().and_then(|e| e.raw_os_error()),
-        Some(libc::ENOSPC)
-    );
-    assert!(
-        err.to_string().contains(".tlog"),
-        "the error names the segment: {err}"
-    );
+    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC));
+    assert!(err.to_string().contains(".tlog"), "the error names the segment: {err}");
     assert_eq!(j.written_lsn(), b);
     assert!(a < b);
     assert!(j.submit(b"4").unwrap_err().is_poisoned());
@@ -95,9 +73,7 @@ async fn failed_write_poisons_and_nothing_unwritten_is_acknowledged(opts: Journa
 async fn short_writes_and_eintr_are_completed_transparently(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
-    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone()))
-        .await
-        .unwrap();
+    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
     let mut acked = Vec::new();
     for round in 0..20 {
         plan.short_writes.store(2, SeqCst);
@@ -129,9 +105,7 @@ async fn fail_the_kth_sync_never_acknowledges_after_it(opts: JournalOptions) {
         let dir = tempfile::tempdir().unwrap();
         let plan = Arc::new(FaultPlan::default());
         plan.fail_sync_nth.store(k, SeqCst);
-        let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone()))
-            .await
-            .unwrap();
+        let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
         let mut acked = Vec::new();
         let mut failed = false;
         for i in 0..10 {
@@ -157,10 +131,7 @@ async fn fail_the_kth_sync_never_acknowledges_after_it(opts: JournalOptions) {
         };
         let (records, _) = j.read_batch(Lsn::ZERO, 100).unwrap();
         for lsn in &acked {
-            assert!(
-                records.iter().any(|r| r.lsn() == *lsn),
-                "k={k}: acknowledged {lsn} lost"
-            );
+            assert!(records.iter().any(|r| r.lsn() == *lsn), "k={k}: acknowledged {lsn} lost");
         }
         j.close().await.unwrap();
     }

@@ -10,10 +10,9 @@ fn vector_blocks() -> Vec<Vec<u8>> {
         match (line.trim(), current.as_mut()) {
             ("```hex", None) => current = Some(Vec::new()),
             ("```", Some(_)) => blocks.push(current.take().expect("open block")),
-            (text, Some(bytes)) => bytes.extend(
-                text.split_whitespace()
-                    .map(|h| u8::from_str_radix(h, 16).expect("hex byte")),
-            ),
+            (text, Some(bytes)) => {
+                bytes.extend(text.split_whitespace().map(|h| u8::from_str_radix(h, 16).expect("hex byte")))
+            }
             _ => {}
         }
     }
@@ -39,11 +38,7 @@ const EXPECTED: [(u64, &[u8]); 3] = [(32, b"hello"), (88, b"tide"), (120, b"log"
 #[test]
 fn vectors_decode_through_the_offline_reader_and_verify() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("00000000000000000000.tlog"),
-        segment_from_vectors(),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("00000000000000000000.tlog"), segment_from_vectors()).unwrap();
     let reader = JournalReader::open(dir.path()).unwrap();
     let mut r = reader.reader(Lsn::ZERO).unwrap();
     for (lsn, payload) in EXPECTED {
@@ -59,11 +54,7 @@ fn vectors_decode_through_the_offline_reader_and_verify() {
 #[tokio::test]
 async fn vectors_recover_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("00000000000000000000.tlog"),
-        segment_from_vectors(),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("00000000000000000000.tlog"), segment_from_vectors()).unwrap();
     let opts = JournalOptions::new().substrate(tidelog::SubstrateChoice::Blocking);
     let j = Journal::open(dir.path(), opts).await.unwrap();
     assert_eq!(j.recovery_report().end_lsn(), Lsn::new(120));
@@ -81,10 +72,7 @@ fn a_corrupted_vector_byte_is_never_a_record() {
         let mut bad = good.clone();
         bad[i] ^= 0x01;
         std::fs::write(&path, &bad).unwrap();
-        let mut r = JournalReader::open(dir.path())
-            .unwrap()
-            .reader(Lsn::ZERO)
-            .unwrap();
+        let mut r = JournalReader::open(dir.path()).unwrap().reader(Lsn::ZERO).unwrap();
         let mut got = Vec::new();
         while let Ok(Some(rec)) = r.next_record() {
             got.push((rec.lsn().as_u64(), rec.payload().to_vec()));

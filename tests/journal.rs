@@ -81,21 +81,11 @@ async fn sixty_four_tasks_durable_appends_survive_reopen_exactly_once(opts: Jour
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(unique.len(), TASKS * PER_TASK, "LSNs are unique");
     let stats = j.stats();
-    assert!(
-        stats.records_per_sync_max > 1,
-        "group commit shared syncs: {stats:?}"
-    );
+    assert!(stats.records_per_sync_max > 1, "group commit shared syncs: {stats:?}");
     drop(j); // no close: the acknowledged records are durable already
 
-    let records = within(30, "reopen", async {
-        read_all_after_reopen(dir.path(), opts).await
-    })
-    .await;
-    assert_eq!(
-        records.len(),
-        TASKS * PER_TASK,
-        "every acknowledged record exactly once"
-    );
+    let records = within(30, "reopen", async { read_all_after_reopen(dir.path(), opts).await }).await;
+    assert_eq!(records.len(), TASKS * PER_TASK, "every acknowledged record exactly once");
     let mut next_per_task: HashMap<usize, usize> = HashMap::new();
     for (lsn, payload) in &records {
         assert!(unique.contains(&Lsn::new(*lsn)));
@@ -120,10 +110,7 @@ async fn read_all_after_reopen(dir: &std::path::Path, opts: JournalOptions) -> V
     let (records, more) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
     assert!(!more);
     j.close().await.unwrap();
-    records
-        .into_iter()
-        .map(|r| (r.lsn().as_u64(), r.into_payload()))
-        .collect()
+    records.into_iter().map(|r| (r.lsn().as_u64(), r.into_payload())).collect()
 }
 
 async fn blocking_threads_mixed_with_async_tasks(opts: JournalOptions) {
@@ -146,9 +133,7 @@ async fn blocking_threads_mixed_with_async_tasks(opts: JournalOptions) {
             let j = j.clone();
             tokio::spawn(async move {
                 for i in 0..50 {
-                    j.append_durable_async(format!("task {t} {i}"))
-                        .await
-                        .unwrap();
+                    j.append_durable_async(format!("task {t} {i}")).await.unwrap();
                 }
             })
         })
@@ -156,8 +141,7 @@ async fn blocking_threads_mixed_with_async_tasks(opts: JournalOptions) {
     for t in tasks {
         within(60, "async appender", t).await.unwrap();
     }
-    let joined =
-        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| t.join().unwrap()));
+    let joined = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| t.join().unwrap()));
     within(60, "blocking appenders", joined).await.unwrap();
     assert_eq!(j.stats().appends, 400);
     j.close().await.unwrap();
@@ -167,20 +151,14 @@ async fn blocking_threads_mixed_with_async_tasks(opts: JournalOptions) {
 async fn atomic_batches_read_back_whole(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), opts).await.unwrap();
-    let lsns = j
-        .append_batch_async(&[b"a".as_slice(), b"bb", b"ccc"])
-        .await
-        .unwrap();
+    let lsns = j.append_batch_async(&[b"a".as_slice(), b"bb", b"ccc"]).await.unwrap();
     assert_eq!(lsns.len(), 3);
     assert!(lsns[0] < lsns[1] && lsns[1] < lsns[2]);
     assert!(j.append_batch_async::<&[u8]>(&[]).await.unwrap().is_empty());
     j.close().await.unwrap();
     let got = read_all(dir.path());
-    let expect: Vec<(u64, Vec<u8>)> = lsns
-        .iter()
-        .zip([&b"a"[..], b"bb", b"ccc"])
-        .map(|(l, p)| (l.as_u64(), p.to_vec()))
-        .collect();
+    let expect: Vec<(u64, Vec<u8>)> =
+        lsns.iter().zip([&b"a"[..], b"bb", b"ccc"]).map(|(l, p)| (l.as_u64(), p.to_vec())).collect();
     assert_eq!(got, expect);
 }
 
@@ -196,17 +174,10 @@ async fn rollover_across_many_small_segments(opts: JournalOptions) {
         last = j.append_async(&p).await.unwrap();
     }
     j.sync_through_async(last).await.unwrap();
-    let segments = std::fs::read_dir(dir.path()).unwrap().filter(|e| {
-        e.as_ref()
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .ends_with(".tlog")
-    });
-    assert!(
-        segments.count() >= 4,
-        "120 × 40 KB spans several 1 MiB segments"
-    );
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tlog"));
+    assert!(segments.count() >= 4, "120 × 40 KB spans several 1 MiB segments");
     // A live reader crosses every rollover.
     let mut r = j.reader(Lsn::ZERO).unwrap();
     for i in 0..120u32 {
@@ -231,10 +202,7 @@ async fn close_then_every_call_is_closed(opts: JournalOptions) {
     assert!(matches!(other.append_async(b"y").await, Err(Error::Closed)));
     assert!(matches!(other.append(b"y"), Err(Error::Closed)));
     assert!(matches!(other.submit(b"y"), Err(Error::Closed)));
-    assert!(matches!(
-        other.sync_through_async(lsn).await,
-        Err(Error::Closed)
-    ));
+    assert!(matches!(other.sync_through_async(lsn).await, Err(Error::Closed)));
     assert!(matches!(other.close().await, Err(Error::Closed)));
     // The lock was released: a new journal opens.
     let j = Journal::open(dir.path(), opts).await.unwrap();
@@ -280,9 +248,7 @@ async fn read_batch_paginates(opts: JournalOptions) {
 async fn submit_tickets_resolve_durable_and_dropped_tickets_keep_records(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
-    let tickets: Vec<_> = (0..1000)
-        .map(|i| j.submit(format!("t{i}")).unwrap())
-        .collect();
+    let tickets: Vec<_> = (0..1000).map(|i| j.submit(format!("t{i}")).unwrap()).collect();
     let last = tickets.last().unwrap().lsn();
     drop(j.submit(b"dropped ticket").unwrap());
     for t in tickets {

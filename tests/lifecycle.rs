@@ -40,9 +40,7 @@ async fn dropped_append_and_sync_futures_lose_nothing(opts: JournalOptions) {
         drop(sync.now_or_never());
     }
     let end = j.next_lsn();
-    within(30, "sync after drops", j.sync_through_async(end))
-        .await
-        .unwrap();
+    within(30, "sync after drops", j.sync_through_async(end)).await.unwrap();
     j.close().await.unwrap();
     let records = common::read_all(dir.path());
     assert_eq!(records.len(), 200);
@@ -89,9 +87,7 @@ async fn close_while_appenders_run_acknowledges_only_what_it_keeps(opts: Journal
 
 async fn thousands_of_appenders_beyond_the_ring_size(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), opts.clone().ring_entries(8))
-        .await
-        .unwrap();
+    let j = Journal::open(dir.path(), opts.clone().ring_entries(8)).await.unwrap();
     let tasks: Vec<_> = (0..3000)
         .map(|i| {
             let j = j.clone();
@@ -103,30 +99,21 @@ async fn thousands_of_appenders_beyond_the_ring_size(opts: JournalOptions) {
     }
     let stats = j.stats();
     assert_eq!(stats.appends, 3000);
-    assert!(
-        stats.syncs < 3000,
-        "group commit: {} syncs for 3000 appends",
-        stats.syncs
-    );
+    assert!(stats.syncs < 3000, "group commit: {} syncs for 3000 appends", stats.syncs);
     j.close().await.unwrap();
     assert_eq!(common::read_all(dir.path()).len(), 3000);
 }
 
 async fn policy_always_resolves_appends_durable(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), opts.sync_policy(tidelog::SyncPolicy::Always))
-        .await
-        .unwrap();
+    let j = Journal::open(dir.path(), opts.sync_policy(tidelog::SyncPolicy::Always)).await.unwrap();
     for i in 0..20 {
         let lsn = j.append_async(format!("{i}")).await.unwrap();
         assert!(j.durable_lsn() >= lsn, "Always: durable on return");
     }
     // Blocking callers belong off the runtime's workers.
     let jb = j.clone();
-    let lsn = tokio::task::spawn_blocking(move || jb.append(b"blocking"))
-        .await
-        .unwrap()
-        .unwrap();
+    let lsn = tokio::task::spawn_blocking(move || jb.append(b"blocking")).await.unwrap().unwrap();
     assert!(j.durable_lsn() >= lsn);
     j.close().await.unwrap();
 }
@@ -134,20 +121,13 @@ async fn policy_always_resolves_appends_durable(opts: JournalOptions) {
 async fn policy_interval_serves_tickets_without_explicit_syncs(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let every = std::time::Duration::from_millis(5);
-    let j = Journal::open(
-        dir.path(),
-        opts.sync_policy(tidelog::SyncPolicy::Interval(every)),
-    )
-    .await
-    .unwrap();
+    let j = Journal::open(dir.path(), opts.sync_policy(tidelog::SyncPolicy::Interval(every))).await.unwrap();
     // Written appends become durable with nobody asking.
     let lsn = j.append_async(b"background").await.unwrap();
     while j.durable_lsn() < lsn {
         tokio::time::sleep(every).await;
     }
-    let tickets: Vec<_> = (0..100)
-        .map(|i| j.submit(format!("{i}")).unwrap())
-        .collect();
+    let tickets: Vec<_> = (0..100).map(|i| j.submit(format!("{i}")).unwrap()).collect();
     for t in tickets {
         within(10, "ticket under Interval", t).await.unwrap();
     }
@@ -174,11 +154,7 @@ fn a_runtime_shut_down_mid_flight_loses_nothing_acknowledged() {
     for choice in [SubstrateChoice::Blocking, SubstrateChoice::Auto] {
         let dir = tempfile::tempdir().unwrap();
         let opts = JournalOptions::new().substrate(choice);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         rt.block_on(async {
             let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
@@ -200,20 +176,14 @@ fn a_runtime_shut_down_mid_flight_loses_nothing_acknowledged() {
         rt.shutdown_timeout(std::time::Duration::from_secs(10));
         drop(tx);
         let acked: Vec<Lsn> = rx.into_iter().collect();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let j = reopen(dir.path(), &opts).await;
             let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
             let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
             assert!(acked.len() >= 200, "{choice:?}");
             for lsn in &acked {
-                assert!(
-                    kept.contains(lsn),
-                    "{choice:?}: acknowledged {lsn} lost at runtime shutdown"
-                );
+                assert!(kept.contains(lsn), "{choice:?}: acknowledged {lsn} lost at runtime shutdown");
             }
             j.close().await.unwrap();
         });
@@ -223,32 +193,17 @@ fn a_runtime_shut_down_mid_flight_loses_nothing_acknowledged() {
 #[tokio::test]
 async fn substrate_reports_what_runs_and_auto_falls_back() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(
-        dir.path().join("b"),
-        JournalOptions::new().substrate(SubstrateChoice::Blocking),
-    )
-    .await
-    .unwrap();
+    let j =
+        Journal::open(dir.path().join("b"), JournalOptions::new().substrate(SubstrateChoice::Blocking)).await.unwrap();
     assert_eq!(j.substrate(), Substrate::Blocking);
     assert!(!j.native_iouring_active());
     j.close().await.unwrap();
-    let auto = Journal::open(dir.path().join("a"), JournalOptions::new())
-        .await
-        .unwrap();
+    let auto = Journal::open(dir.path().join("a"), JournalOptions::new()).await.unwrap();
     if cfg!(target_os = "linux") {
-        match Journal::open(
-            dir.path().join("u"),
-            JournalOptions::new().substrate(SubstrateChoice::IoUring),
-        )
-        .await
-        {
+        match Journal::open(dir.path().join("u"), JournalOptions::new().substrate(SubstrateChoice::IoUring)).await {
             Ok(u) => {
                 assert_eq!(u.substrate(), Substrate::IoUring);
-                assert_eq!(
-                    auto.substrate(),
-                    Substrate::IoUring,
-                    "Auto picks the ring when it works"
-                );
+                assert_eq!(auto.substrate(), Substrate::IoUring, "Auto picks the ring when it works");
                 u.close().await.unwrap();
             }
             Err(Error::Unsupported(why)) => eprintln!("io_uring unavailable here: {why}"),
@@ -262,23 +217,15 @@ async fn substrate_reports_what_runs_and_auto_falls_back() {
 fn a_runtime_without_io_forces_the_fallback() {
     // Without tokio's I/O driver the ring cannot be watched: Auto must run
     // Blocking, and an explicit IoUring must fail with Unsupported.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path().join("auto"), JournalOptions::new())
-            .await
-            .unwrap();
+        let j = Journal::open(dir.path().join("auto"), JournalOptions::new()).await.unwrap();
         assert_eq!(j.substrate(), Substrate::Blocking);
         j.append_durable_async(b"fallback works").await.unwrap();
         j.close().await.unwrap();
-        let forced = Journal::open(
-            dir.path().join("ring"),
-            JournalOptions::new().substrate(SubstrateChoice::IoUring),
-        )
-        .await;
+        let forced =
+            Journal::open(dir.path().join("ring"), JournalOptions::new().substrate(SubstrateChoice::IoUring)).await;
         assert!(matches!(forced, Err(Error::Unsupported(_))), "{forced:?}");
     });
 }

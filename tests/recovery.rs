@@ -22,11 +22,7 @@ async fn make(dir: &Path, opts: &JournalOptions, n: usize) -> Vec<(u64, u64)> {
     let mut spans = Vec::new();
     for i in 0..n {
         let start = j.next_lsn().as_u64();
-        let end = j
-            .append_async(format!("payload number {i}"))
-            .await
-            .unwrap()
-            .as_u64();
+        let end = j.append_async(format!("payload number {i}")).await.unwrap().as_u64();
         spans.push((start, end));
     }
     j.close().await.unwrap();
@@ -34,10 +30,7 @@ async fn make(dir: &Path, opts: &JournalOptions, n: usize) -> Vec<(u64, u64)> {
 }
 
 fn truncate_at_lsn(dir: &Path, lsn: u64) {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(segment0(dir))
-        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(segment0(dir)).unwrap();
     f.set_len(4096 + lsn).unwrap();
 }
 
@@ -49,12 +42,7 @@ async fn torn_final_record_at_every_byte_recovers_the_prefix(opts: JournalOption
     for cut in start + 1..end {
         std::fs::write(segment0(dir.path()), &pristine).unwrap();
         truncate_at_lsn(dir.path(), cut);
-        let j = Journal::open(
-            dir.path(),
-            opts.clone().recovery(RecoveryMode::AbsoluteConsistency),
-        )
-        .await
-        .unwrap();
+        let j = Journal::open(dir.path(), opts.clone().recovery(RecoveryMode::AbsoluteConsistency)).await.unwrap();
         let report = j.recovery_report().clone();
         assert_eq!(report.end_lsn(), Lsn::new(start), "cut at {cut}");
         assert_eq!(report.truncated_bytes(), cut - start);
@@ -62,11 +50,7 @@ async fn torn_final_record_at_every_byte_recovers_the_prefix(opts: JournalOption
         let next = j.append_async(b"after the tear").await.unwrap();
         j.close().await.unwrap();
         let records = common::read_all(dir.path());
-        assert_eq!(
-            records.len(),
-            4,
-            "three intact records and the new one (cut at {cut})"
-        );
+        assert_eq!(records.len(), 4, "three intact records and the new one (cut at {cut})");
         assert_eq!(records[3], (next.as_u64(), b"after the tear".to_vec()));
         assert_eq!(records[2].1, b"payload number 2");
     }
@@ -88,21 +72,13 @@ async fn corrupt_middle_is_cut_under_point_in_time_and_fatal_under_absolute(opts
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    let j = Journal::open(dir.path(), opts.recovery(RecoveryMode::PointInTime))
-        .await
-        .unwrap();
+    let j = Journal::open(dir.path(), opts.recovery(RecoveryMode::PointInTime)).await.unwrap();
     let report = j.recovery_report().clone();
     assert_eq!(report.end_lsn(), Lsn::new(spans[1].0));
     assert_eq!(report.truncated_bytes(), spans[4].1 - spans[1].0);
-    assert!(
-        report.valid_frames_followed(),
-        "records 2..4 were valid: the report must warn"
-    );
+    assert!(report.valid_frames_followed(), "records 2..4 were valid: the report must warn");
     let sidecar = report.sidecar().expect("cut bytes kept");
-    assert_eq!(
-        std::fs::read(sidecar).unwrap().len() as u64,
-        report.truncated_bytes()
-    );
+    assert_eq!(std::fs::read(sidecar).unwrap().len() as u64, report.truncated_bytes());
     assert_eq!(j.read_batch(Lsn::ZERO, 100).unwrap().0.len(), 1);
     j.close().await.unwrap();
 }
@@ -111,10 +87,7 @@ async fn torn_atomic_batch_disappears_whole(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
     let single = j.append_async(b"single").await.unwrap();
-    let batch = j
-        .append_batch_async(&[b"one".as_slice(), b"two", b"three"])
-        .await
-        .unwrap();
+    let batch = j.append_batch_async(&[b"one".as_slice(), b"two", b"three"]).await.unwrap();
     j.close().await.unwrap();
     let pristine = std::fs::read(segment0(dir.path())).unwrap();
     // Cut inside the last frame, and exactly at its start (two whole frames left).
@@ -123,15 +96,8 @@ async fn torn_atomic_batch_disappears_whole(opts: JournalOptions) {
         truncate_at_lsn(dir.path(), cut);
         let strict = opts.clone().recovery(RecoveryMode::AbsoluteConsistency);
         let j = Journal::open(dir.path(), strict).await.unwrap();
-        assert_eq!(
-            j.recovery_report().end_lsn(),
-            single,
-            "the batch is all or none"
-        );
+        assert_eq!(j.recovery_report().end_lsn(), single, "the batch is all or none");
         j.close().await.unwrap();
-        assert_eq!(
-            common::read_all(dir.path()),
-            vec![(single.as_u64(), b"single".to_vec())]
-        );
+        assert_eq!(common::read_all(dir.path()), vec![(single.as_u64(), b"single".to_vec())]);
     }
 }

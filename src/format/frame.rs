@@ -60,11 +60,7 @@ pub(crate) enum FrameError {
 
 /// Writes a frame into `dst`, which must be exactly `frame_len(payload.len())` long.
 pub(crate) fn encode_frame(dst: &mut [u8], start_lsn: u64, kind: u8, flags: u8, payload: &[u8]) {
-    assert_eq!(
-        dst.len(),
-        frame_len(payload.len()),
-        "frame buffer of the wrong size"
-    );
+    assert_eq!(dst.len(), frame_len(payload.len()), "frame buffer of the wrong size");
     assert!(payload.len() <= MAX_PAYLOAD_LEN);
     assert_eq!(start_lsn % FRAME_ALIGN as u64, 0, "frames start aligned");
     dst[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -104,29 +100,21 @@ fn le_u64(b: &[u8]) -> u64 {
 /// garbage rarely computes a CRC.
 pub(crate) fn decode_frame(buf: &[u8], expected_lsn: u64) -> Result<FrameView<'_>, FrameError> {
     if buf.len() < FRAME_HEADER_LEN {
-        return Err(FrameError::Truncated {
-            needed: FRAME_HEADER_LEN,
-        });
+        return Err(FrameError::Truncated { needed: FRAME_HEADER_LEN });
     }
     if le_u64(&buf[8..16]) != expected_lsn {
-        return Err(FrameError::Invalid(
-            "start LSN does not match the frame's position",
-        ));
+        return Err(FrameError::Invalid("start LSN does not match the frame's position"));
     }
     let payload_len = le_u32(&buf[4..8]) as usize;
     if payload_len > MAX_PAYLOAD_LEN {
-        return Err(FrameError::Invalid(
-            "payload length beyond the format's limit",
-        ));
+        return Err(FrameError::Invalid("payload length beyond the format's limit"));
     }
     let (kind, flags) = (buf[16], buf[17]);
     if kind & !KIND_REQUIRED == 0 {
         return Err(FrameError::Invalid("kind zero"));
     }
     if flags & !KNOWN_FLAGS != 0 || buf[18..FRAME_HEADER_LEN].iter().any(|&b| b != 0) {
-        return Err(FrameError::Invalid(
-            "unknown flags or non-zero reserved bytes",
-        ));
+        return Err(FrameError::Invalid("unknown flags or non-zero reserved bytes"));
     }
     let total = frame_len(payload_len);
     if buf.len() < total {
@@ -140,12 +128,7 @@ pub(crate) fn decode_frame(buf: &[u8], expected_lsn: u64) -> Result<FrameView<'_
     if buf[body_end..total].iter().any(|&b| b != 0) {
         return Err(FrameError::Invalid("non-zero padding"));
     }
-    Ok(FrameView {
-        start_lsn: expected_lsn,
-        kind,
-        flags,
-        payload,
-    })
+    Ok(FrameView { start_lsn: expected_lsn, kind, flags, payload })
 }
 
 #[cfg(test)]
@@ -183,10 +166,7 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = buf.clone();
                 bad[i] ^= 1 << bit;
-                assert!(
-                    decode_frame(&bad, 8).is_err(),
-                    "flip of bit {bit} in byte {i} went unnoticed"
-                );
+                assert!(decode_frame(&bad, 8).is_err(), "flip of bit {bit} in byte {i} went unnoticed");
             }
         }
     }
@@ -209,15 +189,7 @@ mod tests {
     #[test]
     fn truncated_buffers_say_how_much_they_need() {
         let buf = frame(0, &[7u8; 100]);
-        assert_eq!(
-            decode_frame(&buf[..10], 0),
-            Err(FrameError::Truncated { needed: 24 })
-        );
-        assert_eq!(
-            decode_frame(&buf[..50], 0),
-            Err(FrameError::Truncated {
-                needed: frame_len(100)
-            })
-        );
+        assert_eq!(decode_frame(&buf[..10], 0), Err(FrameError::Truncated { needed: 24 }));
+        assert_eq!(decode_frame(&buf[..50], 0), Err(FrameError::Truncated { needed: frame_len(100) }));
     }
 }

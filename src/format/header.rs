@@ -41,8 +41,7 @@ pub(crate) fn decode_segment_header(block: &[u8]) -> Result<SegmentHeader, &'sta
     if block[0..8] != SEGMENT_MAGIC {
         return Err("bad magic: not a tidelog segment");
     }
-    let u32_at =
-        |i: usize| u32::from_le_bytes([block[i], block[i + 1], block[i + 2], block[i + 3]]);
+    let u32_at = |i: usize| u32::from_le_bytes([block[i], block[i + 1], block[i + 2], block[i + 3]]);
     let u64_at = |i: usize| {
         let mut a = [0u8; 8];
         a.copy_from_slice(&block[i..i + 8]);
@@ -57,11 +56,7 @@ pub(crate) fn decode_segment_header(block: &[u8]) -> Result<SegmentHeader, &'sta
     if u32_at(12) as usize != SEGMENT_HEADER_LEN {
         return Err("unexpected header length");
     }
-    Ok(SegmentHeader {
-        base_lsn: u64_at(16),
-        journal_id: u64_at(24),
-        flags: u32_at(32),
-    })
+    Ok(SegmentHeader { base_lsn: u64_at(16), journal_id: u64_at(24), flags: u32_at(32) })
 }
 
 #[cfg(test)]
@@ -70,11 +65,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_every_field_byte_is_checked() {
-        let h = SegmentHeader {
-            base_lsn: 1 << 33,
-            journal_id: 0xDEAD_BEEF,
-            flags: 1,
-        };
+        let h = SegmentHeader { base_lsn: 1 << 33, journal_id: 0xDEAD_BEEF, flags: 1 };
         let block = encode_segment_header(&h);
         assert_eq!(block.len(), SEGMENT_HEADER_LEN);
         assert_eq!(decode_segment_header(&block), Ok(h));

@@ -9,8 +9,8 @@ mod header;
 
 pub(crate) use frame::{decode_frame, encode_frame, FrameError, FrameView};
 pub use frame::{
-    frame_len, FLAG_BATCH_CONTINUES, FRAME_ALIGN, FRAME_HEADER_LEN, KIND_PADDING, KIND_RECORD,
-    KIND_REQUIRED, MAX_PAYLOAD_LEN,
+    frame_len, FLAG_BATCH_CONTINUES, FRAME_ALIGN, FRAME_HEADER_LEN, KIND_PADDING, KIND_RECORD, KIND_REQUIRED,
+    MAX_PAYLOAD_LEN,
 };
 pub(crate) use header::{decode_segment_header, encode_segment_header, SegmentHeader};
 pub use header::{FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
@@ -42,16 +42,10 @@ mod tests {
     #[test]
     fn segment_names_round_trip_and_reject_strangers() {
         assert_eq!(segment_file_name(42), "00000000000000000042.tlog");
-        assert_eq!(
-            parse_segment_file_name("00000000000000000042.tlog"),
-            Some(42)
-        );
+        assert_eq!(parse_segment_file_name("00000000000000000042.tlog"), Some(42));
         assert_eq!(parse_segment_file_name("42.tlog"), None);
         assert_eq!(parse_segment_file_name("0000000000000000004x.tlog"), None);
-        assert_eq!(
-            parse_segment_file_name("00000000000000000042.tlog.corrupt-7"),
-            None
-        );
+        assert_eq!(parse_segment_file_name("00000000000000000042.tlog.corrupt-7"), None);
         assert_eq!(parse_segment_file_name("LOCK"), None);
         // 20 digits that overflow u64 are not a segment either.
         assert_eq!(parse_segment_file_name("99999999999999999999.tlog"), None);

@@ -131,8 +131,7 @@ impl Driver {
     }
 
     fn final_sync_needed(&self) -> bool {
-        self.shared.close_sync.load(Ordering::Acquire)
-            || self.shared.opts.sync_policy != SyncPolicy::Never
+        self.shared.close_sync.load(Ordering::Acquire) || self.shared.opts.sync_policy != SyncPolicy::Never
     }
 
     fn all_written(&self) -> bool {
@@ -165,8 +164,7 @@ impl Driver {
             }
         }
         if self.sync.is_none() {
-            let forced = self.interval_due
-                || (self.shutting_down() && self.final_sync_needed() && self.all_written());
+            let forced = self.interval_due || (self.shutting_down() && self.final_sync_needed() && self.all_written());
             if forced || self.window_open() {
                 if let Some(covers) = self.shared.gate.begin_sync(forced) {
                     self.interval_due = false;
@@ -189,9 +187,7 @@ impl Driver {
             self.window_until = None;
             return false;
         }
-        let until = *self
-            .window_until
-            .get_or_insert_with(|| Instant::now() + window);
+        let until = *self.window_until.get_or_insert_with(|| Instant::now() + window);
         if Instant::now() < until {
             return false;
         }
@@ -201,55 +197,29 @@ impl Driver {
 
     fn submit_write(&mut self, chunk: Chunk) {
         debug_assert_eq!(chunk.seg_base, self.active.base);
-        debug_assert_eq!(
-            chunk.start_lsn,
-            self.shared.gate.written_lsn().as_u64(),
-            "writes stay in order"
-        );
+        debug_assert_eq!(chunk.start_lsn, self.shared.gate.written_lsn().as_u64(), "writes stay in order");
         let end = chunk.end_lsn();
         let offset = format::file_offset(chunk.seg_base, chunk.start_lsn);
         let linked = self.sync.is_none()
             && self.shared.opts.group_commit_window.is_zero()
             && self.shared.gate.begin_linked_sync(end);
-        let kind = if linked {
-            OpKind::WriteSync
-        } else {
-            OpKind::Write
-        };
+        let kind = if linked { OpKind::WriteSync } else { OpKind::Write };
         let now = Instant::now();
         if linked {
             let records = self.written_records + chunk.records;
-            self.sync = Some(SyncInFlight {
-                covers: end,
-                records,
-                started: now,
-            });
+            self.sync = Some(SyncInFlight { covers: end, records, started: now });
         }
-        self.write = Some(WriteInFlight {
-            end,
-            records: chunk.records,
-            retries: 0,
-            started: now,
-        });
-        self.backend
-            .submit(Op::write(kind, self.active.clone(), offset, chunk.buf, 0));
+        self.write = Some(WriteInFlight { end, records: chunk.records, retries: 0, started: now });
+        self.backend.submit(Op::write(kind, self.active.clone(), offset, chunk.buf, 0));
     }
 
     fn start_sync(&mut self, covers: u64) {
-        self.sync = Some(SyncInFlight {
-            covers,
-            records: self.written_records,
-            started: Instant::now(),
-        });
+        self.sync = Some(SyncInFlight { covers, records: self.written_records, started: Instant::now() });
         self.backend.submit(Op::sync(self.active.clone()));
     }
 
     fn complete(&mut self, done: Done) -> Result<()> {
-        let Done {
-            op,
-            written,
-            synced,
-        } = done;
+        let Done { op, written, synced } = done;
         let op_kind = op.kind;
         if let Some(written) = written {
             if !self.complete_write(op, written)? {
@@ -277,8 +247,7 @@ impl Driver {
         match result {
             Ok(n) if n == op.write_len() => {}
             Ok(0) => {
-                let e =
-                    std::io::Error::new(std::io::ErrorKind::WriteZero, "write made no progress");
+                let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "write made no progress");
                 return Err(Error::io_at("write", &op.file.path, lsn, e));
             }
             Ok(n) => {
@@ -294,10 +263,7 @@ impl Driver {
         }
         let w = self.write.take().expect("checked above");
         self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .stats
-            .write_latency
-            .record_duration(w.started.elapsed());
+        self.shared.stats.write_latency.record_duration(w.started.elapsed());
         self.written_records += w.records;
         self.shared.gate.advance_written(w.end);
         if let Some(buf) = op.buf.take() {
@@ -325,12 +291,7 @@ impl Driver {
             return Err(self.internal("sync completion with no sync in flight"));
         };
         if let Err(e) = result {
-            return Err(Error::io_at(
-                "fdatasync",
-                &self.active.path,
-                Lsn::new(s.covers),
-                e,
-            ));
+            return Err(Error::io_at("fdatasync", &self.active.path, Lsn::new(s.covers), e));
         }
         let took = s.started.elapsed();
         if took > STALL_THRESHOLD {
@@ -340,12 +301,7 @@ impl Driver {
         let records = s.records - self.synced_records;
         self.synced_records = s.records;
         self.shared.stats.sync_done(records, took);
-        tracing::debug!(
-            covers = s.covers,
-            records,
-            took_us = took.as_micros() as u64,
-            "sync round"
-        );
+        tracing::debug!(covers = s.covers, records, took_us = took.as_micros() as u64, "sync round");
         self.shared.gate.complete_sync(s.covers);
         Ok(())
     }
@@ -360,8 +316,7 @@ impl Driver {
         let id = self.journal_id;
         let covers = self.shared.gate.begin_sync(true);
         let made = tokio::task::spawn_blocking(move || -> Result<SegmentFile> {
-            platform::sync_data(&old.file)
-                .map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
+            platform::sync_data(&old.file).map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
             segment::create(&dir, base, id)
         })
         .await
@@ -371,21 +326,13 @@ impl Driver {
             self.synced_records = self.written_records;
             self.shared.gate.complete_sync(covers);
         }
-        self.shared
-            .segments
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(base);
+        self.shared.segments.write().unwrap_or_else(|p| p.into_inner()).push(base);
         self.active = Arc::new(made);
         Ok(())
     }
 
     fn internal(&self, what: &str) -> Error {
-        Error::io(
-            "driver",
-            &self.shared.dir,
-            std::io::Error::other(what.to_string()),
-        )
+        Error::io("driver", &self.shared.dir, std::io::Error::other(what.to_string()))
     }
 
     /// Waits for every op in flight so no buffer or fd is released under

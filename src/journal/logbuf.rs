@@ -109,16 +109,8 @@ impl LogBuffer {
         let (seg_base, start) = (st.seg_base, st.next_lsn);
         let need_new_chunk = st.pending.back().is_none_or(|c| c.seg_base != seg_base);
         if need_new_chunk {
-            let buf = st
-                .spare
-                .pop()
-                .unwrap_or_else(|| AlignedBuf::with_capacity(self.chunk_cap, self.align));
-            st.pending.push_back(Chunk {
-                seg_base,
-                start_lsn: start,
-                buf,
-                records: 0,
-            });
+            let buf = st.spare.pop().unwrap_or_else(|| AlignedBuf::with_capacity(self.chunk_cap, self.align));
+            st.pending.push_back(Chunk { seg_base, start_lsn: start, buf, records: 0 });
         }
         let chunk = st.pending.back_mut().expect("a chunk was just ensured");
         debug_assert_eq!(chunk.end_lsn(), start, "chunks are contiguous");
@@ -136,10 +128,7 @@ impl LogBuffer {
         chunk.records += payloads.len() as u64;
         st.next_lsn = lsn;
         self.next.store(lsn, Ordering::Release);
-        Ok(Placed {
-            end: lsn,
-            wake_driver,
-        })
+        Ok(Placed { end: lsn, wake_driver })
     }
 
     /// Takes every pending chunk, in LSN order.

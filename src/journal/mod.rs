@@ -66,15 +66,10 @@ impl Shared {
         }
         let capacity = self.opts.segment_size - format::SEGMENT_HEADER_LEN as u64;
         if total > capacity {
-            return Err(Error::RecordTooLarge {
-                len: total as usize,
-                max: capacity as usize,
-            });
+            return Err(Error::RecordTooLarge { len: total as usize, max: capacity as usize });
         }
         let placed = self.log.append(payloads, total)?;
-        self.stats
-            .appends
-            .fetch_add(payloads.len() as u64, Ordering::Relaxed);
+        self.stats.appends.fetch_add(payloads.len() as u64, Ordering::Relaxed);
         self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
         if placed.wake_driver {
             self.gate.driver_wake.notify_one();
@@ -130,9 +125,7 @@ impl Journal {
     /// tokio runtime of either flavour.
     pub async fn open(dir: impl AsRef<Path>, opts: JournalOptions) -> Result<Journal> {
         let shared = open::open(dir.as_ref(), opts).await?;
-        Ok(Journal {
-            handle: Arc::new(Handle { shared }),
-        })
+        Ok(Journal { handle: Arc::new(Handle { shared }) })
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -171,9 +164,7 @@ impl Journal {
         let shared = self.shared();
         shared.check_open()?;
         check_not_ahead(shared, lsn)?;
-        Wait::new(&shared.gate, Level::Durable, lsn.as_u64())
-            .await
-            .map(drop)
+        Wait::new(&shared.gate, Level::Durable, lsn.as_u64()).await.map(drop)
     }
 
     /// Appends one record and resolves once it is durable, sharing the sync
@@ -193,11 +184,7 @@ impl Journal {
     pub fn submit(&self, payload: impl AsRef<[u8]>) -> Result<Ticket> {
         let shared = self.shared();
         let end = shared.place(&[payload])?;
-        let level = if shared.opts.sync_policy == SyncPolicy::Never {
-            Level::Written
-        } else {
-            Level::Durable
-        };
+        let level = if shared.opts.sync_policy == SyncPolicy::Never { Level::Written } else { Level::Durable };
         if level == Level::Durable {
             shared.gate.want_durable(end);
         }
@@ -220,10 +207,7 @@ impl Journal {
         let shared = self.shared();
         shared.check_open()?;
         check_not_ahead(shared, lsn)?;
-        shared
-            .gate
-            .wait_blocking(Level::Durable, lsn.as_u64())
-            .map(drop)
+        shared.gate.wait_blocking(Level::Durable, lsn.as_u64()).map(drop)
     }
 
     /// The substrate actually running.
@@ -293,21 +277,13 @@ impl Journal {
     pub async fn close(&self) -> Result<()> {
         let shared = self.shared();
         shared.begin_shutdown(true);
-        let task = shared
-            .driver
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let task = shared.driver.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(task) = task else {
             return Err(Error::Closed);
         };
         match task.await {
             Ok(result) => result,
-            Err(join) => Err(Error::io(
-                "join driver task",
-                &shared.dir,
-                std::io::Error::other(join.to_string()),
-            )),
+            Err(join) => Err(Error::io("join driver task", &shared.dir, std::io::Error::other(join.to_string()))),
         }
     }
 }
@@ -315,19 +291,13 @@ impl Journal {
 fn check_not_ahead(shared: &Shared, lsn: Lsn) -> Result<()> {
     let next = shared.log.next_lsn_relaxed();
     if lsn.as_u64() > next {
-        return Err(Error::InvalidLsn {
-            lsn,
-            reason: format!("beyond the end of the journal ({next})"),
-        });
+        return Err(Error::InvalidLsn { lsn, reason: format!("beyond the end of the journal ({next})") });
     }
     Ok(())
 }
 
 fn batch_lsns<P: AsRef<[u8]>>(payloads: &[P], end: u64) -> Vec<Lsn> {
-    let total: u64 = payloads
-        .iter()
-        .map(|p| format::frame_len(p.as_ref().len()) as u64)
-        .sum();
+    let total: u64 = payloads.iter().map(|p| format::frame_len(p.as_ref().len()) as u64).sum();
     let mut lsn = end - total;
     payloads
         .iter()

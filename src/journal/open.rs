@@ -24,15 +24,10 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     let lock = take_lock(dir)?;
     let mut backend = choose_backend(&opts)?;
     if let Some(plan) = &opts.fault {
-        backend = Box::new(crate::substrate::fault::FaultBackend::new(
-            backend,
-            plan.clone(),
-        ));
+        backend = Box::new(crate::substrate::fault::FaultBackend::new(backend, plan.clone()));
     }
     if opts.direct_io {
-        return Err(Error::Unsupported(
-            "direct_io is not implemented yet in this build".into(),
-        ));
+        return Err(Error::Unsupported("direct_io is not implemented yet in this build".into()));
     }
     let (recover_dir, mode) = (dir.to_path_buf(), opts.recovery);
     let recovered = runtime
@@ -58,13 +53,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
         dir = %dir.display(), end_lsn = end, segments = shared.report.segments,
         substrate = ?shared.substrate, "journal open"
     );
-    let driver = Driver::new(
-        shared.clone(),
-        backend,
-        recovered.last,
-        recovered.journal_id,
-        lock,
-    );
+    let driver = Driver::new(shared.clone(), backend, recovered.last, recovered.journal_id, lock);
     let task = runtime.spawn(driver.run());
     *shared.driver.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     Ok(shared)
@@ -76,16 +65,12 @@ fn prepare_dir(dir: &Path) -> Result<()> {
         Ok(_) => Err(Error::io(
             "open journal directory",
             dir,
-            io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "exists and is not a directory",
-            ),
+            io::Error::new(io::ErrorKind::NotADirectory, "exists and is not a directory"),
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(dir).map_err(|e| Error::io("create journal directory", dir, e))?;
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                platform::sync_dir(parent)
-                    .map_err(|e| Error::io("sync parent directory", parent, e))?;
+                platform::sync_dir(parent).map_err(|e| Error::io("sync parent directory", parent, e))?;
             }
             Ok(())
         }
@@ -123,18 +108,12 @@ fn choose_backend(opts: &JournalOptions) -> Result<Box<dyn Backend>> {
 
 fn warn_fallback_once(why: &str) {
     static WARNED: std::sync::Once = std::sync::Once::new();
-    WARNED.call_once(|| {
-        tracing::warn!(
-            reason = why,
-            "io_uring unavailable; tidelog runs on the Blocking substrate"
-        )
-    });
+    WARNED.call_once(|| tracing::warn!(reason = why, "io_uring unavailable; tidelog runs on the Blocking substrate"));
 }
 
 #[cfg(target_os = "linux")]
 fn native(opts: &JournalOptions) -> std::result::Result<Box<dyn Backend>, String> {
-    crate::substrate::uring::UringBackend::create(opts.ring_entries)
-        .map(|b| Box::new(b) as Box<dyn Backend>)
+    crate::substrate::uring::UringBackend::create(opts.ring_entries).map(|b| Box::new(b) as Box<dyn Backend>)
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -178,10 +178,7 @@ impl JournalOptions {
             ));
         }
         if !(1..=32768).contains(&self.ring_entries) || !self.ring_entries.is_power_of_two() {
-            return bad(format!(
-                "ring_entries {} must be a power of two in [1, 32768]",
-                self.ring_entries
-            ));
+            return bad(format!("ring_entries {} must be a power of two in [1, 32768]", self.ring_entries));
         }
         if self.buffer_size < 4096 {
             return bad(format!("buffer_size {} is below 4096", self.buffer_size));

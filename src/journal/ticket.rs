@@ -23,12 +23,7 @@ pub struct Ticket {
 
 impl Ticket {
     pub(super) fn new(shared: Arc<Shared>, level: Level, lsn: u64) -> Ticket {
-        Ticket {
-            shared,
-            level,
-            lsn,
-            waiter: None,
-        }
+        Ticket { shared, level, lsn, waiter: None }
     }
 
     /// The record's LSN (its end), known at submission.
@@ -42,9 +37,7 @@ impl Future for Ticket {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Lsn>> {
         let this = &mut *self;
-        this.shared
-            .gate
-            .poll_wait(cx, this.level, this.lsn, &mut this.waiter)
+        this.shared.gate.poll_wait(cx, this.level, this.lsn, &mut this.waiter)
     }
 }
 

@@ -30,11 +30,7 @@ pub(crate) struct FrameCursor {
 
 impl FrameCursor {
     pub(crate) fn new(base: u64) -> FrameCursor {
-        FrameCursor {
-            base,
-            buf: Vec::new(),
-            buf_lsn: base,
-        }
+        FrameCursor { base, buf: Vec::new(), buf_lsn: base }
     }
 
     /// Makes `[lsn, lsn + want)` resident if the file (and `limit`) has it;
@@ -91,12 +87,10 @@ impl FrameCursor {
             }
         }
         let at = (lsn - self.buf_lsn) as usize;
-        Ok(
-            match format::decode_frame(&self.buf[at..at + needed], lsn) {
-                Ok(view) => Step::Frame(view),
-                Err(FrameError::Invalid(why)) => Step::Invalid(why),
-                Err(FrameError::Truncated { .. }) => Step::Torn,
-            },
-        )
+        Ok(match format::decode_frame(&self.buf[at..at + needed], lsn) {
+            Ok(view) => Step::Frame(view),
+            Err(FrameError::Invalid(why)) => Step::Invalid(why),
+            Err(FrameError::Truncated { .. }) => Step::Torn,
+        })
     }
 }

@@ -70,11 +70,7 @@ impl Source {
             Source::Live(shared) => {
                 // Frontier first: a segment it reaches is already listed.
                 let limit = shared.gate.written_lsn().as_u64();
-                let bases = shared
-                    .segments
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let bases = shared.segments.read().unwrap_or_else(|p| p.into_inner()).clone();
                 (bases, limit)
             }
             Source::Offline(bases) => (bases.clone(), u64::MAX),
@@ -121,19 +117,9 @@ impl Reader {
             pos = first;
         }
         if pos > limit {
-            return Err(Error::InvalidLsn {
-                lsn: from,
-                reason: format!("beyond the written end ({limit})"),
-            });
+            return Err(Error::InvalidLsn { lsn: from, reason: format!("beyond the written end ({limit})") });
         }
-        Ok(Reader {
-            dir,
-            source,
-            pos,
-            fresh: true,
-            seg: None,
-            ready: VecDeque::new(),
-        })
+        Ok(Reader { dir, source, pos, fresh: true, seg: None, ready: VecDeque::new() })
     }
 
     /// The LSN the next record starts at (or the end reached so far).
@@ -173,12 +159,7 @@ impl Reader {
 
     fn open_segment(&self, base: u64) -> Result<OpenSegment> {
         let (seg, _) = segment::open(&self.dir, base, false)?;
-        Ok(OpenSegment {
-            base,
-            path: seg.path,
-            file: seg.file,
-            cursor: FrameCursor::new(base),
-        })
+        Ok(OpenSegment { base, path: seg.path, file: seg.file, cursor: FrameCursor::new(base) })
     }
 
     /// Reads one record or one whole batch into `ready`, or steps to the
@@ -206,10 +187,7 @@ impl Reader {
                         return Err(Error::corrupt(
                             &seg.path,
                             Lsn::new(frame.start_lsn),
-                            format!(
-                                "required frame kind {:#04x} unknown to this version",
-                                frame.kind
-                            ),
+                            format!("required frame kind {:#04x} unknown to this version", frame.kind),
                         ));
                     }
                     if frame.flags & FLAG_BATCH_CONTINUES == 0 {
@@ -229,10 +207,7 @@ impl Reader {
                 return Ok(false); // a torn tail ends an offline log
             }
             if self.fresh && batch.is_empty() && at == self.pos {
-                return Err(Error::InvalidLsn {
-                    lsn: Lsn::new(at),
-                    reason: format!("no record starts here ({why})"),
-                });
+                return Err(Error::InvalidLsn { lsn: Lsn::new(at), reason: format!("no record starts here ({why})") });
             }
             return Err(Error::corrupt(&seg.path, Lsn::new(at), why));
         }
@@ -260,11 +235,7 @@ impl JournalReader {
         }
         let bases = segment::list(&dir, false)?;
         if bases.is_empty() {
-            return Err(Error::corrupt(
-                &dir,
-                Lsn::ZERO,
-                "no segment files: not a tidelog journal",
-            ));
+            return Err(Error::corrupt(&dir, Lsn::ZERO, "no segment files: not a tidelog journal"));
         }
         Ok(JournalReader { dir, bases })
     }
@@ -310,10 +281,7 @@ impl VerifyReport {
 /// Checks every frame of every segment in `dir` (read-only, no runtime).
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     let journal = JournalReader::open(dir.as_ref())?;
-    let mut report = VerifyReport {
-        segments: journal.bases.len(),
-        ..VerifyReport::default()
-    };
+    let mut report = VerifyReport { segments: journal.bases.len(), ..VerifyReport::default() };
     for (i, &base) in journal.bases.iter().enumerate() {
         let (seg, _) = match segment::open(&journal.dir, base, false) {
             Ok(opened) => opened,
@@ -324,11 +292,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
         };
         let scan = crate::recovery::scan_segment(&seg.file, base, &seg.path)?;
         report.records += scan.records;
-        let len = seg
-            .file
-            .metadata()
-            .map_err(|e| Error::io("stat segment", &seg.path, e))?
-            .len();
+        let len = seg.file.metadata().map_err(|e| Error::io("stat segment", &seg.path, e))?.len();
         let tail = tail_nonzero(&seg.file, format::file_offset(base, scan.end), len)
             .map_err(|e| Error::io("read segment", &seg.path, e))?;
         match journal.bases.get(i + 1) {

@@ -28,18 +28,9 @@ const TEMP_SUFFIX: &str = ".tlog.tmp";
 pub(crate) fn create(dir: &Path, base: u64, journal_id: u64) -> Result<SegmentFile> {
     let path = dir.join(format::segment_file_name(base));
     let temp = dir.join(format!("{base:020}{TEMP_SUFFIX}"));
-    let header = format::encode_segment_header(&SegmentHeader {
-        base_lsn: base,
-        journal_id,
-        flags: 0,
-    });
+    let header = format::encode_segment_header(&SegmentHeader { base_lsn: base, journal_id, flags: 0 });
     let made = (|| -> io::Result<File> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&temp)?;
         platform::pwrite_all(&file, &header, 0)?;
         platform::sync_data(&file)?;
         fs::rename(&temp, &path)?;
@@ -79,16 +70,13 @@ fn read_header(file: &File, path: &Path, base: u64) -> Result<SegmentHeader> {
             Err(e) => return Err(Error::io_at("read segment header", path, Lsn::new(base), e)),
         }
     }
-    let header = format::decode_segment_header(&block[..got])
-        .map_err(|why| Error::corrupt(path, Lsn::new(base), why))?;
+    let header =
+        format::decode_segment_header(&block[..got]).map_err(|why| Error::corrupt(path, Lsn::new(base), why))?;
     if header.base_lsn != base {
         return Err(Error::corrupt(
             path,
             Lsn::new(base),
-            format!(
-                "header says base LSN {} but the file name says {base}",
-                header.base_lsn
-            ),
+            format!("header says base LSN {} but the file name says {base}", header.base_lsn),
         ));
     }
     Ok(header)
@@ -106,8 +94,7 @@ pub(crate) fn list(dir: &Path, clean: bool) -> Result<Vec<u64>> {
         if let Some(base) = format::parse_segment_file_name(name) {
             bases.push(base);
         } else if clean && name.ends_with(TEMP_SUFFIX) {
-            fs::remove_file(entry.path())
-                .map_err(|e| Error::io("remove temp segment", entry.path(), e))?;
+            fs::remove_file(entry.path()).map_err(|e| Error::io("remove temp segment", entry.path(), e))?;
         }
     }
     bases.sort_unstable();

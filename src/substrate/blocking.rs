@@ -21,9 +21,7 @@ pub(crate) struct BlockingBackend {
 
 impl BlockingBackend {
     pub(crate) fn new() -> BlockingBackend {
-        BlockingBackend {
-            running: FuturesUnordered::new(),
-        }
+        BlockingBackend { running: FuturesUnordered::new() }
     }
 }
 
@@ -41,11 +39,7 @@ impl Backend for BlockingBackend {
                 op.kind = kind;
                 let written = (kind != super::OpKind::Sync).then(|| Err(lost()));
                 let synced = (kind != super::OpKind::Write).then(|| Err(lost()));
-                Done {
-                    op,
-                    written,
-                    synced,
-                }
+                Done { op, written, synced }
             })
         }));
     }

@@ -25,23 +25,13 @@ unsafe impl Sync for AlignedBuf {}
 impl AlignedBuf {
     /// An empty buffer of at least `cap` bytes (rounded up to `align`).
     pub(crate) fn with_capacity(cap: usize, align: usize) -> AlignedBuf {
-        assert!(
-            align.is_power_of_two() && align <= 1 << 16,
-            "alignment {align}"
-        );
+        assert!(align.is_power_of_two() && align <= 1 << 16, "alignment {align}");
         let cap = cap.max(align).next_multiple_of(align);
         let layout = Layout::from_size_align(cap, align).expect("capacity overflows a Layout");
         // SAFETY: `layout` has a non-zero size (cap >= align >= 1).
         let raw = unsafe { alloc::alloc(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout)
-        };
-        AlignedBuf {
-            ptr,
-            len: 0,
-            cap,
-            align,
-        }
+        let Some(ptr) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
+        AlignedBuf { ptr, len: 0, cap, align }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -90,8 +80,7 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        let layout =
-            Layout::from_size_align(self.cap, self.align).expect("layout was valid at alloc");
+        let layout = Layout::from_size_align(self.cap, self.align).expect("layout was valid at alloc");
         // SAFETY: allocated in `with_capacity` with exactly this layout.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
     }
@@ -99,10 +88,7 @@ impl Drop for AlignedBuf {
 
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBuf")
-            .field("len", &self.len)
-            .field("cap", &self.cap)
-            .finish()
+        f.debug_struct("AlignedBuf").field("len", &self.len).field("cap", &self.cap).finish()
     }
 }
 

@@ -56,9 +56,7 @@ impl Default for FaultPlan {
 }
 
 fn take_one(counter: &AtomicU64) -> bool {
-    counter
-        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-        .is_ok()
+    counter.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
 type Delayed = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -74,13 +72,7 @@ pub(crate) struct FaultBackend {
 
 impl FaultBackend {
     pub(crate) fn new(inner: Box<dyn Backend>, plan: Arc<FaultPlan>) -> FaultBackend {
-        FaultBackend {
-            inner,
-            plan,
-            shortened: Vec::new(),
-            ready: VecDeque::new(),
-            delayed: FuturesUnordered::new(),
-        }
+        FaultBackend { inner, plan, shortened: Vec::new(), ready: VecDeque::new(), delayed: FuturesUnordered::new() }
     }
 
     fn errno(&self) -> io::Error {
@@ -88,11 +80,7 @@ impl FaultBackend {
     }
 
     fn rewrite(&mut self, mut done: Done) -> Option<Done> {
-        if let Some(i) = self
-            .shortened
-            .iter()
-            .position(|s| (s.0, s.1) == (done.op.file.base, done.op.offset))
-        {
+        if let Some(i) = self.shortened.iter().position(|s| (s.0, s.1) == (done.op.file.base, done.op.offset)) {
             let (_, _, end, kind) = self.shortened.swap_remove(i);
             done.op.end = end;
             done.op.kind = kind;
@@ -126,16 +114,11 @@ impl Backend for FaultBackend {
     fn submit(&mut self, mut op: Op) {
         if op.buf.is_some() && take_one(&self.plan.eintr_writes) {
             let synced = None;
-            self.ready.push_back(Done {
-                op,
-                written: Some(Err(io::Error::from_raw_os_error(libc::EINTR))),
-                synced,
-            });
+            self.ready.push_back(Done { op, written: Some(Err(io::Error::from_raw_os_error(libc::EINTR))), synced });
             return;
         }
         if op.buf.is_some() && op.write_len() >= 16 && take_one(&self.plan.short_writes) {
-            self.shortened
-                .push((op.file.base, op.offset, op.end, op.kind));
+            self.shortened.push((op.file.base, op.offset, op.end, op.kind));
             op.end = op.start + op.write_len() / 2;
             if op.kind == OpKind::WriteSync {
                 op.kind = OpKind::Write; // as the kernel cancels a link after a short write

@@ -48,32 +48,12 @@ pub(crate) struct Op {
 
 impl Op {
     pub(crate) fn sync(file: Arc<SegmentFile>) -> Op {
-        Op {
-            kind: OpKind::Sync,
-            file,
-            offset: 0,
-            buf: None,
-            start: 0,
-            end: 0,
-        }
+        Op { kind: OpKind::Sync, file, offset: 0, buf: None, start: 0, end: 0 }
     }
 
-    pub(crate) fn write(
-        kind: OpKind,
-        file: Arc<SegmentFile>,
-        offset: u64,
-        buf: AlignedBuf,
-        start: usize,
-    ) -> Op {
+    pub(crate) fn write(kind: OpKind, file: Arc<SegmentFile>, offset: u64, buf: AlignedBuf, start: usize) -> Op {
         let end = buf.len();
-        Op {
-            kind,
-            file,
-            offset,
-            buf: Some(buf),
-            start,
-            end,
-        }
+        Op { kind, file, offset, buf: Some(buf), start, end }
     }
 
     pub(crate) fn write_len(&self) -> usize {
@@ -106,19 +86,13 @@ pub(crate) trait Backend: Send + 'static {
 /// Performs an op synchronously (the blocking substrate's worker body, and
 /// the ring's fallback for ops it cannot carry).
 pub(crate) fn perform(op: Op) -> Done {
-    let written = op
-        .buf
-        .as_ref()
-        .map(|buf| platform::pwrite(&op.file.file, &buf.as_slice()[op.start..op.end], op.offset));
+    let written =
+        op.buf.as_ref().map(|buf| platform::pwrite(&op.file.file, &buf.as_slice()[op.start..op.end], op.offset));
     let complete = match &written {
         None => true,
         Some(Ok(n)) => *n == op.write_len(),
         Some(Err(_)) => false,
     };
     let synced = (op.kind != OpKind::Write && complete).then(|| platform::sync_data(&op.file.file));
-    Done {
-        op,
-        written,
-        synced,
-    }
+    Done { op, written, synced }
 }

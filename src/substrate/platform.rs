@@ -54,22 +54,14 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
 
 /// True if `err` means "try the same call again".
 pub(crate) fn is_transient(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-    )
+    matches!(err.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock)
 }
 
 /// Writes all of `buf` at `offset`, retrying short writes and `EINTR`.
 pub(crate) fn pwrite_all(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match pwrite(file, buf, offset) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "pwrite wrote nothing",
-                ))
-            }
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing")),
             Ok(n) => {
                 buf = &buf[n..];
                 offset += n as u64;

@@ -72,21 +72,14 @@ fn probe() -> Result<(), String> {
         .get_or_init(|| {
             let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
             let mut probe = Probe::new();
-            ring.submitter()
-                .register_probe(&mut probe)
-                .map_err(|e| format!("io_uring probe failed: {e}"))?;
-            for (code, name) in [
-                (opcode::Write::CODE, "WRITE"),
-                (opcode::Fsync::CODE, "FSYNC"),
-            ] {
+            ring.submitter().register_probe(&mut probe).map_err(|e| format!("io_uring probe failed: {e}"))?;
+            for (code, name) in [(opcode::Write::CODE, "WRITE"), (opcode::Fsync::CODE, "FSYNC")] {
                 if !probe.is_supported(code) {
                     return Err(format!("the kernel's io_uring lacks {name}"));
                 }
             }
             if !ring.params().is_feature_nodrop() {
-                return Err(
-                    "the kernel's io_uring may drop completions (no IORING_FEAT_NODROP)".into(),
-                );
+                return Err("the kernel's io_uring may drop completions (no IORING_FEAT_NODROP)".into());
             }
             Ok(())
         })
@@ -97,8 +90,7 @@ impl UringBackend {
     pub(crate) fn create(entries: u32) -> Result<UringBackend, String> {
         probe()?;
         let entries = entries.max(MAX_OPS as u32 * 2);
-        let ring =
-            IoUring::new(entries).map_err(|e| format!("io_uring_setup({entries}) failed: {e}"))?;
+        let ring = IoUring::new(entries).map_err(|e| format!("io_uring_setup({entries}) failed: {e}"))?;
         let fd = RingFd(ring.as_raw_fd());
         let register = std::panic::AssertUnwindSafe(|| {
             // SAFETY: the ring fd stays open and refers to the same ring for
@@ -152,11 +144,7 @@ impl UringBackend {
                     self.queued_slots.clear();
                 }
             }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                ) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
             Err(e) => {
                 // A hard failure of io_uring_enter: complete every queued op
                 // with the error rather than leave its waiters hanging.
@@ -176,26 +164,15 @@ impl UringBackend {
             let Some(slot) = self.slots[index].as_mut() else {
                 continue;
             };
-            let parked = Op {
-                buf: slot.op.buf.take(),
-                ..Op::sync(slot.op.file.clone())
-            };
-            let returned = Op {
-                buf: None,
-                kind: slot.op.kind,
-                ..Op::sync(slot.op.file.clone())
-            };
+            let parked = Op { buf: slot.op.buf.take(), ..Op::sync(slot.op.file.clone()) };
+            let returned = Op { buf: None, kind: slot.op.kind, ..Op::sync(slot.op.file.clone()) };
             self.parked.push(parked);
             slot.zombie = true;
             let failed = || io::Error::new(err.kind(), format!("io_uring submit failed: {err}"));
             let written = (returned.kind != OpKind::Sync).then(|| Err(failed()));
             let synced = (returned.kind != OpKind::Write).then(|| Err(failed()));
             self.zombies += 1;
-            self.ready.push_back(Done {
-                op: returned,
-                written,
-                synced,
-            });
+            self.ready.push_back(Done { op: returned, written, synced });
         }
     }
 
@@ -214,11 +191,7 @@ impl UringBackend {
                 r => Some(Err(io::Error::from_raw_os_error(-r))),
             };
         } else {
-            slot.written = Some(if res >= 0 {
-                Ok(res as usize)
-            } else {
-                Err(io::Error::from_raw_os_error(-res))
-            });
+            slot.written = Some(if res >= 0 { Ok(res as usize) } else { Err(io::Error::from_raw_os_error(-res)) });
         }
         slot.cqes_left -= 1;
         if slot.cqes_left == 0 {
@@ -228,11 +201,7 @@ impl UringBackend {
                 self.zombies -= 1;
                 return;
             }
-            self.ready.push_back(Done {
-                op: slot.op,
-                written: slot.written,
-                synced: slot.synced,
-            });
+            self.ready.push_back(Done { op: slot.op, written: slot.written, synced: slot.synced });
         }
     }
 
@@ -253,11 +222,7 @@ impl Backend for UringBackend {
             let err = || io::Error::other("io_uring op slots exhausted");
             let written = op.buf.is_some().then(|| Err(err()));
             let synced = (op.kind != OpKind::Write).then(|| Err(err()));
-            self.ready.push_back(Done {
-                op,
-                written,
-                synced,
-            });
+            self.ready.push_back(Done { op, written, synced });
             return;
         };
         op.end = op.end.min(op.start + MAX_WRITE_LEN);
@@ -266,29 +231,16 @@ impl Backend for UringBackend {
         let mut entries = Vec::with_capacity(2);
         if let Some(buf) = &op.buf {
             let bytes = &buf.as_slice()[op.start..op.end];
-            let write = opcode::Write::new(fd, bytes.as_ptr(), bytes.len() as u32)
-                .offset(op.offset)
-                .build();
-            let flags = if op.kind == OpKind::WriteSync {
-                squeue::Flags::IO_LINK
-            } else {
-                squeue::Flags::empty()
-            };
+            let write = opcode::Write::new(fd, bytes.as_ptr(), bytes.len() as u32).offset(op.offset).build();
+            let flags = if op.kind == OpKind::WriteSync { squeue::Flags::IO_LINK } else { squeue::Flags::empty() };
             entries.push(write.flags(flags).user_data(ud));
         }
         if op.kind != OpKind::Write {
-            let sync = opcode::Fsync::new(fd)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build();
+            let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build();
             entries.push(sync.user_data(ud | 1));
         }
-        self.slots[index] = Some(Slot {
-            op,
-            cqes_left: entries.len() as u8,
-            zombie: false,
-            written: None,
-            synced: None,
-        });
+        self.slots[index] =
+            Some(Slot { op, cqes_left: entries.len() as u8, zombie: false, written: None, synced: None });
         self.in_flight += 1;
         self.queued_slots.push(index);
         for entry in &entries {

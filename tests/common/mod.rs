@@ -24,13 +24,8 @@ where
     Fut: Future<Output = ()>,
 {
     let rt = match flavor {
-        Flavor::Multi => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
-        Flavor::Current => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
+        Flavor::Multi => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+        Flavor::Current => tokio::runtime::Builder::new_current_thread().enable_all().build(),
     }
     .expect("runtime");
     let opts = JournalOptions::new().substrate(substrate);
@@ -49,12 +44,7 @@ where
 
 async fn uring_unavailable() -> Option<String> {
     let dir = tempfile::tempdir().expect("tempdir");
-    match Journal::open(
-        dir.path(),
-        JournalOptions::new().substrate(SubstrateChoice::IoUring),
-    )
-    .await
-    {
+    match Journal::open(dir.path(), JournalOptions::new().substrate(SubstrateChoice::IoUring)).await {
         Ok(j) => {
             j.close().await.expect("close probe journal");
             None

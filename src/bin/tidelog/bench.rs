@@ -1,6 +1,10 @@
 //! `tidelog bench`: durable append throughput and latency per substrate and
-//! task count, beside a raw pwrite+fdatasync loop on the same disk, in one run.
+//! task count, beside a raw pwrite+fdatasync loop on the same disk, in one
+//! run. The matrix runs several interleaved rounds and every figure is the
+//! median across rounds: shared VM disks are noisy, so only side-by-side
+//! comparisons from one run mean anything.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,14 +18,17 @@ pub(crate) struct BenchArgs {
     /// Directory to measure (default: a temporary directory here).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// A short run (~5 s).
+    /// A short run (~5 s): shorter cells, one round.
     #[arg(long)]
     quick: bool,
-    /// Seconds per cell (after a warm-up that is not counted).
+    /// Seconds per cell, after a warm-up that is not counted.
     #[arg(long)]
     duration: Option<f64>,
+    /// Interleaved rounds over the whole matrix; figures are medians.
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Concurrent appending tasks, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 64])]
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 64, 256])]
     tasks: Vec<usize>,
     /// Record sizes in bytes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = vec![128usize])]
@@ -34,7 +41,8 @@ pub(crate) struct BenchArgs {
     json: Option<PathBuf>,
 }
 
-struct Cell {
+/// One measurement of one configuration.
+struct Sample {
     system: String,
     tasks: usize,
     record: usize,
@@ -45,24 +53,55 @@ struct Cell {
     records_per_sync: f64,
 }
 
+/// The medians across rounds of one configuration.
+struct Cell {
+    system: String,
+    tasks: usize,
+    record: usize,
+    rounds: usize,
+    samples: u64,
+    rate: f64,
+    p50: u64,
+    p99: u64,
+    max: u64,
+    cpu_us_per_op: f64,
+    records_per_sync: f64,
+}
+
+fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
+}
+
 impl Cell {
-    fn rate(&self) -> f64 {
-        self.ops as f64 / self.secs
+    fn from_samples(group: &[&Sample]) -> Cell {
+        let first = group[0];
+        Cell {
+            system: first.system.clone(),
+            tasks: first.tasks,
+            record: first.record,
+            rounds: group.len(),
+            samples: group.iter().map(|s| s.hist.len()).sum(),
+            rate: median(group.iter().map(|s| s.ops as f64 / s.secs).collect()),
+            p50: median(group.iter().map(|s| s.hist.value_at_quantile(0.5)).collect()),
+            p99: median(group.iter().map(|s| s.hist.value_at_quantile(0.99)).collect()),
+            max: group.iter().map(|s| s.hist.max()).max().unwrap_or(0),
+            cpu_us_per_op: median(group.iter().map(|s| s.cpu_secs * 1e6 / s.ops.max(1) as f64).collect()),
+            records_per_sync: median(group.iter().map(|s| s.records_per_sync).collect()),
+        }
     }
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
-    let cell_secs = args.duration.unwrap_or(if args.quick { 0.6 } else { 3.0 });
+    let cell_secs = args.duration.unwrap_or(if args.quick { 0.5 } else { 1.5 });
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let cell = Duration::from_secs_f64(cell_secs);
-    let warmup = Duration::from_secs_f64((cell_secs / 5.0).min(0.5));
+    let warmup = Duration::from_secs_f64((cell_secs / 5.0).min(0.3));
     let temp;
     let base = match &args.dir {
         Some(d) => d.clone(),
         None => {
-            temp = tempfile::Builder::new()
-                .prefix("tidelog-bench")
-                .tempdir_in(".")
-                .map_err(|e| e.to_string())?;
+            temp = tempfile::Builder::new().prefix("tidelog-bench").tempdir_in(".").map_err(|e| e.to_string())?;
             temp.path().to_path_buf()
         }
     };
@@ -72,36 +111,49 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    eprintln!(
-        "tidelog bench in {} ({} s per cell)",
-        base.display(),
-        cell_secs
-    );
-    let mut cells = Vec::new();
-    for &record in &args.record_size {
-        cells.push(raw_floor(
-            &base.join(format!("raw-{record}")),
-            record,
-            cell,
-            warmup,
-        )?);
-        for name in &args.substrate {
-            let choice = match name.as_str() {
-                "io_uring" | "iouring" | "uring" => SubstrateChoice::IoUring,
-                "blocking" => SubstrateChoice::Blocking,
-                other => return Err(format!("unknown substrate {other:?} (io_uring, blocking)")),
-            };
-            for &tasks in &args.tasks {
-                let dir = base.join(format!("{name}-{tasks}-{record}"));
-                match rt.block_on(journal_cell(&dir, choice, tasks, record, cell, warmup)) {
-                    Ok(c) => cells.push(c),
-                    Err(tidelog::Error::Unsupported(why)) => eprintln!("skipping {name}: {why}"),
-                    Err(e) => return Err(e.to_string()),
+    eprintln!("tidelog bench in {} ({cell_secs} s per cell, {rounds} interleaved rounds, medians)", base.display());
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}", round + 1);
+        for &record in &args.record_size {
+            samples.push(raw_floor(&base.join(format!("raw-{record}")), record, cell, warmup)?);
+            for name in &args.substrate {
+                let choice = match name.as_str() {
+                    "io_uring" | "iouring" | "uring" => SubstrateChoice::IoUring,
+                    "blocking" => SubstrateChoice::Blocking,
+                    other => return Err(format!("unknown substrate {other:?} (io_uring, blocking)")),
+                };
+                for &tasks in &args.tasks {
+                    let dir = base.join(format!("{name}-{tasks}-{record}"));
+                    match rt.block_on(journal_cell(&dir, choice, tasks, record, cell, warmup)) {
+                        Ok(s) => samples.push(s),
+                        Err(tidelog::Error::Unsupported(why)) => {
+                            if round == 0 {
+                                eprintln!("skipping {name}: {why}");
+                            }
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                    let _ = std::fs::remove_dir_all(&dir);
                 }
-                let _ = std::fs::remove_dir_all(&dir);
             }
         }
     }
+    let mut keys: Vec<(String, usize, usize)> = Vec::new();
+    for s in &samples {
+        let key = (s.system.clone(), s.tasks, s.record);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let cells: Vec<Cell> = keys
+        .iter()
+        .map(|(sys, t, r)| {
+            let group: Vec<&Sample> =
+                samples.iter().filter(|s| (&s.system, s.tasks, s.record) == (sys, *t, *r)).collect();
+            Cell::from_samples(&group)
+        })
+        .collect();
     print_table(&cells);
     if let Some(path) = args.json {
         write_json(&path, &cells, &base)?;
@@ -110,23 +162,23 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
 }
 
 fn cpu_time() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct we own.
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a rusage for the duration of the call.
+    // SAFETY: the pointer is valid and exclusive for the duration of the call.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// The physical floor: one thread, pwrite then fdatasync, growing file.
-fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration) -> Result<Cell, String> {
+fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration) -> Result<Sample, String> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .open(path)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let buf = vec![0xA5u8; record];
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut offset = 0u64;
@@ -138,17 +190,16 @@ fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration) -> Re
         file.write_all_at(&buf, offset).map_err(|e| e.to_string())?;
         file.sync_data().map_err(|e| e.to_string())?;
         offset += record as u64;
-        if counted.is_none() && start.elapsed() >= warmup {
-            counted = Some((Instant::now(), cpu_time()));
-        }
         if counted.is_some() {
             hist.record(t.elapsed().as_micros() as u64).ok();
             ops += 1;
+        } else if start.elapsed() >= warmup {
+            counted = Some((Instant::now(), cpu_time()));
         }
     }
     let (t0, cpu0) = counted.unwrap_or((Instant::now(), cpu_time()));
     let _ = std::fs::remove_file(path);
-    Ok(Cell {
+    Ok(Sample {
         system: "raw pwrite+fdatasync".into(),
         tasks: 1,
         record,
@@ -167,7 +218,7 @@ async fn journal_cell(
     record: usize,
     cell: Duration,
     warmup: Duration,
-) -> tidelog::Result<Cell> {
+) -> tidelog::Result<Sample> {
     let _ = std::fs::remove_dir_all(dir);
     let journal = Journal::open(dir, JournalOptions::new().substrate(choice)).await?;
     let counting = Arc::new(AtomicBool::new(false));
@@ -201,16 +252,14 @@ async fn journal_cell(
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut ops = 0;
     for h in handles {
-        let (h, n) = h
-            .await
-            .map_err(|e| tidelog::Error::InvalidOptions(e.to_string()))??;
+        let (h, n) = h.await.map_err(|e| tidelog::Error::InvalidOptions(e.to_string()))??;
         hist.add(h).ok();
         ops += n;
     }
     let substrate = journal.substrate();
     journal.close().await?;
     let syncs = (after.syncs - before.syncs).max(1);
-    Ok(Cell {
+    Ok(Sample {
         system: format!("tidelog {substrate:?}"),
         tasks,
         record,
@@ -224,62 +273,37 @@ async fn journal_cell(
 
 fn print_table(cells: &[Cell]) {
     println!(
-        "{:<24} {:>6} {:>7} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9}",
-        "system",
-        "tasks",
-        "bytes",
-        "durable/s",
-        "p50 µs",
-        "p99 µs",
-        "max µs",
-        "cpu µs/op",
-        "rec/sync"
+        "{:<22} {:>5} {:>6} {:>11} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "system", "tasks", "bytes", "durable/s", "p50 µs", "p99 µs", "max µs", "cpu µs/op", "rec/sync"
     );
     for c in cells {
         println!(
-            "{:<24} {:>6} {:>7} {:>12.0} {:>9} {:>9} {:>9} {:>10.1} {:>9.1}",
-            c.system,
-            c.tasks,
-            c.record,
-            c.rate(),
-            c.hist.value_at_quantile(0.5),
-            c.hist.value_at_quantile(0.99),
-            c.hist.max(),
-            c.cpu_secs * 1e6 / c.ops.max(1) as f64,
-            c.records_per_sync,
+            "{:<22} {:>5} {:>6} {:>11.0} {:>8} {:>8} {:>8} {:>9.1} {:>8.1}",
+            c.system, c.tasks, c.record, c.rate, c.p50, c.p99, c.max, c.cpu_us_per_op, c.records_per_sync,
         );
     }
-    let find = |sys: &str, tasks: usize| {
-        cells
-            .iter()
-            .find(|c| c.system.contains(sys) && c.tasks == tasks)
+    let find = |sys: &str, tasks: usize, record: usize| {
+        cells.iter().find(|c| c.system.contains(sys) && c.tasks == tasks && c.record == record)
     };
-    if let Some(raw) = cells.iter().find(|c| c.system.starts_with("raw")) {
+    let records: BTreeSet<usize> = cells.iter().map(|c| c.record).collect();
+    let tasks: BTreeSet<usize> = cells.iter().map(|c| c.tasks).collect();
+    for &record in &records {
+        let raw = cells.iter().find(|c| c.system.starts_with("raw") && c.record == record);
         for sys in ["IoUring", "Blocking"] {
-            if let (Some(one), Some(many)) = (
-                find(sys, 1),
-                cells
-                    .iter()
-                    .filter(|c| c.system.contains(sys))
-                    .max_by_key(|c| c.tasks),
-            ) {
-                println!(
-                    "{sys}: {} tasks / 1 task = {:.1}x; 1-task p50 / raw p50 = {:.2}",
-                    many.tasks,
-                    many.rate() / one.rate(),
-                    one.hist.value_at_quantile(0.5) as f64
-                        / raw.hist.value_at_quantile(0.5).max(1) as f64
-                );
+            let Some(one) = find(sys, 1, record) else { continue };
+            if let Some(raw) = raw {
+                println!("{sys}, {record} B: 1-task p50 / raw p50 = {:.2}", one.p50 as f64 / raw.p50.max(1) as f64);
+            }
+            for &t in tasks.iter().filter(|&&t| t > 1) {
+                if let Some(many) = find(sys, t, record) {
+                    println!("{sys}, {record} B: {t} tasks / 1 task = {:.1}x", many.rate / one.rate);
+                }
             }
         }
-    }
-    let tasks: std::collections::BTreeSet<usize> = cells.iter().map(|c| c.tasks).collect();
-    for t in tasks {
-        if let (Some(n), Some(b)) = (find("IoUring", t), find("Blocking", t)) {
-            println!(
-                "IoUring / Blocking at {t} tasks: {:.2}x",
-                n.rate() / b.rate()
-            );
+        for &t in &tasks {
+            if let (Some(n), Some(b)) = (find("IoUring", t, record), find("Blocking", t, record)) {
+                println!("IoUring / Blocking, {record} B, {t} tasks: {:.2}x", n.rate / b.rate);
+            }
         }
     }
 }
@@ -290,11 +314,9 @@ fn write_json(path: &Path, cells: &[Cell], dir: &Path) -> Result<(), String> {
         .map(|c| {
             serde_json::json!({
                 "system": c.system, "tasks": c.tasks, "record_bytes": c.record,
-                "ops": c.ops, "seconds": c.secs, "ops_per_sec": c.rate(),
-                "p50_us": c.hist.value_at_quantile(0.5), "p99_us": c.hist.value_at_quantile(0.99),
-                "max_us": c.hist.max(), "samples": c.hist.len(),
-                "cpu_us_per_op": c.cpu_secs * 1e6 / c.ops.max(1) as f64,
-                "records_per_sync": c.records_per_sync,
+                "rounds": c.rounds, "samples": c.samples, "ops_per_sec": c.rate,
+                "p50_us": c.p50, "p99_us": c.p99, "max_us": c.max,
+                "cpu_us_per_op": c.cpu_us_per_op, "records_per_sync": c.records_per_sync,
             })
         })
         .collect();
@@ -303,11 +325,9 @@ fn write_json(path: &Path, cells: &[Cell], dir: &Path) -> Result<(), String> {
         "dir": dir.display().to_string(),
         "kernel": kernel.trim(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "figures": "medians across rounds; max is the largest seen",
         "cells": rows,
     });
-    std::fs::write(
-        path,
-        serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -9,11 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "tidelog",
-    version,
-    about = "tidelog: an async-first durable journal for tokio"
-)]
+#[command(name = "tidelog", version, about = "tidelog: an async-first durable journal for tokio")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,10 +56,7 @@ fn verify(dir: &std::path::Path) -> ExitCode {
             if !report.corruption.is_empty() {
                 ExitCode::from(2)
             } else if report.torn_tail_bytes > 0 {
-                println!(
-                    "torn tail: {} bytes after LSN {}",
-                    report.torn_tail_bytes, report.end_lsn
-                );
+                println!("torn tail: {} bytes after LSN {}", report.torn_tail_bytes, report.end_lsn);
                 ExitCode::from(1)
             } else {
                 println!("clean");
