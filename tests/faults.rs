@@ -136,3 +136,95 @@ async fn fail_the_kth_sync_never_acknowledges_after_it(opts: JournalOptions) {
         j.close().await.unwrap();
     }
 }
+
+matrix!(
+    a_sync_past_its_timeout_poisons_without_waiting_for_the_device,
+    a_slow_sync_is_counted_as_a_stall_and_still_succeeds,
+    a_real_full_filesystem_poisons_with_enospc,
+);
+
+async fn a_sync_past_its_timeout_poisons_without_waiting_for_the_device(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    plan.sync_delay_ms.store(3_000, SeqCst);
+    let opts = opts.sync_timeout(Some(std::time::Duration::from_millis(100))).fault_plan(plan);
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = within(10, "timed-out sync", j.append_durable_async(b"wedged")).await.unwrap_err();
+    assert!(err.is_poisoned(), "{err}");
+    assert_eq!(err.os_error().map(|e| e.kind()), Some(std::io::ErrorKind::TimedOut), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "did not wait for the device");
+    assert_eq!(j.durable_lsn(), Lsn::ZERO);
+    // close returns promptly with the poison; the lock is held until the
+    // wedged sync completes (here: when the injected delay ends).
+    assert!(within(5, "close", j.close()).await.unwrap_err().is_poisoned());
+    assert!(matches!(Journal::open(dir.path(), JournalOptions::new()).await, Err(Error::Locked { .. })));
+}
+
+async fn a_slow_sync_is_counted_as_a_stall_and_still_succeeds(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    plan.sync_delay_ms.store(80, SeqCst);
+    let opts = opts.stall_threshold(std::time::Duration::from_millis(20)).fault_plan(plan);
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let lsn = within(10, "slow sync", j.append_durable_async(b"slow")).await.unwrap();
+    assert!(j.durable_lsn() >= lsn);
+    let stats = j.stats();
+    assert_eq!(stats.stalls, 1, "{stats:?}");
+    assert!(!stats.poisoned);
+    j.close().await.unwrap();
+}
+
+/// Mounts a 2 MiB tmpfs; `None` (with the reason printed) when not root.
+fn small_tmpfs() -> Option<(tempfile::TempDir, Unmount)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tidelog-test", &path])
+        .stderr(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => Some((dir, Unmount(path))),
+        _ => {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+            None
+        }
+    }
+}
+
+struct Unmount(String);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+async fn a_real_full_filesystem_poisons_with_enospc(opts: JournalOptions) {
+    let Some((dir, _unmount)) = small_tmpfs() else { return };
+    let j = Journal::open(dir.path().join("wal"), opts.segment_size(1 << 20)).await.unwrap();
+    let payload = vec![0xEEu8; 64 << 10];
+    let mut acked = Vec::new();
+    let err = loop {
+        match within(10, "append on a filling disk", j.append_durable_async(&payload)).await {
+            Ok(lsn) => acked.push(lsn),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 100, "2 MiB cannot hold 100 × 64 KiB");
+    };
+    assert!(err.is_poisoned(), "{err}");
+    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC), "{err}");
+    assert!(!acked.is_empty());
+    assert!(j.append_async(b"more").await.unwrap_err().is_poisoned());
+    let _ = j.close().await;
+    drop(j);
+    // Everything acknowledged is there.
+    let reader = tidelog::JournalReader::open(dir.path().join("wal")).unwrap();
+    let mut r = reader.reader(Lsn::ZERO).unwrap();
+    let mut n = 0;
+    while let Some(rec) = r.next_record().unwrap() {
+        n += 1;
+        assert_eq!(rec.payload(), &payload[..]);
+    }
+    assert!(n >= acked.len());
+}

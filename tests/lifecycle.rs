@@ -16,7 +16,27 @@ matrix!(
     policy_always_resolves_appends_durable,
     policy_interval_serves_tickets_without_explicit_syncs,
     policy_on_demand_syncs_only_when_asked,
+    a_hundred_thousand_tickets_from_one_task,
 );
+
+async fn a_hundred_thousand_tickets_from_one_task(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let payload = [7u8; 128];
+    let mut tickets = Vec::with_capacity(100_000);
+    for _ in 0..100_000 {
+        tickets.push(j.submit(payload).unwrap());
+    }
+    let last = tickets.last().unwrap().lsn();
+    // Half are dropped unawaited; their records stay.
+    let kept: Vec<_> = tickets.into_iter().step_by(2).collect();
+    for t in kept {
+        within(60, "ticket", t).await.unwrap();
+    }
+    assert!(j.durable_lsn() >= last);
+    j.close().await.unwrap();
+    assert_eq!(common::read_all(dir.path()).len(), 100_000);
+}
 
 async fn reopen(dir: &std::path::Path, opts: &JournalOptions) -> Journal {
     loop {

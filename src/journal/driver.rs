@@ -13,7 +13,6 @@ use std::fs::File;
 use std::future::{pending, poll_fn};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
@@ -24,8 +23,6 @@ use crate::{format, Error, Lsn, Result, SyncPolicy};
 
 /// Transient errors (`EINTR`, `EAGAIN`) retried per write before giving up.
 const MAX_WRITE_RETRIES: u32 = 64;
-/// A sync slower than this is logged once and counted as a stall.
-const STALL_THRESHOLD: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 struct WriteInFlight {
@@ -40,6 +37,7 @@ struct SyncInFlight {
     covers: u64,
     records: u64,
     started: Instant,
+    stall_logged: bool,
 }
 
 pub(super) struct Driver {
@@ -47,8 +45,8 @@ pub(super) struct Driver {
     backend: Box<dyn Backend>,
     active: Arc<SegmentFile>,
     journal_id: u64,
-    /// Held until the driver ends: the directory's exclusive lock.
-    _lock: File,
+    /// Held until the driver (or its reaper) ends: the directory's lock.
+    lock: Option<File>,
     queue: VecDeque<Chunk>,
     write: Option<WriteInFlight>,
     sync: Option<SyncInFlight>,
@@ -80,7 +78,7 @@ impl Driver {
             backend,
             active: Arc::new(active),
             journal_id,
-            _lock: lock,
+            lock: Some(lock),
             queue: VecDeque::new(),
             write: None,
             sync: None,
@@ -100,7 +98,14 @@ impl Driver {
             self.shared.gate.fail(poisoned.clone());
             poisoned
         });
-        self.drain().await;
+        if self.backend.in_flight() > 0 {
+            // Only after a failure (or a timed-out sync): a wedged syscall
+            // must not hold `close` hostage. A reaper keeps the ops' buffers,
+            // files and the directory lock until the kernel lets go of them.
+            let backend = std::mem::replace(&mut self.backend, Box::new(crate::substrate::BlockingBackend::new()));
+            let lock = self.lock.take();
+            tokio::spawn(reap(backend, lock));
+        }
         self.shared.gate.fail(Error::Closed);
         result
     }
@@ -111,6 +116,7 @@ impl Driver {
             if self.finished() {
                 return Ok(());
             }
+            let deadline = self.sync_deadline();
             let interval = &mut self.interval;
             let window = self.window_until;
             let backend = &mut self.backend;
@@ -122,8 +128,43 @@ impl Driver {
                     self.interval_due = true;
                 }
                 () = async { match window { Some(t) => tokio::time::sleep_until(t).await, None => pending().await } } => {}
+                () = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => pending().await } } => {
+                    self.sync_overdue()?;
+                }
             }
         }
+    }
+
+    /// When the sync in flight next needs attention: its stall report, or
+    /// its timeout.
+    fn sync_deadline(&self) -> Option<Instant> {
+        let sync = self.sync.as_ref()?;
+        let opts = &self.shared.opts;
+        let stall = (!sync.stall_logged).then(|| sync.started + opts.stall_threshold);
+        let timeout = opts.sync_timeout.map(|t| sync.started + t);
+        [stall, timeout].into_iter().flatten().min()
+    }
+
+    fn sync_overdue(&mut self) -> Result<()> {
+        let Some(sync) = self.sync.as_mut() else { return Ok(()) };
+        let took = sync.started.elapsed();
+        let opts = &self.shared.opts;
+        if !sync.stall_logged && took >= opts.stall_threshold {
+            sync.stall_logged = true;
+            self.shared.stats.stalls.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                dir = %self.shared.dir.display(), covers = sync.covers, waited_ms = took.as_millis() as u64,
+                "sync stalled: the device has not completed an fdatasync"
+            );
+        }
+        if opts.sync_timeout.is_some_and(|t| took >= t) {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("fdatasync did not complete within {took:?}"),
+            );
+            return Err(Error::io_at("fdatasync", &self.active.path, Lsn::new(sync.covers), e));
+        }
+        Ok(())
     }
 
     fn shutting_down(&self) -> bool {
@@ -207,14 +248,15 @@ impl Driver {
         let now = Instant::now();
         if linked {
             let records = self.written_records + chunk.records;
-            self.sync = Some(SyncInFlight { covers: end, records, started: now });
+            self.sync = Some(SyncInFlight { covers: end, records, started: now, stall_logged: false });
         }
         self.write = Some(WriteInFlight { end, records: chunk.records, retries: 0, started: now });
         self.backend.submit(Op::write(kind, self.active.clone(), offset, chunk.buf, 0));
     }
 
     fn start_sync(&mut self, covers: u64) {
-        self.sync = Some(SyncInFlight { covers, records: self.written_records, started: Instant::now() });
+        self.sync =
+            Some(SyncInFlight { covers, records: self.written_records, started: Instant::now(), stall_logged: false });
         self.backend.submit(Op::sync(self.active.clone()));
     }
 
@@ -294,7 +336,7 @@ impl Driver {
             return Err(Error::io_at("fdatasync", &self.active.path, Lsn::new(s.covers), e));
         }
         let took = s.started.elapsed();
-        if took > STALL_THRESHOLD {
+        if !s.stall_logged && took >= self.shared.opts.stall_threshold {
             self.shared.stats.stalls.fetch_add(1, Ordering::Relaxed);
             tracing::error!(dir = %self.shared.dir.display(), took_ms = took.as_millis() as u64, "sync stalled");
         }
@@ -334,16 +376,15 @@ impl Driver {
     fn internal(&self, what: &str) -> Error {
         Error::io("driver", &self.shared.dir, std::io::Error::other(what.to_string()))
     }
+}
 
-    /// Waits for every op in flight so no buffer or fd is released under
-    /// the kernel, whatever the outcome.
-    async fn drain(&mut self) {
-        while self.backend.in_flight() > 0 {
-            let _ = poll_fn(|cx| self.backend.poll_complete(cx)).await;
-        }
-        self.write = None;
-        self.sync = None;
+/// Waits for every op still in flight so that no buffer or fd is released
+/// under the kernel; holds the directory lock until then.
+async fn reap(mut backend: Box<dyn Backend>, lock: Option<File>) {
+    while backend.in_flight() > 0 {
+        let _ = poll_fn(|cx| backend.poll_complete(cx)).await;
     }
+    drop(lock);
 }
 
 impl Drop for Driver {

@@ -63,6 +63,8 @@ pub struct JournalOptions {
     pub(crate) recovery: RecoveryMode,
     pub(crate) ring_entries: u32,
     pub(crate) buffer_size: usize,
+    pub(crate) stall_threshold: Duration,
+    pub(crate) sync_timeout: Option<Duration>,
     pub(crate) fault: Option<std::sync::Arc<crate::testing::FaultPlan>>,
 }
 
@@ -83,6 +85,8 @@ impl Default for JournalOptions {
             recovery: RecoveryMode::PointInTime,
             ring_entries: 256,
             buffer_size: 4 << 20,
+            stall_threshold: Duration::from_secs(5),
+            sync_timeout: None,
             fault: None,
         }
     }
@@ -150,6 +154,22 @@ impl JournalOptions {
         self
     }
 
+    /// A sync slower than this is logged once with `tracing::error!` and
+    /// counted in `Stats::stalls` (default 5 s).
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.stall_threshold = threshold;
+        self
+    }
+
+    /// Poison the journal when a sync takes longer than this, instead of
+    /// letting callers wait forever on a wedged device (default: none). The
+    /// timed-out syscall may still finish later; the journal stays poisoned
+    /// and its directory stays locked until it does.
+    pub fn sync_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.sync_timeout = timeout;
+        self
+    }
+
     /// Test seam: wrap the substrate in a fault injector. Not a stable API.
     #[doc(hidden)]
     pub fn fault_plan(mut self, plan: std::sync::Arc<crate::testing::FaultPlan>) -> Self {
@@ -187,6 +207,9 @@ impl JournalOptions {
             if d.is_zero() {
                 return bad("SyncPolicy::Interval needs a non-zero interval".into());
             }
+        }
+        if self.sync_timeout.is_some_and(|t| t.is_zero()) {
+            return bad("sync_timeout must be non-zero".into());
         }
         if self.group_commit_window > std::time::Duration::from_secs(1) {
             return bad("group_commit_window above 1 s".into());
