@@ -180,22 +180,19 @@ impl Gate {
         }
     }
 
-    /// Records a need for durability; true if the driver must hear of it.
+    /// Records a need for durability; true if the driver must hear of it:
+    /// only when the need was fully met before (nothing pending beyond the
+    /// durable frontier or the round in flight). A driver that already
+    /// knows of unmet needs reads `sync_wanted` afresh when it begins the
+    /// next round, so one wake per round suffices.
     fn request(st: &mut State, level: Level, lsn: u64) -> bool {
         if level != Level::Durable || lsn <= st.sync_wanted {
             return false;
         }
+        let met = st.durable.max(st.sync_covers.unwrap_or(0));
+        let driver_knows = st.sync_wanted > met;
         st.sync_wanted = lsn;
-        // A round in flight that covers it will complete on its own.
-        st.sync_covers.is_none_or(|covers| covers < lsn)
-    }
-
-    /// Asks for durability through `lsn` without waiting (tickets, policies).
-    pub(crate) fn want_durable(&self, lsn: u64) {
-        let wake = Self::request(&mut self.lock(), Level::Durable, lsn);
-        if wake {
-            self.driver_wake.notify_one();
-        }
+        !driver_knows
     }
 
     /// The highest LSN someone wants durable.

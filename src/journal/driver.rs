@@ -340,7 +340,7 @@ impl Driver {
             self.shared.stats.stalls.fetch_add(1, Ordering::Relaxed);
             tracing::error!(dir = %self.shared.dir.display(), took_ms = took.as_millis() as u64, "sync stalled");
         }
-        let records = s.records - self.synced_records;
+        let records = s.records.saturating_sub(self.synced_records);
         self.synced_records = s.records;
         self.shared.stats.sync_done(records, took);
         tracing::debug!(covers = s.covers, records, took_us = took.as_micros() as u64, "sync round");

@@ -59,7 +59,13 @@ pub(crate) struct LogBuffer {
     chunk_cap: usize,
 }
 
-const SPARE_BUFFERS: usize = 4;
+/// Recycled chunk buffers kept for reuse (bounds idle memory to
+/// `SPARE_BUFFERS × CHUNK_BYTES`).
+const SPARE_BUFFERS: usize = 16;
+/// A chunk stops growing past this; later frames start a new chunk. Keeps
+/// every append's copy cheap (no doubling of a huge buffer under the lock)
+/// and buffers recyclable.
+const CHUNK_BYTES: usize = 1 << 20;
 
 impl LogBuffer {
     pub(crate) fn new(end_lsn: u64, seg_base: u64, segment_size: u64, align: usize) -> LogBuffer {
@@ -74,7 +80,7 @@ impl LogBuffer {
             next: AtomicU64::new(end_lsn),
             capacity: segment_size - format::SEGMENT_HEADER_LEN as u64,
             align,
-            chunk_cap: 256 << 10,
+            chunk_cap: CHUNK_BYTES,
         }
     }
 
@@ -107,7 +113,7 @@ impl LogBuffer {
         }
         let wake_driver = st.pending.is_empty();
         let (seg_base, start) = (st.seg_base, st.next_lsn);
-        let need_new_chunk = st.pending.back().is_none_or(|c| c.seg_base != seg_base);
+        let need_new_chunk = st.pending.back().is_none_or(|c| c.seg_base != seg_base || c.buf.len() >= self.chunk_cap);
         if need_new_chunk {
             let buf = st.spare.pop().unwrap_or_else(|| AlignedBuf::with_capacity(self.chunk_cap, self.align));
             st.pending.push_back(Chunk { seg_base, start_lsn: start, buf, records: 0 });
@@ -138,7 +144,7 @@ impl LogBuffer {
 
     /// Returns a written chunk's buffer for reuse.
     pub(crate) fn recycle(&self, mut buf: AlignedBuf) {
-        if buf.capacity() > 4 * self.chunk_cap {
+        if buf.capacity() > 2 * self.chunk_cap {
             return; // one huge record grew it; let it go
         }
         buf.clear();

@@ -81,9 +81,12 @@ impl Shared {
     /// bound on unwritten bytes), if it must wait at all.
     fn backpressure(&self) -> Option<u64> {
         let next = self.log.next_lsn_relaxed();
+        // Read after `next`: the driver may have written past the `next` we
+        // saw, so the difference saturates (it once wrapped, and a stale
+        // `next` below the limit made an appender wait for an LSN near
+        // u64::MAX forever).
         let written = self.gate.written_lsn().as_u64();
-        let limit = self.opts.buffer_size as u64;
-        (next - written > limit).then(|| next - limit)
+        must_wait(next, written, self.opts.buffer_size as u64)
     }
 
     fn append_level(&self) -> Level {
@@ -184,10 +187,9 @@ impl Journal {
     pub fn submit(&self, payload: impl AsRef<[u8]>) -> Result<Ticket> {
         let shared = self.shared();
         let end = shared.place(&[payload])?;
+        // The need for durability is registered when the ticket is first
+        // polled: submit itself is one copy into the log buffer.
         let level = if shared.opts.sync_policy == SyncPolicy::Never { Level::Written } else { Level::Durable };
-        if level == Level::Durable {
-            shared.gate.want_durable(end);
-        }
         Ok(Ticket::new(shared.clone(), level, end))
     }
 
@@ -288,6 +290,11 @@ impl Journal {
     }
 }
 
+/// The written LSN an appender must wait for before adding more, if any.
+fn must_wait(next: u64, written: u64, limit: u64) -> Option<u64> {
+    (next.saturating_sub(written) > limit).then(|| next - limit)
+}
+
 fn check_not_ahead(shared: &Shared, lsn: Lsn) -> Result<()> {
     let next = shared.log.next_lsn_relaxed();
     if lsn.as_u64() > next {
@@ -306,4 +313,18 @@ fn batch_lsns<P: AsRef<[u8]>>(payloads: &[P], end: u64) -> Vec<Lsn> {
             Lsn::new(lsn)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::must_wait;
+
+    #[test]
+    fn backpressure_tolerates_a_stale_next_lsn() {
+        // `written` read after `next` may be ahead of it: never a wait.
+        assert_eq!(must_wait(100, 200, 4096), None);
+        assert_eq!(must_wait(0, 1 << 40, 4096), None);
+        assert_eq!(must_wait(10_000, 1_000, 4096), Some(10_000 - 4096));
+        assert_eq!(must_wait(5_000, 1_000, 4096), None);
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tidelog::{Journal, JournalOptions, SubstrateChoice};
+use tidelog::{Journal, JournalOptions, SubstrateChoice, SyncPolicy};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchArgs {
@@ -36,6 +36,13 @@ pub(crate) struct BenchArgs {
     /// Substrates: io_uring, blocking (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = vec!["io_uring".to_string(), "blocking".to_string()])]
     substrate: Vec<String>,
+    /// What each task waits for: durable (append_durable_async), written
+    /// (append_async), submit (fire-and-forget tickets, awaited at the end).
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["durable".to_string()])]
+    mode: Vec<String>,
+    /// Journal sync policy: on-demand, or interval-<ms> (e.g. interval-1).
+    #[arg(long, default_value = "on-demand")]
+    policy: String,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -44,6 +51,7 @@ pub(crate) struct BenchArgs {
 /// One measurement of one configuration.
 struct Sample {
     system: String,
+    mode: String,
     tasks: usize,
     record: usize,
     ops: u64,
@@ -56,6 +64,7 @@ struct Sample {
 /// The medians across rounds of one configuration.
 struct Cell {
     system: String,
+    mode: String,
     tasks: usize,
     record: usize,
     rounds: usize,
@@ -78,6 +87,7 @@ impl Cell {
         let first = group[0];
         Cell {
             system: first.system.clone(),
+            mode: first.mode.clone(),
             tasks: first.tasks,
             record: first.record,
             rounds: group.len(),
@@ -112,6 +122,12 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     eprintln!("tidelog bench in {} ({cell_secs} s per cell, {rounds} interleaved rounds, medians)", base.display());
+    let policy = parse_policy(&args.policy)?;
+    for mode in &args.mode {
+        if !["durable", "written", "submit"].contains(&mode.as_str()) {
+            return Err(format!("unknown mode {mode:?} (durable, written, submit)"));
+        }
+    }
     let mut samples = Vec::new();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
@@ -123,9 +139,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                     "blocking" => SubstrateChoice::Blocking,
                     other => return Err(format!("unknown substrate {other:?} (io_uring, blocking)")),
                 };
-                for &tasks in &args.tasks {
-                    let dir = base.join(format!("{name}-{tasks}-{record}"));
-                    match rt.block_on(journal_cell(&dir, choice, tasks, record, cell, warmup)) {
+                for (mode, &tasks) in args.mode.iter().flat_map(|m| args.tasks.iter().map(move |t| (m, t))) {
+                    let dir = base.join(format!("{name}-{mode}-{tasks}-{record}"));
+                    let opts = JournalOptions::new().substrate(choice).sync_policy(policy);
+                    match rt.block_on(journal_cell(&dir, opts, mode, tasks, record, cell, warmup)) {
                         Ok(s) => samples.push(s),
                         Err(tidelog::Error::Unsupported(why)) => {
                             if round == 0 {
@@ -139,18 +156,18 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
             }
         }
     }
-    let mut keys: Vec<(String, usize, usize)> = Vec::new();
+    let mut keys: Vec<(String, String, usize, usize)> = Vec::new();
     for s in &samples {
-        let key = (s.system.clone(), s.tasks, s.record);
+        let key = (s.system.clone(), s.mode.clone(), s.tasks, s.record);
         if !keys.contains(&key) {
             keys.push(key);
         }
     }
     let cells: Vec<Cell> = keys
         .iter()
-        .map(|(sys, t, r)| {
+        .map(|(sys, m, t, r)| {
             let group: Vec<&Sample> =
-                samples.iter().filter(|s| (&s.system, s.tasks, s.record) == (sys, *t, *r)).collect();
+                samples.iter().filter(|s| (&s.system, &s.mode, s.tasks, s.record) == (sys, m, *t, *r)).collect();
             Cell::from_samples(&group)
         })
         .collect();
@@ -201,6 +218,7 @@ fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration) -> Re
     let _ = std::fs::remove_file(path);
     Ok(Sample {
         system: "raw pwrite+fdatasync".into(),
+        mode: "durable".into(),
         tasks: 1,
         record,
         ops,
@@ -211,36 +229,79 @@ fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration) -> Re
     })
 }
 
+fn parse_policy(text: &str) -> Result<SyncPolicy, String> {
+    match text {
+        "on-demand" => Ok(SyncPolicy::OnDemand),
+        other => other
+            .strip_prefix("interval-")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|ms| SyncPolicy::Interval(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("unknown policy {other:?} (on-demand, interval-<ms>)")),
+    }
+}
+
+/// One appending task: loops until `stop`, recording per-op latency while
+/// `counting`. In submit mode an op is one `submit` call (its cost); tickets
+/// are dropped — their records stay — and durability of the last one is
+/// awaited after the timed window.
+async fn appender(
+    j: Journal,
+    mode: String,
+    record: usize,
+    counting: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> tidelog::Result<(Histogram<u64>, u64, Option<tidelog::Ticket>)> {
+    let payload = vec![0x5Au8; record];
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut ops = 0u64;
+    let mut last = None;
+    if mode == "submit" {
+        // Timed in batches: two clock reads per 128-byte submit would cost
+        // more than the submit.
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            for _ in 0..256 {
+                last = Some(j.submit(&payload)?);
+            }
+            if counting.load(Ordering::Relaxed) {
+                hist.record_n(t.elapsed().as_micros() as u64 / 256, 256).ok();
+                ops += 256;
+            }
+            tokio::task::yield_now().await; // let the driver and the timer run
+        }
+        return Ok((hist, ops, last));
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        if mode == "durable" {
+            j.append_durable_async(&payload).await?;
+        } else {
+            j.append_async(&payload).await?;
+        }
+        if counting.load(Ordering::Relaxed) {
+            hist.record(t.elapsed().as_micros() as u64).ok();
+            ops += 1;
+        }
+    }
+    Ok((hist, ops, last))
+}
+
 async fn journal_cell(
     dir: &Path,
-    choice: SubstrateChoice,
+    opts: JournalOptions,
+    mode: &str,
     tasks: usize,
     record: usize,
     cell: Duration,
     warmup: Duration,
 ) -> tidelog::Result<Sample> {
     let _ = std::fs::remove_dir_all(dir);
-    let journal = Journal::open(dir, JournalOptions::new().substrate(choice)).await?;
+    let journal = Journal::open(dir, opts).await?;
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
-    for _ in 0..tasks {
-        let (j, counting, stop) = (journal.clone(), counting.clone(), stop.clone());
-        handles.push(tokio::spawn(async move {
-            let payload = vec![0x5Au8; record];
-            let mut hist = Histogram::<u64>::new(3).expect("histogram");
-            let mut ops = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                j.append_durable_async(&payload).await?;
-                if counting.load(Ordering::Relaxed) {
-                    hist.record(t.elapsed().as_micros() as u64).ok();
-                    ops += 1;
-                }
-            }
-            Ok::<_, tidelog::Error>((hist, ops))
-        }));
-    }
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| tokio::spawn(appender(journal.clone(), mode.to_string(), record, counting.clone(), stop.clone())))
+        .collect();
     tokio::time::sleep(warmup).await;
     let before = journal.stats();
     let (t0, cpu0) = (Instant::now(), cpu_time());
@@ -252,15 +313,19 @@ async fn journal_cell(
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut ops = 0;
     for h in handles {
-        let (h, n) = h.await.map_err(|e| tidelog::Error::InvalidOptions(e.to_string()))??;
+        let (h, n, last) = h.await.map_err(|e| tidelog::Error::InvalidOptions(e.to_string()))??;
         hist.add(h).ok();
         ops += n;
+        if let Some(ticket) = last {
+            ticket.await?; // every submitted record is durable before we stop
+        }
     }
     let substrate = journal.substrate();
     journal.close().await?;
     let syncs = (after.syncs - before.syncs).max(1);
     Ok(Sample {
         system: format!("tidelog {substrate:?}"),
+        mode: mode.to_string(),
         tasks,
         record,
         ops,
@@ -273,36 +338,45 @@ async fn journal_cell(
 
 fn print_table(cells: &[Cell]) {
     println!(
-        "{:<22} {:>5} {:>6} {:>11} {:>8} {:>8} {:>8} {:>9} {:>8}",
-        "system", "tasks", "bytes", "durable/s", "p50 µs", "p99 µs", "max µs", "cpu µs/op", "rec/sync"
+        "{:<22} {:>8} {:>5} {:>6} {:>11} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "system", "mode", "tasks", "bytes", "ops/s", "p50 µs", "p99 µs", "max µs", "cpu µs/op", "rec/sync"
     );
     for c in cells {
         println!(
-            "{:<22} {:>5} {:>6} {:>11.0} {:>8} {:>8} {:>8} {:>9.1} {:>8.1}",
-            c.system, c.tasks, c.record, c.rate, c.p50, c.p99, c.max, c.cpu_us_per_op, c.records_per_sync,
+            "{:<22} {:>8} {:>5} {:>6} {:>11.0} {:>8} {:>8} {:>8} {:>9.2} {:>8.1}",
+            c.system, c.mode, c.tasks, c.record, c.rate, c.p50, c.p99, c.max, c.cpu_us_per_op, c.records_per_sync,
         );
     }
-    let find = |sys: &str, tasks: usize, record: usize| {
-        cells.iter().find(|c| c.system.contains(sys) && c.tasks == tasks && c.record == record)
+    let find = |sys: &str, mode: &str, tasks: usize, record: usize| {
+        cells.iter().find(|c| c.system.contains(sys) && c.mode == mode && c.tasks == tasks && c.record == record)
     };
+    for c in cells.iter().filter(|c| c.mode == "submit") {
+        println!("{} submit, {} tasks: {:.0} ns per record", c.system, c.tasks, 1e9 / c.rate * c.tasks as f64);
+    }
     let records: BTreeSet<usize> = cells.iter().map(|c| c.record).collect();
     let tasks: BTreeSet<usize> = cells.iter().map(|c| c.tasks).collect();
+    let modes: BTreeSet<&str> = cells.iter().map(|c| c.mode.as_str()).collect();
     for &record in &records {
         let raw = cells.iter().find(|c| c.system.starts_with("raw") && c.record == record);
         for sys in ["IoUring", "Blocking"] {
-            let Some(one) = find(sys, 1, record) else { continue };
+            let Some(one) = find(sys, "durable", 1, record) else { continue };
             if let Some(raw) = raw {
-                println!("{sys}, {record} B: 1-task p50 / raw p50 = {:.2}", one.p50 as f64 / raw.p50.max(1) as f64);
+                println!(
+                    "{sys}, {record} B: durable 1-task p50 / raw p50 = {:.2}",
+                    one.p50 as f64 / raw.p50.max(1) as f64
+                );
             }
             for &t in tasks.iter().filter(|&&t| t > 1) {
-                if let Some(many) = find(sys, t, record) {
-                    println!("{sys}, {record} B: {t} tasks / 1 task = {:.1}x", many.rate / one.rate);
+                if let Some(many) = find(sys, "durable", t, record) {
+                    println!("{sys}, {record} B: durable {t} tasks / 1 task = {:.1}x", many.rate / one.rate);
                 }
             }
         }
-        for &t in &tasks {
-            if let (Some(n), Some(b)) = (find("IoUring", t, record), find("Blocking", t, record)) {
-                println!("IoUring / Blocking, {record} B, {t} tasks: {:.2}x", n.rate / b.rate);
+        for &mode in &modes {
+            for &t in &tasks {
+                if let (Some(n), Some(b)) = (find("IoUring", mode, t, record), find("Blocking", mode, t, record)) {
+                    println!("IoUring / Blocking, {mode}, {record} B, {t} tasks: {:.2}x", n.rate / b.rate);
+                }
             }
         }
     }
@@ -313,7 +387,7 @@ fn write_json(path: &Path, cells: &[Cell], dir: &Path) -> Result<(), String> {
         .iter()
         .map(|c| {
             serde_json::json!({
-                "system": c.system, "tasks": c.tasks, "record_bytes": c.record,
+                "system": c.system, "mode": c.mode, "tasks": c.tasks, "record_bytes": c.record,
                 "rounds": c.rounds, "samples": c.samples, "ops_per_sec": c.rate,
                 "p50_us": c.p50, "p99_us": c.p99, "max_us": c.max,
                 "cpu_us_per_op": c.cpu_us_per_op, "records_per_sync": c.records_per_sync,
