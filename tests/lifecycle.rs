@@ -17,7 +17,23 @@ matrix!(
     policy_interval_serves_tickets_without_explicit_syncs,
     policy_on_demand_syncs_only_when_asked,
     a_hundred_thousand_tickets_from_one_task,
+    policy_never_syncs_only_when_named,
 );
+
+async fn policy_never_syncs_only_when_named(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.sync_policy(tidelog::SyncPolicy::Never)).await.unwrap();
+    // Tickets resolve once written; nothing is synced on the journal's own.
+    let lsn = within(10, "ticket under Never", j.submit(b"scratch").unwrap()).await.unwrap();
+    assert!(j.written_lsn() >= lsn);
+    j.append_async(b"more").await.unwrap();
+    assert_eq!(j.stats().syncs, 0);
+    // Calls that name durability still sync.
+    let durable = j.append_durable_async(b"named").await.unwrap();
+    assert!(j.durable_lsn() >= durable);
+    assert_eq!(j.stats().syncs, 1);
+    j.close().await.unwrap();
+}
 
 async fn a_hundred_thousand_tickets_from_one_task(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
