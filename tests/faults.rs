@@ -122,13 +122,7 @@ async fn fail_the_kth_sync_never_acknowledges_after_it(opts: JournalOptions) {
         }
         assert!(failed, "k={k}: the injected failure was never seen");
         drop(j);
-        let j = loop {
-            match Journal::open(dir.path(), opts.clone()).await {
-                Ok(j) => break j,
-                Err(Error::Locked { .. }) => tokio::task::yield_now().await,
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let j = common::reopen(dir.path(), &opts).await;
         let (records, _) = j.read_batch(Lsn::ZERO, 100).unwrap();
         for lsn in &acked {
             assert!(records.iter().any(|r| r.lsn() == *lsn), "k={k}: acknowledged {lsn} lost");

@@ -99,14 +99,7 @@ async fn sixty_four_tasks_durable_appends_survive_reopen_exactly_once(opts: Jour
 }
 
 async fn read_all_after_reopen(dir: &std::path::Path, opts: JournalOptions) -> Vec<(u64, Vec<u8>)> {
-    // The dropped journal's driver releases the lock when it ends; wait for it.
-    let j = loop {
-        match Journal::open(dir, opts.clone()).await {
-            Ok(j) => break j,
-            Err(Error::Locked { .. }) => tokio::task::yield_now().await,
-            Err(e) => panic!("reopen: {e}"),
-        }
-    };
+    let j = common::reopen(dir, &opts).await;
     let (records, more) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
     assert!(!more);
     j.close().await.unwrap();

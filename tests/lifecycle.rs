@@ -7,7 +7,7 @@ mod common;
 use futures::FutureExt;
 use tidelog::{Error, Journal, JournalOptions, Lsn, Substrate, SubstrateChoice};
 
-use common::within;
+use common::{reopen, within};
 
 matrix!(
     dropped_append_and_sync_futures_lose_nothing,
@@ -52,16 +52,6 @@ async fn a_hundred_thousand_tickets_from_one_task(opts: JournalOptions) {
     assert!(j.durable_lsn() >= last);
     j.close().await.unwrap();
     assert_eq!(common::read_all(dir.path()).len(), 100_000);
-}
-
-async fn reopen(dir: &std::path::Path, opts: &JournalOptions) -> Journal {
-    loop {
-        match Journal::open(dir, opts.clone()).await {
-            Ok(j) => return j,
-            Err(Error::Locked { .. }) => tokio::task::yield_now().await,
-            Err(e) => panic!("reopen: {e}"),
-        }
-    }
 }
 
 async fn dropped_append_and_sync_futures_lose_nothing(opts: JournalOptions) {

@@ -61,6 +61,22 @@ pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T
     }
 }
 
+/// Reopens a journal whose last handle was dropped: its driver releases the
+/// directory lock when it has flushed, so `Locked` is retried until then
+/// (failing loudly after 30 s).
+pub async fn reopen(dir: &Path, opts: &JournalOptions) -> Journal {
+    within(30, "the dropped journal releasing its lock", async {
+        loop {
+            match Journal::open(dir, opts.clone()).await {
+                Ok(j) => return j,
+                Err(tidelog::Error::Locked { .. }) => tokio::task::yield_now().await,
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    })
+    .await
+}
+
 /// Every record of the journal in `dir`, read offline.
 pub fn read_all(dir: &Path) -> Vec<(u64, Vec<u8>)> {
     let reader = tidelog::JournalReader::open(dir).expect("open reader");
