@@ -126,7 +126,7 @@ impl LogBuffer {
             let payload = payload.as_ref();
             let flags = if i < last { FLAG_BATCH_CONTINUES } else { 0 };
             let len = format::frame_len(payload.len());
-            let dst = chunk.buf.extend_zeroed(len);
+            let dst = chunk.buf.extend(len); // encode_frame writes every byte
             format::encode_frame(dst, lsn, KIND_RECORD, flags, payload);
             lsn += len as u64;
         }

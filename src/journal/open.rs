@@ -19,15 +19,15 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 
 pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>> {
     opts.validate()?;
+    if opts.direct_io {
+        return Err(Error::Unsupported("direct_io is not implemented yet in this build".into()));
+    }
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::RuntimeRequired)?;
     prepare_dir(dir)?;
     let lock = take_lock(dir)?;
     let mut backend = choose_backend(&opts)?;
     if let Some(plan) = &opts.fault {
         backend = Box::new(crate::substrate::fault::FaultBackend::new(backend, plan.clone()));
-    }
-    if opts.direct_io {
-        return Err(Error::Unsupported("direct_io is not implemented yet in this build".into()));
     }
     let (recover_dir, mode) = (dir.to_path_buf(), opts.recovery);
     let recovered = runtime

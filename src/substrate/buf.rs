@@ -8,7 +8,9 @@
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 
-/// A heap buffer aligned to `align` bytes, initialised up to `len`.
+/// A heap buffer aligned to `align` bytes. The whole capacity is initialised
+/// (zeroed at allocation), so handing out bytes past `len` is sound; `len`
+/// marks what the owner has filled.
 pub(crate) struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
@@ -28,8 +30,9 @@ impl AlignedBuf {
         assert!(align.is_power_of_two() && align <= 1 << 16, "alignment {align}");
         let cap = cap.max(align).next_multiple_of(align);
         let layout = Layout::from_size_align(cap, align).expect("capacity overflows a Layout");
-        // SAFETY: `layout` has a non-zero size (cap >= align >= 1).
-        let raw = unsafe { alloc::alloc(layout) };
+        // SAFETY: `layout` has a non-zero size (cap >= align >= 1). Zeroed,
+        // so every byte up to `cap` is initialised for the buffer's life.
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
         AlignedBuf { ptr, len: 0, cap, align }
     }
@@ -46,17 +49,18 @@ impl AlignedBuf {
         self.len = 0;
     }
 
-    /// Appends `n` zeroed bytes and returns them for the caller to fill.
-    pub(crate) fn extend_zeroed(&mut self, n: usize) -> &mut [u8] {
+    /// Appends `n` bytes and returns them for the caller to overwrite. Their
+    /// content is unspecified (zero, or bytes of an earlier use after
+    /// `clear`): frames are encoded over every byte, so clearing them first
+    /// would be a second pass per record.
+    pub(crate) fn extend(&mut self, n: usize) -> &mut [u8] {
         let new_len = self.len.checked_add(n).expect("buffer length overflow");
         if new_len > self.cap {
             self.grow(new_len);
         }
         let start = self.len;
         self.len = new_len;
-        let tail = &mut self.as_mut_slice()[start..];
-        tail.fill(0);
-        tail
+        &mut self.as_mut_slice()[start..]
     }
 
     fn grow(&mut self, min_cap: usize) {
@@ -67,8 +71,8 @@ impl AlignedBuf {
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` is valid for `cap >= len` bytes and the first `len`
-        // bytes were initialised by `extend_zeroed`.
+        // SAFETY: `ptr` is valid for `cap >= len` bytes, all initialised
+        // (zeroed at allocation).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -100,8 +104,8 @@ mod tests {
     fn grows_keeping_content_and_alignment() {
         let mut b = AlignedBuf::with_capacity(10, 4096);
         assert_eq!(b.capacity(), 4096);
-        b.extend_zeroed(3).copy_from_slice(b"abc");
-        b.extend_zeroed(10_000)[0] = b'd';
+        b.extend(3).copy_from_slice(b"abc");
+        b.extend(10_000)[0] = b'd';
         assert_eq!(&b.as_slice()[..4], b"abcd");
         assert_eq!(b.len(), 10_003);
         assert_eq!(b.as_slice().as_ptr() as usize % 4096, 0);
