@@ -15,7 +15,42 @@ matrix!(
     failed_write_poisons_and_nothing_unwritten_is_acknowledged,
     short_writes_and_eintr_are_completed_transparently,
     fail_the_kth_sync_never_acknowledges_after_it,
+    enospc_at_rollover_poisons_and_keeps_the_sealed_segment,
 );
+
+/// The second segment cannot be created (ENOSPC): appenders that needed it
+/// are poisoned, nothing in it is acknowledged, and the first segment —
+/// sealed and synced before the attempt — reopens whole.
+async fn enospc_at_rollover_poisons_and_keeps_the_sealed_segment(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    plan.errno.store(libc::ENOSPC, SeqCst);
+    plan.fail_segment_create_nth.store(1, SeqCst);
+    let opts = opts.segment_size(1 << 20);
+    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    let payload = vec![7u8; 100_000];
+    let mut acked = Vec::new();
+    let err = loop {
+        match within(30, "append toward a rollover", j.append_durable_async(&payload)).await {
+            Ok(lsn) => acked.push(lsn),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 20, "a 1 MiB segment holds ten of these: the rollover must have been tried");
+    };
+    assert!(err.is_poisoned(), "{err}");
+    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC), "{err}");
+    assert!(err.to_string().contains(".tlog"), "the error names the segment: {err}");
+    assert_eq!(plan.segments_created.load(SeqCst), 1);
+    assert!(j.durable_lsn() >= *acked.last().unwrap());
+    assert!(j.append_async(b"later").await.unwrap_err().is_poisoned());
+    drop(j);
+    let j = common::reopen(dir.path(), &opts).await;
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    let lsns: Vec<Lsn> = records.iter().map(|r| r.lsn()).collect();
+    assert_eq!(lsns, acked, "exactly the acknowledged records, none lost, none half-made");
+    j.append_durable_async(b"after reopen").await.unwrap();
+    j.close().await.unwrap();
+}
 
 async fn failed_sync_poisons_every_waiter_and_every_later_call(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,36 @@ matrix!(
     policy_on_demand_syncs_only_when_asked,
     a_hundred_thousand_tickets_from_one_task,
     policy_never_syncs_only_when_named,
+    sqpoll_ring_serves_concurrent_durable_appends,
 );
+
+/// SQPOLL is opt-in; on the Blocking substrate the option is ignored.
+async fn sqpoll_ring_serves_concurrent_durable_appends(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.sqpoll(Some(std::time::Duration::from_millis(5)));
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let j = j.clone();
+            tokio::spawn(async move {
+                let mut lsns = Vec::new();
+                for i in 0..20 {
+                    lsns.push(j.append_durable_async(format!("{t}-{i}")).await.unwrap());
+                }
+                lsns
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(within(60, "sqpoll appender", t).await.unwrap());
+    }
+    assert!(j.durable_lsn() >= *acked.iter().max().unwrap());
+    j.close().await.unwrap();
+    let kept: Vec<u64> = common::read_all(dir.path()).into_iter().map(|(lsn, _)| lsn).collect();
+    acked.sort();
+    assert_eq!(kept, acked.iter().map(|l| l.as_u64()).collect::<Vec<_>>());
+}
 
 async fn policy_never_syncs_only_when_named(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();

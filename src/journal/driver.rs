@@ -357,8 +357,14 @@ impl Driver {
         let dir = self.shared.dir.clone();
         let id = self.journal_id;
         let covers = self.shared.gate.begin_sync(true);
+        let fault = self.shared.opts.fault.clone();
         let made = tokio::task::spawn_blocking(move || -> Result<SegmentFile> {
             platform::sync_data(&old.file).map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
+            if let Some(plan) = fault {
+                plan.on_segment_create().map_err(|e| {
+                    Error::io_at("create segment", dir.join(format::segment_file_name(base)), Lsn::new(base), e)
+                })?;
+            }
             segment::create(&dir, base, id)
         })
         .await

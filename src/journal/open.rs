@@ -113,7 +113,8 @@ fn warn_fallback_once(why: &str) {
 
 #[cfg(target_os = "linux")]
 fn native(opts: &JournalOptions) -> std::result::Result<Box<dyn Backend>, String> {
-    crate::substrate::uring::UringBackend::create(opts.ring_entries).map(|b| Box::new(b) as Box<dyn Backend>)
+    crate::substrate::uring::UringBackend::create(opts.ring_entries, opts.sqpoll_idle)
+        .map(|b| Box::new(b) as Box<dyn Backend>)
 }
 
 #[cfg(not(target_os = "linux"))]

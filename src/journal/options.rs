@@ -62,6 +62,7 @@ pub struct JournalOptions {
     pub(crate) max_record_size: usize,
     pub(crate) recovery: RecoveryMode,
     pub(crate) ring_entries: u32,
+    pub(crate) sqpoll_idle: Option<Duration>,
     pub(crate) buffer_size: usize,
     pub(crate) stall_threshold: Duration,
     pub(crate) sync_timeout: Option<Duration>,
@@ -84,6 +85,7 @@ impl Default for JournalOptions {
             max_record_size: 16 << 20,
             recovery: RecoveryMode::PointInTime,
             ring_entries: 256,
+            sqpoll_idle: None,
             buffer_size: 4 << 20,
             stall_threshold: Duration::from_secs(5),
             sync_timeout: None,
@@ -147,6 +149,17 @@ impl JournalOptions {
         self
     }
 
+    /// Opt-in `IORING_SETUP_SQPOLL` for the native ring: a kernel thread
+    /// polls the submission queue and stays awake for `idle` after the last
+    /// submission, so writes are issued without a syscall from the driver
+    /// (default off). It spends a CPU while awake: worth it only with cores to
+    /// spare. A kernel that refuses SQPOLL makes `Auto` fall back like any
+    /// other ring failure.
+    pub fn sqpoll(mut self, idle: Option<Duration>) -> Self {
+        self.sqpoll_idle = idle;
+        self
+    }
+
     /// Soft bound on bytes appended but not yet written; appenders wait for
     /// the driver beyond it (default 4 MiB). `submit` never waits.
     pub fn buffer_size(mut self, bytes: usize) -> Self {
@@ -199,6 +212,9 @@ impl JournalOptions {
         }
         if !(1..=32768).contains(&self.ring_entries) || !self.ring_entries.is_power_of_two() {
             return bad(format!("ring_entries {} must be a power of two in [1, 32768]", self.ring_entries));
+        }
+        if self.sqpoll_idle.is_some_and(|d| d.is_zero() || d > Duration::from_secs(10)) {
+            return bad("sqpoll idle must be in (0, 10 s]".into());
         }
         if self.buffer_size < 4096 {
             return bad(format!("buffer_size {} is below 4096", self.buffer_size));

@@ -32,6 +32,11 @@ pub struct FaultPlan {
     pub short_writes: AtomicU64,
     /// Fail this many upcoming writes with `EINTR` without performing them.
     pub eintr_writes: AtomicU64,
+    /// Fail the n-th segment creation (a rollover) with `errno`, before any
+    /// file is made.
+    pub fail_segment_create_nth: AtomicU64,
+    /// Segment creations attempted so far.
+    pub segments_created: AtomicU64,
     /// Hold every sync completion this long (milliseconds).
     pub sync_delay_ms: AtomicU64,
     /// Writes completed so far (counted after injection decisions).
@@ -48,10 +53,23 @@ impl Default for FaultPlan {
             errno: AtomicI32::new(libc::EIO),
             short_writes: AtomicU64::new(0),
             eintr_writes: AtomicU64::new(0),
+            fail_segment_create_nth: AtomicU64::new(0),
+            segments_created: AtomicU64::new(0),
             sync_delay_ms: AtomicU64::new(0),
             writes_seen: AtomicU64::new(0),
             syncs_seen: AtomicU64::new(0),
         }
+    }
+}
+
+impl FaultPlan {
+    /// Called by the driver before it creates a segment.
+    pub(crate) fn on_segment_create(&self) -> io::Result<()> {
+        let n = self.segments_created.fetch_add(1, SeqCst) + 1;
+        if n == self.fail_segment_create_nth.load(SeqCst) {
+            return Err(io::Error::from_raw_os_error(self.errno.load(SeqCst)));
+        }
+        Ok(())
     }
 }
 

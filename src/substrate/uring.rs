@@ -87,10 +87,17 @@ fn probe() -> Result<(), String> {
 }
 
 impl UringBackend {
-    pub(crate) fn create(entries: u32) -> Result<UringBackend, String> {
+    pub(crate) fn create(entries: u32, sqpoll_idle: Option<std::time::Duration>) -> Result<UringBackend, String> {
         probe()?;
         let entries = entries.max(MAX_OPS as u32 * 2);
-        let ring = IoUring::new(entries).map_err(|e| format!("io_uring_setup({entries}) failed: {e}"))?;
+        let mut builder = IoUring::builder();
+        if let Some(idle) = sqpoll_idle {
+            builder.setup_sqpoll(idle.as_millis().clamp(1, u32::MAX as u128) as u32);
+        }
+        let ring = builder.build(entries).map_err(|e| match sqpoll_idle {
+            Some(_) => format!("io_uring_setup({entries}, SQPOLL) failed: {e}"),
+            None => format!("io_uring_setup({entries}) failed: {e}"),
+        })?;
         let fd = RingFd(ring.as_raw_fd());
         let register = std::panic::AssertUnwindSafe(|| {
             // SAFETY: the ring fd stays open and refers to the same ring for

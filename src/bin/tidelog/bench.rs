@@ -33,7 +33,7 @@ pub(crate) struct BenchArgs {
     /// Record sizes in bytes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = vec![128usize])]
     record_size: Vec<usize>,
-    /// Substrates: io_uring, blocking (comma-separated).
+    /// Substrates: io_uring, io_uring-sqpoll, blocking (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = vec!["io_uring".to_string(), "blocking".to_string()])]
     substrate: Vec<String>,
     /// What each task waits for: durable (append_durable_async), written
@@ -134,15 +134,16 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         for &record in &args.record_size {
             samples.push(raw_floor(&base.join(format!("raw-{record}")), record, cell, warmup)?);
             for name in &args.substrate {
-                let choice = match name.as_str() {
-                    "io_uring" | "iouring" | "uring" => SubstrateChoice::IoUring,
-                    "blocking" => SubstrateChoice::Blocking,
-                    other => return Err(format!("unknown substrate {other:?} (io_uring, blocking)")),
+                let (choice, sqpoll) = match name.as_str() {
+                    "io_uring" | "iouring" | "uring" => (SubstrateChoice::IoUring, None),
+                    "io_uring-sqpoll" => (SubstrateChoice::IoUring, Some(Duration::from_millis(2))),
+                    "blocking" => (SubstrateChoice::Blocking, None),
+                    other => return Err(format!("unknown substrate {other:?} (io_uring, io_uring-sqpoll, blocking)")),
                 };
                 for (mode, &tasks) in args.mode.iter().flat_map(|m| args.tasks.iter().map(move |t| (m, t))) {
                     let dir = base.join(format!("{name}-{mode}-{tasks}-{record}"));
-                    let opts = JournalOptions::new().substrate(choice).sync_policy(policy);
-                    match rt.block_on(journal_cell(&dir, opts, mode, tasks, record, cell, warmup)) {
+                    let opts = JournalOptions::new().substrate(choice).sync_policy(policy).sqpoll(sqpoll);
+                    match rt.block_on(journal_cell(&dir, opts, sqpoll.is_some(), mode, tasks, record, cell, warmup)) {
                         Ok(s) => samples.push(s),
                         Err(tidelog::Error::Unsupported(why)) => {
                             if round == 0 {
@@ -289,6 +290,7 @@ async fn appender(
 async fn journal_cell(
     dir: &Path,
     opts: JournalOptions,
+    sqpoll: bool,
     mode: &str,
     tasks: usize,
     record: usize,
@@ -321,10 +323,11 @@ async fn journal_cell(
         }
     }
     let substrate = journal.substrate();
+    let sqpoll = if sqpoll { "+SQPOLL" } else { "" };
     journal.close().await?;
     let syncs = (after.syncs - before.syncs).max(1);
     Ok(Sample {
-        system: format!("tidelog {substrate:?}"),
+        system: format!("tidelog {substrate:?}{sqpoll}"),
         mode: mode.to_string(),
         tasks,
         record,
