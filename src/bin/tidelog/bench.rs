@@ -143,7 +143,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                 for (mode, &tasks) in args.mode.iter().flat_map(|m| args.tasks.iter().map(move |t| (m, t))) {
                     let dir = base.join(format!("{name}-{mode}-{tasks}-{record}"));
                     let opts = JournalOptions::new().substrate(choice).sync_policy(policy).sqpoll(sqpoll);
-                    match rt.block_on(journal_cell(&dir, opts, sqpoll.is_some(), mode, tasks, record, cell, warmup)) {
+                    match rt.block_on(journal_cell(&dir, (opts, sqpoll.is_some()), mode, tasks, record, cell, warmup)) {
                         Ok(s) => samples.push(s),
                         Err(tidelog::Error::Unsupported(why)) => {
                             if round == 0 {
@@ -287,10 +287,10 @@ async fn appender(
     Ok((hist, ops, last))
 }
 
+/// One journal cell: `opts` plus whether they ask for SQPOLL (for the label).
 async fn journal_cell(
     dir: &Path,
-    opts: JournalOptions,
-    sqpoll: bool,
+    (opts, sqpoll): (JournalOptions, bool),
     mode: &str,
     tasks: usize,
     record: usize,
