@@ -17,7 +17,7 @@
 //! and woken after it is released.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -57,6 +57,11 @@ pub(crate) struct Gate {
     durable: AtomicU64,
     /// Wakes the driver (the leader of every round).
     pub(crate) driver_wake: Notify,
+    /// Tells passive observers (subscribers) that a frontier moved or the
+    /// gate failed. They register no durability need: they never cause a
+    /// sync, they follow the ones that happen.
+    pub(crate) moved: Notify,
+    observers: AtomicUsize,
 }
 
 impl Gate {
@@ -77,6 +82,8 @@ impl Gate {
             written: AtomicU64::new(recovered_end),
             durable: AtomicU64::new(recovered_end),
             driver_wake: Notify::new(),
+            moved: Notify::new(),
+            observers: AtomicUsize::new(0),
         }
     }
 
@@ -276,9 +283,22 @@ impl Gate {
         self.release(st, woken);
     }
 
+    /// Counts a passive observer in or out (`moved` is signalled only while
+    /// there are some).
+    pub(crate) fn observe(&self, joining: bool) {
+        if joining {
+            self.observers.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.observers.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     fn release(&self, st: MutexGuard<'_, State>, woken: Vec<Waker>) {
         let parked = st.blocking_waiters > 0;
         drop(st);
+        if self.observers.load(Ordering::Acquire) > 0 {
+            self.moved.notify_waiters();
+        }
         if parked {
             self.parked.notify_all();
         }

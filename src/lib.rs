@@ -64,7 +64,7 @@ pub use journal::options::{
 };
 pub use journal::{Journal, Ticket};
 pub use lsn::Lsn;
-pub use read::{verify, JournalReader, Reader, Record, VerifyReport};
+pub use read::{verify, JournalReader, Reader, Record, Subscription, VerifyReport};
 pub use recovery::RecoveryReport;
 pub use stats::{Percentiles, Stats};
 

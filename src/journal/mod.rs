@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) gate: Gate,
     /// Base LSNs of the segment files, ascending (the driver appends).
     pub(crate) segments: RwLock<Vec<u64>>,
+    /// Reader pins and deferred deletion of truncated segments.
+    pub(crate) retention: Arc<crate::segment::retention::Retention>,
     pub(crate) stats: StatsInner,
     pub(crate) report: RecoveryReport,
     pub(crate) shutdown: AtomicBool,
@@ -256,7 +258,17 @@ impl Journal {
 
     /// A reader over written records whose start is at or after `from`.
     pub fn reader(&self, from: Lsn) -> Result<Reader> {
-        Reader::live(self.shared().clone(), from)
+        Reader::live(self.shared().clone(), from, Level::Written)
+    }
+
+    /// A stream of the records from `from` on: those already durable, then
+    /// each as it becomes durable (written, under `SyncPolicy::Never`). It
+    /// never causes a sync itself and never holds up appenders: it reads
+    /// from the segment files. It ends cleanly after `close` once it has
+    /// delivered everything durable, and with the error if the journal is
+    /// poisoned.
+    pub fn subscribe(&self, from: Lsn) -> crate::read::Subscription {
+        crate::read::Subscription::new(self.shared().clone(), from)
     }
 
     /// Up to `max_records` written records from `from`, and whether more are
@@ -272,6 +284,46 @@ impl Journal {
         }
         let more = reader.position() < self.written_lsn();
         Ok((records, more))
+    }
+
+    /// Deletes whole segments entirely below `lsn` (typically after a
+    /// checkpoint made their records unnecessary). The segment holding `lsn`
+    /// and every later one stay; records below `lsn` that share it remain
+    /// readable.
+    ///
+    /// Everything below the new first segment is made durable first. A
+    /// segment that a reader or subscriber is still reading leaves the
+    /// listing at once but is deleted only when they let go. Deletion goes
+    /// oldest first, so a crash midway leaves a contiguous journal that
+    /// reopens cleanly (calling `truncate_before` again finishes the job).
+    pub async fn truncate_before(&self, lsn: Lsn) -> Result<()> {
+        let shared = self.shared();
+        shared.check_open()?;
+        check_not_ahead(shared, lsn)?;
+        let keep_from = {
+            let bases = shared.segments.read().unwrap_or_else(|p| p.into_inner());
+            // The last segment starting at or below `lsn` holds it: keep it.
+            let idx = bases.partition_point(|&b| b <= lsn.as_u64());
+            match idx.checked_sub(1) {
+                Some(i) if i > 0 => bases[i],
+                _ => return Ok(()), // nothing lies wholly below `lsn`
+            }
+        };
+        // The new first segment's start must be durable: every sealed
+        // segment before it (and its own file) is then on disk, so no
+        // acknowledged record depends on what is deleted.
+        self.sync_through_async(Lsn::new(keep_from)).await?;
+        let now = shared.retention.condemn(&shared.segments, keep_from);
+        let deferred = shared.retention.deferred();
+        let dir = shared.dir.clone();
+        let count = now.len();
+        if !now.is_empty() {
+            tokio::task::spawn_blocking(move || crate::segment::retention::delete(&dir, &now))
+                .await
+                .map_err(|e| Error::io("truncate task", &shared.dir, std::io::Error::other(e.to_string())))??;
+        }
+        tracing::info!(dir = %shared.dir.display(), deleted = count, deferred, keep_from, "truncate_before");
+        Ok(())
     }
 
     /// Flushes and syncs everything appended, stops the driver and releases

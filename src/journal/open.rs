@@ -41,6 +41,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
         log: LogBuffer::new(end, last_base, opts.segment_size, 4096),
         gate: Gate::new(end),
         segments: RwLock::new(recovered.bases.clone()),
+        retention: Arc::new(crate::segment::retention::Retention::new(dir)),
         stats: StatsInner::new(),
         report: recovered.report,
         substrate: backend.substrate(),

@@ -8,6 +8,9 @@
 //! are delivered only whole.
 
 pub(crate) mod cursor;
+mod subscribe;
+
+pub use subscribe::Subscription;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -17,7 +20,9 @@ use std::sync::Arc;
 use cursor::{FrameCursor, Step};
 
 use crate::format::{self, FLAG_BATCH_CONTINUES, KIND_RECORD, KIND_REQUIRED};
+use crate::gate::Level;
 use crate::journal::Shared;
+use crate::segment::retention::Pin;
 use crate::{segment, Error, Lsn, Result};
 
 /// One record read back.
@@ -59,7 +64,8 @@ impl std::fmt::Debug for Record {
 
 #[derive(Debug)]
 enum Source {
-    Live(Arc<Shared>),
+    /// A live journal, read up to its written (or durable) frontier.
+    Live(Arc<Shared>, Level),
     Offline(Vec<u64>),
 }
 
@@ -67,9 +73,12 @@ impl Source {
     /// (segment bases, the LSN no read may reach) as of now.
     fn view(&self) -> (Vec<u64>, u64) {
         match self {
-            Source::Live(shared) => {
+            Source::Live(shared, level) => {
                 // Frontier first: a segment it reaches is already listed.
-                let limit = shared.gate.written_lsn().as_u64();
+                let limit = match level {
+                    Level::Written => shared.gate.written_lsn().as_u64(),
+                    Level::Durable => shared.gate.durable_lsn().as_u64(),
+                };
                 let bases = shared.segments.read().unwrap_or_else(|p| p.into_inner()).clone();
                 (bases, limit)
             }
@@ -81,9 +90,13 @@ impl Source {
 #[derive(Debug)]
 struct OpenSegment {
     base: u64,
+    /// Where the next segment starts, once one exists (the segment is sealed).
+    next: Option<u64>,
     path: PathBuf,
     file: File,
     cursor: FrameCursor,
+    /// Keeps a live journal from deleting the file while it is read.
+    _pin: Option<Pin>,
 }
 
 /// Reads records in LSN order. See the module docs.
@@ -98,9 +111,9 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn live(shared: Arc<Shared>, from: Lsn) -> Result<Reader> {
+    pub(crate) fn live(shared: Arc<Shared>, from: Lsn, level: Level) -> Result<Reader> {
         let dir = shared.dir.clone();
-        Reader::new(dir, Source::Live(shared), from)
+        Reader::new(dir, Source::Live(shared, level), from)
     }
 
     fn new(dir: PathBuf, source: Source, from: Lsn) -> Result<Reader> {
@@ -137,17 +150,37 @@ impl Reader {
             if self.pos >= limit {
                 return Ok(None);
             }
-            let idx = bases.partition_point(|&b| b <= self.pos);
-            if idx == 0 {
-                return Err(Error::InvalidLsn {
-                    lsn: Lsn::new(self.pos),
-                    reason: "the segment holding it was truncated".into(),
-                });
-            }
-            let base = bases[idx - 1];
-            let next_base = bases.get(idx).copied();
+            // The segment already open serves while it holds `pos`, even
+            // if truncation has since dropped it from the listing (its pin
+            // keeps the file).
+            let held = self.seg.as_ref().filter(|s| s.base <= self.pos && s.next.is_some_and(|n| self.pos < n));
+            // A reader leaving a segment moves to the one after it, even if
+            // truncation has condemned that one too (it is kept until no
+            // reader needs it).
+            let moving_on = self.seg.as_ref().filter(|s| s.next == Some(self.pos)).map(|s| s.base);
+            let (base, next_base) = match (held, moving_on, &self.source) {
+                (Some(s), _, _) => (s.base, s.next),
+                (None, Some(_), Source::Live(shared, _)) => {
+                    (self.pos, shared.retention.next_after(&shared.segments, self.pos))
+                }
+                _ => {
+                    let idx = bases.partition_point(|&b| b <= self.pos);
+                    if idx == 0 {
+                        return Err(Error::InvalidLsn {
+                            lsn: Lsn::new(self.pos),
+                            reason: "the segment holding it was truncated".into(),
+                        });
+                    }
+                    (bases[idx - 1], bases.get(idx).copied())
+                }
+            };
             if self.seg.as_ref().is_none_or(|s| s.base != base) {
+                // Pin the next before letting go of the last.
                 self.seg = Some(self.open_segment(base)?);
+            }
+            let seg = self.seg.as_mut().expect("opened above");
+            if seg.next.is_none() {
+                seg.next = next_base;
             }
             let bound = next_base.unwrap_or(u64::MAX).min(limit);
             let last = next_base.is_none();
@@ -158,8 +191,12 @@ impl Reader {
     }
 
     fn open_segment(&self, base: u64) -> Result<OpenSegment> {
+        let pin = match &self.source {
+            Source::Live(shared, _) => Some(shared.retention.pin(&shared.segments, base)?),
+            Source::Offline(_) => None,
+        };
         let (seg, _) = segment::open(&self.dir, base, false)?;
-        Ok(OpenSegment { base, path: seg.path, file: seg.file, cursor: FrameCursor::new(base) })
+        Ok(OpenSegment { base, next: None, path: seg.path, file: seg.file, cursor: FrameCursor::new(base), _pin: pin })
     }
 
     /// Reads one record or one whole batch into `ready`, or steps to the

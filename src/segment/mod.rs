@@ -9,6 +9,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub(crate) mod retention;
+
 use crate::format::{self, SegmentHeader};
 use crate::substrate::platform;
 use crate::{Error, Lsn, Result};

@@ -1,0 +1,141 @@
+//! [`Subscription`]: follow a live journal's durable tail as a `Stream`.
+//!
+//! A subscriber is a passive observer of the commit gate: it waits on the
+//! gate's `moved` notification (armed before the frontier is checked, so no
+//! advance is missed), never registers a durability need, and reads records
+//! from the segment files in batches on the blocking pool — so a slow
+//! subscriber costs appenders nothing, and nothing is buffered for it.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::stream::{self, Stream};
+
+use super::{Reader, Record};
+use crate::gate::Level;
+use crate::journal::Shared;
+use crate::{Error, Lsn, Result, SyncPolicy};
+
+/// Records read per trip to the blocking pool.
+const BATCH: usize = 512;
+
+/// The stream [`Journal::subscribe`](crate::Journal::subscribe) returns:
+/// `Stream<Item = Result<Record>> + Send + Unpin + 'static`.
+pub struct Subscription {
+    inner: Pin<Box<dyn Stream<Item = Result<Record>> + Send>>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Record>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Record>>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// Counts the subscriber as an observer of the gate while it lives.
+struct Observer(Arc<Shared>);
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.0.gate.observe(false);
+    }
+}
+
+struct State {
+    observer: Observer,
+    level: Level,
+    from: Lsn,
+    reader: Option<Reader>,
+    ready: VecDeque<Record>,
+    done: bool,
+}
+
+impl Subscription {
+    pub(crate) fn new(shared: Arc<Shared>, from: Lsn) -> Subscription {
+        shared.gate.observe(true);
+        let level = if shared.opts.sync_policy == SyncPolicy::Never { Level::Written } else { Level::Durable };
+        let state =
+            State { observer: Observer(shared), level, from, reader: None, ready: VecDeque::new(), done: false };
+        Subscription { inner: Box::pin(stream::unfold(state, next)) }
+    }
+}
+
+async fn next(mut st: State) -> Option<(Result<Record>, State)> {
+    loop {
+        if let Some(record) = st.ready.pop_front() {
+            return Some((Ok(record), st));
+        }
+        if st.done {
+            return None;
+        }
+        let shared = st.observer.0.clone();
+        let moved = shared.gate.moved.notified();
+        tokio::pin!(moved);
+        moved.as_mut().enable();
+        let frontier = match st.level {
+            Level::Written => shared.gate.written_lsn(),
+            Level::Durable => shared.gate.durable_lsn(),
+        };
+        let position = st.reader.as_ref().map_or(st.from, Reader::position);
+        if position < frontier {
+            let reader = match st.reader.take() {
+                Some(reader) => reader,
+                None => match Reader::live(shared.clone(), st.from, st.level) {
+                    Ok(reader) => reader,
+                    Err(e) => return Some(fail(st, e)),
+                },
+            };
+            match read_batch(reader, &shared).await {
+                Ok((reader, records)) => {
+                    st.reader = Some(reader);
+                    if !records.is_empty() {
+                        st.ready.extend(records);
+                        continue;
+                    }
+                }
+                Err(e) => return Some(fail(st, e)),
+            }
+        }
+        match shared.gate.failure() {
+            Some(Error::Closed) => return None, // everything durable was delivered
+            Some(e) => return Some(fail(st, e)),
+            None => moved.await,
+        }
+    }
+}
+
+fn fail(mut st: State, err: Error) -> (Result<Record>, State) {
+    st.done = true;
+    (Err(err), st)
+}
+
+/// Reads up to `BATCH` records off the runtime's workers when there is a
+/// runtime, inline otherwise.
+async fn read_batch(mut reader: Reader, shared: &Shared) -> Result<(Reader, Vec<Record>)> {
+    let work = move || -> Result<(Reader, Vec<Record>)> {
+        let mut records = Vec::new();
+        while records.len() < BATCH {
+            match reader.next_record()? {
+                Some(record) => records.push(record),
+                None => break,
+            }
+        }
+        Ok((reader, records))
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt
+            .spawn_blocking(work)
+            .await
+            .map_err(|e| Error::io("subscriber read", &shared.dir, std::io::Error::other(e.to_string())))?,
+        Err(_) => work(),
+    }
+}

@@ -1,0 +1,215 @@
+//! Segment lifecycle and tailing, on both substrates and both runtime
+//! flavours: truncation (with readers holding old segments, and after a crash
+//! midway), subscribers following the durable tail across rollovers.
+
+mod common;
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+use common::within;
+use futures::{FutureExt, StreamExt};
+use tidelog::testing::FaultPlan;
+use tidelog::{Error, Journal, JournalOptions, Lsn};
+
+matrix!(
+    truncate_before_deletes_only_whole_segments_below,
+    truncate_waits_for_a_reader_holding_an_old_segment,
+    reopen_after_a_crash_midway_through_truncation,
+    subscriber_sees_every_durable_record_once_in_order_while_32_tasks_append,
+    subscriber_never_causes_a_sync_and_follows_the_ones_that_happen,
+    subscriber_ends_cleanly_on_close_and_with_the_error_on_poison,
+);
+
+const SEGMENT: u64 = 1 << 20;
+
+fn segment_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tlog"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Appends 4 KiB records until the journal spans `segments` files; returns
+/// every LSN.
+async fn fill(j: &Journal, segments: usize) -> Vec<Lsn> {
+    let mut lsns = Vec::new();
+    let mut i = 0u32;
+    while segment_files(j.dir()).len() < segments {
+        let mut payload = vec![(i % 251) as u8; 4096];
+        payload[..4].copy_from_slice(&i.to_le_bytes());
+        lsns.push(j.append_async(payload).await.unwrap());
+        i += 1;
+    }
+    // One more record, so the last segment is not empty.
+    lsns.push(j.append_async(vec![0xEEu8; 4096]).await.unwrap());
+    j.sync_through_async(*lsns.last().unwrap()).await.unwrap();
+    lsns
+}
+
+async fn truncate_before_deletes_only_whole_segments_below(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.segment_size(SEGMENT);
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let lsns = fill(&j, 4).await;
+    let before = segment_files(dir.path());
+    assert_eq!(before.len(), 4);
+    let third_base: u64 = before[2].trim_end_matches(".tlog").parse().unwrap();
+    // An LSN inside the third segment: the first two go, the third stays.
+    let cut = *lsns.iter().find(|l| l.as_u64() > third_base).unwrap();
+    j.truncate_before(cut).await.unwrap();
+    assert_eq!(segment_files(dir.path()), before[2..].to_vec());
+    // Truncating again below the first kept segment does nothing.
+    j.truncate_before(Lsn::new(third_base)).await.unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    // Readers start at the oldest retained record; older LSNs are refused.
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    assert_eq!(records.first().unwrap().start_lsn(), Lsn::new(third_base));
+    assert_eq!(records.last().unwrap().lsn(), *lsns.last().unwrap());
+    let err = j.reader(lsns[0]).unwrap_err();
+    assert!(matches!(err, Error::InvalidLsn { .. }), "{err}");
+    // Beyond the end is refused, never a panic.
+    let err = j.truncate_before(Lsn::new(u64::MAX)).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidLsn { .. }), "{err}");
+    j.close().await.unwrap();
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let (after, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    assert_eq!(after, records, "reopen sees the same retained records");
+    j.append_durable_async(b"more").await.unwrap();
+    j.close().await.unwrap();
+}
+
+async fn truncate_waits_for_a_reader_holding_an_old_segment(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.segment_size(SEGMENT)).await.unwrap();
+    let lsns = fill(&j, 3).await;
+    let first = segment_files(dir.path())[0].clone();
+    let mut reader = j.reader(Lsn::ZERO).unwrap();
+    let r0 = reader.next_record().unwrap().unwrap();
+    assert_eq!(r0.lsn(), lsns[0]);
+    j.truncate_before(*lsns.last().unwrap()).await.unwrap();
+    let files = segment_files(dir.path());
+    assert!(files.contains(&first), "a segment being read is not deleted under its reader");
+    assert_eq!(files.len(), 3, "the middle segment waits behind the pinned oldest one: {files:?}");
+    // The reader goes on through everything, truncated segments included.
+    let mut count = 1;
+    let mut last = r0.lsn();
+    while let Some(r) = reader.next_record().unwrap() {
+        assert!(r.lsn() > last);
+        last = r.lsn();
+        count += 1;
+    }
+    assert_eq!(count, lsns.len());
+    drop(reader);
+    assert_eq!(segment_files(dir.path()).len(), 1, "deleted once the reader let go");
+    j.close().await.unwrap();
+}
+
+async fn reopen_after_a_crash_midway_through_truncation(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.segment_size(SEGMENT);
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let lsns = fill(&j, 3).await;
+    j.close().await.unwrap();
+    // The state a crash leaves after the oldest segment's unlink reached the
+    // disk and before the rest did: a contiguous suffix.
+    let files = segment_files(dir.path());
+    std::fs::remove_file(dir.path().join(&files[0])).unwrap();
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let second_base: u64 = files[1].trim_end_matches(".tlog").parse().unwrap();
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    assert_eq!(records.first().unwrap().start_lsn(), Lsn::new(second_base));
+    assert_eq!(records.last().unwrap().lsn(), *lsns.last().unwrap());
+    // Finishing the truncation works, and appends continue the LSNs.
+    j.truncate_before(*lsns.last().unwrap()).await.unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    let next = j.append_durable_async(b"after").await.unwrap();
+    assert!(next > *lsns.last().unwrap());
+    j.close().await.unwrap();
+    assert!(tidelog::verify(dir.path()).unwrap().is_clean());
+}
+
+async fn subscriber_sees_every_durable_record_once_in_order_while_32_tasks_append(opts: JournalOptions) {
+    const TASKS: usize = 32;
+    const EACH: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.segment_size(SEGMENT)).await.unwrap();
+    let early = j.append_durable_async(b"before the subscriber").await.unwrap();
+    let mut sub = j.subscribe(Lsn::ZERO);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let j = j.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..EACH {
+                    // 3 KiB records: the run crosses several rollovers.
+                    let mut payload = format!("{t}-{i}-").into_bytes();
+                    payload.resize(3000, b'.');
+                    acked.push(j.append_durable_async(payload).await.unwrap());
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = vec![early];
+    for t in tasks {
+        acked.extend(within(60, "appender", t).await.unwrap());
+    }
+    acked.sort();
+    let mut seen = Vec::new();
+    while seen.len() < acked.len() {
+        let record = within(30, "the subscriber's next record", sub.next()).await.expect("stream ended early");
+        seen.push(record.unwrap().lsn());
+    }
+    assert_eq!(seen, acked, "every durable record exactly once, in LSN order");
+    assert!(segment_files(dir.path()).len() >= 3, "the run crossed rollovers");
+    assert!(sub.next().now_or_never().is_none(), "nothing more until more is durable");
+    let more = j.append_durable_async(b"one more").await.unwrap();
+    assert_eq!(within(30, "the tail", sub.next()).await.unwrap().unwrap().lsn(), more);
+    j.close().await.unwrap();
+}
+
+async fn subscriber_never_causes_a_sync_and_follows_the_ones_that_happen(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let mut sub = j.subscribe(Lsn::ZERO);
+    let a = j.append_async(b"written, not durable").await.unwrap();
+    for _ in 0..10 {
+        assert!(sub.next().now_or_never().is_none(), "only durable records are delivered");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(j.stats().syncs, 0, "a subscriber never asks for a sync");
+    j.sync_through_async(a).await.unwrap();
+    let got = within(30, "the record once durable", sub.next()).await.unwrap().unwrap();
+    assert_eq!((got.lsn(), got.payload()), (a, &b"written, not durable"[..]));
+    // A subscription from the future waits for it.
+    let mut later = j.subscribe(j.next_lsn());
+    let b = j.append_durable_async(b"b").await.unwrap();
+    assert_eq!(within(30, "a future record", later.next()).await.unwrap().unwrap().lsn(), b);
+    j.close().await.unwrap();
+}
+
+async fn subscriber_ends_cleanly_on_close_and_with_the_error_on_poison(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let mut sub = j.subscribe(Lsn::ZERO);
+    let a = j.append_durable_async(b"a").await.unwrap();
+    j.close().await.unwrap();
+    assert_eq!(within(30, "last record", sub.next()).await.unwrap().unwrap().lsn(), a);
+    assert!(within(30, "end of stream", sub.next()).await.is_none(), "ends cleanly on close");
+
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    let j = Journal::open(dir.path(), opts.fault_plan(plan.clone())).await.unwrap();
+    let mut sub = j.subscribe(Lsn::ZERO);
+    let a = j.append_durable_async(b"a").await.unwrap();
+    plan.fail_sync_nth.store(plan.syncs_seen.load(SeqCst) + 1, SeqCst);
+    assert!(j.append_durable_async(b"b").await.unwrap_err().is_poisoned());
+    assert_eq!(within(30, "durable record", sub.next()).await.unwrap().unwrap().lsn(), a);
+    let err = within(30, "the poison", sub.next()).await.expect("an error, not a silent end").unwrap_err();
+    assert!(err.is_poisoned(), "{err}");
+    assert!(within(30, "end after the error", sub.next()).await.is_none());
+}
