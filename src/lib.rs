@@ -66,6 +66,7 @@ pub use journal::{Journal, Ticket};
 pub use lsn::Lsn;
 pub use read::{verify, JournalReader, Reader, Record, Subscription, VerifyReport};
 pub use recovery::RecoveryReport;
+pub use segment::Preallocate;
 pub use stats::{Percentiles, Stats};
 
 /// Test seams. Not a stable API: it may change in any release.

@@ -40,7 +40,8 @@ impl RecoveryReport {
     pub fn first_lsn(&self) -> Lsn {
         self.first_lsn
     }
-    /// Bytes after the end that were cut (0 for a clean shutdown).
+    /// Bytes after the end that were cut, up to the last non-zero one (0 for
+    /// a clean shutdown; zeros are unused or preallocated space).
     pub fn truncated_bytes(&self) -> u64 {
         self.truncated_bytes
     }
@@ -126,8 +127,18 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         report.created = true;
         return Ok(Recovered { bases, last, journal_id, report });
     }
-    let &base = bases.last().expect("not empty");
-    let (last, header) = segment::open(dir, base, true)?;
+    let (last, header) = loop {
+        let &base = bases.last().expect("not empty");
+        match segment::open(dir, base, true) {
+            Ok(opened) => break opened,
+            Err(Error::Corrupt { reason, .. }) if bases.len() > 1 => {
+                drop_unsealed_segment(dir, base, mode, &reason, &mut report)?;
+                bases.pop();
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let base = last.base;
     let scan = scan_segment(&last.file, base, &last.path)?;
     if let Some(kind) = scan.unknown_required {
         return Err(Error::corrupt(
@@ -138,9 +149,13 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     }
     let file_len = last.file.metadata().map_err(|e| Error::io("stat segment", &last.path, e))?.len();
     let end_offset = format::file_offset(base, scan.end);
-    let tail = read_tail(&last.file, end_offset, file_len)
+    // Zeros after the end are unused space (a preallocated segment, or a
+    // torn write that never reached the disk); only bytes up to the last
+    // non-zero one are a damaged tail.
+    let used = crate::read::nonzero_extent(&last.file, end_offset, file_len)
         .map_err(|e| Error::io_at("read segment", &last.path, Lsn::new(scan.end), e))?;
-    let used = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let tail = read_tail(&last.file, end_offset, end_offset + used)
+        .map_err(|e| Error::io_at("read segment", &last.path, Lsn::new(scan.end), e))?;
     let garbage_from = (scan.stop - scan.end) as usize;
     let followed = tail.len() > garbage_from + format::FRAME_ALIGN
         && any_valid_frame(&tail[garbage_from + format::FRAME_ALIGN..], scan.stop + format::FRAME_ALIGN as u64);
@@ -152,15 +167,13 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         ));
     }
     if !tail.is_empty() {
-        if used > 0 {
-            report.sidecar = Some(save_sidecar(dir, &last.path, scan.end, &tail)?);
-            report.truncated_bytes = tail.len() as u64;
-            report.valid_frames_followed = followed;
-            tracing::warn!(
-                segment = %last.path.display(), end_lsn = scan.end, bytes = tail.len(), valid_frames_followed = followed,
-                "recovery cut a damaged tail"
-            );
-        }
+        report.sidecar = Some(save_sidecar(dir, &last.path, scan.end, &tail)?);
+        report.truncated_bytes += tail.len() as u64;
+        report.valid_frames_followed = followed;
+        tracing::warn!(
+            segment = %last.path.display(), end_lsn = scan.end, bytes = tail.len(), valid_frames_followed = followed,
+            "recovery cut a damaged tail"
+        );
         last.file
             .set_len(end_offset)
             .map_err(|e| Error::io_at("truncate segment", &last.path, Lsn::new(scan.end), e))?;
@@ -172,6 +185,44 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     report.segments = bases.len();
     report.tail_records = scan.records;
     Ok(Recovered { bases, last, journal_id: header.journal_id, report })
+}
+
+/// The last segment's header is invalid. A rollover names the new segment
+/// before its header and directory entry are synced, and no LSN in it is
+/// reported durable until they are; so a header that never reached the disk
+/// (all zeros) means nothing in the segment was acknowledged, and it is
+/// dropped (its bytes saved to a sidecar under `PointInTime`). A segment
+/// never written past its header is dropped whatever its header holds. A
+/// damaged header over data is `Corrupt`: that data may have been durable.
+fn drop_unsealed_segment(
+    dir: &Path,
+    base: u64,
+    mode: RecoveryMode,
+    reason: &str,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let path = dir.join(format::segment_file_name(base));
+    let lsn = Lsn::new(base);
+    let file = File::open(&path).map_err(|e| Error::io_at("open segment", &path, lsn, e))?;
+    let len = file.metadata().map_err(|e| Error::io_at("stat segment", &path, lsn, e))?.len();
+    let header_len = format::SEGMENT_HEADER_LEN as u64;
+    let data = crate::read::nonzero_extent(&file, header_len.min(len), len)
+        .map_err(|e| Error::io_at("read segment", &path, lsn, e))?;
+    let header_blank = crate::read::nonzero_extent(&file, 0, header_len.min(len))
+        .map_err(|e| Error::io_at("read segment", &path, lsn, e))?
+        == 0;
+    if data > 0 && (!header_blank || mode == RecoveryMode::AbsoluteConsistency) {
+        return Err(Error::corrupt(&path, lsn, format!("segment header: {reason}, with records after it")));
+    }
+    if data > 0 {
+        let mut bytes = vec![0u8; (header_len + data).min(len) as usize];
+        file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io_at("read segment", &path, lsn, e))?;
+        report.sidecar = Some(save_sidecar(dir, &path, base, &bytes)?);
+        report.truncated_bytes += bytes.len() as u64 - header_len;
+    }
+    tracing::warn!(segment = %path.display(), reason, saved_bytes = data, "dropping a segment whose rollover never became durable");
+    fs::remove_file(&path).map_err(|e| Error::io_at("remove segment", &path, lsn, e))?;
+    platform::sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
 }
 
 fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {

@@ -60,7 +60,9 @@ async fn policy_never_syncs_only_when_named(opts: JournalOptions) {
     // Calls that name durability still sync.
     let durable = j.append_durable_async(b"named").await.unwrap();
     assert!(j.durable_lsn() >= durable);
-    assert_eq!(j.stats().syncs, 1);
+    // One round, or two when the driver began one for the written frontier
+    // before the write of "named" completed (pipelining).
+    assert!((1..=2).contains(&j.stats().syncs), "{} syncs", j.stats().syncs);
     j.close().await.unwrap();
 }
 

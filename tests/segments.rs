@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::within;
 use futures::{FutureExt, StreamExt};
 use tidelog::testing::FaultPlan;
-use tidelog::{Error, Journal, JournalOptions, Lsn};
+use tidelog::{Error, Journal, JournalOptions, Lsn, Preallocate, RecoveryMode};
 
 matrix!(
     truncate_before_deletes_only_whole_segments_below,
@@ -19,7 +19,115 @@ matrix!(
     subscriber_sees_every_durable_record_once_in_order_while_32_tasks_append,
     subscriber_never_causes_a_sync_and_follows_the_ones_that_happen,
     subscriber_ends_cleanly_on_close_and_with_the_error_on_poison,
+    a_torn_header_in_a_never_used_segment_is_dropped_and_remade,
+    a_blank_header_over_unacknowledged_records_is_cut_or_corrupt,
+    a_damaged_header_over_records_is_corrupt,
+    every_preallocation_mode_rolls_over_and_reads_back,
 );
+
+fn segment_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
+    dir.join(format!("{base:020}.tlog"))
+}
+
+/// A rollover named the next segment, and the crash came before its header
+/// (or anything else) reached the disk.
+async fn a_torn_header_in_a_never_used_segment_is_dropped_and_remade(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.segment_size(SEGMENT);
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let lsns = fill(&j, 2).await;
+    j.close().await.unwrap();
+    let end = lsns.last().unwrap().as_u64();
+    let header = std::fs::read(dir.path().join(&segment_files(dir.path())[0])).unwrap()[..4096].to_vec();
+    let mut torn = header.clone();
+    torn[512..].fill(0); // one sector of a header that is not even this segment's
+    torn.resize(64 << 10, 0);
+    std::fs::write(segment_path(dir.path(), end), &torn).unwrap();
+    for mode in [RecoveryMode::PointInTime, RecoveryMode::AbsoluteConsistency] {
+        let j = Journal::open(dir.path(), opts.clone().recovery(mode)).await.unwrap();
+        assert_eq!(j.recovery_report().end_lsn(), Lsn::new(end));
+        assert_eq!(j.recovery_report().truncated_bytes(), 0);
+        assert!(!segment_path(dir.path(), end).exists(), "the never-used segment is dropped");
+        j.close().await.unwrap();
+        std::fs::write(segment_path(dir.path(), end), &torn).unwrap();
+    }
+    std::fs::remove_file(segment_path(dir.path(), end)).unwrap();
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let more = fill(&j, 3).await;
+    j.close().await.unwrap();
+    let all = common::read_all(dir.path());
+    assert_eq!(all.len(), lsns.len() + more.len(), "the segment is made again and used");
+    assert!(tidelog::verify(dir.path()).unwrap().is_clean());
+}
+
+/// The crash came after records were written into a new segment but before
+/// the rollover's seal made its header durable: none of them was
+/// acknowledged as durable, so PointInTime cuts them (keeping a sidecar).
+async fn a_blank_header_over_unacknowledged_records_is_cut_or_corrupt(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.segment_size(SEGMENT);
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let lsns = fill(&j, 3).await;
+    j.close().await.unwrap();
+    let files = segment_files(dir.path());
+    let last = dir.path().join(files.last().unwrap());
+    let last_base: u64 = files.last().unwrap().trim_end_matches(".tlog").parse().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes[..4096].fill(0);
+    std::fs::write(&last, &bytes).unwrap();
+    let err = Journal::open(dir.path(), opts.clone().recovery(RecoveryMode::AbsoluteConsistency)).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(files.last().unwrap()), "names the file: {err}");
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let report = j.recovery_report().clone();
+    assert_eq!(report.end_lsn(), Lsn::new(last_base));
+    assert!(report.truncated_bytes() > 0);
+    assert!(report.sidecar().unwrap().exists());
+    let kept = lsns.iter().filter(|l| l.as_u64() <= last_base).count();
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    assert_eq!(records.len(), kept);
+    j.close().await.unwrap();
+}
+
+async fn a_damaged_header_over_records_is_corrupt(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.segment_size(SEGMENT);
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    fill(&j, 2).await;
+    j.close().await.unwrap();
+    let last = dir.path().join(segment_files(dir.path()).last().unwrap());
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes[..8].copy_from_slice(b"GARBAGE!");
+    std::fs::write(&last, &bytes).unwrap();
+    for mode in [RecoveryMode::PointInTime, RecoveryMode::AbsoluteConsistency] {
+        let err = Journal::open(dir.path(), opts.clone().recovery(mode)).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{mode:?}: {err}");
+        assert!(err.to_string().contains(".tlog"), "names the file: {err}");
+    }
+    assert!(last.exists(), "nothing is deleted when it may hold durable records");
+}
+
+async fn every_preallocation_mode_rolls_over_and_reads_back(opts: JournalOptions) {
+    for how in [Preallocate::None, Preallocate::Fallocate, Preallocate::Zero] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = opts.clone().segment_size(SEGMENT).preallocate(how);
+        let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+        let lsns = fill(&j, 3).await;
+        j.close().await.unwrap();
+        assert!(tidelog::verify(dir.path()).unwrap().is_clean(), "{how:?}");
+        let j = Journal::open(dir.path(), opts).await.unwrap();
+        assert_eq!(j.recovery_report().end_lsn(), *lsns.last().unwrap(), "{how:?}");
+        let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+        assert_eq!(records.iter().map(|r| r.lsn()).collect::<Vec<_>>(), lsns, "{how:?}");
+        j.close().await.unwrap();
+        let stray: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains("tmp"))
+            .collect();
+        assert!(stray.is_empty(), "close leaves no spare behind: {stray:?}");
+    }
+}
 
 const SEGMENT: u64 = 1 << 20;
 

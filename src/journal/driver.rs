@@ -40,8 +40,22 @@ struct SyncInFlight {
     stall_logged: bool,
 }
 
+/// The sync that makes a rollover durable: the sealed segment, the new
+/// segment's header and the directory entry. Runs while writes go on into
+/// the new segment; no sync round starts until it is done.
+struct Seal {
+    /// The gate round it completes (everything below the new base), if one
+    /// was begun.
+    covers: Option<u64>,
+    records: u64,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
 pub(super) struct Driver {
     shared: Arc<Shared>,
+    /// The next segment, being made or made, ahead of need.
+    spare: Option<tokio::task::JoinHandle<std::io::Result<File>>>,
+    seal: Option<Seal>,
     backend: Box<dyn Backend>,
     active: Arc<SegmentFile>,
     journal_id: u64,
@@ -75,6 +89,8 @@ impl Driver {
         };
         Driver {
             shared,
+            spare: None,
+            seal: None,
             backend,
             active: Arc::new(active),
             journal_id,
@@ -98,6 +114,15 @@ impl Driver {
             self.shared.gate.fail(poisoned.clone());
             poisoned
         });
+        if let Some(making) = self.spare.take() {
+            // Finish (and discard) the spare while the directory is still
+            // ours: a spare task outliving the lock could write into the
+            // next owner's spare.
+            if let Ok(Ok(file)) = making.await {
+                drop(file);
+                let _ = segment::discard_spare(&self.shared.dir);
+            }
+        }
         if self.backend.in_flight() > 0 {
             // Only after a failure (or a timed-out sync): a wedged syscall
             // must not hold `close` hostage. A reaper keeps the ops' buffers,
@@ -110,7 +135,13 @@ impl Driver {
         result
     }
 
+    fn make_spare(&mut self) {
+        let (dir, size, how) = (self.shared.dir.clone(), self.shared.opts.segment_size, self.shared.opts.preallocate);
+        self.spare = Some(tokio::task::spawn_blocking(move || segment::make_spare(&dir, size, how)));
+    }
+
     async fn serve(&mut self) -> Result<()> {
+        self.make_spare();
         loop {
             self.pump().await?;
             if self.finished() {
@@ -121,8 +152,12 @@ impl Driver {
             let window = self.window_until;
             let backend = &mut self.backend;
             let wake = &self.shared.gate.driver_wake;
+            let seal = &mut self.seal;
             tokio::select! {
                 done = poll_fn(|cx| backend.poll_complete(cx)) => self.complete(done)?,
+                sealed = async { match seal { Some(s) => (&mut s.task).await, None => pending().await } } => {
+                    self.sealed(sealed)?;
+                }
                 () = wake.notified() => {}
                 _ = async { match interval { Some(i) => i.tick().await, None => pending().await } } => {
                     self.interval_due = true;
@@ -180,7 +215,7 @@ impl Driver {
     }
 
     fn finished(&self) -> bool {
-        if !self.shutting_down() || !self.all_written() || self.sync.is_some() {
+        if !self.shutting_down() || !self.all_written() || self.sync.is_some() || self.seal.is_some() {
             return false;
         }
         let gate = &self.shared.gate;
@@ -195,7 +230,7 @@ impl Driver {
             }
             let next_base = self.queue.front().map(|c| c.seg_base);
             if let Some(base) = next_base.filter(|&b| b != self.active.base) {
-                if self.sync.is_some() {
+                if self.sync.is_some() || self.seal.is_some() {
                     return Ok(()); // roll once the round in flight completes
                 }
                 self.rollover(base).await?;
@@ -204,7 +239,7 @@ impl Driver {
                 self.submit_write(chunk);
             }
         }
-        if self.sync.is_none() {
+        if self.sync.is_none() && self.seal.is_none() {
             let forced = self.interval_due || (self.shutting_down() && self.final_sync_needed() && self.all_written());
             if forced || self.window_open() {
                 if let Some(covers) = self.shared.gate.begin_sync(forced) {
@@ -242,6 +277,7 @@ impl Driver {
         let end = chunk.end_lsn();
         let offset = format::file_offset(chunk.seg_base, chunk.start_lsn);
         let linked = self.sync.is_none()
+            && self.seal.is_none()
             && self.shared.opts.group_commit_window.is_zero()
             && self.shared.gate.begin_linked_sync(end);
         let kind = if linked { OpKind::WriteSync } else { OpKind::Write };
@@ -348,34 +384,76 @@ impl Driver {
         Ok(())
     }
 
-    /// Seals the active segment (syncing all of it) and switches to a new
-    /// one whose file and directory entry are durable before use.
+    /// Switches to the next segment. With a spare made ahead, that is a
+    /// header write and a rename; the syncs that make the switch durable
+    /// (sealed segment, new header, directory) run as the seal while writes
+    /// continue into the new segment. Without one (its making failed), the
+    /// segment is made and synced here, as a fallback.
     async fn rollover(&mut self, base: u64) -> Result<()> {
-        debug_assert!(self.write.is_none() && self.sync.is_none());
+        debug_assert!(self.write.is_none() && self.sync.is_none() && self.seal.is_none());
         tracing::info!(dir = %self.shared.dir.display(), base, "segment rollover");
+        let spare = match self.spare.take() {
+            Some(making) => match making.await {
+                Ok(Ok(file)) => Some(file),
+                Ok(Err(e)) => {
+                    tracing::warn!(dir = %self.shared.dir.display(), error = %e, "making the next segment ahead failed");
+                    None
+                }
+                Err(e) => return Err(self.internal(&format!("spare segment task: {e}"))),
+            },
+            None => None,
+        };
         let old = self.active.clone();
         let dir = self.shared.dir.clone();
         let id = self.journal_id;
         let covers = self.shared.gate.begin_sync(true);
         let fault = self.shared.opts.fault.clone();
+        let has_spare = spare.is_some();
+        let sealed_old = old.clone();
         let made = tokio::task::spawn_blocking(move || -> Result<SegmentFile> {
-            platform::sync_data(&old.file).map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
             if let Some(plan) = fault {
                 plan.on_segment_create().map_err(|e| {
                     Error::io_at("create segment", dir.join(format::segment_file_name(base)), Lsn::new(base), e)
                 })?;
             }
-            segment::create(&dir, base, id)
+            match spare {
+                Some(file) => segment::activate(&dir, file, base, id),
+                None => {
+                    platform::sync_data(&old.file)
+                        .map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
+                    segment::create(&dir, base, id)
+                }
+            }
         })
         .await
         .map_err(|e| self.internal(&format!("rollover task: {e}")))??;
-        if let Some(covers) = covers {
+        self.shared.segments.write().unwrap_or_else(|p| p.into_inner()).push(base);
+        self.active = Arc::new(made);
+        if has_spare {
+            let (new, dir) = (self.active.clone(), self.shared.dir.clone());
+            let task = tokio::task::spawn_blocking(move || -> Result<()> {
+                platform::sync_data(&sealed_old.file)
+                    .map_err(|e| Error::io_at("fdatasync", &sealed_old.path, Lsn::new(base), e))?;
+                platform::sync_data(&new.file).map_err(|e| Error::io_at("fdatasync", &new.path, Lsn::new(base), e))?;
+                platform::sync_dir(&dir).map_err(|e| Error::io_at("sync journal directory", &dir, Lsn::new(base), e))
+            });
+            self.seal = Some(Seal { covers, records: self.written_records, task });
+        } else if let Some(covers) = covers {
             debug_assert_eq!(covers, base, "a sealed segment ends where the next begins");
             self.synced_records = self.written_records;
             self.shared.gate.complete_sync(covers);
         }
-        self.shared.segments.write().unwrap_or_else(|p| p.into_inner()).push(base);
-        self.active = Arc::new(made);
+        self.make_spare();
+        Ok(())
+    }
+
+    fn sealed(&mut self, result: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+        let seal = self.seal.take().expect("polled only while a seal runs");
+        result.map_err(|e| self.internal(&format!("seal task: {e}")))??;
+        if let Some(covers) = seal.covers {
+            self.synced_records = seal.records;
+            self.shared.gate.complete_sync(covers);
+        }
         Ok(())
     }
 

@@ -63,6 +63,7 @@ pub struct JournalOptions {
     pub(crate) recovery: RecoveryMode,
     pub(crate) ring_entries: u32,
     pub(crate) sqpoll_idle: Option<Duration>,
+    pub(crate) preallocate: crate::Preallocate,
     pub(crate) buffer_size: usize,
     pub(crate) stall_threshold: Duration,
     pub(crate) sync_timeout: Option<Duration>,
@@ -86,6 +87,7 @@ impl Default for JournalOptions {
             recovery: RecoveryMode::PointInTime,
             ring_entries: 256,
             sqpoll_idle: None,
+            preallocate: crate::Preallocate::default(),
             buffer_size: 4 << 20,
             stall_threshold: Duration::from_secs(5),
             sync_timeout: None,
@@ -146,6 +148,14 @@ impl JournalOptions {
     /// Submission queue entries of the native ring (default 256).
     pub fn ring_entries(mut self, entries: u32) -> Self {
         self.ring_entries = entries;
+        self
+    }
+
+    /// How the next segment, made ahead of need, reserves its space
+    /// (default `Fallocate`; see `docs/benchmarks.md` for the measurements
+    /// behind the choice).
+    pub fn preallocate(mut self, how: crate::Preallocate) -> Self {
+        self.preallocate = how;
         self
     }
 

@@ -330,7 +330,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
         let scan = crate::recovery::scan_segment(&seg.file, base, &seg.path)?;
         report.records += scan.records;
         let len = seg.file.metadata().map_err(|e| Error::io("stat segment", &seg.path, e))?.len();
-        let tail = tail_nonzero(&seg.file, format::file_offset(base, scan.end), len)
+        let tail = nonzero_extent(&seg.file, format::file_offset(base, scan.end), len)
             .map_err(|e| Error::io("read segment", &seg.path, e))?;
         match journal.bases.get(i + 1) {
             Some(&next) if scan.end != next || tail > 0 => report.corruption.push(format!(
@@ -348,14 +348,15 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     Ok(report)
 }
 
-/// Bytes from `from` to the last non-zero byte of the file.
-fn tail_nonzero(file: &File, from: u64, len: u64) -> std::io::Result<u64> {
+/// Bytes from `from` to the last non-zero byte before `len`.
+pub(crate) fn nonzero_extent(file: &File, from: u64, len: u64) -> std::io::Result<u64> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; 1 << 20];
     let mut last = from;
     let mut off = from;
     while off < len {
-        let n = file.read_at(&mut buf, off)?;
+        let want = (len - off).min(buf.len() as u64) as usize;
+        let n = file.read_at(&mut buf[..want], off)?;
         if n == 0 {
             break;
         }

@@ -25,6 +25,65 @@ pub(crate) struct SegmentFile {
 
 /// Suffix of a segment being made; such files are removed at open.
 const TEMP_SUFFIX: &str = ".tlog.tmp";
+/// The pre-created next segment (removed at open like any temp file).
+const SPARE_NAME: &str = "spare.tlog.tmp";
+
+/// How the pre-created next segment's space is reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Preallocate {
+    /// The file grows as records are written.
+    None,
+    /// `fallocate` the whole segment: the blocks are reserved (a full disk
+    /// shows up before the rollover, not at a write), but unwritten, so
+    /// every first write into a block still changes metadata.
+    #[default]
+    Fallocate,
+    /// Write zeros over the whole segment ahead of time: later writes
+    /// overwrite allocated, written blocks, so an `fdatasync` carries no
+    /// metadata. Costs a segment's worth of extra writes in the background.
+    Zero,
+}
+
+/// Makes the spare for the next segment: created, space reserved, synced.
+/// It gets its header and name at rollover ([`activate`]).
+pub(crate) fn make_spare(dir: &Path, size: u64, how: Preallocate) -> io::Result<File> {
+    let path = dir.join(SPARE_NAME);
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+    match how {
+        Preallocate::None => {}
+        Preallocate::Fallocate => platform::allocate(&file, size)?,
+        Preallocate::Zero => {
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = 0;
+            while at < size {
+                let n = (size - at).min(zeros.len() as u64) as usize;
+                platform::pwrite_all(&file, &zeros[..n], at)?;
+                at += n as u64;
+            }
+        }
+    }
+    // The allocation itself is durable now, not in the first sync of a
+    // record in this segment.
+    platform::sync_data(&file)?;
+    Ok(file)
+}
+
+/// Removes an unused spare (at close; open removes leftovers anyway).
+pub(crate) fn discard_spare(dir: &Path) -> io::Result<()> {
+    fs::remove_file(dir.join(SPARE_NAME))
+}
+
+/// Turns the spare into the segment based at `base`: header, then name. Not
+/// durable yet: the driver's seal syncs the file and the directory before
+/// any LSN in it is reported durable.
+pub(crate) fn activate(dir: &Path, spare: File, base: u64, journal_id: u64) -> Result<SegmentFile> {
+    let path = dir.join(format::segment_file_name(base));
+    let header = format::encode_segment_header(&SegmentHeader { base_lsn: base, journal_id, flags: 0 });
+    platform::pwrite_all(&spare, &header, 0)
+        .and_then(|()| fs::rename(dir.join(SPARE_NAME), &path))
+        .map_err(|e| Error::io_at("activate segment", &path, Lsn::new(base), e))?;
+    Ok(SegmentFile { base, path, file: spare })
+}
 
 /// Creates the segment based at `base`, durable, file and directory entry.
 pub(crate) fn create(dir: &Path, base: u64, journal_id: u64) -> Result<SegmentFile> {
