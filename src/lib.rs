@@ -64,7 +64,7 @@ pub use journal::options::{
 };
 pub use journal::{Journal, Ticket};
 pub use lsn::Lsn;
-pub use read::{verify, JournalReader, Reader, Record, Subscription, VerifyReport};
+pub use read::{replay, verify, JournalReader, Reader, Record, ReplayReport, Subscription, VerifyReport};
 pub use recovery::RecoveryReport;
 pub use segment::Preallocate;
 pub use stats::{Percentiles, Stats};

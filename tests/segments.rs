@@ -23,7 +23,67 @@ matrix!(
     a_blank_header_over_unacknowledged_records_is_cut_or_corrupt,
     a_damaged_header_over_records_is_corrupt,
     every_preallocation_mode_rolls_over_and_reads_back,
+    replay_delivers_what_a_reader_reads_in_order,
 );
+
+async fn replay_delivers_what_a_reader_reads_in_order(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.segment_size(SEGMENT)).await.unwrap();
+    let mut lsns = fill(&j, 5).await;
+    lsns.extend(j.append_batch_async(&[b"batch a".as_slice(), b"batch b", b"batch c"]).await.unwrap());
+    j.close().await.unwrap();
+    let expected = common::read_all(dir.path());
+    assert_eq!(expected.len(), lsns.len());
+    let mut got = Vec::new();
+    let report = tidelog::replay(dir.path(), Lsn::ZERO, |r| {
+        got.push((r.lsn().as_u64(), r.payload().to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    assert!(got == expected, "same records, same order, across five segments");
+    assert_eq!(report.records, lsns.len() as u64);
+    assert_eq!(report.end_lsn, *lsns.last().unwrap());
+    // From a record's LSN: the records after it.
+    let mid = lsns[lsns.len() / 2];
+    let mut after = Vec::new();
+    tidelog::replay(dir.path(), mid, |r| {
+        after.push(r.lsn());
+        Ok(())
+    })
+    .unwrap();
+    assert!(after == lsns[lsns.len() / 2 + 1..], "from the middle");
+    // The callback's error stops the replay and comes back.
+    let mut seen = 0;
+    let err = tidelog::replay(dir.path(), Lsn::ZERO, |_| {
+        seen += 1;
+        if seen == 10 {
+            return Err(Error::InvalidOptions("stop here".into()));
+        }
+        Ok(())
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions(_)) && seen == 10, "{err}");
+    // A torn tail on the last segment ends the replay: the unfinished batch
+    // is not delivered.
+    let name = segment_files(dir.path()).last().unwrap().clone();
+    let base: u64 = name.trim_end_matches(".tlog").parse().unwrap();
+    let end = 4096 + lsns.last().unwrap().as_u64() - base;
+    std::fs::OpenOptions::new().write(true).open(dir.path().join(&name)).unwrap().set_len(end - 5).unwrap();
+    let mut torn = Vec::new();
+    tidelog::replay(dir.path(), Lsn::ZERO, |r| {
+        torn.push(r.lsn());
+        Ok(())
+    })
+    .unwrap();
+    assert!(torn == lsns[..lsns.len() - 3], "all or none of the batch: {} of {}", torn.len(), lsns.len());
+    // Damage inside a sealed segment is Corrupt, naming the file.
+    let first = dir.path().join(&segment_files(dir.path())[0]);
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[4096 + 30_000] ^= 0xFF;
+    std::fs::write(&first, &bytes).unwrap();
+    let err = tidelog::replay(dir.path(), Lsn::ZERO, |_| Ok(())).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }) && err.to_string().contains(".tlog"), "{err}");
+}
 
 fn segment_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
     dir.join(format!("{base:020}.tlog"))

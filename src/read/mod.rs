@@ -8,8 +8,10 @@
 //! are delivered only whole.
 
 pub(crate) mod cursor;
+mod replay;
 mod subscribe;
 
+pub use replay::{replay, ReplayReport};
 pub use subscribe::Subscription;
 
 use std::collections::VecDeque;
