@@ -35,6 +35,8 @@ fn truncate_at_lsn(dir: &Path, lsn: u64) {
 }
 
 async fn torn_final_record_at_every_byte_recovers_the_prefix(opts: JournalOptions) {
+    // Small (preallocated) segments: every case rewrites whole files.
+    let opts = opts.segment_size(1 << 20);
     let dir = tempfile::tempdir().unwrap();
     let spans = make(dir.path(), &opts, 4).await;
     let pristine = std::fs::read(segment0(dir.path())).unwrap();
@@ -60,6 +62,8 @@ async fn torn_final_record_at_every_byte_recovers_the_prefix(opts: JournalOption
 }
 
 async fn corrupt_middle_is_cut_under_point_in_time_and_fatal_under_absolute(opts: JournalOptions) {
+    // Small (preallocated) segments: every case rewrites whole files.
+    let opts = opts.segment_size(1 << 20);
     let dir = tempfile::tempdir().unwrap();
     let spans = make(dir.path(), &opts, 5).await;
     let mut bytes = std::fs::read(segment0(dir.path())).unwrap();
@@ -87,6 +91,8 @@ async fn corrupt_middle_is_cut_under_point_in_time_and_fatal_under_absolute(opts
 }
 
 async fn torn_atomic_batch_disappears_whole(opts: JournalOptions) {
+    // Small (preallocated) segments: every case rewrites whole files.
+    let opts = opts.segment_size(1 << 20);
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
     let single = j.append_async(b"single").await.unwrap();

@@ -30,8 +30,21 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
         backend = Box::new(crate::substrate::fault::FaultBackend::new(backend, plan.clone()));
     }
     let (recover_dir, mode) = (dir.to_path_buf(), opts.recovery);
+    let (size, how) = (opts.segment_size, opts.preallocate);
     let recovered = runtime
-        .spawn_blocking(move || recovery::recover(&recover_dir, mode))
+        .spawn_blocking(move || {
+            let recovered = recovery::recover(&recover_dir, mode)?;
+            if recovered.report.created {
+                // A new journal's first segment is reserved like every later
+                // one (the spare mechanism covers those).
+                let last = &recovered.last;
+                let header = crate::format::SEGMENT_HEADER_LEN as u64;
+                crate::segment::reserve(&last.file, header, size, how)
+                    .and_then(|()| crate::substrate::platform::sync_data(&last.file))
+                    .map_err(|e| Error::io_at("preallocate segment", &last.path, crate::Lsn::new(last.base), e))?;
+            }
+            Ok::<_, Error>(recovered)
+        })
         .await
         .map_err(|e| Error::io("recovery task", dir, io::Error::other(e.to_string())))??;
     let end = recovered.report.end_lsn.as_u64();

@@ -357,6 +357,11 @@ pub(crate) fn nonzero_extent(file: &File, from: u64, len: u64) -> std::io::Resul
     let mut last = from;
     let mut off = from;
     while off < len {
+        // Skip holes and unwritten (preallocated) extents: they read as zeros.
+        match crate::substrate::platform::next_data(file, off)? {
+            Some(data) if data < len => off = data,
+            Some(_) | None => break,
+        }
         let want = (len - off).min(buf.len() as u64) as usize;
         let n = file.read_at(&mut buf[..want], off)?;
         if n == 0 {

@@ -44,24 +44,30 @@ pub enum Preallocate {
     Zero,
 }
 
+/// Reserves `[from, size)` of a new segment file as `how` says (not synced).
+pub(crate) fn reserve(file: &File, from: u64, size: u64, how: Preallocate) -> io::Result<()> {
+    match how {
+        Preallocate::None => {}
+        Preallocate::Fallocate => platform::allocate(file, size)?,
+        Preallocate::Zero => {
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = from;
+            while at < size {
+                let n = (size - at).min(zeros.len() as u64) as usize;
+                platform::pwrite_all(file, &zeros[..n], at)?;
+                at += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Makes the spare for the next segment: created, space reserved, synced.
 /// It gets its header and name at rollover ([`activate`]).
 pub(crate) fn make_spare(dir: &Path, size: u64, how: Preallocate) -> io::Result<File> {
     let path = dir.join(SPARE_NAME);
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
-    match how {
-        Preallocate::None => {}
-        Preallocate::Fallocate => platform::allocate(&file, size)?,
-        Preallocate::Zero => {
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = 0;
-            while at < size {
-                let n = (size - at).min(zeros.len() as u64) as usize;
-                platform::pwrite_all(&file, &zeros[..n], at)?;
-                at += n as u64;
-            }
-        }
-    }
+    reserve(&file, 0, size, how)?;
     // The allocation itself is durable now, not in the first sync of a
     // record in this segment.
     platform::sync_data(&file)?;

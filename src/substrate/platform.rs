@@ -59,6 +59,33 @@ pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// The first offset at or after `from` that may hold data (`SEEK_DATA`),
+/// `None` past the last data. Where `SEEK_DATA` is unsupported, `from`.
+pub(crate) fn next_data(file: &File, from: u64) -> io::Result<Option<u64>> {
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    {
+        use std::os::fd::AsRawFd;
+        let Ok(at) = libc::off_t::try_from(from) else { return Ok(Some(from)) };
+        // SAFETY: plain syscall on a valid fd borrowed for the call; it only
+        // moves this fd's offset, which positional I/O does not use.
+        let rc = unsafe { libc::lseek(file.as_raw_fd(), at, libc::SEEK_DATA) };
+        if rc >= 0 {
+            return Ok(Some(rc as u64));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            Some(libc::EINVAL | libc::EOPNOTSUPP) => Ok(Some(from)),
+            _ => Err(err),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    {
+        let _ = file;
+        Ok(Some(from))
+    }
+}
+
 /// Makes a directory's entries (creations, renames, unlinks) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
