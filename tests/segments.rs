@@ -66,7 +66,7 @@ async fn replay_delivers_what_a_reader_reads_in_order(opts: JournalOptions) {
     // A torn tail on the last segment ends the replay: the unfinished batch
     // is not delivered.
     let name = segment_files(dir.path()).last().unwrap().clone();
-    let base: u64 = name.trim_end_matches(".tlog").parse().unwrap();
+    let base: u64 = base_of(&name);
     let end = 4096 + lsns.last().unwrap().as_u64() - base;
     std::fs::OpenOptions::new().write(true).open(dir.path().join(&name)).unwrap().set_len(end - 5).unwrap();
     let mut torn = Vec::new();
@@ -92,11 +92,8 @@ fn segment_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
 /// A rollover named the next segment, and the crash came before its header
 /// (or anything else) reached the disk.
 async fn a_torn_header_in_a_never_used_segment_is_dropped_and_remade(opts: JournalOptions) {
-    let dir = tempfile::tempdir().unwrap();
     let opts = opts.segment_size(SEGMENT);
-    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
-    let lsns = fill(&j, 2).await;
-    j.close().await.unwrap();
+    let (dir, lsns) = closed_journal(&opts, 2).await;
     let end = lsns.last().unwrap().as_u64();
     let header = std::fs::read(dir.path().join(&segment_files(dir.path())[0])).unwrap()[..4096].to_vec();
     let mut torn = header.clone();
@@ -124,14 +121,11 @@ async fn a_torn_header_in_a_never_used_segment_is_dropped_and_remade(opts: Journ
 /// the rollover's seal made its header durable: none of them was
 /// acknowledged as durable, so PointInTime cuts them (keeping a sidecar).
 async fn a_blank_header_over_unacknowledged_records_is_cut_or_corrupt(opts: JournalOptions) {
-    let dir = tempfile::tempdir().unwrap();
     let opts = opts.segment_size(SEGMENT);
-    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
-    let lsns = fill(&j, 3).await;
-    j.close().await.unwrap();
+    let (dir, lsns) = closed_journal(&opts, 3).await;
     let files = segment_files(dir.path());
     let last = dir.path().join(files.last().unwrap());
-    let last_base: u64 = files.last().unwrap().trim_end_matches(".tlog").parse().unwrap();
+    let last_base: u64 = base_of(files.last().unwrap());
     let mut bytes = std::fs::read(&last).unwrap();
     bytes[..4096].fill(0);
     std::fs::write(&last, &bytes).unwrap();
@@ -201,6 +195,20 @@ fn segment_files(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// The base LSN in a segment file name.
+fn base_of(name: &str) -> u64 {
+    name.trim_end_matches(".tlog").parse().unwrap()
+}
+
+/// A closed journal in a new temp directory, spanning `segments` files.
+async fn closed_journal(opts: &JournalOptions, segments: usize) -> (tempfile::TempDir, Vec<Lsn>) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let lsns = fill(&j, segments).await;
+    j.close().await.unwrap();
+    (dir, lsns)
+}
+
 /// Appends 4 KiB records until the journal spans `segments` files; returns
 /// every LSN.
 async fn fill(j: &Journal, segments: usize) -> Vec<Lsn> {
@@ -225,7 +233,7 @@ async fn truncate_before_deletes_only_whole_segments_below(opts: JournalOptions)
     let lsns = fill(&j, 4).await;
     let before = segment_files(dir.path());
     assert_eq!(before.len(), 4);
-    let third_base: u64 = before[2].trim_end_matches(".tlog").parse().unwrap();
+    let third_base: u64 = base_of(&before[2]);
     // An LSN inside the third segment: the first two go, the third stays.
     let cut = *lsns.iter().find(|l| l.as_u64() > third_base).unwrap();
     j.truncate_before(cut).await.unwrap();
@@ -277,17 +285,14 @@ async fn truncate_waits_for_a_reader_holding_an_old_segment(opts: JournalOptions
 }
 
 async fn reopen_after_a_crash_midway_through_truncation(opts: JournalOptions) {
-    let dir = tempfile::tempdir().unwrap();
     let opts = opts.segment_size(SEGMENT);
-    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
-    let lsns = fill(&j, 3).await;
-    j.close().await.unwrap();
+    let (dir, lsns) = closed_journal(&opts, 3).await;
     // The state a crash leaves after the oldest segment's unlink reached the
     // disk and before the rest did: a contiguous suffix.
     let files = segment_files(dir.path());
     std::fs::remove_file(dir.path().join(&files[0])).unwrap();
     let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
-    let second_base: u64 = files[1].trim_end_matches(".tlog").parse().unwrap();
+    let second_base: u64 = base_of(&files[1]);
     let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
     assert_eq!(records.first().unwrap().start_lsn(), Lsn::new(second_base));
     assert_eq!(records.last().unwrap().lsn(), *lsns.last().unwrap());
