@@ -190,8 +190,11 @@ fn map_sealed(file: &File, len: u64) -> std::io::Result<memmap2::Mmap> {
     // SIGBUS — the same hazard as reading any file another process
     // truncates; documented for tools that replay a journal being opened.
     let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(file)? };
-    #[cfg(unix)]
+    // Sequential: aggressive read-ahead, pages behind dropped early.
+    // WillNeed: start reading the whole segment now, so page faults find
+    // pages in flight rather than each waiting for its own read.
     let _ = map.advise(memmap2::Advice::Sequential);
+    let _ = map.advise(memmap2::Advice::WillNeed);
     Ok(map)
 }
 

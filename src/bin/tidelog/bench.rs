@@ -47,6 +47,11 @@ pub(crate) struct BenchArgs {
     /// zero-filled): what segment preallocation does to fdatasync latency.
     #[arg(long)]
     raw_prealloc: bool,
+    /// Instead of the append matrix: write a journal of this many MiB per
+    /// record size, then time `tidelog::replay` of it against a raw
+    /// sequential read of the same files (both from a cold page cache).
+    #[arg(long)]
+    replay_mib: Option<u64>,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -125,6 +130,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    if let Some(mib) = args.replay_mib {
+        eprintln!("tidelog replay bench in {} ({mib} MiB per record size)", base.display());
+        return crate::replay_bench::run(&base, mib, &args.record_size);
+    }
     eprintln!("tidelog bench in {} ({cell_secs} s per cell, {rounds} interleaved rounds, medians)", base.display());
     let policy = parse_policy(&args.policy)?;
     for mode in &args.mode {

@@ -2,6 +2,7 @@
 //! pwrite+fdatasync floor on your disk) and `verify` for operators.
 
 mod bench;
+mod replay_bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
