@@ -47,6 +47,7 @@
 #[cfg(not(unix))]
 compile_error!("tidelog currently builds on Unix only (Linux, macOS, BSDs)");
 
+pub mod bulk;
 mod error;
 pub mod format;
 mod gate;
@@ -56,6 +57,7 @@ mod read;
 mod recovery;
 mod segment;
 mod stats;
+mod storage;
 mod substrate;
 
 pub use error::{Error, Result};
@@ -68,6 +70,7 @@ pub use read::{replay, verify, JournalReader, Reader, Record, ReplayReport, Subs
 pub use recovery::RecoveryReport;
 pub use segment::Preallocate;
 pub use stats::{Percentiles, Stats};
+pub use storage::StorageClass;
 
 /// Test seams. Not a stable API: it may change in any release.
 #[doc(hidden)]

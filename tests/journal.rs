@@ -36,6 +36,7 @@ async fn append_sync_reopen_reads_back_in_order(opts: JournalOptions) {
     assert_eq!(stats.appends, 100);
     assert!(stats.syncs >= 1);
     assert_eq!(stats.substrate, j.substrate());
+    assert_eq!(j.storage_class(), tidelog::StorageClass::of(dir.path()).unwrap());
     j.close().await.unwrap();
 
     let j = Journal::open(dir.path(), opts).await.unwrap();

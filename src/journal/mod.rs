@@ -29,6 +29,7 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) opts: JournalOptions,
     pub(crate) substrate: Substrate,
+    pub(crate) storage: crate::StorageClass,
     pub(crate) log: LogBuffer,
     pub(crate) gate: Gate,
     /// Base LSNs of the segment files, ascending (the driver appends).
@@ -249,6 +250,11 @@ impl Journal {
     /// What recovery found and cut when this journal was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.shared().report
+    }
+
+    /// The filesystem the journal lives on (as `statfs` tells at open).
+    pub fn storage_class(&self) -> crate::StorageClass {
+        self.shared().storage
     }
 
     /// The journal's directory.

@@ -24,6 +24,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     }
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::RuntimeRequired)?;
     prepare_dir(dir)?;
+    let storage = crate::StorageClass::of(dir)?;
     let lock = take_lock(dir)?;
     let mut backend = choose_backend(&opts)?;
     if let Some(plan) = &opts.fault {
@@ -58,6 +59,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
         stats: StatsInner::new(),
         report: recovered.report,
         substrate: backend.substrate(),
+        storage,
         shutdown: AtomicBool::new(false),
         close_sync: AtomicBool::new(false),
         driver: Mutex::new(None),
@@ -65,7 +67,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     });
     tracing::info!(
         dir = %dir.display(), end_lsn = end, segments = shared.report.segments,
-        substrate = ?shared.substrate, "journal open"
+        substrate = ?shared.substrate, storage = %storage, "journal open"
     );
     let driver = Driver::new(shared.clone(), backend, recovered.last, recovered.journal_id, lock);
     let task = runtime.spawn(driver.run());

@@ -52,6 +52,11 @@ pub(crate) struct BenchArgs {
     /// sequential read of the same files (both from a cold page cache).
     #[arg(long)]
     replay_mib: Option<u64>,
+    /// Instead of the append matrix: write this many MiB sequentially with
+    /// plain tokio::fs and with bulk::WritebackFile, each beside a journal
+    /// doing durable appends; report MB/s, peak Dirty memory, journal p99.
+    #[arg(long)]
+    bulk_mib: Option<u64>,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -130,6 +135,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    if let Some(mib) = args.bulk_mib {
+        eprintln!("tidelog bulk bench in {} ({mib} MiB per writer)", base.display());
+        return crate::bulk_bench::run(&base, mib);
+    }
     if let Some(mib) = args.replay_mib {
         eprintln!("tidelog replay bench in {} ({mib} MiB per record size)", base.display());
         return crate::replay_bench::run(&base, mib, &args.record_size);

@@ -2,6 +2,7 @@
 //! pwrite+fdatasync floor on your disk) and `verify` for operators.
 
 mod bench;
+mod bulk_bench;
 mod replay_bench;
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Measure durable appends per substrate beside a raw pwrite+fdatasync loop.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Check every frame of a journal: exit 0 clean, 1 torn tail only, 2 corruption.
     Verify {
         /// The journal directory.
@@ -30,7 +31,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(args) => match bench::run(args) {
+        Command::Bench(args) => match bench::run(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tidelog bench: {e}");

@@ -1,0 +1,413 @@
+//! Bulk sequential writes beside a journal — snapshots, checkpoints,
+//! compaction output — with bounded dirty memory.
+//!
+//! Left alone, the kernel lets a large write pile up dirty pages until a
+//! writeback burst stalls everything on the device, the journal's
+//! `fdatasync` included. [`WritebackFile`] keeps the pile small: each time a
+//! `chunk` of output is complete it starts writeback of that chunk
+//! (`sync_file_range(WRITE)`) and waits for the *previous* one
+//! (`WAIT_BEFORE | WRITE | WAIT_AFTER`), so about two chunks are ever dirty.
+//! Writes and waits run on tokio's blocking pool, never on a worker.
+//!
+//! The chunk adapts: it grows while the measured waits stay short (the
+//! device keeps up) and shrinks when their p95 gets long, within
+//! [4 MiB, 256 MiB], seeded from the [`StorageClass`]. A wait longer than the
+//! deadline marks the writer degraded: one `tracing::error!`, later chunks
+//! skip the wait (the stuck syscall finishes on its blocking thread, holding
+//! its own handle to the file), and `finish` still makes the file durable.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::substrate::platform;
+use crate::{Error, Result, StorageClass};
+
+/// Smallest adaptive chunk.
+pub const MIN_CHUNK: u64 = 4 << 20;
+/// Largest adaptive chunk.
+pub const MAX_CHUNK: u64 = 256 << 20;
+/// Bytes staged in memory before one `pwrite`.
+const STAGE: usize = 1 << 20;
+
+/// How a [`WritebackFile`] behaves.
+#[derive(Clone, Debug)]
+pub struct WritebackOptions {
+    chunk: Option<u64>,
+    wait_deadline: Duration,
+    atomic: bool,
+    adaptive: bool,
+    wait_delay: Option<Duration>,
+}
+
+impl Default for WritebackOptions {
+    fn default() -> Self {
+        WritebackOptions {
+            chunk: None,
+            wait_deadline: Duration::from_secs(30),
+            atomic: false,
+            adaptive: true,
+            wait_delay: None,
+        }
+    }
+}
+
+impl WritebackOptions {
+    /// The defaults: chunk seeded from the storage class, adaptive, 30 s
+    /// wait deadline, written in place.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The starting chunk (clamped to [`MIN_CHUNK`], [`MAX_CHUNK`]).
+    pub fn chunk(mut self, bytes: u64) -> Self {
+        self.chunk = Some(bytes);
+        self
+    }
+    /// Keep the chunk fixed instead of adapting it (default: adaptive).
+    pub fn adaptive(mut self, on: bool) -> Self {
+        self.adaptive = on;
+        self
+    }
+    /// A writeback wait longer than this degrades the writer (default 30 s).
+    pub fn wait_deadline(mut self, deadline: Duration) -> Self {
+        self.wait_deadline = deadline;
+        self
+    }
+    /// Write to a temporary name and rename into place at `finish`: readers
+    /// of the path see the old file or the whole new one (default off).
+    pub fn atomic(mut self, on: bool) -> Self {
+        self.atomic = on;
+        self
+    }
+    /// Test seam: every writeback wait takes this much longer (a slow
+    /// device). Not a stable API.
+    #[doc(hidden)]
+    pub fn inject_wait_delay(mut self, delay: Duration) -> Self {
+        self.wait_delay = Some(delay);
+        self
+    }
+}
+
+/// What a [`WritebackFile`] has done so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WritebackStats {
+    /// Bytes accepted by `write_all`.
+    pub bytes: u64,
+    /// The current chunk size.
+    pub chunk: u64,
+    /// Chunks completed (writeback started).
+    pub chunks: u64,
+    /// Waits for a previous chunk's writeback.
+    pub waits: u64,
+    /// The longest of those waits.
+    pub max_wait: Duration,
+    /// A wait overran the deadline; waits are skipped since.
+    pub degraded: bool,
+}
+
+/// Picks the chunk size from the p95 of recent writeback waits.
+#[derive(Debug)]
+struct ChunkTuner {
+    chunk: u64,
+    adaptive: bool,
+    window: VecDeque<Duration>,
+}
+
+/// Waits whose p95 is below this let the chunk grow...
+const FAST_WAIT: Duration = Duration::from_millis(20);
+/// ...and above this make it shrink.
+const SLOW_WAIT: Duration = Duration::from_millis(200);
+const WINDOW: usize = 20;
+/// Samples needed before the first decision.
+const DECIDE_AFTER: usize = 4;
+
+impl ChunkTuner {
+    fn new(seed: u64, adaptive: bool) -> ChunkTuner {
+        ChunkTuner { chunk: seed.clamp(MIN_CHUNK, MAX_CHUNK), adaptive, window: VecDeque::new() }
+    }
+
+    fn seed(class: StorageClass) -> u64 {
+        match class {
+            StorageClass::Nfs => 64 << 20,
+            StorageClass::Tmpfs => MIN_CHUNK,
+            _ => 16 << 20,
+        }
+    }
+
+    fn record(&mut self, wait: Duration) {
+        if !self.adaptive {
+            return;
+        }
+        if self.window.len() == WINDOW {
+            self.window.pop_front();
+        }
+        self.window.push_back(wait);
+        if self.window.len() < DECIDE_AFTER {
+            return;
+        }
+        let mut sorted: Vec<Duration> = self.window.iter().copied().collect();
+        sorted.sort_unstable();
+        let p95 = sorted[(sorted.len() * 95).div_ceil(100) - 1];
+        let next = if p95 < FAST_WAIT {
+            (self.chunk * 2).min(MAX_CHUNK)
+        } else if p95 > SLOW_WAIT {
+            (self.chunk / 2).max(MIN_CHUNK)
+        } else {
+            self.chunk
+        };
+        if next != self.chunk {
+            tracing::debug!(from = self.chunk, to = next, p95_ms = p95.as_millis() as u64, "writeback chunk resized");
+            self.chunk = next;
+            self.window.clear(); // judge the new size on its own waits
+        }
+    }
+}
+
+/// An async sequential file writer with bounded dirty pages. See the module
+/// docs.
+#[derive(Debug)]
+pub struct WritebackFile {
+    file: Arc<File>,
+    /// Where the bytes go (a temporary name when atomic).
+    path: PathBuf,
+    target: PathBuf,
+    dir: PathBuf,
+    atomic: bool,
+    class: StorageClass,
+    stage: Vec<u8>,
+    /// Bytes handed to the kernel.
+    written: u64,
+    chunk_start: u64,
+    /// The previous chunk, whose writeback was started: (offset, len).
+    previous: Option<(u64, u64)>,
+    tuner: ChunkTuner,
+    deadline: Duration,
+    wait_delay: Option<Duration>,
+    stats: WritebackStats,
+    done: bool,
+}
+
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    job: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<std::io::Result<T>> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| Error::io("bulk write task", path, std::io::Error::other(e.to_string())))
+}
+
+impl WritebackFile {
+    /// Creates (or truncates) `path` for writing. Needs a tokio runtime.
+    pub async fn create(path: impl AsRef<Path>, opts: WritebackOptions) -> Result<WritebackFile> {
+        tokio::runtime::Handle::try_current().map_err(|_| Error::RuntimeRequired)?;
+        let target = path.as_ref().to_path_buf();
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = target
+            .file_name()
+            .ok_or_else(|| Error::InvalidOptions(format!("{}: not a file path", target.display())))?;
+        let path =
+            if opts.atomic { dir.join(format!(".{}.tidelog-tmp", name.to_string_lossy())) } else { target.clone() };
+        let class = StorageClass::of(&dir)?;
+        let open_path = path.clone();
+        let file = blocking(&path, move || OpenOptions::new().write(true).create(true).truncate(true).open(&open_path))
+            .await?
+            .map_err(|e| Error::io("create file", &path, e))?;
+        let seed = opts.chunk.unwrap_or_else(|| ChunkTuner::seed(class));
+        let tuner = ChunkTuner::new(seed, opts.adaptive);
+        tracing::debug!(path = %target.display(), class = %class, chunk = tuner.chunk, "writeback file");
+        Ok(WritebackFile {
+            file: Arc::new(file),
+            path,
+            target,
+            dir,
+            atomic: opts.atomic,
+            class,
+            stage: Vec::with_capacity(STAGE),
+            written: 0,
+            chunk_start: 0,
+            previous: None,
+            stats: WritebackStats { chunk: tuner.chunk, ..WritebackStats::default() },
+            tuner,
+            deadline: opts.wait_deadline,
+            wait_delay: opts.wait_delay,
+            done: false,
+        })
+    }
+
+    /// The filesystem the file is on.
+    pub fn storage_class(&self) -> StorageClass {
+        self.class
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> WritebackStats {
+        WritebackStats { chunk: self.tuner.chunk, ..self.stats.clone() }
+    }
+
+    /// Appends `data` to the file.
+    pub async fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
+        if self.done {
+            return Err(Error::Closed);
+        }
+        self.stats.bytes += data.len() as u64;
+        while !data.is_empty() {
+            let n = (STAGE - self.stage.len()).min(data.len());
+            self.stage.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.stage.len() == STAGE {
+                self.flush_stage().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_stage(&mut self) -> Result<()> {
+        if self.stage.is_empty() {
+            return Ok(());
+        }
+        let stage = std::mem::take(&mut self.stage);
+        let (file, offset) = (self.file.clone(), self.written);
+        let (result, stage) = blocking(&self.path, move || {
+            let result = platform::pwrite_all(&file, &stage, offset);
+            Ok((result, stage))
+        })
+        .await?
+        .map_err(|e| Error::io("write", &self.path, e))?;
+        result.map_err(|e| Error::io("write", &self.path, e))?;
+        self.written += stage.len() as u64;
+        self.stage = stage;
+        self.stage.clear();
+        while self.written - self.chunk_start >= self.tuner.chunk {
+            let chunk = (self.chunk_start, self.tuner.chunk);
+            self.chunk_start += chunk.1;
+            self.chunk_done(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts writeback of `chunk` and waits for the previous one's.
+    async fn chunk_done(&mut self, chunk: (u64, u64)) -> Result<()> {
+        self.stats.chunks += 1;
+        if self.class.is_memory() || self.stats.degraded {
+            return Ok(()); // nothing to write back, or the device is stuck
+        }
+        let (file, previous, delay) = (self.file.clone(), self.previous.replace(chunk), self.wait_delay);
+        let job = blocking(&self.path, move || -> std::io::Result<Option<Duration>> {
+            platform::start_writeback(&file, chunk.0, chunk.1)?;
+            let Some(prev) = previous else { return Ok(None) };
+            let t = Instant::now();
+            if let Some(delay) = delay {
+                std::thread::sleep(delay); // test seam: a slow device
+            }
+            platform::wait_writeback(&file, prev.0, prev.1)?;
+            Ok(Some(t.elapsed()))
+        });
+        match tokio::time::timeout(self.deadline, job).await {
+            Ok(done) => {
+                if let Some(wait) = done?.map_err(|e| Error::io("sync_file_range", &self.path, e))? {
+                    self.stats.waits += 1;
+                    self.stats.max_wait = self.stats.max_wait.max(wait);
+                    self.tuner.record(wait);
+                }
+            }
+            Err(_) => {
+                self.stats.degraded = true;
+                tracing::error!(
+                    path = %self.target.display(), deadline_s = self.deadline.as_secs_f64(),
+                    "writeback wait overran its deadline: the device is stalled; later chunks skip the wait"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is staged, makes the file durable (and its directory
+    /// entry, after the rename when atomic). Returns the file's length.
+    pub async fn finish(mut self) -> Result<u64> {
+        self.flush_stage().await?;
+        self.done = true;
+        let (file, path, target, dir, atomic) =
+            (self.file.clone(), self.path.clone(), self.target.clone(), self.dir.clone(), self.atomic);
+        blocking(&self.target, move || -> std::io::Result<()> {
+            platform::sync_data(&file)?;
+            if atomic {
+                std::fs::rename(&path, &target)?;
+            }
+            platform::sync_dir(&dir)
+        })
+        .await?
+        .map_err(|e| Error::io("finish", &self.target, e))?;
+        Ok(self.written)
+    }
+
+    /// Abandons the file: removes what this writer created (the temporary
+    /// file when atomic, else the partial file).
+    pub async fn abort(mut self) -> Result<()> {
+        self.done = true;
+        let path = self.path.clone();
+        blocking(&self.path, move || std::fs::remove_file(&path)).await?.map_err(|e| Error::io("remove", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_chunk_grows_while_waits_are_short_and_shrinks_when_slow() {
+        let mut t = ChunkTuner::new(16 << 20, true);
+        for _ in 0..3 {
+            t.record(ms(1));
+        }
+        assert_eq!(t.chunk, 16 << 20, "no decision before enough samples");
+        t.record(ms(1));
+        assert_eq!(t.chunk, 32 << 20);
+        for _ in 0..40 {
+            t.record(ms(2));
+        }
+        assert_eq!(t.chunk, MAX_CHUNK, "bounded above");
+        for _ in 0..4 {
+            t.record(ms(500));
+        }
+        assert_eq!(t.chunk, MAX_CHUNK / 2);
+        for _ in 0..100 {
+            t.record(ms(500));
+        }
+        assert_eq!(t.chunk, MIN_CHUNK, "bounded below");
+    }
+
+    #[test]
+    fn one_slow_wait_in_twenty_does_not_shrink_but_two_do() {
+        let mut t = ChunkTuner::new(64 << 20, true);
+        // Between the thresholds: the size holds.
+        for _ in 0..20 {
+            t.record(ms(100));
+        }
+        assert_eq!(t.chunk, 64 << 20);
+        t.record(ms(300));
+        assert_eq!(t.chunk, 64 << 20, "one outlier in twenty is above the p95");
+        t.record(ms(300));
+        assert_eq!(t.chunk, 32 << 20, "two put the p95 above the slow threshold");
+    }
+
+    #[test]
+    fn a_fixed_chunk_never_moves_and_seeds_follow_the_class() {
+        let mut t = ChunkTuner::new(8 << 20, false);
+        for _ in 0..20 {
+            t.record(ms(1));
+        }
+        assert_eq!(t.chunk, 8 << 20);
+        assert_eq!(ChunkTuner::new(1, true).chunk, MIN_CHUNK);
+        assert_eq!(ChunkTuner::seed(StorageClass::Nfs), 64 << 20);
+        assert_eq!(ChunkTuner::seed(StorageClass::Ext4), 16 << 20);
+    }
+}
