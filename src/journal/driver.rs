@@ -136,6 +136,9 @@ impl Driver {
     }
 
     fn make_spare(&mut self) {
+        if !self.shared.opts.precreate {
+            return;
+        }
         let (dir, size, how) = (self.shared.dir.clone(), self.shared.opts.segment_size, self.shared.opts.preallocate);
         self.spare = Some(tokio::task::spawn_blocking(move || segment::make_spare(&dir, size, how)));
     }

@@ -64,6 +64,7 @@ pub struct JournalOptions {
     pub(crate) ring_entries: u32,
     pub(crate) sqpoll_idle: Option<Duration>,
     pub(crate) preallocate: crate::Preallocate,
+    pub(crate) precreate: bool,
     pub(crate) buffer_size: usize,
     pub(crate) stall_threshold: Duration,
     pub(crate) sync_timeout: Option<Duration>,
@@ -88,6 +89,7 @@ impl Default for JournalOptions {
             ring_entries: 256,
             sqpoll_idle: None,
             preallocate: crate::Preallocate::default(),
+            precreate: true,
             buffer_size: 4 << 20,
             stall_threshold: Duration::from_secs(5),
             sync_timeout: None,
@@ -156,6 +158,14 @@ impl JournalOptions {
     /// behind the choice).
     pub fn preallocate(mut self, how: crate::Preallocate) -> Self {
         self.preallocate = how;
+        self
+    }
+
+    /// Benchmark seam: `false` makes each segment at rollover, on the
+    /// append path (the old way), instead of ahead of need. Not a stable API.
+    #[doc(hidden)]
+    pub fn precreate_segments(mut self, on: bool) -> Self {
+        self.precreate = on;
         self
     }
 

@@ -43,6 +43,14 @@ pub(crate) struct BenchArgs {
     /// Journal sync policy: on-demand, or interval-<ms> (e.g. interval-1).
     #[arg(long, default_value = "on-demand")]
     policy: String,
+    /// Segment size in MiB (default 64); small segments show what rollover
+    /// costs appenders.
+    #[arg(long, default_value_t = 64)]
+    segment_mib: u64,
+    /// Make each segment at rollover instead of ahead of need (to measure
+    /// what pre-creation buys).
+    #[arg(long)]
+    no_precreate: bool,
     /// Also run the raw floor into a preallocated file (fallocate, and
     /// zero-filled): what segment preallocation does to fdatasync latency.
     #[arg(long)]
@@ -167,7 +175,12 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                 };
                 for (mode, &tasks) in args.mode.iter().flat_map(|m| args.tasks.iter().map(move |t| (m, t))) {
                     let dir = base.join(format!("{name}-{mode}-{tasks}-{record}"));
-                    let opts = JournalOptions::new().substrate(choice).sync_policy(policy).sqpoll(sqpoll);
+                    let opts = JournalOptions::new()
+                        .substrate(choice)
+                        .sync_policy(policy)
+                        .sqpoll(sqpoll)
+                        .segment_size(args.segment_mib << 20)
+                        .precreate_segments(!args.no_precreate);
                     match rt.block_on(journal_cell(&dir, (opts, sqpoll.is_some()), mode, tasks, record, cell, warmup)) {
                         Ok(s) => samples.push(s),
                         Err(tidelog::Error::Unsupported(why)) => {
