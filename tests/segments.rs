@@ -93,8 +93,8 @@ fn segment_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
 /// (or anything else) reached the disk.
 async fn a_torn_header_in_a_never_used_segment_is_dropped_and_remade(opts: JournalOptions) {
     let opts = opts.segment_size(SEGMENT);
-    let (dir, lsns) = closed_journal(&opts, 2).await;
-    let end = lsns.last().unwrap().as_u64();
+    let (dir, lsns, end) = closed_journal(&opts, 2).await;
+    let end = end.as_u64();
     let header = std::fs::read(dir.path().join(&segment_files(dir.path())[0])).unwrap()[..4096].to_vec();
     let mut torn = header.clone();
     torn[512..].fill(0); // one sector of a header that is not even this segment's
@@ -122,7 +122,7 @@ async fn a_torn_header_in_a_never_used_segment_is_dropped_and_remade(opts: Journ
 /// acknowledged as durable, so PointInTime cuts them (keeping a sidecar).
 async fn a_blank_header_over_unacknowledged_records_is_cut_or_corrupt(opts: JournalOptions) {
     let opts = opts.segment_size(SEGMENT);
-    let (dir, lsns) = closed_journal(&opts, 3).await;
+    let (dir, lsns, _) = closed_journal(&opts, 3).await;
     let files = segment_files(dir.path());
     let last = dir.path().join(files.last().unwrap());
     let last_base: u64 = base_of(files.last().unwrap());
@@ -168,9 +168,10 @@ async fn every_preallocation_mode_rolls_over_and_reads_back(opts: JournalOptions
         let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
         let lsns = fill(&j, 3).await;
         j.close().await.unwrap();
+        let end = j.next_lsn();
         assert!(tidelog::verify(dir.path()).unwrap().is_clean(), "{how:?}");
         let j = Journal::open(dir.path(), opts).await.unwrap();
-        assert_eq!(j.recovery_report().end_lsn(), *lsns.last().unwrap(), "{how:?}");
+        assert_eq!(j.recovery_report().end_lsn(), end, "{how:?}");
         let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
         assert_eq!(records.iter().map(|r| r.lsn()).collect::<Vec<_>>(), lsns, "{how:?}");
         j.close().await.unwrap();
@@ -201,12 +202,15 @@ fn base_of(name: &str) -> u64 {
 }
 
 /// A closed journal in a new temp directory, spanning `segments` files.
-async fn closed_journal(opts: &JournalOptions, segments: usize) -> (tempfile::TempDir, Vec<Lsn>) {
+/// A closed journal spanning `segments` files: its directory, every record
+/// LSN, and its end (past the last record by a padding frame with direct I/O).
+async fn closed_journal(opts: &JournalOptions, segments: usize) -> (tempfile::TempDir, Vec<Lsn>, Lsn) {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
     let lsns = fill(&j, segments).await;
     j.close().await.unwrap();
-    (dir, lsns)
+    let end = j.next_lsn();
+    (dir, lsns, end)
 }
 
 /// Appends 4 KiB records until the journal spans `segments` files; returns
@@ -286,7 +290,7 @@ async fn truncate_waits_for_a_reader_holding_an_old_segment(opts: JournalOptions
 
 async fn reopen_after_a_crash_midway_through_truncation(opts: JournalOptions) {
     let opts = opts.segment_size(SEGMENT);
-    let (dir, lsns) = closed_journal(&opts, 3).await;
+    let (dir, lsns, _) = closed_journal(&opts, 3).await;
     // The state a crash leaves after the oldest segment's unlink reached the
     // disk and before the rest did: a contiguous suffix.
     let files = segment_files(dir.path());

@@ -274,11 +274,20 @@ impl Driver {
         true
     }
 
-    fn submit_write(&mut self, chunk: Chunk) {
+    fn submit_write(&mut self, mut chunk: Chunk) {
         debug_assert_eq!(chunk.seg_base, self.active.base);
         debug_assert_eq!(chunk.start_lsn, self.shared.gate.written_lsn().as_u64(), "writes stay in order");
         let end = chunk.end_lsn();
         let offset = format::file_offset(chunk.seg_base, chunk.start_lsn);
+        let block = self.shared.log.block() as usize;
+        if block != 0 && chunk.buf.len() % block != 0 {
+            // Direct I/O: only a sealed segment's last chunk ends inside a
+            // block (the log buffer pads every other). Zeros past the seal
+            // are unused space to readers and recovery.
+            debug_assert_eq!(offset % block as u64, 0);
+            let fill = block - chunk.buf.len() % block;
+            chunk.buf.extend(fill).fill(0);
+        }
         let linked = self.sync.is_none()
             && self.seal.is_none()
             && self.shared.opts.group_commit_window.is_zero()
@@ -290,7 +299,9 @@ impl Driver {
             self.sync = Some(SyncInFlight { covers: end, records, started: now, stall_logged: false });
         }
         self.write = Some(WriteInFlight { end, records: chunk.records, retries: 0, started: now });
-        self.backend.submit(Op::write(kind, self.active.clone(), offset, chunk.buf, 0));
+        let mut op = Op::write(kind, self.active.clone(), offset, chunk.buf, 0);
+        op.dsync = linked && self.shared.opts.dsync_writes;
+        self.backend.submit(op);
     }
 
     fn start_sync(&mut self, covers: u64) {
@@ -324,7 +335,7 @@ impl Driver {
         let Some(w) = self.write.as_mut() else {
             return Err(self.internal("write completion with no write in flight"));
         };
-        let lsn = Lsn::new(w.end - op.write_len() as u64);
+        let lsn = Lsn::new(w.end.saturating_sub(op.write_len() as u64));
         match result {
             Ok(n) if n == op.write_len() => {}
             Ok(0) => {
@@ -413,20 +424,26 @@ impl Driver {
         let fault = self.shared.opts.fault.clone();
         let has_spare = spare.is_some();
         let sealed_old = old.clone();
+        let direct = self.shared.opts.direct_io;
         let made = tokio::task::spawn_blocking(move || -> Result<SegmentFile> {
             if let Some(plan) = fault {
                 plan.on_segment_create().map_err(|e| {
                     Error::io_at("create segment", dir.join(format::segment_file_name(base)), Lsn::new(base), e)
                 })?;
             }
-            match spare {
-                Some(file) => segment::activate(&dir, file, base, id),
+            let made = match spare {
+                Some(file) => segment::activate(&dir, file, base, id)?,
                 None => {
                     platform::sync_data(&old.file)
                         .map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
-                    segment::create(&dir, base, id)
+                    segment::create(&dir, base, id)?
                 }
+            };
+            if direct {
+                platform::set_direct(&made.file)
+                    .map_err(|e| Error::io_at("set O_DIRECT", &made.path, Lsn::new(base), e))?;
             }
+            Ok(made)
         })
         .await
         .map_err(|e| self.internal(&format!("rollover task: {e}")))??;

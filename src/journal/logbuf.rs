@@ -5,12 +5,19 @@
 //! No syscall, no allocation in the steady state (chunk buffers are
 //! recycled), no message per record. The driver takes every pending chunk at
 //! once and writes each with one call. A chunk never spans segments.
+//!
+//! With direct I/O every chunk starts on a block boundary of its file and is
+//! closed on one: when the driver takes it, or when it is full, a padding
+//! frame fills the rest of its last block (or, when that frame would not fit
+//! in the segment, the segment is sealed and the driver zero-fills the sealed
+//! file's last block). So no write ever covers a block an earlier write
+//! covered, and a block holding acknowledged bytes is never written again.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::format::{self, FLAG_BATCH_CONTINUES, KIND_RECORD};
+use crate::format::{self, FLAG_BATCH_CONTINUES, FRAME_HEADER_LEN, KIND_PADDING, KIND_RECORD};
 use crate::substrate::AlignedBuf;
 use crate::{Error, Result};
 
@@ -56,8 +63,14 @@ pub(crate) struct LogBuffer {
     next: AtomicU64,
     capacity: u64,
     align: usize,
+    /// Direct-I/O block (file offset alignment); 0 for buffered I/O.
+    block: u64,
     chunk_cap: usize,
 }
+
+/// Payload of the largest padding frame (a block of at most 4096 bytes plus
+/// a gap too small for a frame header).
+static PADDING: [u8; 8192] = [0; 8192];
 
 /// Recycled chunk buffers kept for reuse (bounds idle memory to
 /// `SPARE_BUFFERS × CHUNK_BYTES`).
@@ -68,7 +81,11 @@ const SPARE_BUFFERS: usize = 16;
 const CHUNK_BYTES: usize = 1 << 20;
 
 impl LogBuffer {
-    pub(crate) fn new(end_lsn: u64, seg_base: u64, segment_size: u64, align: usize) -> LogBuffer {
+    /// `block` is the direct-I/O block size (0 for buffered I/O); `end_lsn`
+    /// must then lie on a block boundary of its segment.
+    pub(crate) fn new(end_lsn: u64, seg_base: u64, segment_size: u64, align: usize, block: u64) -> LogBuffer {
+        debug_assert!(block == 0 || format::file_offset(seg_base, end_lsn) % block == 0);
+        debug_assert!(block == 0 || (block.is_power_of_two() && block <= 4096));
         LogBuffer {
             state: Mutex::new(State {
                 next_lsn: end_lsn,
@@ -80,6 +97,7 @@ impl LogBuffer {
             next: AtomicU64::new(end_lsn),
             capacity: segment_size - format::SEGMENT_HEADER_LEN as u64,
             align,
+            block,
             chunk_cap: CHUNK_BYTES,
         }
     }
@@ -107,6 +125,9 @@ impl LogBuffer {
         let mut st = self.lock();
         if let Some(err) = &st.refused {
             return Err(err.clone());
+        }
+        if st.pending.back().is_some_and(|c| c.seg_base == st.seg_base && c.buf.len() >= self.chunk_cap) {
+            self.close_chunk(&mut st);
         }
         if st.next_lsn + total > st.seg_base + self.capacity {
             st.seg_base = st.next_lsn; // seal: the next segment starts here
@@ -139,7 +160,43 @@ impl LogBuffer {
 
     /// Takes every pending chunk, in LSN order.
     pub(crate) fn take(&self, into: &mut VecDeque<Chunk>) {
-        into.append(&mut self.lock().pending);
+        let mut st = self.lock();
+        self.close_chunk(&mut st);
+        into.append(&mut st.pending);
+    }
+
+    /// Direct I/O only: ends the tail chunk on a block boundary of its file,
+    /// with a padding frame, or by sealing its segment when the frame does
+    /// not fit (the driver zero-fills a sealed file's last block).
+    fn close_chunk(&self, st: &mut State) {
+        if self.block == 0 {
+            return;
+        }
+        let next = st.next_lsn;
+        let Some(tail) = st.pending.back_mut().filter(|c| c.seg_base == st.seg_base) else {
+            return; // nothing pending, or only a sealed segment's frames
+        };
+        let rem = format::file_offset(st.seg_base, next) % self.block;
+        if rem == 0 {
+            return;
+        }
+        let mut gap = self.block - rem;
+        if gap < FRAME_HEADER_LEN as u64 {
+            gap += self.block;
+        }
+        if next + gap > st.seg_base + self.capacity {
+            st.seg_base = next;
+            return;
+        }
+        let payload = &PADDING[..gap as usize - FRAME_HEADER_LEN];
+        format::encode_frame(tail.buf.extend(gap as usize), next, KIND_PADDING, 0, payload);
+        st.next_lsn = next + gap;
+        self.next.store(st.next_lsn, Ordering::Release);
+    }
+
+    /// The direct-I/O block size; 0 for buffered I/O.
+    pub(crate) fn block(&self) -> u64 {
+        self.block
     }
 
     /// Returns a written chunk's buffer for reuse.
@@ -174,7 +231,7 @@ mod tests {
     #[test]
     fn frames_are_dense_and_roll_to_a_new_segment_when_full() {
         let seg = 1 << 20;
-        let log = LogBuffer::new(0, 0, seg, 8);
+        let log = LogBuffer::new(0, 0, seg, 8, 0);
         let capacity = seg - 4096;
         let big = vec![1u8; 600_000];
         let f = format::frame_len(big.len()) as u64;
@@ -190,5 +247,63 @@ mod tests {
         assert_eq!(chunks.len(), 2);
         assert_eq!((chunks[0].seg_base, chunks[0].start_lsn), (0, 0));
         assert_eq!((chunks[1].seg_base, chunks[1].start_lsn), (f, f));
+    }
+
+    /// Decodes the frames of `buf` (starting at `lsn`): (kind, frame length).
+    fn frames(buf: &[u8], mut lsn: u64) -> Vec<(u8, usize)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < buf.len() {
+            let f = format::decode_frame(&buf[at..], lsn).expect("valid frame");
+            out.push((f.kind, f.len()));
+            at += f.len();
+            lsn += f.len() as u64;
+        }
+        out
+    }
+
+    #[test]
+    fn direct_io_chunks_end_on_block_boundaries_with_a_padding_frame() {
+        let (seg, block) = (1 << 20, 512u64);
+        let log = LogBuffer::new(0, 0, seg, 4096, block);
+        let mut taken = VecDeque::new();
+        // 32-byte frame: padded with a 480-byte frame.
+        log.append(&[[1u8; 8]], 32).unwrap();
+        log.take(&mut taken);
+        assert_eq!(log.next_lsn(), 512);
+        assert_eq!(frames(taken[0].buf.as_slice(), 0), [(KIND_RECORD, 32), (KIND_PADDING, 480)]);
+        // A frame ending 8 bytes short of the boundary: too little room for
+        // a frame header, so the padding runs to the boundary after next.
+        log.append(&[vec![2u8; 480]], 504).unwrap();
+        log.take(&mut taken);
+        assert_eq!(log.next_lsn(), 512 + 1024);
+        assert_eq!(frames(taken[1].buf.as_slice(), 512), [(KIND_RECORD, 504), (KIND_PADDING, 520)]);
+        // Exactly on the boundary: nothing to pad.
+        log.append(&[vec![3u8; 488]], 512).unwrap();
+        log.take(&mut taken);
+        assert_eq!(log.next_lsn(), 2048);
+        assert_eq!(taken[2].buf.len(), 512);
+        for c in &taken {
+            assert_eq!(format::file_offset(c.seg_base, c.start_lsn) % block, 0);
+            assert_eq!(c.buf.len() as u64 % block, 0);
+        }
+    }
+
+    #[test]
+    fn direct_io_seals_the_segment_when_the_padding_does_not_fit() {
+        let (seg, block) = (1 << 20, 4096u64);
+        let capacity = seg - 4096;
+        let log = LogBuffer::new(0, 0, seg, 4096, block);
+        // Leave 8 bytes before the segment's end: no padding frame fits.
+        let n = (capacity - 8) as usize - FRAME_HEADER_LEN;
+        log.append(&[vec![0u8; n]], capacity - 8).unwrap();
+        let mut taken = VecDeque::new();
+        log.take(&mut taken);
+        assert_eq!(log.next_lsn(), capacity - 8, "no padding: the segment is sealed instead");
+        let placed = log.append(&[[9u8; 8]], 32).unwrap();
+        assert_eq!(placed.end, capacity - 8 + 32);
+        log.take(&mut taken);
+        assert_eq!(taken[1].seg_base, capacity - 8, "the next segment starts at the seal");
+        assert_eq!(format::file_offset(taken[1].seg_base, taken[1].start_lsn), 4096);
     }
 }

@@ -9,42 +9,43 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::driver::Driver;
 use super::{LogBuffer, Shared};
 use crate::gate::Gate;
-use crate::recovery;
+use crate::recovery::{self, Recovered};
+use crate::segment::SegmentFile;
 use crate::stats::StatsInner;
 use crate::substrate::{platform, Backend, BlockingBackend};
-use crate::{Error, JournalOptions, Result, SubstrateChoice};
+use crate::{Error, JournalOptions, Lsn, Result, SubstrateChoice};
 
 /// Name of the lock file inside a journal directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
 pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>> {
     opts.validate()?;
-    if opts.direct_io {
-        return Err(Error::Unsupported("direct_io is not implemented yet in this build".into()));
-    }
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::RuntimeRequired)?;
     prepare_dir(dir)?;
     let storage = crate::StorageClass::of(dir)?;
+    if opts.direct_io && storage.is_memory() {
+        return Err(Error::Unsupported(format!(
+            "direct_io: {} is on {storage}, which keeps files in memory and has no O_DIRECT to offer",
+            dir.display()
+        )));
+    }
     let lock = take_lock(dir)?;
     let mut backend = choose_backend(&opts)?;
     if let Some(plan) = &opts.fault {
-        backend = Box::new(crate::substrate::fault::FaultBackend::new(backend, plan.clone()));
+        backend = Box::new(crate::substrate::fault::FaultBackend::new(backend, plan.clone(), opts.direct_io));
     }
     let (recover_dir, mode) = (dir.to_path_buf(), opts.recovery);
-    let (size, how) = (opts.segment_size, opts.preallocate);
-    let recovered = runtime
+    let (size, how, direct) = (opts.segment_size, opts.preallocate, opts.direct_io);
+    let (recovered, block) = runtime
         .spawn_blocking(move || {
-            let recovered = recovery::recover(&recover_dir, mode)?;
+            let mut recovered = recovery::recover(&recover_dir, mode)?;
             if recovered.report.created {
                 // A new journal's first segment is reserved like every later
                 // one (the spare mechanism covers those).
-                let last = &recovered.last;
-                let header = crate::format::SEGMENT_HEADER_LEN as u64;
-                crate::segment::reserve(&last.file, header, size, how)
-                    .and_then(|()| crate::substrate::platform::sync_data(&last.file))
-                    .map_err(|e| Error::io_at("preallocate segment", &last.path, crate::Lsn::new(last.base), e))?;
+                reserve_segment(&recovered.last, size, how)?;
             }
-            Ok::<_, Error>(recovered)
+            let block = if direct { prepare_direct(&recover_dir, storage, &mut recovered, size, how)? } else { 0 };
+            Ok::<_, Error>((recovered, block))
         })
         .await
         .map_err(|e| Error::io("recovery task", dir, io::Error::other(e.to_string())))??;
@@ -52,7 +53,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     let last_base = recovered.last.base;
     let shared = Arc::new(Shared {
         dir: dir.to_path_buf(),
-        log: LogBuffer::new(end, last_base, opts.segment_size, 4096),
+        log: LogBuffer::new(end, last_base, opts.segment_size, 4096, block),
         gate: Gate::new(end),
         segments: RwLock::new(recovered.bases.clone()),
         retention: Arc::new(crate::segment::retention::Retention::new(dir)),
@@ -67,12 +68,65 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     });
     tracing::info!(
         dir = %dir.display(), end_lsn = end, segments = shared.report.segments,
-        substrate = ?shared.substrate, storage = %storage, "journal open"
+        substrate = ?shared.substrate, storage = %storage, direct_io_block = block, "journal open"
     );
     let driver = Driver::new(shared.clone(), backend, recovered.last, recovered.journal_id, lock);
     let task = runtime.spawn(driver.run());
     *shared.driver.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     Ok(shared)
+}
+
+fn reserve_segment(seg: &SegmentFile, size: u64, how: crate::Preallocate) -> Result<()> {
+    let header = crate::format::SEGMENT_HEADER_LEN as u64;
+    crate::segment::reserve(&seg.file, header, size, how)
+        .and_then(|()| platform::sync_data(&seg.file))
+        .map_err(|e| Error::io_at("preallocate segment", &seg.path, Lsn::new(seg.base), e))
+}
+
+/// Direct I/O: learns the block size, makes sure the log continues on a
+/// block boundary, and turns `O_DIRECT` on for the segment appends go to.
+/// Returns the block size.
+///
+/// Recovery may end inside a block (a crash, or a journal written without
+/// direct I/O). Continuing there would write that block again, over bytes
+/// that may be acknowledged; instead the last segment is sealed where it
+/// ends and appends continue in a new segment based at the end, whose first
+/// frame lies at file offset 4096.
+fn prepare_direct(
+    dir: &Path,
+    storage: crate::StorageClass,
+    recovered: &mut Recovered,
+    size: u64,
+    how: crate::Preallocate,
+) -> Result<u64> {
+    let unsupported = |why: String| Error::Unsupported(format!("direct_io on {storage} ({}): {why}", dir.display()));
+    let last = &recovered.last;
+    let (mem, block) = match platform::dio_alignment(&last.file) {
+        Ok(Some(align)) => align,
+        Ok(None) => return Err(unsupported("the kernel reports no O_DIRECT support for its files".into())),
+        Err(e) => return Err(Error::io_at("statx", &last.path, Lsn::new(last.base), e)),
+    };
+    if !block.is_power_of_two() || block > 4096 || mem > 4096 {
+        return Err(unsupported(format!(
+            "needs {block}-byte offsets and {mem}-byte buffers; tidelog supports alignments up to 4096"
+        )));
+    }
+    let block = u64::from(block);
+    let end = recovered.report.end_lsn.as_u64();
+    if crate::format::file_offset(last.base, end) % block != 0 {
+        tracing::info!(dir = %dir.display(), end, block, "direct I/O: the log ends inside a block; continuing in a new segment");
+        let made = crate::segment::create(dir, end, recovered.journal_id)?;
+        reserve_segment(&made, size, how)?;
+        recovered.bases.push(end);
+        recovered.report.segments = recovered.bases.len();
+        recovered.last = made;
+    }
+    let last = &recovered.last;
+    platform::set_direct(&last.file).map_err(|e| match e.raw_os_error() {
+        Some(libc::EINVAL) => unsupported("the filesystem refuses O_DIRECT".into()),
+        _ => Error::io_at("set O_DIRECT", &last.path, Lsn::new(last.base), e),
+    })?;
+    Ok(block)
 }
 
 fn prepare_dir(dir: &Path) -> Result<()> {

@@ -56,6 +56,7 @@ pub enum RecoveryMode {
 pub struct JournalOptions {
     pub(crate) substrate: SubstrateChoice,
     pub(crate) direct_io: bool,
+    pub(crate) dsync_writes: bool,
     pub(crate) segment_size: u64,
     pub(crate) sync_policy: SyncPolicy,
     pub(crate) group_commit_window: Duration,
@@ -81,6 +82,7 @@ impl Default for JournalOptions {
         JournalOptions {
             substrate: SubstrateChoice::Auto,
             direct_io: false,
+            dsync_writes: false,
             segment_size: 64 << 20,
             sync_policy: SyncPolicy::OnDemand,
             group_commit_window: Duration::ZERO,
@@ -110,9 +112,24 @@ impl JournalOptions {
         self
     }
 
-    /// Open segments with `O_DIRECT` (default off).
+    /// Open segments with `O_DIRECT` (default off): writes bypass the page
+    /// cache. Writes are whole blocks of the file's direct-I/O alignment; a
+    /// write that ends inside a block is filled to the block's end with a
+    /// padding frame, so no block holding acknowledged bytes is ever written
+    /// again (see `docs/durability.md`). Refused with `Error::Unsupported`
+    /// on filesystems without `O_DIRECT` (tmpfs).
     pub fn direct_io(mut self, on: bool) -> Self {
         self.direct_io = on;
+        self
+    }
+
+    /// Make a write that someone awaits durability for carry `RWF_DSYNC`
+    /// (default off): the write is durable when it completes (a FUA write
+    /// where the device honours it), instead of a write followed by a
+    /// separate `fdatasync`. Pays off with `direct_io` on devices with FUA;
+    /// measure with `tidelog bench --dsync`.
+    pub fn dsync_writes(mut self, on: bool) -> Self {
+        self.dsync_writes = on;
         self
     }
 
@@ -217,6 +234,9 @@ impl JournalOptions {
                 "segment_size {} is outside [{MIN_SEGMENT_SIZE}, {MAX_SEGMENT_SIZE}]",
                 self.segment_size
             ));
+        }
+        if self.direct_io && self.segment_size % 4096 != 0 {
+            return bad(format!("segment_size {} must be a multiple of 4096 with direct_io", self.segment_size));
         }
         if self.max_record_size == 0 {
             return bad("max_record_size must be at least 1".into());

@@ -43,6 +43,10 @@ pub struct FaultPlan {
     pub writes_seen: AtomicU64,
     /// Syncs completed so far.
     pub syncs_seen: AtomicU64,
+    /// Writes submitted as one `RWF_DSYNC` write standing for write + sync.
+    pub dsync_writes_seen: AtomicU64,
+    /// Every completed write: (segment base, file offset, bytes written).
+    pub write_log: std::sync::Mutex<Vec<(u64, u64, usize)>>,
 }
 
 impl Default for FaultPlan {
@@ -58,6 +62,8 @@ impl Default for FaultPlan {
             sync_delay_ms: AtomicU64::new(0),
             writes_seen: AtomicU64::new(0),
             syncs_seen: AtomicU64::new(0),
+            dsync_writes_seen: AtomicU64::new(0),
+            write_log: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -82,6 +88,8 @@ type Delayed = Pin<Box<dyn Future<Output = Done> + Send>>;
 pub(crate) struct FaultBackend {
     inner: Box<dyn Backend>,
     plan: Arc<FaultPlan>,
+    /// Short writes are cut at multiples of this (0: of 8 bytes).
+    block: usize,
     /// (segment base, offset, original end, original kind) of writes we shortened.
     shortened: Vec<(u64, u64, usize, OpKind)>,
     ready: VecDeque<Done>,
@@ -89,8 +97,18 @@ pub(crate) struct FaultBackend {
 }
 
 impl FaultBackend {
-    pub(crate) fn new(inner: Box<dyn Backend>, plan: Arc<FaultPlan>) -> FaultBackend {
-        FaultBackend { inner, plan, shortened: Vec::new(), ready: VecDeque::new(), delayed: FuturesUnordered::new() }
+    /// `direct`: writes go to `O_DIRECT` files, so short writes are cut at
+    /// 4096-byte boundaries (a multiple of any block size tidelog accepts).
+    pub(crate) fn new(inner: Box<dyn Backend>, plan: Arc<FaultPlan>, direct: bool) -> FaultBackend {
+        let block = if direct { 4096 } else { 0 };
+        FaultBackend {
+            inner,
+            plan,
+            block,
+            shortened: Vec::new(),
+            ready: VecDeque::new(),
+            delayed: FuturesUnordered::new(),
+        }
     }
 
     fn errno(&self) -> io::Error {
@@ -102,6 +120,10 @@ impl FaultBackend {
             let (_, _, end, kind) = self.shortened.swap_remove(i);
             done.op.end = end;
             done.op.kind = kind;
+        }
+        if let Some(Ok(bytes)) = &done.written {
+            let mut log = self.plan.write_log.lock().unwrap_or_else(|p| p.into_inner());
+            log.push((done.op.file.base, done.op.offset, *bytes));
         }
         if done.written.is_some() {
             let n = self.plan.writes_seen.fetch_add(1, SeqCst) + 1;
@@ -130,14 +152,22 @@ impl FaultBackend {
 
 impl Backend for FaultBackend {
     fn submit(&mut self, mut op: Op) {
+        if op.is_dsync_write() {
+            self.plan.dsync_writes_seen.fetch_add(1, SeqCst);
+        }
         if op.buf.is_some() && take_one(&self.plan.eintr_writes) {
             let synced = None;
             self.ready.push_back(Done { op, written: Some(Err(io::Error::from_raw_os_error(libc::EINTR))), synced });
             return;
         }
-        if op.buf.is_some() && op.write_len() >= 16 && take_one(&self.plan.short_writes) {
+        // Direct I/O writes are cut at a block boundary, as a kernel would.
+        let cut = match self.block {
+            0 => op.write_len() / 2 / 8 * 8,
+            block => op.write_len() / 2 / block * block,
+        };
+        if op.buf.is_some() && cut > 0 && take_one(&self.plan.short_writes) {
             self.shortened.push((op.file.base, op.offset, op.end, op.kind));
-            op.end = op.start + op.write_len() / 2;
+            op.end = op.start + cut;
             if op.kind == OpKind::WriteSync {
                 op.kind = OpKind::Write; // as the kernel cancels a link after a short write
             }

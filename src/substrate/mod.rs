@@ -44,16 +44,24 @@ pub(crate) struct Op {
     pub(crate) buf: Option<AlignedBuf>,
     pub(crate) start: usize,
     pub(crate) end: usize,
+    /// `WriteSync` as one write with `RWF_DSYNC` instead of a write and an
+    /// `fdatasync`.
+    pub(crate) dsync: bool,
 }
 
 impl Op {
     pub(crate) fn sync(file: Arc<SegmentFile>) -> Op {
-        Op { kind: OpKind::Sync, file, offset: 0, buf: None, start: 0, end: 0 }
+        Op { kind: OpKind::Sync, file, offset: 0, buf: None, start: 0, end: 0, dsync: false }
     }
 
     pub(crate) fn write(kind: OpKind, file: Arc<SegmentFile>, offset: u64, buf: AlignedBuf, start: usize) -> Op {
         let end = buf.len();
-        Op { kind, file, offset, buf: Some(buf), start, end }
+        Op { kind, file, offset, buf: Some(buf), start, end, dsync: false }
+    }
+
+    /// A `WriteSync` carried by one `RWF_DSYNC` write.
+    pub(crate) fn is_dsync_write(&self) -> bool {
+        self.dsync && self.kind == OpKind::WriteSync
     }
 
     pub(crate) fn write_len(&self) -> usize {
@@ -86,13 +94,25 @@ pub(crate) trait Backend: Send + 'static {
 /// Performs an op synchronously (the blocking substrate's worker body, and
 /// the ring's fallback for ops it cannot carry).
 pub(crate) fn perform(op: Op) -> Done {
-    let written =
-        op.buf.as_ref().map(|buf| platform::pwrite(&op.file.file, &buf.as_slice()[op.start..op.end], op.offset));
+    let dsync = op.is_dsync_write();
+    let written = op.buf.as_ref().map(|buf| {
+        let bytes = &buf.as_slice()[op.start..op.end];
+        if dsync {
+            platform::pwrite_dsync(&op.file.file, bytes, op.offset)
+        } else {
+            platform::pwrite(&op.file.file, bytes, op.offset)
+        }
+    });
     let complete = match &written {
         None => true,
         Some(Ok(n)) => *n == op.write_len(),
         Some(Err(_)) => false,
     };
-    let synced = (op.kind != OpKind::Write && complete).then(|| platform::sync_data(&op.file.file));
+    let synced = match (op.kind, complete) {
+        (OpKind::Write, _) | (_, false) => None,
+        // The kernel made exactly the bytes written durable.
+        _ if dsync => Some(Ok(())),
+        _ => Some(platform::sync_data(&op.file.file)),
+    };
     Done { op, written, synced }
 }

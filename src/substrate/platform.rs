@@ -181,3 +181,77 @@ pub(crate) fn pwrite_all(file: &File, mut buf: &[u8], mut offset: u64) -> io::Re
     }
     Ok(())
 }
+
+/// A positional write with `RWF_DSYNC`: durable when it returns, like a
+/// write followed by `fdatasync` of that range (a FUA write on devices that
+/// honour it). Elsewhere: the write, then `fdatasync`.
+pub(crate) fn pwrite_dsync(file: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: `iov` points into `buf`, borrowed (and so alive and
+        // unmoved) for the whole call; the kernel only reads it.
+        let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_DSYNC) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let n = pwrite(file, buf, offset)?;
+        sync_data(file)?;
+        Ok(n)
+    }
+}
+
+/// Direct-I/O alignment a file needs: `(memory, offset)` in bytes — from
+/// `statx(STATX_DIOALIGN)` where the kernel reports it, else the
+/// filesystem's block size (`st_blksize`, a multiple of the device's
+/// logical block size). `Ok(None)`: the kernel says this file cannot do
+/// direct I/O.
+pub(crate) fn dio_alignment(file: &File) -> io::Result<Option<(u32, u32)>> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `statx` is plain data; all-zero is a valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: `stx` is a valid, writable statx; the empty path with
+        // AT_EMPTY_PATH names the fd itself.
+        let rc =
+            unsafe { libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, &mut stx) };
+        if rc == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0 {
+            if stx.stx_dio_offset_align == 0 {
+                return Ok(None);
+            }
+            return Ok(Some((stx.stx_dio_mem_align, stx.stx_dio_offset_align)));
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    let block = file.metadata()?.blksize().clamp(512, 4096) as u32;
+    Ok(Some((block, block)))
+}
+
+/// Turns `O_DIRECT` on for an open file (Linux; elsewhere `Unsupported`).
+pub(crate) fn set_direct(file: &File) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: F_GETFL/F_SETFL take no pointers; the fd is valid for the
+        // borrow of `file`.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags == -1 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        Err(io::Error::new(io::ErrorKind::Unsupported, "O_DIRECT is Linux-only in tidelog"))
+    }
+}

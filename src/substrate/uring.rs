@@ -199,6 +199,10 @@ impl UringBackend {
             };
         } else {
             slot.written = Some(if res >= 0 { Ok(res as usize) } else { Err(io::Error::from_raw_os_error(-res)) });
+            if slot.op.is_dsync_write() && res >= 0 && res as usize == slot.op.write_len() {
+                // RWF_DSYNC: the complete write is its own sync.
+                slot.synced = Some(Ok(()));
+            }
         }
         slot.cqes_left -= 1;
         if slot.cqes_left == 0 {
@@ -236,13 +240,17 @@ impl Backend for UringBackend {
         let fd = types::Fd(op.file.file.as_raw_fd());
         let ud = (index as u64) << 1;
         let mut entries = Vec::with_capacity(2);
+        let dsync = op.is_dsync_write();
         if let Some(buf) = &op.buf {
             let bytes = &buf.as_slice()[op.start..op.end];
-            let write = opcode::Write::new(fd, bytes.as_ptr(), bytes.len() as u32).offset(op.offset).build();
-            let flags = if op.kind == OpKind::WriteSync { squeue::Flags::IO_LINK } else { squeue::Flags::empty() };
+            let rw_flags = if dsync { libc::RWF_DSYNC } else { 0 };
+            let write =
+                opcode::Write::new(fd, bytes.as_ptr(), bytes.len() as u32).offset(op.offset).rw_flags(rw_flags).build();
+            let link = op.kind == OpKind::WriteSync && !dsync;
+            let flags = if link { squeue::Flags::IO_LINK } else { squeue::Flags::empty() };
             entries.push(write.flags(flags).user_data(ud));
         }
-        if op.kind != OpKind::Write {
+        if op.kind != OpKind::Write && !dsync {
             let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build();
             entries.push(sync.user_data(ud | 1));
         }

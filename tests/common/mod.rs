@@ -1,5 +1,5 @@
-//! Shared test harness: every journal scenario runs on each substrate and
-//! on both runtime flavours.
+//! Shared test harness: every journal scenario runs on each substrate, on
+//! both runtime flavours, and with direct I/O on each substrate.
 #![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
@@ -23,16 +23,32 @@ where
     F: FnOnce(JournalOptions) -> Fut,
     Fut: Future<Output = ()>,
 {
+    run_io(flavor, substrate, false, body)
+}
+
+/// [`run`], with `O_DIRECT` segments when `direct` is set (skipped, with the
+/// reason printed, where the temp directory's filesystem refuses it).
+pub fn run_io<F, Fut>(flavor: Flavor, substrate: SubstrateChoice, direct: bool, body: F)
+where
+    F: FnOnce(JournalOptions) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let rt = match flavor {
         Flavor::Multi => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
         Flavor::Current => tokio::runtime::Builder::new_current_thread().enable_all().build(),
     }
     .expect("runtime");
-    let opts = JournalOptions::new().substrate(substrate);
+    let opts = JournalOptions::new().substrate(substrate).direct_io(direct);
     rt.block_on(async move {
         if substrate == SubstrateChoice::IoUring {
-            if let Some(why) = uring_unavailable().await {
+            if let Some(why) = unavailable(JournalOptions::new().substrate(SubstrateChoice::IoUring)).await {
                 eprintln!("SKIPPED on io_uring: {why}");
+                return;
+            }
+        }
+        if direct {
+            if let Some(why) = unavailable(opts.clone()).await {
+                eprintln!("SKIPPED with direct I/O: {why}");
                 return;
             }
         }
@@ -42,14 +58,16 @@ where
     });
 }
 
-async fn uring_unavailable() -> Option<String> {
+/// Why a journal with `opts` cannot open here, if it cannot.
+async fn unavailable(opts: JournalOptions) -> Option<String> {
     let dir = tempfile::tempdir().expect("tempdir");
-    match Journal::open(dir.path(), JournalOptions::new().substrate(SubstrateChoice::IoUring)).await {
+    match Journal::open(dir.path(), opts).await {
         Ok(j) => {
             j.close().await.expect("close probe journal");
             None
         }
-        Err(e) => Some(e.to_string()),
+        Err(e @ tidelog::Error::Unsupported(_)) => Some(e.to_string()),
+        Err(e) => panic!("probe journal failed to open: {e}"),
     }
 }
 
@@ -104,6 +122,10 @@ macro_rules! matrix {
             fn io_uring_multi_thread() { run(Flavor::Multi, SubstrateChoice::IoUring, super::$name) }
             #[test]
             fn io_uring_current_thread() { run(Flavor::Current, SubstrateChoice::IoUring, super::$name) }
+            #[test]
+            fn blocking_direct() { $crate::common::run_io(Flavor::Multi, SubstrateChoice::Blocking, true, super::$name) }
+            #[test]
+            fn io_uring_direct() { $crate::common::run_io(Flavor::Multi, SubstrateChoice::IoUring, true, super::$name) }
         }
     )*};
 }

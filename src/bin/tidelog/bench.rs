@@ -65,6 +65,15 @@ pub(crate) struct BenchArgs {
     /// doing durable appends; report MB/s, peak Dirty memory, journal p99.
     #[arg(long)]
     bulk_mib: Option<u64>,
+    /// Also run every substrate with direct I/O (O_DIRECT segments), beside
+    /// raw O_DIRECT loops: aligned pwrite+fdatasync, and aligned pwrite alone
+    /// (sequential bandwidth, as fio measures it).
+    #[arg(long)]
+    direct: bool,
+    /// Also run every substrate with RWF_DSYNC writes (`dsync_writes`):
+    /// durable writes without a separate fdatasync.
+    #[arg(long)]
+    dsync: bool,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -162,30 +171,51 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
         for &record in &args.record_size {
-            let raws: &[&str] = if args.raw_prealloc { &["growing", "fallocate", "zeroed"] } else { &["growing"] };
+            let mut raws = vec!["growing"];
+            if args.raw_prealloc {
+                raws.extend(["fallocate", "zeroed"]);
+            }
+            if args.direct {
+                raws.extend(["direct", "direct-nosync"]);
+            }
             for prealloc in raws {
                 samples.push(raw_floor(&base.join(format!("raw-{record}")), record, cell, warmup, prealloc)?);
             }
-            for name in &args.substrate {
+            let mut ios = vec![("", false, false)];
+            if args.direct {
+                ios.push((" direct", true, false));
+            }
+            if args.dsync {
+                ios.push((" dsync", false, true));
+                if args.direct {
+                    ios.push((" direct+dsync", true, true));
+                }
+            }
+            for (name, &(io_label, direct, dsync)) in
+                args.substrate.iter().flat_map(|n| ios.iter().map(move |io| (n, io)))
+            {
                 let (choice, sqpoll) = match name.as_str() {
                     "io_uring" | "iouring" | "uring" => (SubstrateChoice::IoUring, None),
                     "io_uring-sqpoll" => (SubstrateChoice::IoUring, Some(Duration::from_millis(2))),
                     "blocking" => (SubstrateChoice::Blocking, None),
                     other => return Err(format!("unknown substrate {other:?} (io_uring, io_uring-sqpoll, blocking)")),
                 };
+                let label = format!("{}{io_label}", if sqpoll.is_some() { "+SQPOLL" } else { "" });
                 for (mode, &tasks) in args.mode.iter().flat_map(|m| args.tasks.iter().map(move |t| (m, t))) {
                     let dir = base.join(format!("{name}-{mode}-{tasks}-{record}"));
                     let opts = JournalOptions::new()
                         .substrate(choice)
                         .sync_policy(policy)
                         .sqpoll(sqpoll)
+                        .direct_io(direct)
+                        .dsync_writes(dsync)
                         .segment_size(args.segment_mib << 20)
                         .precreate_segments(!args.no_precreate);
-                    match rt.block_on(journal_cell(&dir, (opts, sqpoll.is_some()), mode, tasks, record, cell, warmup)) {
+                    match rt.block_on(journal_cell(&dir, (opts, &label), mode, tasks, record, cell, warmup)) {
                         Ok(s) => samples.push(s),
                         Err(tidelog::Error::Unsupported(why)) => {
                             if round == 0 {
-                                eprintln!("skipping {name}: {why}");
+                                eprintln!("skipping {name}{label}: {why}");
                             }
                         }
                         Err(e) => return Err(e.to_string()),
@@ -229,18 +259,25 @@ fn cpu_time() -> f64 {
 /// The physical floor: one thread, pwrite then fdatasync — into a growing
 /// file, or (`prealloc`) one reserved with `fallocate` or written with zeros
 /// first, synced before timing starts: what segment preallocation buys.
+///
+/// `direct`: O_DIRECT, each record rounded up to whole 4096-byte blocks from
+/// an aligned buffer, then fdatasync; `direct-nosync`: the same writes with
+/// no sync at all — the device's sequential write bandwidth, as fio reports.
 fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration, prealloc: &str) -> Result<Sample, String> {
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let direct = prealloc.starts_with("direct");
+    let sync = prealloc != "direct-nosync";
     let file = std::fs::OpenOptions::new()
         .create(true)
         .read(true)
         .write(true)
         .truncate(true)
+        .custom_flags(if direct { libc::O_DIRECT } else { 0 })
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let reserve: u64 = 256 << 20;
     match prealloc {
-        "growing" => {}
+        "growing" | "direct" | "direct-nosync" => {}
         "fallocate" => {
             use std::os::fd::AsRawFd;
             // SAFETY: plain syscall on a valid fd borrowed for the call.
@@ -257,7 +294,10 @@ fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration, preal
         }
     }
     file.sync_all().map_err(|e| e.to_string())?;
-    let buf = vec![0xA5u8; record];
+    let len = if direct { record.next_multiple_of(4096) } else { record };
+    let backing = vec![0xA5u8; len + 4096];
+    let at = backing.as_ptr().align_offset(4096);
+    let buf = &backing[at..at + len];
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut offset = 0u64;
     let start = Instant::now();
@@ -265,9 +305,11 @@ fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration, preal
     let mut ops = 0;
     while start.elapsed() < warmup + cell {
         let t = Instant::now();
-        file.write_all_at(&buf, offset).map_err(|e| e.to_string())?;
-        file.sync_data().map_err(|e| e.to_string())?;
-        offset += record as u64;
+        file.write_all_at(buf, offset).map_err(|e| e.to_string())?;
+        if sync {
+            file.sync_data().map_err(|e| e.to_string())?;
+        }
+        offset += len as u64;
         if counted.is_some() {
             hist.record(t.elapsed().as_micros() as u64).ok();
             ops += 1;
@@ -279,11 +321,13 @@ fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration, preal
     let _ = std::fs::remove_file(path);
     let system = match prealloc {
         "growing" => "raw pwrite+fdatasync".to_string(),
+        "direct" => "raw O_DIRECT+fdatasync".to_string(),
+        "direct-nosync" => "raw O_DIRECT pwrite".to_string(),
         other => format!("raw pwrite+fdatasync {other}"),
     };
     Ok(Sample {
         system,
-        mode: "durable".into(),
+        mode: if sync { "durable" } else { "written" }.into(),
         tasks: 1,
         record,
         ops,
@@ -351,10 +395,10 @@ async fn appender(
     Ok((hist, ops, last))
 }
 
-/// One journal cell: `opts` plus whether they ask for SQPOLL (for the label).
+/// One journal cell: `opts` plus what to add to the system's name.
 async fn journal_cell(
     dir: &Path,
-    (opts, sqpoll): (JournalOptions, bool),
+    (opts, label): (JournalOptions, &str),
     mode: &str,
     tasks: usize,
     record: usize,
@@ -387,11 +431,10 @@ async fn journal_cell(
         }
     }
     let substrate = journal.substrate();
-    let sqpoll = if sqpoll { "+SQPOLL" } else { "" };
     journal.close().await?;
     let syncs = (after.syncs - before.syncs).max(1);
     Ok(Sample {
-        system: format!("tidelog {substrate:?}{sqpoll}"),
+        system: format!("tidelog {substrate:?}{label}"),
         mode: mode.to_string(),
         tasks,
         record,
@@ -405,18 +448,38 @@ async fn journal_cell(
 
 fn print_table(cells: &[Cell]) {
     println!(
-        "{:<22} {:>8} {:>5} {:>6} {:>11} {:>8} {:>8} {:>8} {:>9} {:>8}",
-        "system", "mode", "tasks", "bytes", "ops/s", "p50 µs", "p99 µs", "max µs", "cpu µs/op", "rec/sync"
+        "{:<30} {:>8} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "system", "mode", "tasks", "bytes", "ops/s", "MB/s", "p50 µs", "p99 µs", "max µs", "cpu µs/op", "rec/sync"
     );
     for c in cells {
         println!(
-            "{:<22} {:>8} {:>5} {:>6} {:>11.0} {:>8} {:>8} {:>8} {:>9.2} {:>8.1}",
-            c.system, c.mode, c.tasks, c.record, c.rate, c.p50, c.p99, c.max, c.cpu_us_per_op, c.records_per_sync,
+            "{:<30} {:>8} {:>5} {:>7} {:>10.0} {:>8.1} {:>8} {:>8} {:>8} {:>9.2} {:>8.1}",
+            c.system,
+            c.mode,
+            c.tasks,
+            c.record,
+            c.rate,
+            c.rate * c.record as f64 / 1e6,
+            c.p50,
+            c.p99,
+            c.max,
+            c.cpu_us_per_op,
+            c.records_per_sync,
         );
     }
+    // `sys` names a substrate and its I/O variant exactly ("IoUring",
+    // "Blocking direct"), so "IoUring" never matches "IoUring direct".
     let find = |sys: &str, mode: &str, tasks: usize, record: usize| {
-        cells.iter().find(|c| c.system.contains(sys) && c.mode == mode && c.tasks == tasks && c.record == record)
+        cells.iter().find(|c| {
+            c.system.strip_prefix("tidelog ") == Some(sys) && c.mode == mode && c.tasks == tasks && c.record == record
+        })
     };
+    let variants: BTreeSet<&str> = cells
+        .iter()
+        .filter_map(|c| c.system.strip_prefix("tidelog "))
+        .filter_map(|s| s.split_once(' '))
+        .map(|(_, v)| v)
+        .collect();
     for c in cells.iter().filter(|c| c.mode == "submit") {
         println!("{} submit, {} tasks: {:.0} ns per record (aggregate)", c.system, c.tasks, 1e9 / c.rate);
     }
@@ -444,6 +507,31 @@ fn print_table(cells: &[Cell]) {
                 if let (Some(n), Some(b)) = (find("IoUring", mode, t, record), find("Blocking", mode, t, record)) {
                     println!("IoUring / Blocking, {mode}, {record} B, {t} tasks: {:.2}x", n.rate / b.rate);
                 }
+                for sys in ["IoUring", "Blocking"] {
+                    for v in &variants {
+                        let (Some(var), Some(plain)) =
+                            (find(&format!("{sys} {v}"), mode, t, record), find(sys, mode, t, record))
+                        else {
+                            continue;
+                        };
+                        println!("{sys} {v} / buffered, {mode}, {record} B, {t} tasks: {:.2}x", var.rate / plain.rate);
+                    }
+                }
+            }
+        }
+        let bandwidth = cells.iter().find(|c| c.system == "raw O_DIRECT pwrite" && c.record == record);
+        for c in cells
+            .iter()
+            .filter(|c| c.system.contains("direct") && c.mode == "durable" && c.system.starts_with("tidelog"))
+            .filter(|c| c.record == record)
+        {
+            if let Some(bw) = bandwidth {
+                println!(
+                    "{}, {record} B, {} tasks: durable MB/s / raw O_DIRECT bandwidth = {:.2}",
+                    c.system,
+                    c.tasks,
+                    c.rate / bw.rate
+                );
             }
         }
     }

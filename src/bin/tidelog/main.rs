@@ -3,6 +3,7 @@
 
 mod bench;
 mod bulk_bench;
+mod child;
 mod replay_bench;
 
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ enum Command {
         /// The journal directory.
         dir: PathBuf,
     },
+    /// Crash-test child: append durable records, print each acknowledgement, until killed.
+    #[command(hide = true)]
+    AppendUntilKilled(child::ChildArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Verify { dir } => verify(&dir),
+        Command::AppendUntilKilled(args) => match child::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tidelog append-until-killed: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

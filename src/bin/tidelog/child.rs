@@ -1,0 +1,75 @@
+//! `tidelog append-until-killed`: a crash-test child. Appends durable
+//! records from several tasks and prints one line per acknowledgement, until
+//! the parent kills it (`kill -9`). The parent then reopens the journal and
+//! checks that every acknowledged record is there. Hidden from `--help`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use tidelog::{Journal, JournalOptions, SubstrateChoice};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ChildArgs {
+    /// The journal directory.
+    dir: PathBuf,
+    /// Open segments with O_DIRECT.
+    #[arg(long)]
+    direct: bool,
+    /// io_uring or blocking.
+    #[arg(long, default_value = "io_uring")]
+    substrate: String,
+    /// Concurrent appenders.
+    #[arg(long, default_value_t = 4)]
+    tasks: u32,
+    /// Distinguishes this child's records from earlier children's.
+    #[arg(long, default_value_t = 0)]
+    tag: u32,
+    /// Segment size in KiB (small, so rollovers happen under the kill).
+    #[arg(long, default_value_t = 1024)]
+    segment_kib: u64,
+}
+
+/// The payload of record `n` of task `task` in child `tag`: its identity,
+/// then a filler whose length varies so writes end anywhere in a block.
+pub(crate) fn payload(tag: u32, task: u32, n: u64) -> Vec<u8> {
+    let mut p = format!("tag {tag} task {task} n {n} ").into_bytes();
+    let fill = ((n * 131 + u64::from(task) * 977) % 6000) as usize;
+    p.extend(std::iter::repeat_n(b'a' + (n % 26) as u8, fill));
+    p
+}
+
+pub(crate) fn run(args: ChildArgs) -> Result<(), String> {
+    let substrate = match args.substrate.as_str() {
+        "io_uring" => SubstrateChoice::IoUring,
+        "blocking" => SubstrateChoice::Blocking,
+        other => return Err(format!("unknown substrate {other:?} (io_uring, blocking)")),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    let rt = rt.map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let opts =
+            JournalOptions::new().substrate(substrate).direct_io(args.direct).segment_size(args.segment_kib << 10);
+        let journal = Journal::open(&args.dir, opts).await.map_err(|e| e.to_string())?;
+        let tasks: Vec<_> = (0..args.tasks)
+            .map(|task| {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        let lsn = journal.append_durable_async(payload(args.tag, task, n)).await?;
+                        let mut out = std::io::stdout().lock();
+                        // The parent counts a record as acknowledged once
+                        // this line is out; a failed print ends the child.
+                        if writeln!(out, "ack {task} {n} {lsn}").and_then(|()| out.flush()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok::<(), tidelog::Error>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+}
