@@ -23,6 +23,10 @@ use crate::{format, Error, Lsn, Result, SyncPolicy};
 
 /// Transient errors (`EINTR`, `EAGAIN`) retried per write before giving up.
 const MAX_WRITE_RETRIES: u32 = 64;
+/// One write carries at most this many chunks (well under `IOV_MAX`)...
+const MAX_BATCH_CHUNKS: usize = 64;
+/// ... and at most this many bytes (unless one chunk alone is larger).
+const MAX_BATCH_BYTES: usize = 8 << 20;
 
 #[derive(Debug)]
 struct WriteInFlight {
@@ -238,8 +242,21 @@ impl Driver {
                 }
                 self.rollover(base).await?;
             }
-            if let Some(chunk) = self.queue.pop_front() {
-                self.submit_write(chunk);
+            if let Some(first) = self.queue.pop_front() {
+                // Consecutive chunks of one segment go out as one write.
+                let mut bytes = first.buf.len();
+                let mut batch = vec![first];
+                while let Some(next) = self.queue.front() {
+                    if next.seg_base != batch[0].seg_base
+                        || batch.len() >= MAX_BATCH_CHUNKS
+                        || bytes + next.buf.len() > MAX_BATCH_BYTES
+                    {
+                        break;
+                    }
+                    bytes += next.buf.len();
+                    batch.extend(self.queue.pop_front());
+                }
+                self.submit_write(batch);
             }
         }
         if self.sync.is_none() && self.seal.is_none() {
@@ -274,32 +291,41 @@ impl Driver {
         true
     }
 
-    fn submit_write(&mut self, mut chunk: Chunk) {
-        debug_assert_eq!(chunk.seg_base, self.active.base);
-        debug_assert_eq!(chunk.start_lsn, self.shared.gate.written_lsn().as_u64(), "writes stay in order");
-        let end = chunk.end_lsn();
-        let offset = format::file_offset(chunk.seg_base, chunk.start_lsn);
+    /// Writes `batch` (contiguous chunks of the active segment) with one op.
+    fn submit_write(&mut self, mut batch: Vec<Chunk>) {
+        let first = &batch[0];
+        debug_assert_eq!(first.seg_base, self.active.base);
+        debug_assert_eq!(first.start_lsn, self.shared.gate.written_lsn().as_u64(), "writes stay in order");
+        let offset = format::file_offset(first.seg_base, first.start_lsn);
+        let last = batch.last_mut().expect("a batch is never empty");
+        let end = last.end_lsn();
         let block = self.shared.log.block() as usize;
-        if block != 0 && chunk.buf.len() % block != 0 {
+        if block != 0 && last.buf.len() % block != 0 {
             // Direct I/O: only a sealed segment's last chunk ends inside a
             // block (the log buffer pads every other). Zeros past the seal
             // are unused space to readers and recovery.
             debug_assert_eq!(offset % block as u64, 0);
-            let fill = block - chunk.buf.len() % block;
-            chunk.buf.extend(fill).fill(0);
+            let fill = block - last.buf.len() % block;
+            last.buf.extend(fill).fill(0);
         }
+        let records: u64 = batch.iter().map(|c| c.records).sum();
+        // A write and its sync travel linked when the sync is wanted now and
+        // nothing else waits to be written; under load the write goes alone,
+        // so the next write can start while this one's sync runs.
         let linked = self.sync.is_none()
             && self.seal.is_none()
+            && self.queue.is_empty()
             && self.shared.opts.group_commit_window.is_zero()
             && self.shared.gate.begin_linked_sync(end);
         let kind = if linked { OpKind::WriteSync } else { OpKind::Write };
         let now = Instant::now();
         if linked {
-            let records = self.written_records + chunk.records;
+            let records = self.written_records + records;
             self.sync = Some(SyncInFlight { covers: end, records, started: now, stall_logged: false });
         }
-        self.write = Some(WriteInFlight { end, records: chunk.records, retries: 0, started: now });
-        let mut op = Op::write(kind, self.active.clone(), offset, chunk.buf, 0);
+        self.write = Some(WriteInFlight { end, records, retries: 0, started: now });
+        let bufs = batch.into_iter().map(|c| c.buf).collect();
+        let mut op = Op::write(kind, self.active.clone(), offset, bufs);
         op.dsync = linked && self.shared.opts.dsync_writes;
         self.backend.submit(op);
     }
@@ -358,7 +384,7 @@ impl Driver {
         self.shared.stats.write_latency.record_duration(w.started.elapsed());
         self.written_records += w.records;
         self.shared.gate.advance_written(w.end);
-        if let Some(buf) = op.buf.take() {
+        for buf in op.bufs.drain(..) {
             self.shared.log.recycle(buf);
         }
         Ok(true)

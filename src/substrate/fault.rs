@@ -155,7 +155,7 @@ impl Backend for FaultBackend {
         if op.is_dsync_write() {
             self.plan.dsync_writes_seen.fetch_add(1, SeqCst);
         }
-        if op.buf.is_some() && take_one(&self.plan.eintr_writes) {
+        if op.is_write() && take_one(&self.plan.eintr_writes) {
             let synced = None;
             self.ready.push_back(Done { op, written: Some(Err(io::Error::from_raw_os_error(libc::EINTR))), synced });
             return;
@@ -165,7 +165,7 @@ impl Backend for FaultBackend {
             0 => op.write_len() / 2 / 8 * 8,
             block => op.write_len() / 2 / block * block,
         };
-        if op.buf.is_some() && cut > 0 && take_one(&self.plan.short_writes) {
+        if op.is_write() && cut > 0 && take_one(&self.plan.short_writes) {
             self.shortened.push((op.file.base, op.offset, op.end, op.kind));
             op.end = op.start + cut;
             if op.kind == OpKind::WriteSync {

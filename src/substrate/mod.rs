@@ -41,7 +41,10 @@ pub(crate) struct Op {
     pub(crate) kind: OpKind,
     pub(crate) file: Arc<SegmentFile>,
     pub(crate) offset: u64,
-    pub(crate) buf: Option<AlignedBuf>,
+    /// What a write writes: bytes `[start, end)` of these buffers laid end
+    /// to end (one `pwritev`/`Writev` when there are several). Empty for a
+    /// sync.
+    pub(crate) bufs: Vec<AlignedBuf>,
     pub(crate) start: usize,
     pub(crate) end: usize,
     /// `WriteSync` as one write with `RWF_DSYNC` instead of a write and an
@@ -51,12 +54,17 @@ pub(crate) struct Op {
 
 impl Op {
     pub(crate) fn sync(file: Arc<SegmentFile>) -> Op {
-        Op { kind: OpKind::Sync, file, offset: 0, buf: None, start: 0, end: 0, dsync: false }
+        Op { kind: OpKind::Sync, file, offset: 0, bufs: Vec::new(), start: 0, end: 0, dsync: false }
     }
 
-    pub(crate) fn write(kind: OpKind, file: Arc<SegmentFile>, offset: u64, buf: AlignedBuf, start: usize) -> Op {
-        let end = buf.len();
-        Op { kind, file, offset, buf: Some(buf), start, end, dsync: false }
+    /// Writes all of `bufs`, contiguous from `offset`.
+    pub(crate) fn write(kind: OpKind, file: Arc<SegmentFile>, offset: u64, bufs: Vec<AlignedBuf>) -> Op {
+        let end = bufs.iter().map(AlignedBuf::len).sum();
+        Op { kind, file, offset, bufs, start: 0, end, dsync: false }
+    }
+
+    pub(crate) fn is_write(&self) -> bool {
+        !self.bufs.is_empty()
     }
 
     /// A `WriteSync` carried by one `RWF_DSYNC` write.
@@ -66,6 +74,18 @@ impl Op {
 
     pub(crate) fn write_len(&self) -> usize {
         self.end - self.start
+    }
+
+    /// The bytes still to write, as slices of the buffers, in order.
+    pub(crate) fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        let (start, end) = (self.start, self.end);
+        let mut at = 0;
+        self.bufs.iter().filter_map(move |buf| {
+            let (from, to) = (at, at + buf.len());
+            at = to;
+            let (lo, hi) = (start.max(from), end.min(to));
+            (lo < hi).then(|| &buf.as_slice()[lo - from..hi - from])
+        })
     }
 }
 
@@ -94,14 +114,9 @@ pub(crate) trait Backend: Send + 'static {
 /// Performs an op synchronously (the blocking substrate's worker body, and
 /// the ring's fallback for ops it cannot carry).
 pub(crate) fn perform(op: Op) -> Done {
-    let dsync = op.is_dsync_write();
-    let written = op.buf.as_ref().map(|buf| {
-        let bytes = &buf.as_slice()[op.start..op.end];
-        if dsync {
-            platform::pwrite_dsync(&op.file.file, bytes, op.offset)
-        } else {
-            platform::pwrite(&op.file.file, bytes, op.offset)
-        }
+    let written = op.is_write().then(|| {
+        let slices: Vec<&[u8]> = op.slices().collect();
+        platform::pwritev(&op.file.file, &slices, op.offset, op.is_dsync_write())
     });
     let complete = match &written {
         None => true,
@@ -111,7 +126,7 @@ pub(crate) fn perform(op: Op) -> Done {
     let synced = match (op.kind, complete) {
         (OpKind::Write, _) | (_, false) => None,
         // The kernel made exactly the bytes written durable.
-        _ if dsync => Some(Ok(())),
+        _ if op.is_dsync_write() => Some(Ok(())),
         _ => Some(platform::sync_data(&op.file.file)),
     };
     Done { op, written, synced }

@@ -182,18 +182,25 @@ pub(crate) fn pwrite_all(file: &File, mut buf: &[u8], mut offset: u64) -> io::Re
     Ok(())
 }
 
-/// A positional write with `RWF_DSYNC`: durable when it returns, like a
-/// write followed by `fdatasync` of that range (a FUA write on devices that
-/// honour it). Elsewhere: the write, then `fdatasync`.
-pub(crate) fn pwrite_dsync(file: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+/// One positional write of `slices` laid end to end (`pwritev2`); may be
+/// short. With `dsync` it carries `RWF_DSYNC`: durable when it returns, like
+/// a write followed by `fdatasync` of that range (a FUA write on devices that
+/// honour it). Elsewhere than Linux: the first slice, then (`dsync`)
+/// `fdatasync` — a short write the caller completes.
+pub(crate) fn pwritev(file: &File, slices: &[&[u8]], offset: u64, dsync: bool) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        if slices.len() == 1 && !dsync {
+            return pwrite(file, slices[0], offset);
+        }
+        let iov = iovecs(slices);
+        let count = libc::c_int::try_from(iov.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-        // SAFETY: `iov` points into `buf`, borrowed (and so alive and
-        // unmoved) for the whole call; the kernel only reads it.
-        let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_DSYNC) };
+        let flags = if dsync { libc::RWF_DSYNC } else { 0 };
+        // SAFETY: every iovec points into a slice borrowed (so alive and
+        // unmoved) for the whole call; the kernel only reads them.
+        let n = unsafe { libc::pwritev2(file.as_raw_fd(), iov.as_ptr(), count, offset, flags) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -201,10 +208,18 @@ pub(crate) fn pwrite_dsync(file: &File, buf: &[u8], offset: u64) -> io::Result<u
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let n = pwrite(file, buf, offset)?;
-        sync_data(file)?;
+        let n = pwrite(file, slices.first().copied().unwrap_or_default(), offset)?;
+        if dsync {
+            sync_data(file)?;
+        }
         Ok(n)
     }
+}
+
+/// The `iovec`s of `slices` (valid while the slices are).
+#[cfg(target_os = "linux")]
+pub(crate) fn iovecs(slices: &[&[u8]]) -> Vec<libc::iovec> {
+    slices.iter().map(|s| libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() }).collect()
 }
 
 /// Direct-I/O alignment a file needs: `(memory, offset)` in bytes — from

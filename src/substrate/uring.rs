@@ -38,9 +38,25 @@ impl AsRawFd for RingFd {
     }
 }
 
+/// The iovec array of a `Writev` SQE, kept in its slot until the CQE.
+struct IoVecs(Vec<libc::iovec>);
+
+// SAFETY: the iovecs point into the buffers of the op in the same slot,
+// which owns them; the pointers are only read by the kernel, never
+// dereferenced by us, so moving the slot between threads is sound.
+unsafe impl Send for IoVecs {}
+
+impl std::fmt::Debug for IoVecs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IoVecs({})", self.0.len())
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     op: Op,
+    /// For a write of several buffers: their iovecs, alive until the CQE.
+    _iovecs: IoVecs,
     cqes_left: u8,
     /// Its completion was already reported (submission failed); reaping
     /// its CQEs only frees the slot.
@@ -73,7 +89,9 @@ fn probe() -> Result<(), String> {
             let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
             let mut probe = Probe::new();
             ring.submitter().register_probe(&mut probe).map_err(|e| format!("io_uring probe failed: {e}"))?;
-            for (code, name) in [(opcode::Write::CODE, "WRITE"), (opcode::Fsync::CODE, "FSYNC")] {
+            for (code, name) in
+                [(opcode::Write::CODE, "WRITE"), (opcode::Writev::CODE, "WRITEV"), (opcode::Fsync::CODE, "FSYNC")]
+            {
                 if !probe.is_supported(code) {
                     return Err(format!("the kernel's io_uring lacks {name}"));
                 }
@@ -171,8 +189,8 @@ impl UringBackend {
             let Some(slot) = self.slots[index].as_mut() else {
                 continue;
             };
-            let parked = Op { buf: slot.op.buf.take(), ..Op::sync(slot.op.file.clone()) };
-            let returned = Op { buf: None, kind: slot.op.kind, ..Op::sync(slot.op.file.clone()) };
+            let parked = Op { bufs: std::mem::take(&mut slot.op.bufs), ..Op::sync(slot.op.file.clone()) };
+            let returned = Op { kind: slot.op.kind, ..Op::sync(slot.op.file.clone()) };
             self.parked.push(parked);
             slot.zombie = true;
             let failed = || io::Error::new(err.kind(), format!("io_uring submit failed: {err}"));
@@ -227,25 +245,44 @@ impl UringBackend {
 }
 
 impl Backend for UringBackend {
-    fn submit(&mut self, mut op: Op) {
+    fn submit(&mut self, op: Op) {
         let Some(index) = self.slots.iter().position(Option::is_none) else {
             // The driver never has more than MAX_OPS in flight; refuse loudly.
             let err = || io::Error::other("io_uring op slots exhausted");
-            let written = op.buf.is_some().then(|| Err(err()));
+            let written = op.is_write().then(|| Err(err()));
             let synced = (op.kind != OpKind::Write).then(|| Err(err()));
             self.ready.push_back(Done { op, written, synced });
             return;
         };
-        op.end = op.end.min(op.start + MAX_WRITE_LEN);
         let fd = types::Fd(op.file.file.as_raw_fd());
         let ud = (index as u64) << 1;
         let mut entries = Vec::with_capacity(2);
         let dsync = op.is_dsync_write();
-        if let Some(buf) = &op.buf {
-            let bytes = &buf.as_slice()[op.start..op.end];
+        let mut iovecs = Vec::new();
+        if op.is_write() {
             let rw_flags = if dsync { libc::RWF_DSYNC } else { 0 };
-            let write =
-                opcode::Write::new(fd, bytes.as_ptr(), bytes.len() as u32).offset(op.offset).rw_flags(rw_flags).build();
+            // At most MAX_WRITE_LEN per SQE: the rest comes back as a short
+            // write, which the driver continues.
+            let mut room = MAX_WRITE_LEN;
+            let slices: Vec<&[u8]> = op
+                .slices()
+                .map_while(|s| {
+                    let take = s.len().min(room);
+                    room -= take;
+                    (take > 0).then(|| &s[..take])
+                })
+                .collect();
+            let write = if let [bytes] = slices[..] {
+                opcode::Write::new(fd, bytes.as_ptr(), bytes.len() as u32).offset(op.offset).rw_flags(rw_flags).build()
+            } else {
+                iovecs = super::platform::iovecs(&slices);
+                // The Vec's heap array does not move when the Vec moves
+                // into the slot below.
+                opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)
+                    .offset(op.offset)
+                    .rw_flags(rw_flags)
+                    .build()
+            };
             let link = op.kind == OpKind::WriteSync && !dsync;
             let flags = if link { squeue::Flags::IO_LINK } else { squeue::Flags::empty() };
             entries.push(write.flags(flags).user_data(ud));
@@ -254,8 +291,15 @@ impl Backend for UringBackend {
             let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build();
             entries.push(sync.user_data(ud | 1));
         }
-        self.slots[index] =
-            Some(Slot { op, cqes_left: entries.len() as u8, zombie: false, written: None, synced: None });
+        let iovecs = IoVecs(iovecs);
+        self.slots[index] = Some(Slot {
+            op,
+            _iovecs: iovecs,
+            cqes_left: entries.len() as u8,
+            zombie: false,
+            written: None,
+            synced: None,
+        });
         self.in_flight += 1;
         self.queued_slots.push(index);
         for entry in &entries {
