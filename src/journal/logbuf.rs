@@ -43,6 +43,7 @@ struct State {
     seg_base: u64,
     pending: VecDeque<Chunk>,
     spare: Vec<AlignedBuf>,
+    spare_bytes: usize,
     /// Set when the journal stops accepting appends (close, drop, poison).
     refused: Option<Error>,
 }
@@ -72,9 +73,10 @@ pub(crate) struct LogBuffer {
 /// a gap too small for a frame header).
 static PADDING: [u8; 8192] = [0; 8192];
 
-/// Recycled chunk buffers kept for reuse (bounds idle memory to
-/// `SPARE_BUFFERS × CHUNK_BYTES`).
-const SPARE_BUFFERS: usize = 16;
+/// Bytes of recycled chunk buffers kept for reuse: enough for many large
+/// records in flight at once (fresh large buffers cost page faults and
+/// zeroing), and the bound on what an idle journal holds.
+const SPARE_BYTES: usize = 32 << 20;
 /// A chunk stops growing past this; later frames start a new chunk. Keeps
 /// every append's copy cheap (no doubling of a huge buffer under the lock)
 /// and buffers recyclable.
@@ -92,6 +94,7 @@ impl LogBuffer {
                 seg_base,
                 pending: VecDeque::new(),
                 spare: Vec::new(),
+                spare_bytes: 0,
                 refused: None,
             }),
             next: AtomicU64::new(end_lsn),
@@ -136,7 +139,16 @@ impl LogBuffer {
         let (seg_base, start) = (st.seg_base, st.next_lsn);
         let need_new_chunk = st.pending.back().is_none_or(|c| c.seg_base != seg_base || c.buf.len() >= self.chunk_cap);
         if need_new_chunk {
-            let buf = st.spare.pop().unwrap_or_else(|| AlignedBuf::with_capacity(self.chunk_cap, self.align));
+            // Room for these frames (and a padding frame) without growing.
+            let need = total as usize + if self.block != 0 { self.block as usize + FRAME_HEADER_LEN } else { 0 };
+            let buf = match st.spare.iter().rposition(|b| b.capacity() >= need) {
+                Some(i) => {
+                    let buf = st.spare.swap_remove(i);
+                    st.spare_bytes -= buf.capacity();
+                    buf
+                }
+                None => AlignedBuf::with_capacity(self.chunk_cap.max(need), self.align),
+            };
             st.pending.push_back(Chunk { seg_base, start_lsn: start, buf, records: 0 });
         }
         let chunk = st.pending.back_mut().expect("a chunk was just ensured");
@@ -206,7 +218,8 @@ impl LogBuffer {
         }
         buf.clear();
         let mut st = self.lock();
-        if st.spare.len() < SPARE_BUFFERS {
+        if st.spare_bytes + buf.capacity() <= SPARE_BYTES {
+            st.spare_bytes += buf.capacity();
             st.spare.push(buf);
         }
     }
