@@ -1,9 +1,11 @@
 //! The `tidelog` command: `bench` (the substrates against a raw
-//! pwrite+fdatasync floor on your disk) and `verify` for operators.
+//! pwrite+fdatasync floor on your disk) and, for operators, `verify`,
+//! `inspect`, `dump` and `repair`.
 
 mod bench;
 mod bulk_bench;
 mod child;
+mod ops;
 mod replay_bench;
 
 use std::path::PathBuf;
@@ -27,6 +29,15 @@ enum Command {
         /// The journal directory.
         dir: PathBuf,
     },
+    /// Show segments, LSN ranges, record counts, sizes and the lock holder (read-only).
+    Inspect {
+        /// The journal directory.
+        dir: PathBuf,
+    },
+    /// Print records: start LSN, record LSN, length, payload (read-only).
+    Dump(ops::DumpArgs),
+    /// Cut a torn tail as recovery would, keeping a sidecar copy; --dry-run only reports.
+    Repair(ops::RepairArgs),
     /// Crash-test child: append durable records, print each acknowledgement, until killed.
     #[command(hide = true)]
     AppendUntilKilled(child::ChildArgs),
@@ -43,6 +54,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Verify { dir } => verify(&dir),
+        Command::Inspect { dir } => ops::inspect(&dir),
+        Command::Dump(args) => ops::dump(args),
+        Command::Repair(args) => ops::repair(args),
         Command::AppendUntilKilled(args) => match child::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
