@@ -183,7 +183,9 @@ fn a_tiny_bench_prints_a_table_and_valid_json() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let table = stdout(&out);
-    assert!(table.contains("raw pwrite+fdatasync") && table.contains("tidelog Blocking"), "{table}");
+    for row in ["raw pwrite+fdatasync", "raw O_DIRECT pwrite", "tokio::fs write+sync_data", "tidelog Blocking direct"] {
+        assert!(table.contains(row), "{row} missing from\n{table}");
+    }
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let cells = doc["cells"].as_array().unwrap();
     assert!(cells.iter().any(|c| c["system"] == "tidelog Blocking direct" && c["tasks"] == 4));

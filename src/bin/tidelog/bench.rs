@@ -181,6 +181,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
             for prealloc in raws {
                 samples.push(raw_floor(&base.join(format!("raw-{record}")), record, cell, warmup, prealloc)?);
             }
+            samples.push(tokio_fs_floor(&rt, &base.join(format!("tokio-fs-{record}")), record, cell, warmup)?);
             let mut ios = vec![("", false, false)];
             if args.direct {
                 ios.push((" direct", true, false));
@@ -298,26 +299,15 @@ fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration, preal
     let backing = vec![0xA5u8; len + 4096];
     let at = backing.as_ptr().align_offset(4096);
     let buf = &backing[at..at + len];
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut offset = 0u64;
-    let start = Instant::now();
-    let mut counted = None;
-    let mut ops = 0;
-    while start.elapsed() < warmup + cell {
-        let t = Instant::now();
+    let timed = Timed::run(cell, warmup, || {
         file.write_all_at(buf, offset).map_err(|e| e.to_string())?;
         if sync {
             file.sync_data().map_err(|e| e.to_string())?;
         }
         offset += len as u64;
-        if counted.is_some() {
-            hist.record(t.elapsed().as_micros() as u64).ok();
-            ops += 1;
-        } else if start.elapsed() >= warmup {
-            counted = Some((Instant::now(), cpu_time()));
-        }
-    }
-    let (t0, cpu0) = counted.unwrap_or((Instant::now(), cpu_time()));
+        Ok(())
+    })?;
     let _ = std::fs::remove_file(path);
     let system = match prealloc {
         "growing" => "raw pwrite+fdatasync".to_string(),
@@ -325,17 +315,68 @@ fn raw_floor(path: &Path, record: usize, cell: Duration, warmup: Duration, preal
         "direct-nosync" => "raw O_DIRECT pwrite".to_string(),
         other => format!("raw pwrite+fdatasync {other}"),
     };
-    Ok(Sample {
-        system,
-        mode: if sync { "durable" } else { "written" }.into(),
-        tasks: 1,
-        record,
-        ops,
-        secs: t0.elapsed().as_secs_f64(),
-        hist,
-        cpu_secs: cpu_time() - cpu0,
-        records_per_sync: 1.0,
-    })
+    Ok(timed.sample(system, if sync { "durable" } else { "written" }, record))
+}
+
+/// A one-task loop's figures: every call after the warm-up, timed.
+struct Timed {
+    hist: Histogram<u64>,
+    ops: u64,
+    secs: f64,
+    cpu_secs: f64,
+}
+
+impl Timed {
+    /// Calls `op` back to back for `warmup + cell`.
+    fn run(cell: Duration, warmup: Duration, mut op: impl FnMut() -> Result<(), String>) -> Result<Timed, String> {
+        let mut hist = Histogram::<u64>::new(3).expect("histogram");
+        let start = Instant::now();
+        let mut counted = None;
+        let mut ops = 0;
+        while start.elapsed() < warmup + cell {
+            let t = Instant::now();
+            op()?;
+            if counted.is_some() {
+                hist.record(t.elapsed().as_micros() as u64).ok();
+                ops += 1;
+            } else if start.elapsed() >= warmup {
+                counted = Some((Instant::now(), cpu_time()));
+            }
+        }
+        let (t0, cpu0) = counted.unwrap_or((Instant::now(), cpu_time()));
+        Ok(Timed { hist, ops, secs: t0.elapsed().as_secs_f64(), cpu_secs: cpu_time() - cpu0 })
+    }
+
+    fn sample(self, system: String, mode: &str, record: usize) -> Sample {
+        let Timed { hist, ops, secs, cpu_secs } = self;
+        Sample { system, mode: mode.into(), tasks: 1, record, ops, secs, hist, cpu_secs, records_per_sync: 1.0 }
+    }
+}
+
+/// What a tokio service gets without a journal: one task, `tokio::fs`
+/// `write_all` then `sync_data` per record, appending to a growing file.
+/// Each call is a `spawn_blocking` hand-off inside tokio.
+fn tokio_fs_floor(
+    rt: &tokio::runtime::Runtime,
+    path: &Path,
+    record: usize,
+    cell: Duration,
+    warmup: Duration,
+) -> Result<Sample, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.create(true).write(true).truncate(true);
+    let mut file = rt.block_on(options.open(path)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let buf = vec![0xA5u8; record];
+    let timed = Timed::run(cell, warmup, || {
+        rt.block_on(async {
+            file.write_all(&buf).await?;
+            file.sync_data().await
+        })
+        .map_err(|e| e.to_string())
+    })?;
+    let _ = std::fs::remove_file(path);
+    Ok(timed.sample("tokio::fs write+sync_data".into(), "durable", record))
 }
 
 fn parse_policy(text: &str) -> Result<SyncPolicy, String> {
