@@ -165,6 +165,7 @@ fn repair_dry_run_changes_nothing_and_repair_cuts_with_a_sidecar() {
 fn a_tiny_bench_prints_a_table_and_valid_json() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
+    let svg = dir.path().join("bench.svg");
     let work = dir.path().join("work");
     let out = tidelog(&[
         "bench",
@@ -180,15 +181,25 @@ fn a_tiny_bench_prints_a_table_and_valid_json() {
         work.to_str().unwrap(),
         "--json",
         json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let table = stdout(&out);
-    for row in ["raw pwrite+fdatasync", "raw O_DIRECT pwrite", "tokio::fs write+sync_data", "tidelog Blocking direct"] {
+    let mut rows =
+        vec!["raw pwrite+fdatasync", "raw O_DIRECT pwrite", "tokio::fs write+sync_data", "tidelog Blocking direct"];
+    if cfg!(target_os = "linux") {
+        rows.push("tokio-uring write+sync_data");
+    }
+    for row in rows {
         assert!(table.contains(row), "{row} missing from\n{table}");
     }
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let cells = doc["cells"].as_array().unwrap();
     assert!(cells.iter().any(|c| c["system"] == "tidelog Blocking direct" && c["tasks"] == 4));
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("tidelog Blocking direct, durable, 128 B"), "{chart}");
+    assert!(!stderr(&out).contains('\u{1b}'), "no progress bar drawn when stderr is not a terminal");
     for c in cells {
         assert!(c["ops_per_sec"].as_f64().unwrap() > 0.0 && c["samples"].as_u64().unwrap() > 0, "{c}");
     }

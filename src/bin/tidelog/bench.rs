@@ -74,6 +74,10 @@ pub(crate) struct BenchArgs {
     /// durable writes without a separate fdatasync.
     #[arg(long)]
     dsync: bool,
+    /// Draw throughput against tasks, one line per system, mode and record
+    /// size, as an SVG file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -93,14 +97,14 @@ struct Sample {
 }
 
 /// The medians across rounds of one configuration.
-struct Cell {
-    system: String,
-    mode: String,
-    tasks: usize,
-    record: usize,
+pub(crate) struct Cell {
+    pub(crate) system: String,
+    pub(crate) mode: String,
+    pub(crate) tasks: usize,
+    pub(crate) record: usize,
     rounds: usize,
     samples: u64,
-    rate: f64,
+    pub(crate) rate: f64,
     p50: u64,
     p99: u64,
     max: u64,
@@ -167,30 +171,47 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
             return Err(format!("unknown mode {mode:?} (durable, written, submit)"));
         }
     }
+    let mut raws = vec!["growing"];
+    if args.raw_prealloc {
+        raws.extend(["fallocate", "zeroed"]);
+    }
+    if args.direct {
+        raws.extend(["direct", "direct-nosync"]);
+    }
+    let mut ios = vec![("", false, false)];
+    if args.direct {
+        ios.push((" direct", true, false));
+    }
+    if args.dsync {
+        ios.push((" dsync", false, true));
+        if args.direct {
+            ios.push((" direct+dsync", true, true));
+        }
+    }
+    let baselines = raws.len() + 1 + usize::from(cfg!(all(feature = "tokio-uring-baseline", target_os = "linux")));
+    let journal_cells = args.substrate.len() * ios.len() * args.mode.len() * args.tasks.len();
+    let cells = rounds * args.record_size.len() * (baselines + journal_cells);
+    // Drawn on stderr only when it is a terminal (indicatif hides it
+    // otherwise); `suspend` keeps our own lines readable either way.
+    let progress = indicatif::ProgressBar::new(cells as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} cells, {elapsed} elapsed, ~{eta} left {msg}")
+            .expect("a valid template"),
+    );
     let mut samples = Vec::new();
     for round in 0..rounds {
-        eprintln!("round {}/{rounds}", round + 1);
+        progress.suspend(|| eprintln!("round {}/{rounds}", round + 1));
         for &record in &args.record_size {
-            let mut raws = vec!["growing"];
-            if args.raw_prealloc {
-                raws.extend(["fallocate", "zeroed"]);
-            }
-            if args.direct {
-                raws.extend(["direct", "direct-nosync"]);
-            }
-            for prealloc in raws {
+            for &prealloc in &raws {
+                progress.set_message(format!("raw {prealloc}, {record} B"));
                 samples.push(raw_floor(&base.join(format!("raw-{record}")), record, cell, warmup, prealloc)?);
+                progress.inc(1);
             }
             samples.push(tokio_fs_floor(&rt, &base.join(format!("tokio-fs-{record}")), record, cell, warmup)?);
-            let mut ios = vec![("", false, false)];
-            if args.direct {
-                ios.push((" direct", true, false));
-            }
-            if args.dsync {
-                ios.push((" dsync", false, true));
-                if args.direct {
-                    ios.push((" direct+dsync", true, true));
-                }
+            progress.inc(1);
+            #[cfg(all(feature = "tokio-uring-baseline", target_os = "linux"))]
+            {
+                samples.push(tokio_uring_floor(&base.join(format!("tokio-uring-{record}")), record, cell, warmup)?);
+                progress.inc(1);
             }
             for (name, &(io_label, direct, dsync)) in
                 args.substrate.iter().flat_map(|n| ios.iter().map(move |io| (n, io)))
@@ -212,15 +233,17 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                         .dsync_writes(dsync)
                         .segment_size(args.segment_mib << 20)
                         .precreate_segments(!args.no_precreate);
+                    progress.set_message(format!("{name}{label} {mode}, {tasks} tasks, {record} B"));
                     match rt.block_on(journal_cell(&dir, (opts, &label), mode, tasks, record, cell, warmup)) {
                         Ok(s) => samples.push(s),
                         Err(tidelog::Error::Unsupported(why)) => {
                             if round == 0 {
-                                eprintln!("skipping {name}{label}: {why}");
+                                progress.suspend(|| eprintln!("skipping {name}{label}: {why}"));
                             }
                         }
                         Err(e) => return Err(e.to_string()),
                     }
+                    progress.inc(1);
                     let _ = std::fs::remove_dir_all(&dir);
                 }
             }
@@ -241,9 +264,13 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
             Cell::from_samples(&group)
         })
         .collect();
+    progress.finish_and_clear();
     print_table(&cells);
     if let Some(path) = args.json {
         write_json(&path, &cells, &base)?;
+    }
+    if let Some(path) = args.svg {
+        crate::chart::write_svg(&path, &cells)?;
     }
     Ok(())
 }
@@ -351,6 +378,33 @@ impl Timed {
         let Timed { hist, ops, secs, cpu_secs } = self;
         Sample { system, mode: mode.into(), tasks: 1, record, ops, secs, hist, cpu_secs, records_per_sync: 1.0 }
     }
+}
+
+/// tokio-uring as its docs show it: `write_all_at` then `sync_data` per
+/// record, on its own runtime thread (it cannot share tokio's).
+#[cfg(all(feature = "tokio-uring-baseline", target_os = "linux"))]
+fn tokio_uring_floor(path: &Path, record: usize, cell: Duration, warmup: Duration) -> Result<Sample, String> {
+    let path = path.to_path_buf();
+    let run = move || -> Result<Sample, String> {
+        let rt = tokio_uring::Runtime::new(&tokio_uring::builder()).map_err(|e| format!("tokio-uring: {e}"))?;
+        let file = rt.block_on(tokio_uring::fs::File::create(&path)).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut buf = Some(vec![0xA5u8; record]);
+        let mut offset = 0u64;
+        let timed = Timed::run(cell, warmup, || {
+            rt.block_on(async {
+                let (res, back) = file.write_all_at(buf.take().expect("returned by the last write"), offset).await;
+                buf = Some(back);
+                res?;
+                offset += record as u64;
+                file.sync_data().await
+            })
+            .map_err(|e| e.to_string())
+        })?;
+        rt.block_on(file.close()).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&path);
+        Ok(timed.sample("tokio-uring write+sync_data".into(), "durable", record))
+    };
+    std::thread::spawn(run).join().map_err(|_| "the tokio-uring thread panicked".to_string())?
 }
 
 /// What a tokio service gets without a journal: one task, `tokio::fs`

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bulk_bench;
+mod chart;
 mod child;
 mod ops;
 mod replay_bench;
