@@ -18,7 +18,8 @@ pub(crate) struct BenchArgs {
     /// Directory to measure (default: a temporary directory here).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// A short run (~5 s): shorter cells, one round.
+    /// A short run (~5 s): 0.5 s cells, one round (default: 1 s cells, three
+    /// rounds, ~30 s).
     #[arg(long)]
     quick: bool,
     /// Seconds per cell, after a warm-up that is not counted.
@@ -138,7 +139,7 @@ impl Cell {
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
-    let cell_secs = args.duration.unwrap_or(if args.quick { 0.5 } else { 1.5 });
+    let cell_secs = args.duration.unwrap_or(if args.quick { 0.5 } else { 1.0 });
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let cell = Duration::from_secs_f64(cell_secs);
     let warmup = Duration::from_secs_f64((cell_secs / 5.0).min(0.3));
@@ -542,13 +543,32 @@ async fn journal_cell(
 }
 
 fn print_table(cells: &[Cell]) {
+    // The native/fallback ratio of each IoUring row: against the Blocking
+    // row of the same variant, mode, tasks and record size.
+    let blocking_twin = |c: &Cell| {
+        let variant = c.system.strip_prefix("tidelog IoUring")?;
+        let twin = format!("tidelog Blocking{}", variant.trim_start_matches("+SQPOLL"));
+        cells.iter().find(|b| b.system == twin && (&b.mode, b.tasks, b.record) == (&c.mode, c.tasks, c.record))
+    };
     println!(
-        "{:<30} {:>8} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
-        "system", "mode", "tasks", "bytes", "ops/s", "MB/s", "p50 µs", "p99 µs", "max µs", "cpu µs/op", "rec/sync"
+        "{:<30} {:>8} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7}",
+        "system",
+        "mode",
+        "tasks",
+        "bytes",
+        "ops/s",
+        "MB/s",
+        "p50 µs",
+        "p99 µs",
+        "max µs",
+        "cpu µs/op",
+        "rec/sync",
+        "io/blk"
     );
     for c in cells {
+        let ratio = blocking_twin(c).map_or(String::new(), |b| format!("{:.2}x", c.rate / b.rate));
         println!(
-            "{:<30} {:>8} {:>5} {:>7} {:>10.0} {:>8.1} {:>8} {:>8} {:>8} {:>9.2} {:>8.1}",
+            "{:<30} {:>8} {:>5} {:>7} {:>10.0} {:>8.1} {:>8} {:>8} {:>8} {:>9.2} {:>8.1} {:>7}",
             c.system,
             c.mode,
             c.tasks,
@@ -560,6 +580,7 @@ fn print_table(cells: &[Cell]) {
             c.max,
             c.cpu_us_per_op,
             c.records_per_sync,
+            ratio,
         );
     }
     // `sys` names a substrate and its I/O variant exactly ("IoUring",
@@ -648,6 +669,7 @@ fn write_json(path: &Path, cells: &[Cell], dir: &Path) -> Result<(), String> {
     let doc = serde_json::json!({
         "dir": dir.display().to_string(),
         "kernel": kernel.trim(),
+        "filesystem": tidelog::StorageClass::of(dir).map_or_else(|e| e.to_string(), |c| c.name()),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "figures": "medians across rounds; max is the largest seen",
         "cells": rows,
