@@ -200,7 +200,14 @@ fn a_tiny_bench_prints_a_table_and_valid_json() {
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.contains("tidelog Blocking direct, durable, 128 B"), "{chart}");
     assert!(!stderr(&out).contains('\u{1b}'), "no progress bar drawn when stderr is not a terminal");
+    // A disk stall can swallow a whole journal cell this short; the JSON
+    // then says so (no samples) rather than inventing a figure.
     for c in cells {
-        assert!(c["ops_per_sec"].as_f64().unwrap() > 0.0 && c["samples"].as_u64().unwrap() > 0, "{c}");
+        let (rate, samples) = (c["ops_per_sec"].as_f64().unwrap(), c["samples"].as_u64().unwrap());
+        assert!(rate >= 0.0 && (samples > 0 || rate == 0.0), "{c}");
+        if c["system"].as_str().unwrap().starts_with("raw") {
+            assert!(samples > 0, "a one-task baseline always times at least one call: {c}");
+        }
     }
+    assert!(cells.iter().any(|c| c["samples"].as_u64().unwrap() > 0));
 }

@@ -355,13 +355,15 @@ struct Timed {
 }
 
 impl Timed {
-    /// Calls `op` back to back for `warmup + cell`.
+    /// Calls `op` back to back for `warmup + cell`, and until one call
+    /// after the warm-up has been timed.
     fn run(cell: Duration, warmup: Duration, mut op: impl FnMut() -> Result<(), String>) -> Result<Timed, String> {
         let mut hist = Histogram::<u64>::new(3).expect("histogram");
         let start = Instant::now();
         let mut counted = None;
         let mut ops = 0;
-        while start.elapsed() < warmup + cell {
+        // At least one counted call, however long the disk stalls.
+        while start.elapsed() < warmup + cell || ops == 0 {
             let t = Instant::now();
             op()?;
             if counted.is_some() {
