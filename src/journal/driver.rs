@@ -296,7 +296,7 @@ impl Driver {
         let first = &batch[0];
         debug_assert_eq!(first.seg_base, self.active.base);
         debug_assert_eq!(first.start_lsn, self.shared.gate.written_lsn().as_u64(), "writes stay in order");
-        let offset = format::file_offset(first.seg_base, first.start_lsn);
+        let (offset, start) = (format::file_offset(first.seg_base, first.start_lsn), first.start_lsn);
         let last = batch.last_mut().expect("a batch is never empty");
         let end = last.end_lsn();
         let block = self.shared.log.block() as usize;
@@ -326,7 +326,10 @@ impl Driver {
         self.write = Some(WriteInFlight { end, records, retries: 0, started: now });
         let bufs = batch.into_iter().map(|c| c.buf).collect();
         let mut op = Op::write(kind, self.active.clone(), offset, bufs);
-        op.dsync = linked && self.shared.opts.dsync_writes;
+        // RWF_DSYNC makes only this write's bytes durable (a FUA write does
+        // not flush the device cache): it may stand for the sync only when
+        // everything before it is durable already.
+        op.dsync = linked && self.shared.opts.dsync_writes && self.shared.gate.durable_lsn().as_u64() == start;
         self.backend.submit(op);
     }
 
