@@ -159,11 +159,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     if let Some(mib) = args.bulk_mib {
         eprintln!("tidelog bulk bench in {} ({mib} MiB per writer)", base.display());
-        return crate::bulk_bench::run(&base, mib);
+        return crate::bulk_bench::run(&rt, &base, mib);
     }
     if let Some(mib) = args.replay_mib {
         eprintln!("tidelog replay bench in {} ({mib} MiB per record size)", base.display());
-        return crate::replay_bench::run(&base, mib, &args.record_size);
+        return crate::replay_bench::run(&rt, &base, mib, &args.record_size);
     }
     eprintln!("tidelog bench in {} ({cell_secs} s per cell, {rounds} interleaved rounds, medians)", base.display());
     let policy = parse_policy(&args.policy)?;

@@ -71,12 +71,7 @@ async fn one(dir: &Path, mib: u64, writeback: bool) -> Result<(f64, u64, Histogr
     Ok((mib as f64 * 1.048_576 / secs, peak.load(Ordering::Relaxed), hist))
 }
 
-pub(crate) fn run(base: &Path, mib: u64) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64) -> Result<(), String> {
     println!(
         "{:<22} {:>8} {:>14} {:>16} {:>16} {:>10}",
         "bulk writer", "MB/s", "peak Dirty MiB", "journal p50 µs", "journal p99 µs", "appends"

@@ -65,12 +65,7 @@ async fn build(dir: &Path, bytes: u64, record: usize) -> tidelog::Result<u64> {
     Ok(n)
 }
 
-pub(crate) fn run(base: &Path, mib: u64, records: &[usize]) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, records: &[usize]) -> Result<(), String> {
     println!(
         "{:>7} {:>10} {:>12} {:>10} {:>12} {:>10} {:>8}",
         "bytes", "records", "replay rec/s", "replay GB/s", "raw GB/s", "file GB", "ratio"
