@@ -129,10 +129,14 @@ pub(crate) struct StatsInner {
     pub(crate) stalls: AtomicU64,
     pub(crate) write_latency: Histogram,
     pub(crate) sync_latency: Histogram,
+    #[cfg(feature = "metrics")]
+    exported: exported::Exported,
 }
 
 impl StatsInner {
-    pub(crate) fn new() -> StatsInner {
+    /// `dir` and `substrate` label the exported metrics (feature `metrics`).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn new(dir: &std::path::Path, substrate: Substrate) -> StatsInner {
         StatsInner {
             appends: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -143,6 +147,28 @@ impl StatsInner {
             stalls: AtomicU64::new(0),
             write_latency: Histogram::new(),
             sync_latency: Histogram::new(),
+            #[cfg(feature = "metrics")]
+            exported: exported::Exported::new(dir, substrate),
+        }
+    }
+
+    pub(crate) fn appended(&self, records: u64, bytes: u64) {
+        self.appends.fetch_add(records, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+        #[cfg(feature = "metrics")]
+        {
+            self.exported.appends.increment(records);
+            self.exported.bytes.increment(bytes);
+        }
+    }
+
+    pub(crate) fn write_done(&self, took: Duration) {
+        self.writes.fetch_add(1, Relaxed);
+        self.write_latency.record_duration(took);
+        #[cfg(feature = "metrics")]
+        {
+            self.exported.writes.increment(1);
+            self.exported.write_seconds.record(took.as_secs_f64());
         }
     }
 
@@ -151,6 +177,24 @@ impl StatsInner {
         self.synced_records.fetch_add(records, Relaxed);
         self.records_per_sync_max.fetch_max(records, Relaxed);
         self.sync_latency.record_duration(took);
+        #[cfg(feature = "metrics")]
+        {
+            self.exported.syncs.increment(1);
+            self.exported.sync_seconds.record(took.as_secs_f64());
+            self.exported.records_per_sync.record(records as f64);
+        }
+    }
+
+    pub(crate) fn stalled(&self) {
+        self.stalls.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.exported.stalls.increment(1);
+    }
+
+    /// The journal was poisoned (exported as a gauge; `Stats` reads the gate).
+    pub(crate) fn poisoned(&self) {
+        #[cfg(feature = "metrics")]
+        self.exported.poisoned.set(1.0);
     }
 
     pub(crate) fn snapshot(&self, substrate: Substrate, poisoned: bool) -> Stats {
@@ -168,6 +212,80 @@ impl StatsInner {
             stalls: self.stalls.load(Relaxed),
             substrate,
             poisoned,
+        }
+    }
+}
+
+/// The counters and histograms exported through the `metrics` facade, so a
+/// service's own recorder (Prometheus, StatsD, ...) sees them.
+#[cfg(feature = "metrics")]
+mod exported {
+    use metrics::{Counter, Gauge, Histogram};
+
+    use crate::Substrate;
+
+    /// Names of everything exported, with their units and descriptions.
+    pub(super) const COUNTERS: [(&str, metrics::Unit, &str); 5] = [
+        ("tidelog_appends_total", metrics::Unit::Count, "Records appended (batch members count one each)."),
+        ("tidelog_append_bytes_total", metrics::Unit::Bytes, "Payload bytes appended."),
+        ("tidelog_writes_total", metrics::Unit::Count, "Write operations completed."),
+        ("tidelog_syncs_total", metrics::Unit::Count, "Sync rounds completed successfully."),
+        ("tidelog_stalls_total", metrics::Unit::Count, "Syncs slower than the stall threshold."),
+    ];
+    pub(super) const HISTOGRAMS: [(&str, metrics::Unit, &str); 3] = [
+        ("tidelog_write_seconds", metrics::Unit::Seconds, "Latency of write operations."),
+        ("tidelog_sync_seconds", metrics::Unit::Seconds, "Latency of sync rounds."),
+        ("tidelog_records_per_sync", metrics::Unit::Count, "Records made durable by one sync round."),
+    ];
+
+    #[derive(Debug)]
+    pub(super) struct Exported {
+        pub(super) appends: Counter,
+        pub(super) bytes: Counter,
+        pub(super) writes: Counter,
+        pub(super) syncs: Counter,
+        pub(super) stalls: Counter,
+        pub(super) write_seconds: Histogram,
+        pub(super) sync_seconds: Histogram,
+        pub(super) records_per_sync: Histogram,
+        pub(super) poisoned: Gauge,
+    }
+
+    impl Exported {
+        /// Registers the handles once per journal, labelled with its
+        /// directory and substrate; the hot path only bumps them.
+        pub(super) fn new(dir: &std::path::Path, substrate: Substrate) -> Exported {
+            for (name, unit, what) in COUNTERS {
+                metrics::describe_counter!(name, unit, what);
+            }
+            for (name, unit, what) in HISTOGRAMS {
+                metrics::describe_histogram!(name, unit, what);
+            }
+            metrics::describe_gauge!("tidelog_poisoned", "1 once the journal was poisoned by an I/O failure.");
+            let labels = [
+                ("journal", dir.display().to_string()),
+                (
+                    "substrate",
+                    match substrate {
+                        Substrate::IoUring => "io_uring",
+                        Substrate::Blocking => "blocking",
+                    }
+                    .to_string(),
+                ),
+            ];
+            let poisoned = metrics::gauge!("tidelog_poisoned", &labels);
+            poisoned.set(0.0);
+            Exported {
+                appends: metrics::counter!(COUNTERS[0].0, &labels),
+                bytes: metrics::counter!(COUNTERS[1].0, &labels),
+                writes: metrics::counter!(COUNTERS[2].0, &labels),
+                syncs: metrics::counter!(COUNTERS[3].0, &labels),
+                stalls: metrics::counter!(COUNTERS[4].0, &labels),
+                write_seconds: metrics::histogram!(HISTOGRAMS[0].0, &labels),
+                sync_seconds: metrics::histogram!(HISTOGRAMS[1].0, &labels),
+                records_per_sync: metrics::histogram!(HISTOGRAMS[2].0, &labels),
+                poisoned,
+            }
         }
     }
 }

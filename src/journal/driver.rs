@@ -42,6 +42,16 @@ struct SyncInFlight {
     records: u64,
     started: Instant,
     stall_logged: bool,
+    /// A debug span from submission to completion, so a subscriber sees
+    /// each round's duration and what was logged inside it.
+    span: tracing::Span,
+}
+
+impl SyncInFlight {
+    fn new(covers: u64, records: u64, started: Instant, linked: bool) -> SyncInFlight {
+        let span = tracing::debug_span!("sync_round", covers, linked);
+        SyncInFlight { covers, records, started, stall_logged: false, span }
+    }
 }
 
 /// The sync that makes a rollover durable: the sealed segment, the new
@@ -113,6 +123,7 @@ impl Driver {
     pub(super) async fn run(mut self) -> Result<()> {
         let result = self.serve().await.map_err(|err| {
             tracing::error!(dir = %self.shared.dir.display(), error = %err, "journal poisoned");
+            self.shared.stats.poisoned();
             let poisoned = Error::Poisoned(Arc::new(err));
             self.shared.log.refuse(poisoned.clone());
             self.shared.gate.fail(poisoned.clone());
@@ -193,7 +204,7 @@ impl Driver {
         let opts = &self.shared.opts;
         if !sync.stall_logged && took >= opts.stall_threshold {
             sync.stall_logged = true;
-            self.shared.stats.stalls.fetch_add(1, Ordering::Relaxed);
+            self.shared.stats.stalled();
             tracing::error!(
                 dir = %self.shared.dir.display(), covers = sync.covers, waited_ms = took.as_millis() as u64,
                 "sync stalled: the device has not completed an fdatasync"
@@ -321,7 +332,7 @@ impl Driver {
         let now = Instant::now();
         if linked {
             let records = self.written_records + records;
-            self.sync = Some(SyncInFlight { covers: end, records, started: now, stall_logged: false });
+            self.sync = Some(SyncInFlight::new(end, records, now, true));
         }
         self.write = Some(WriteInFlight { end, records, retries: 0, started: now });
         let bufs = batch.into_iter().map(|c| c.buf).collect();
@@ -334,8 +345,7 @@ impl Driver {
     }
 
     fn start_sync(&mut self, covers: u64) {
-        self.sync =
-            Some(SyncInFlight { covers, records: self.written_records, started: Instant::now(), stall_logged: false });
+        self.sync = Some(SyncInFlight::new(covers, self.written_records, Instant::now(), false));
         self.backend.submit(Op::sync(self.active.clone()));
     }
 
@@ -383,8 +393,7 @@ impl Driver {
             Err(e) => return Err(Error::io_at("write", &op.file.path, lsn, e)),
         }
         let w = self.write.take().expect("checked above");
-        self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
-        self.shared.stats.write_latency.record_duration(w.started.elapsed());
+        self.shared.stats.write_done(w.started.elapsed());
         self.written_records += w.records;
         self.shared.gate.advance_written(w.end);
         for buf in op.bufs.drain(..) {
@@ -416,13 +425,13 @@ impl Driver {
         }
         let took = s.started.elapsed();
         if !s.stall_logged && took >= self.shared.opts.stall_threshold {
-            self.shared.stats.stalls.fetch_add(1, Ordering::Relaxed);
+            self.shared.stats.stalled();
             tracing::error!(dir = %self.shared.dir.display(), took_ms = took.as_millis() as u64, "sync stalled");
         }
         let records = s.records.saturating_sub(self.synced_records);
         self.synced_records = s.records;
         self.shared.stats.sync_done(records, took);
-        tracing::debug!(covers = s.covers, records, took_us = took.as_micros() as u64, "sync round");
+        tracing::debug!(parent: &s.span, covers = s.covers, records, took_us = took.as_micros() as u64, "sync round");
         self.shared.gate.complete_sync(s.covers);
         Ok(())
     }

@@ -72,8 +72,7 @@ impl Shared {
             return Err(Error::RecordTooLarge { len: total as usize, max: capacity as usize });
         }
         let placed = self.log.append(payloads, total)?;
-        self.stats.appends.fetch_add(payloads.len() as u64, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.stats.appended(payloads.len() as u64, bytes);
         if placed.wake_driver {
             self.gate.driver_wake.notify_one();
         }

@@ -57,7 +57,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
         gate: Gate::new(end),
         segments: RwLock::new(recovered.bases.clone()),
         retention: Arc::new(crate::segment::retention::Retention::new(dir)),
-        stats: StatsInner::new(),
+        stats: StatsInner::new(dir, backend.substrate()),
         report: recovered.report,
         substrate: backend.substrate(),
         storage,
