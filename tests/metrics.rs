@@ -51,11 +51,14 @@ impl HistogramFn for Series {
     }
 }
 
+/// A series' name and labels.
+type SeriesKey = (String, Vec<(String, String)>);
+
 /// A process-wide recorder keeping every series by name and labels, and
 /// every description.
 #[derive(Default)]
 struct Recorded {
-    series: Mutex<HashMap<(String, Vec<(String, String)>), Arc<Series>>>,
+    series: Mutex<HashMap<SeriesKey, Arc<Series>>>,
     described: Mutex<HashMap<String, Option<Unit>>>,
 }
 
