@@ -59,6 +59,24 @@ pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Advises the kernel that `file` is read at random (`random`) or
+/// sequentially as usual. Random access turns off read-ahead, which
+/// matters where `SEEK_DATA` is used on preallocated files: read-ahead
+/// pages of an unwritten extent count as data, so a scan that reads ahead
+/// reads every preallocated zero. Advice only: failure is ignored.
+pub(crate) fn advise_random(file: &File, random: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let advice = if random { libc::POSIX_FADV_RANDOM } else { libc::POSIX_FADV_NORMAL };
+        // SAFETY: plain syscall on a valid fd borrowed for the call; it
+        // changes only the kernel's read-ahead policy for this open file.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, advice) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, random);
+}
+
 /// The first offset at or after `from` that may hold data (`SEEK_DATA`),
 /// `None` past the last data. Where `SEEK_DATA` is unsupported, `from`.
 pub(crate) fn next_data(file: &File, from: u64) -> io::Result<Option<u64>> {
