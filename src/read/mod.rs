@@ -411,7 +411,7 @@ mod tests {
     fn scanning_past_the_tail_skips_preallocated_zeros() {
         let dir = tempfile::tempdir().unwrap();
         let file =
-            std::fs::OpenOptions::new().read(true).write(true).create(true).open(dir.path().join("seg")).unwrap();
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("seg")).unwrap();
         let len = 64u64 << 20;
         platform::allocate(&file, len).unwrap();
         if platform::next_data(&file, 1 << 20).unwrap().is_some_and(|d| d < len) {
