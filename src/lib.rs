@@ -37,8 +37,44 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Which call to use
+//!
+//! - **A request that must not be answered before its record survives power
+//!   loss** (an HTTP `POST`, a Raft vote): [`Journal::append_durable_async`].
+//!   Concurrent callers share one write and one `fdatasync`; no window is
+//!   waited for a lone caller.
+//! - **Many records, then one durability point** (a transaction's records,
+//!   a batch import): [`Journal::append_async`] for each (or
+//!   [`Journal::append_batch_async`] when they must survive all or none),
+//!   then [`Journal::sync_through_async`] with the last LSN.
+//! - **Sequencing under your own lock, waiting outside it** (a store that
+//!   applies changes in LSN order): [`Journal::submit`] returns at once with
+//!   the LSN; await its [`Ticket`] after releasing the lock.
+//! - **Plain threads**: [`Journal::append`] and [`Journal::sync_through`]
+//!   park the thread (never call them on a runtime worker).
+//! - **Following the journal**: [`Journal::subscribe`] (a `Stream` of
+//!   durable records), [`Journal::reader`] / [`Journal::read_batch`], or
+//!   [`replay`] for a whole directory at start-up.
+//!
+//! A failed write or sync poisons the journal: every waiter and every later
+//! call gets [`Error::Poisoned`], and nothing is reported durable after it.
+//! Reopen to recover from what is on disk.
+//!
+//! # Cargo features
+//!
+//! - `cli` (default): the `tidelog` binary (`bench`, `verify`, `inspect`,
+//!   `dump`, `repair`). Libraries depending on tidelog use
+//!   `default-features = false` for the lean dependency tree.
+//! - `metrics`: exports [`Stats`] through the `metrics` facade —
+//!   `tidelog_appends_total`, `tidelog_append_bytes_total`,
+//!   `tidelog_writes_total`, `tidelog_syncs_total`, `tidelog_stalls_total`
+//!   (counters), `tidelog_write_seconds`, `tidelog_sync_seconds`,
+//!   `tidelog_records_per_sync` (histograms) and `tidelog_poisoned` (gauge),
+//!   labelled `journal` (its directory) and `substrate`.
+//!
 //! See `docs/` for the architecture, the durability contract and the on-disk
-//! format.
+//! format, and `examples/` for a durable HTTP service, a key-value store
+//! with snapshots and crash recovery, and a change-data-capture follower.
 
 #![deny(unsafe_op_in_unsafe_fn, unused_must_use)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
