@@ -245,8 +245,13 @@ impl Reader {
             if offline && last {
                 return Ok(false); // a torn tail ends an offline log
             }
-            if self.fresh && batch.is_empty() && at == self.pos {
-                return Err(Error::InvalidLsn { lsn: Lsn::new(at), reason: format!("no record starts here ({why})") });
+            // A segment's base always starts a record: nothing readable
+            // there is damage, not a wrong LSN.
+            if self.fresh && batch.is_empty() && at == self.pos && at != seg.base {
+                return Err(Error::InvalidLsn {
+                    lsn: Lsn::new(at),
+                    reason: format!("no record starts here in {} ({why})", seg.path.display()),
+                });
             }
             return Err(Error::corrupt(&seg.path, Lsn::new(at), why));
         }

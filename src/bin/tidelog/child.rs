@@ -27,6 +27,10 @@ pub(crate) struct ChildArgs {
     /// Segment size in KiB (small, so rollovers happen under the kill).
     #[arg(long, default_value_t = 1024)]
     segment_kib: u64,
+    /// Acknowledge once *written*, not durable: the power-cut harness's
+    /// negative control, which must then see records lost.
+    #[arg(long)]
+    ack_written: bool,
 }
 
 /// The payload of record `n` of task `task` in child `tag`: its identity,
@@ -55,7 +59,12 @@ pub(crate) fn run(args: ChildArgs) -> Result<(), String> {
                 let journal = journal.clone();
                 tokio::spawn(async move {
                     for n in 0.. {
-                        let lsn = journal.append_durable_async(payload(args.tag, task, n)).await?;
+                        let record = payload(args.tag, task, n);
+                        let lsn = if args.ack_written {
+                            journal.append_async(record).await?
+                        } else {
+                            journal.append_durable_async(record).await?
+                        };
                         let mut out = std::io::stdout().lock();
                         // The parent counts a record as acknowledged once
                         // this line is out; a failed print ends the child.
