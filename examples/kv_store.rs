@@ -277,15 +277,26 @@ fn next_write(round: u64, task: u64, i: u64, deleted: bool) -> (String, Option<S
     }
 }
 
+/// The child process, killed if the parent panics: none is left behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One crash round: run the child, kill it after `acks` acknowledgements,
 /// and fold every acknowledgement it printed into `acks_seen`.
 fn crash_round(dir: &Path, round: u64, acks: u64, acks_seen: &mut Acks) -> u64 {
-    let mut child = Command::new(std::env::current_exe().expect("own path"))
+    let child = Command::new(std::env::current_exe().expect("own path"))
         .args(["child", &dir.display().to_string(), &round.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the child");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(child.0.stdout.take().expect("piped")).lines();
     let (mut seen, mut killed) = (0, false);
     // Per task: the last acknowledged put's index, and whether the delete
     // after it was acknowledged too.
@@ -322,11 +333,11 @@ fn crash_round(dir: &Path, round: u64, acks: u64, acks_seen: &mut Acks) -> u64 {
             _ => panic!("unexpected child output: {line}"),
         }
         if seen >= acks && !killed {
-            child.kill().expect("SIGKILL the child"); // lines already printed still arrive
+            child.0.kill().expect("SIGKILL the child"); // lines already printed still arrive
             killed = true;
         }
     }
-    let status = child.wait().expect("reap the child");
+    let status = child.0.wait().expect("reap the child");
     assert!(killed, "the child ended on its own ({status}) after {seen} acknowledgements");
     acks_seen.in_flight.clear();
     for task in 0..8 {
