@@ -208,7 +208,7 @@ fn check_everything(files: &[(String, Vec<u8>)]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn damaged_segments_never_yield_a_record_that_was_not_written(mutations in prop::collection::vec(mutation(), 1..6)) {
@@ -232,5 +232,34 @@ proptest! {
     #[test]
     fn arbitrary_files_named_as_segments_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..9000)) {
         check_everything(&[("00000000000000000000.tlog".to_string(), bytes)]);
+    }
+
+    #[test]
+    fn frame_decoding_never_panics_and_accepted_frames_round_trip(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        tidelog::testing::fuzz_frame(&bytes);
+    }
+
+    #[test]
+    fn frames_cut_from_a_real_segment_decode_exactly_or_are_refused(
+        start in 0usize..30_000, len in 0usize..10_000, flip in prop::option::of((any::<usize>(), 0u8..8))
+    ) {
+        let segment = &pristine().files[0].1;
+        let from = (4096 + start * 8).min(segment.len());
+        let mut bytes = segment[from..(from + len).min(segment.len())].to_vec();
+        if let (Some((at, bit)), false) = (flip, bytes.is_empty()) {
+            let at = at % bytes.len();
+            bytes[at] ^= 1 << bit;
+        }
+        tidelog::testing::fuzz_frame(&bytes);
+    }
+
+    #[test]
+    fn segment_header_decoding_never_panics(flip in prop::option::of((0usize..4096, 0u8..8)), cut in 0usize..4097) {
+        let mut block = pristine().files[0].1[..4096].to_vec();
+        if let Some((at, bit)) = flip {
+            block[at] ^= 1 << bit;
+        }
+        block.truncate(cut);
+        tidelog::testing::fuzz_segment_header(&block);
     }
 }

@@ -1,0 +1,4 @@
+//! Frame decoding: never a panic; an accepted frame re-encodes to its bytes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|bytes: &[u8]| tidelog::testing::fuzz_frame(bytes));
