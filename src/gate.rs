@@ -17,12 +17,12 @@
 //! and woken after it is released.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
+use crate::sync::{AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard};
 use crate::{Error, Lsn, Result};
 
 /// Which frontier a waiter waits for.
@@ -345,7 +345,7 @@ impl Drop for Wait<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(tidelog_loom)))]
 mod tests {
     use super::*;
     use futures::FutureExt;

@@ -1,0 +1,189 @@
+//! A `loom` model of the group-commit gate: the real `src/gate.rs`, compiled
+//! over loom's mutex, condvar and atomics (through `crate::sync`), explored
+//! over every interleaving of a driver (the leader of every round), followers
+//! that wait blocking or as futures, followers that give up, failures and
+//! close. Properties: no lost wake-up (loom reports a waiter that is never
+//! woken as a deadlock), and nobody is told durable before a completed round
+//! covers their LSN.
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg tidelog_loom" cargo test --release --test loom_gate
+//! ```
+#![cfg(tidelog_loom)]
+#![allow(dead_code, unreachable_pub)]
+
+/// What `src/gate.rs` imports from `crate::sync`, from loom.
+mod sync {
+    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize};
+    pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
+}
+
+pub(crate) use tidelog::{Error, Lsn, Result};
+
+#[path = "../src/gate.rs"]
+mod gate;
+
+use std::sync::atomic::Ordering::SeqCst;
+
+use futures::FutureExt;
+use gate::{Gate, Level, Wait};
+use loom::sync::atomic::AtomicUsize;
+use loom::sync::Arc;
+use loom::thread;
+
+/// Explores every interleaving of `f` (preemption bound 3) and prints how
+/// many executions that took.
+fn explore(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    static EXECUTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let before = EXECUTIONS.load(SeqCst);
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(move || {
+        EXECUTIONS.fetch_add(1, SeqCst);
+        f()
+    });
+    eprintln!("{name}: {} interleavings explored", EXECUTIONS.load(SeqCst) - before);
+}
+
+/// The driver: completes writes up to `written`, then leads rounds until
+/// `followers` have finished. `fail_first_round` poisons instead of
+/// completing the first round (a failed fdatasync); its late completion must
+/// make nothing durable.
+fn driver(gate: Arc<Gate>, done: Arc<AtomicUsize>, writes: &'static [u64], followers: usize, fail_first_round: bool) {
+    for &end in writes {
+        gate.advance_written(end);
+    }
+    let mut failed = false;
+    while done.load(SeqCst) < followers {
+        if let Some(covers) = gate.begin_sync(false) {
+            if fail_first_round && !failed {
+                failed = true;
+                let eio = std::io::Error::from_raw_os_error(libc::EIO);
+                gate.fail(Error::Poisoned(std::sync::Arc::new(Error::Io {
+                    op: "fdatasync",
+                    path: "/model".into(),
+                    lsn: None,
+                    source: std::sync::Arc::new(eio),
+                })));
+            }
+            gate.complete_sync(covers);
+        }
+        thread::yield_now();
+    }
+}
+
+/// A follower's verdict: told durable only when the durable frontier covers
+/// it (checked right after the wait returns; the frontier never moves back).
+fn check_durable(gate: &Gate, lsn: u64, got: Result<Lsn>) -> bool {
+    match got {
+        Ok(at) => {
+            assert_eq!(at, Lsn::new(lsn));
+            assert!(gate.durable_lsn() >= Lsn::new(lsn), "told durable at {lsn} before a round covered it");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn blocking_followers_are_woken_once_covered() {
+    explore("blocking_followers_are_woken_once_covered", || {
+        let gate = Arc::new(Gate::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let followers: Vec<_> = [8u64, 16]
+            .into_iter()
+            .map(|lsn| {
+                let (gate, done) = (gate.clone(), done.clone());
+                thread::spawn(move || {
+                    let got = gate.wait_blocking(Level::Durable, lsn);
+                    assert!(check_durable(&gate, lsn, got), "no failure in this model");
+                    done.fetch_add(1, SeqCst);
+                })
+            })
+            .collect();
+        driver(gate, done, &[8, 16], 2, false);
+        for f in followers {
+            f.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn async_followers_arriving_during_a_round_and_dropped_waiters() {
+    explore("async_followers_arriving_during_a_round_and_dropped_waiters", || {
+        let gate = Arc::new(Gate::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let follower = {
+            let (gate, done) = (gate.clone(), done.clone());
+            thread::spawn(move || {
+                // A waiter that gives up after one poll leaves nothing behind.
+                assert!(Wait::new(&gate, Level::Durable, 16).now_or_never().is_none_or(|r| r.is_ok()));
+                let got = loom::future::block_on(Wait::new(&gate, Level::Durable, 16));
+                assert!(check_durable(&gate, 16, got));
+                done.fetch_add(1, SeqCst);
+            })
+        };
+        let written = {
+            let gate = gate.clone();
+            thread::spawn(move || {
+                let got = loom::future::block_on(Wait::new(&gate, Level::Written, 8));
+                assert_eq!(got.unwrap(), Lsn::new(8));
+                assert!(gate.written_lsn() >= Lsn::new(8));
+            })
+        };
+        driver(gate, done, &[8, 16], 1, false);
+        follower.join().unwrap();
+        written.join().unwrap();
+    });
+}
+
+#[test]
+fn a_failed_round_tells_no_follower_durable() {
+    explore("a_failed_round_tells_no_follower_durable", || {
+        let gate = Arc::new(Gate::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let followers: Vec<_> = [8u64, 16]
+            .into_iter()
+            .map(|lsn| {
+                let (gate, done) = (gate.clone(), done.clone());
+                thread::spawn(move || {
+                    let got = if lsn == 8 {
+                        gate.wait_blocking(Level::Durable, lsn)
+                    } else {
+                        loom::future::block_on(Wait::new(&gate, Level::Durable, lsn))
+                    };
+                    if let Err(e) = &got {
+                        assert!(e.is_poisoned(), "{e}");
+                    }
+                    // Told durable only if a round completed before the failure.
+                    check_durable(&gate, lsn, got);
+                    done.fetch_add(1, SeqCst);
+                })
+            })
+            .collect();
+        driver(gate.clone(), done, &[8, 16], 2, true);
+        for f in followers {
+            f.join().unwrap();
+        }
+        assert!(gate.failure().is_some());
+        assert_eq!(gate.durable_lsn(), Lsn::ZERO, "the failed round covered nothing, and nothing ran after it");
+    });
+}
+
+#[test]
+fn close_wakes_every_waiter() {
+    explore("close_wakes_every_waiter", || {
+        let gate = Arc::new(Gate::new(0));
+        let blocking = {
+            let gate = gate.clone();
+            thread::spawn(move || gate.wait_blocking(Level::Durable, 8))
+        };
+        let future = {
+            let gate = gate.clone();
+            thread::spawn(move || loom::future::block_on(Wait::new(&gate, Level::Written, 8)))
+        };
+        gate.fail(Error::Closed);
+        assert!(matches!(blocking.join().unwrap(), Err(Error::Closed)));
+        assert!(matches!(future.join().unwrap(), Err(Error::Closed)));
+    });
+}
