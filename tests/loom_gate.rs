@@ -85,22 +85,49 @@ fn check_durable(gate: &Gate, lsn: u64, got: Result<Lsn>) -> bool {
     }
 }
 
+/// How a follower waits.
+#[derive(Clone, Copy)]
+enum Waiter {
+    /// Parked on the gate's condvar (`Journal::append` from a plain thread).
+    Blocking,
+    /// A `Wait` future (`append_durable_async`).
+    Future,
+}
+
+/// Spawns one follower per (LSN, waiter): each waits for its LSN to be
+/// durable, checks the verdict with [`check_durable`] (a failure must be
+/// `Poisoned`, and is allowed only when `may_fail`), and counts itself done.
+fn spawn_followers(
+    gate: &Arc<Gate>,
+    done: &Arc<AtomicUsize>,
+    followers: &[(u64, Waiter)],
+    may_fail: bool,
+) -> Vec<thread::JoinHandle<()>> {
+    followers
+        .iter()
+        .map(|&(lsn, waiter)| {
+            let (gate, done) = (gate.clone(), done.clone());
+            thread::spawn(move || {
+                let got = match waiter {
+                    Waiter::Blocking => gate.wait_blocking(Level::Durable, lsn),
+                    Waiter::Future => loom::future::block_on(Wait::new(&gate, Level::Durable, lsn)),
+                };
+                if let Err(e) = &got {
+                    assert!(may_fail && e.is_poisoned(), "{e}");
+                }
+                check_durable(&gate, lsn, got);
+                done.fetch_add(1, SeqCst);
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn blocking_followers_are_woken_once_covered() {
     explore("blocking_followers_are_woken_once_covered", || {
         let gate = Arc::new(Gate::new(0));
         let done = Arc::new(AtomicUsize::new(0));
-        let followers: Vec<_> = [8u64, 16]
-            .into_iter()
-            .map(|lsn| {
-                let (gate, done) = (gate.clone(), done.clone());
-                thread::spawn(move || {
-                    let got = gate.wait_blocking(Level::Durable, lsn);
-                    assert!(check_durable(&gate, lsn, got), "no failure in this model");
-                    done.fetch_add(1, SeqCst);
-                })
-            })
-            .collect();
+        let followers = spawn_followers(&gate, &done, &[(8, Waiter::Blocking), (16, Waiter::Blocking)], false);
         driver(gate, done, &[8, 16], 2, false);
         for f in followers {
             f.join().unwrap();
@@ -142,25 +169,7 @@ fn a_failed_round_tells_no_follower_durable() {
     explore("a_failed_round_tells_no_follower_durable", || {
         let gate = Arc::new(Gate::new(0));
         let done = Arc::new(AtomicUsize::new(0));
-        let followers: Vec<_> = [8u64, 16]
-            .into_iter()
-            .map(|lsn| {
-                let (gate, done) = (gate.clone(), done.clone());
-                thread::spawn(move || {
-                    let got = if lsn == 8 {
-                        gate.wait_blocking(Level::Durable, lsn)
-                    } else {
-                        loom::future::block_on(Wait::new(&gate, Level::Durable, lsn))
-                    };
-                    if let Err(e) = &got {
-                        assert!(e.is_poisoned(), "{e}");
-                    }
-                    // Told durable only if a round completed before the failure.
-                    check_durable(&gate, lsn, got);
-                    done.fetch_add(1, SeqCst);
-                })
-            })
-            .collect();
+        let followers = spawn_followers(&gate, &done, &[(8, Waiter::Blocking), (16, Waiter::Future)], true);
         driver(gate.clone(), done, &[8, 16], 2, true);
         for f in followers {
             f.join().unwrap();
