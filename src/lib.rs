@@ -113,6 +113,7 @@ pub use storage::StorageClass;
 #[doc(hidden)]
 pub mod testing {
     pub use crate::substrate::fault::FaultPlan;
+    pub use crate::substrate::record::{Event, FileId, Listing, Recorded, Recorder};
 
     /// Fuzz entry (`fuzz/`, property tests): decodes `bytes` as a frame at
     /// the LSN its own header claims and at zero. Must never panic; a frame

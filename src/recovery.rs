@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::format::{self, FLAG_BATCH_CONTINUES, KIND_RECORD, KIND_REQUIRED};
 use crate::read::cursor::{FrameCursor, Step};
 use crate::segment::{self, SegmentFile};
-use crate::substrate::platform;
+use crate::substrate::record;
 use crate::{Error, Lsn, RecoveryMode, Result};
 
 /// What open found and what it cut.
@@ -179,7 +179,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             .map_err(|e| Error::io_at("truncate segment", &last.path, Lsn::new(scan.end), e))?;
     }
     // What a crashed process left in the page cache is durable from here on.
-    platform::sync_data(&last.file).map_err(|e| Error::io_at("fdatasync", &last.path, Lsn::new(scan.end), e))?;
+    record::sync_data(dir, &last.file).map_err(|e| Error::io_at("fdatasync", &last.path, Lsn::new(scan.end), e))?;
     report.end_lsn = Lsn::new(scan.end);
     report.first_lsn = Lsn::new(bases[0]);
     report.segments = bases.len();
@@ -222,7 +222,7 @@ fn drop_unsealed_segment(
     }
     tracing::warn!(segment = %path.display(), reason, saved_bytes = data, "dropping a segment whose rollover never became durable");
     fs::remove_file(&path).map_err(|e| Error::io_at("remove segment", &path, lsn, e))?;
-    platform::sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
+    record::sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
 }
 
 fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {
@@ -237,9 +237,10 @@ fn save_sidecar(dir: &Path, segment: &Path, end: u64, bytes: &[u8]) -> Result<Pa
     let path = dir.join(format!("{name}.corrupt-{end}"));
     let saved = (|| -> io::Result<()> {
         let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
-        platform::pwrite_all(&file, bytes, 0)?;
-        platform::sync_data(&file)?;
-        platform::sync_dir(dir)
+        record::created(dir, &file);
+        record::pwrite_all(dir, &file, bytes, 0)?;
+        record::sync_data(dir, &file)?;
+        record::sync_dir(dir)
     })();
     saved.map_err(|e| {
         let _ = fs::remove_file(&path);

@@ -18,7 +18,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::{Chunk, Shared};
 use crate::segment::{self, SegmentFile};
-use crate::substrate::{platform, Backend, Done, Op, OpKind};
+use crate::substrate::{platform, record, Backend, Done, Op, OpKind};
 use crate::{format, Error, Lsn, Result, SyncPolicy};
 
 /// Transient errors (`EINTR`, `EAGAIN`) retried per write before giving up.
@@ -472,7 +472,7 @@ impl Driver {
             let made = match spare {
                 Some(file) => segment::activate(&dir, file, base, id)?,
                 None => {
-                    platform::sync_data(&old.file)
+                    record::sync_data(&dir, &old.file)
                         .map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
                     segment::create(&dir, base, id)?
                 }
@@ -490,10 +490,11 @@ impl Driver {
         if has_spare {
             let (new, dir) = (self.active.clone(), self.shared.dir.clone());
             let task = tokio::task::spawn_blocking(move || -> Result<()> {
-                platform::sync_data(&sealed_old.file)
+                record::sync_data(&dir, &sealed_old.file)
                     .map_err(|e| Error::io_at("fdatasync", &sealed_old.path, Lsn::new(base), e))?;
-                platform::sync_data(&new.file).map_err(|e| Error::io_at("fdatasync", &new.path, Lsn::new(base), e))?;
-                platform::sync_dir(&dir).map_err(|e| Error::io_at("sync journal directory", &dir, Lsn::new(base), e))
+                record::sync_data(&dir, &new.file)
+                    .map_err(|e| Error::io_at("fdatasync", &new.path, Lsn::new(base), e))?;
+                record::sync_dir(&dir).map_err(|e| Error::io_at("sync journal directory", &dir, Lsn::new(base), e))
             });
             self.seal = Some(Seal { covers, records: self.written_records, task });
         } else if let Some(covers) = covers {

@@ -7,6 +7,7 @@
 mod driver;
 mod logbuf;
 mod open;
+pub(crate) use open::LOCK_FILE;
 pub(crate) mod options;
 mod ticket;
 

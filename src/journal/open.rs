@@ -12,7 +12,7 @@ use crate::gate::Gate;
 use crate::recovery::{self, Recovered};
 use crate::segment::SegmentFile;
 use crate::stats::StatsInner;
-use crate::substrate::{platform, Backend, BlockingBackend};
+use crate::substrate::{platform, record, Backend, BlockingBackend};
 use crate::{Error, JournalOptions, Lsn, Result, SubstrateChoice};
 
 /// Name of the lock file inside a journal directory.
@@ -31,6 +31,9 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     }
     let lock = take_lock(dir)?;
     let mut backend = choose_backend(&opts)?;
+    if let Some(rec) = crate::substrate::record::recorder(dir) {
+        backend = Box::new(crate::substrate::record::RecordingBackend::new(backend, rec));
+    }
     if let Some(plan) = &opts.fault {
         backend = Box::new(crate::substrate::fault::FaultBackend::new(backend, plan.clone(), opts.direct_io));
     }
@@ -78,8 +81,9 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
 
 fn reserve_segment(seg: &SegmentFile, size: u64, how: crate::Preallocate) -> Result<()> {
     let header = crate::format::SEGMENT_HEADER_LEN as u64;
-    crate::segment::reserve(&seg.file, header, size, how)
-        .and_then(|()| platform::sync_data(&seg.file))
+    let dir = seg.path.parent().unwrap_or(Path::new("."));
+    crate::segment::reserve(dir, &seg.file, header, size, how)
+        .and_then(|()| record::sync_data(dir, &seg.file))
         .map_err(|e| Error::io_at("preallocate segment", &seg.path, Lsn::new(seg.base), e))
 }
 

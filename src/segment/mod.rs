@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub(crate) mod retention;
 
 use crate::format::{self, SegmentHeader};
-use crate::substrate::platform;
+use crate::substrate::record;
 use crate::{Error, Lsn, Result};
 
 /// An open segment file.
@@ -45,16 +45,16 @@ pub enum Preallocate {
 }
 
 /// Reserves `[from, size)` of a new segment file as `how` says (not synced).
-pub(crate) fn reserve(file: &File, from: u64, size: u64, how: Preallocate) -> io::Result<()> {
+pub(crate) fn reserve(dir: &Path, file: &File, from: u64, size: u64, how: Preallocate) -> io::Result<()> {
     match how {
         Preallocate::None => {}
-        Preallocate::Fallocate => platform::allocate(file, size)?,
+        Preallocate::Fallocate => record::allocate(dir, file, size)?,
         Preallocate::Zero => {
             let zeros = vec![0u8; 1 << 20];
             let mut at = from;
             while at < size {
                 let n = (size - at).min(zeros.len() as u64) as usize;
-                platform::pwrite_all(file, &zeros[..n], at)?;
+                record::pwrite_all(dir, file, &zeros[..n], at)?;
                 at += n as u64;
             }
         }
@@ -67,10 +67,11 @@ pub(crate) fn reserve(file: &File, from: u64, size: u64, how: Preallocate) -> io
 pub(crate) fn make_spare(dir: &Path, size: u64, how: Preallocate) -> io::Result<File> {
     let path = dir.join(SPARE_NAME);
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
-    reserve(&file, 0, size, how)?;
+    record::created(dir, &file);
+    reserve(dir, &file, 0, size, how)?;
     // The allocation itself is durable now, not in the first sync of a
     // record in this segment.
-    platform::sync_data(&file)?;
+    record::sync_data(dir, &file)?;
     Ok(file)
 }
 
@@ -85,7 +86,7 @@ pub(crate) fn discard_spare(dir: &Path) -> io::Result<()> {
 pub(crate) fn activate(dir: &Path, spare: File, base: u64, journal_id: u64) -> Result<SegmentFile> {
     let path = dir.join(format::segment_file_name(base));
     let header = format::encode_segment_header(&SegmentHeader { base_lsn: base, journal_id, flags: 0 });
-    platform::pwrite_all(&spare, &header, 0)
+    record::pwrite_all(dir, &spare, &header, 0)
         .and_then(|()| fs::rename(dir.join(SPARE_NAME), &path))
         .map_err(|e| Error::io_at("activate segment", &path, Lsn::new(base), e))?;
     Ok(SegmentFile { base, path, file: spare })
@@ -98,10 +99,11 @@ pub(crate) fn create(dir: &Path, base: u64, journal_id: u64) -> Result<SegmentFi
     let header = format::encode_segment_header(&SegmentHeader { base_lsn: base, journal_id, flags: 0 });
     let made = (|| -> io::Result<File> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&temp)?;
-        platform::pwrite_all(&file, &header, 0)?;
-        platform::sync_data(&file)?;
+        record::created(dir, &file);
+        record::pwrite_all(dir, &file, &header, 0)?;
+        record::sync_data(dir, &file)?;
         fs::rename(&temp, &path)?;
-        platform::sync_dir(dir)?;
+        record::sync_dir(dir)?;
         Ok(file)
     })();
     match made {

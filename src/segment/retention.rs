@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use crate::substrate::platform;
+use crate::substrate::record;
 use crate::{format, Error, Lsn, Result};
 
 #[derive(Debug, Default)]
@@ -136,5 +136,5 @@ pub(crate) fn delete(dir: &Path, bases: &[u64]) -> Result<()> {
             Err(e) => return Err(Error::io_at("delete segment", path, Lsn::new(base), e)),
         }
     }
-    platform::sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
+    record::sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
 }

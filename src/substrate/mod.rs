@@ -11,6 +11,7 @@ mod blocking;
 mod buf;
 pub(crate) mod fault;
 pub(crate) mod platform;
+pub(crate) mod record;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
@@ -24,7 +25,7 @@ pub(crate) use buf::AlignedBuf;
 use crate::segment::SegmentFile;
 
 /// What an op does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum OpKind {
     /// Write `buf[start..end]` at `offset`.
     Write,
