@@ -22,6 +22,7 @@ matrix!(
     a_torn_header_in_a_never_used_segment_is_dropped_and_remade,
     a_blank_header_over_unacknowledged_records_is_cut_or_corrupt,
     a_damaged_header_over_records_is_corrupt,
+    a_rollover_whose_seal_never_completed_is_undone,
     every_preallocation_mode_rolls_over_and_reads_back,
     replay_delivers_what_a_reader_reads_in_order,
 );
@@ -141,6 +142,47 @@ async fn a_blank_header_over_unacknowledged_records_is_cut_or_corrupt(opts: Jour
     let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
     assert_eq!(records.len(), kept);
     j.close().await.unwrap();
+}
+
+/// Found by the crash-state enumeration (`tests/crash_states.rs`): the
+/// seal syncs the sealed segment while writes go on into the new one, so a
+/// crash can keep the new segment's name and header but lose the sealed
+/// segment's last records. Nothing in the new segment was acknowledged then
+/// (no sync round starts before the seal completes). Recovery must undo the
+/// rollover: before the fix it opened, and readers then hit a hole.
+async fn a_rollover_whose_seal_never_completed_is_undone(opts: JournalOptions) {
+    let opts = opts.segment_size(SEGMENT);
+    let (dir, lsns, _) = closed_journal(&opts, 3).await;
+    let files = segment_files(dir.path());
+    let (sealed, last) = (&files[files.len() - 2], &files[files.len() - 1]);
+    let (sealed_base, last_base) = (base_of(sealed), base_of(last));
+    // The sealed segment's last two records never reached the disk.
+    let in_sealed: Vec<u64> = lsns.iter().map(|l| l.as_u64()).filter(|&l| l > sealed_base && l <= last_base).collect();
+    let survivor_end = in_sealed[in_sealed.len() - 3];
+    let path = dir.path().join(sealed);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let cut = (survivor_end - sealed_base) as usize + 4096;
+    bytes[cut..].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let err = Journal::open(dir.path(), opts.clone().recovery(RecoveryMode::AbsoluteConsistency)).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(last.as_str()), "names the dropped segment: {err}");
+    assert!(dir.path().join(last).exists(), "AbsoluteConsistency deletes nothing");
+
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let report = j.recovery_report().clone();
+    assert_eq!(report.end_lsn(), Lsn::new(survivor_end), "appends continue in the sealed segment");
+    assert!(report.sidecar().is_some_and(|p| p.exists()), "the dropped segment's records are kept aside");
+    assert!(!dir.path().join(last).exists());
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    let kept = lsns.iter().filter(|l| l.as_u64() <= survivor_end).count();
+    assert_eq!(records.len(), kept);
+    let next = j.append_durable_async(b"after the undone rollover").await.unwrap();
+    assert!(next.as_u64() > survivor_end);
+    j.close().await.unwrap();
+    assert!(tidelog::verify(dir.path()).unwrap().is_clean());
+    assert_eq!(common::read_all(dir.path()).len(), kept + 1);
 }
 
 async fn a_damaged_header_over_records_is_corrupt(opts: JournalOptions) {
