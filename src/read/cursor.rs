@@ -24,37 +24,42 @@ pub(crate) enum Step<'a> {
 #[derive(Debug)]
 pub(crate) struct FrameCursor {
     pub(crate) base: u64,
+    /// Read buffer; only `buf[..filled]` holds file bytes. It keeps its
+    /// length between refills, so refilling never zeroes it again.
     buf: Vec<u8>,
+    filled: usize,
     buf_lsn: u64,
 }
 
 impl FrameCursor {
     pub(crate) fn new(base: u64) -> FrameCursor {
-        FrameCursor { base, buf: Vec::new(), buf_lsn: base }
+        FrameCursor { base, buf: Vec::new(), filled: 0, buf_lsn: base }
     }
 
     /// Makes `[lsn, lsn + want)` resident if the file (and `limit`) has it;
     /// returns how many bytes from `lsn` are resident.
     fn fill(&mut self, file: &File, lsn: u64, want: usize, limit: u64) -> io::Result<usize> {
-        let resident_end = self.buf_lsn + self.buf.len() as u64;
+        let resident_end = self.buf_lsn + self.filled as u64;
         if lsn >= self.buf_lsn && lsn + want as u64 <= resident_end {
             return Ok((resident_end - lsn) as usize);
         }
         let span = (limit - lsn).min(want.max(READ_AHEAD) as u64) as usize;
-        self.buf.clear();
-        self.buf.resize(span, 0);
+        if self.buf.len() < span {
+            self.buf = vec![0; span];
+        }
+        self.filled = 0;
         self.buf_lsn = lsn;
         let offset = format::file_offset(self.base, lsn);
         let mut got = 0;
         while got < span {
-            match file.read_at(&mut self.buf[got..], offset + got as u64) {
+            match file.read_at(&mut self.buf[got..span], offset + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
-        self.buf.truncate(got);
+        self.filled = got;
         Ok(got)
     }
 

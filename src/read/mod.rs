@@ -387,7 +387,7 @@ fn scan_nonzero(file: &File, from: u64, len: u64) -> std::io::Result<u64> {
         if n == 0 {
             break;
         }
-        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+        if let Some(i) = last_nonzero(&buf[..n]) {
             last = off + i as u64 + 1;
         }
         off += n as u64;
@@ -395,8 +395,41 @@ fn scan_nonzero(file: &File, from: u64, len: u64) -> std::io::Result<u64> {
     Ok(last - from)
 }
 
+/// Index of the last non-zero byte. This runs over whole preallocated
+/// segments: all-zero blocks are skipped by comparing against zeros (a
+/// memcmp), and only the last block with data is searched byte by byte.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &bytes[start..end];
+        if block != &ZEROS[..block.len()] {
+            return block.iter().rposition(|&b| b != 0).map(|i| start + i);
+        }
+        end = start;
+    }
+    None
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    #[test]
+    fn last_nonzero_finds_the_last_set_byte_at_every_position() {
+        for len in [0usize, 1, 7, 8, 9, 4095, 4096, 4097, 9000] {
+            assert_eq!(super::last_nonzero(&vec![0u8; len]), None);
+            for at in (0..len).filter(|at| len < 100 || at % 97 == 0 || at + 2 >= len || at % 4096 < 2) {
+                let mut bytes = vec![0u8; len];
+                bytes[at] = 1;
+                if at > 0 {
+                    bytes[0] = 2;
+                }
+                assert_eq!(super::last_nonzero(&bytes), Some(at), "len {len}, set at {at}");
+            }
+        }
+    }
+
     use std::os::unix::fs::FileExt;
 
     use super::nonzero_extent;
