@@ -1,0 +1,651 @@
+//! Crash-state enumeration (ALICE / SQLite test-VFS style).
+//!
+//! A workload runs on a real journal with a [`Recorder`] attached: every
+//! write, size change, `fdatasync` and directory sync it issues is logged,
+//! through the substrate seam and the segment paths outside it, each with
+//! the directory listing seen at that moment. The checker replays the log
+//! into a model of the disk — a *durable image* per file (what a completed
+//! sync covered) plus the operations issued since — and after every event
+//! builds the states a crash could leave:
+//!
+//! - the directory as of the last completed directory sync, or any later
+//!   listing (metadata operations persist in order, as journaling
+//!   filesystems commit them);
+//! - every prefix of the unsynced operations; every subset of them when
+//!   there are few (writes reordered or dropped), else each one dropped;
+//! - each unsynced write torn: cut at its last sector boundary, or with its
+//!   last sector garbage.
+//!
+//! Each distinct state is written to a tmpfs directory and opened with
+//! `PointInTime` recovery, which must succeed; then: every record read back
+//! is one that was appended, with its payload intact; the records form a
+//! contiguous run of what was appended (no holes); every record acknowledged
+//! durable before the crash point is there (above a truncation point);
+//! atomic batches are all there or all gone; a new append continues after
+//! the last record and reads back after another reopen.
+//!
+//! Negative control: a workload that calls records acknowledged as soon as
+//! they are *written* (never synced) must fail the check in some state, or
+//! the enumeration proves nothing.
+//!
+//! `TIDELOG_CRASH_RECORDS` (default 60 per task) scales the workloads.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tidelog::testing::{Event, FileId, Listing, Recorded, Recorder};
+use tidelog::{Journal, JournalOptions, Lsn, Preallocate, SubstrateChoice};
+
+/// Note tags.
+const ACKED: u64 = 1;
+const TRUNCATE: u64 = 2;
+
+const SEGMENT: u64 = 1 << 20;
+const SECTOR: u64 = 512;
+
+#[derive(Clone, Copy, Debug)]
+struct Workload {
+    direct: bool,
+    dsync: bool,
+    preallocate: Preallocate,
+    /// Negative control: note records as acknowledged once merely written.
+    lie: bool,
+}
+
+/// What the workload appended: payload by record LSN, and atomic batches.
+#[derive(Default)]
+struct Appended {
+    payloads: BTreeMap<u64, Vec<u8>>,
+    batches: Vec<Vec<u64>>,
+}
+
+/// Records per task: `TIDELOG_CRASH_RECORDS`, else 60 in an optimised
+/// build and 30 in a debug one (enough for three rollovers).
+fn records_per_task() -> usize {
+    let default = if cfg!(debug_assertions) { 30 } else { 60 };
+    std::env::var("TIDELOG_CRASH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A payload that names its task and sequence; sizes vary from 16 B to
+/// 12 KiB so a hundred records cross a 1 MiB segment.
+fn payload(task: usize, seq: usize) -> Vec<u8> {
+    let mut x = (task as u64 * 1_000_003 + seq as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 29;
+    let len = 16 + (x % 12_288) as usize;
+    let tag = format!("t{task}s{seq}:");
+    let mut p: Vec<u8> = tag.bytes().cycle().take(len).collect();
+    p[len - 1] = (x >> 8) as u8;
+    p
+}
+
+async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(Vec<Recorded>, Appended)> {
+    let opts = JournalOptions::new()
+        .substrate(substrate)
+        .direct_io(w.direct)
+        .dsync_writes(w.dsync)
+        .preallocate(w.preallocate)
+        .segment_size(SEGMENT);
+    let rec = Recorder::attach(dir);
+    let journal = match Journal::open(dir, opts).await {
+        Ok(j) => Arc::new(j),
+        Err(e @ tidelog::Error::Unsupported(_)) => {
+            eprintln!("SKIPPED ({substrate:?}, {w:?}): {e}");
+            return None;
+        }
+        Err(e) => panic!("open: {e}"),
+    };
+    let appended = Arc::new(Mutex::new(Appended::default()));
+    let per_task = records_per_task();
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let (journal, rec, appended) = (journal.clone(), rec.clone(), appended.clone());
+        tasks.push(tokio::spawn(async move {
+            for seq in 0..per_task {
+                match seq % 7 {
+                    // An atomic batch of three, then a sync through it.
+                    3 if !w.lie => {
+                        let ps: Vec<Vec<u8>> = (0..3).map(|k| payload(task, seq * 10 + k)).collect();
+                        let lsns = journal.append_batch_async(&ps).await.expect("batch");
+                        let last = *lsns.last().expect("three");
+                        journal.sync_through_async(last).await.expect("sync batch");
+                        let mut a = appended.lock().unwrap();
+                        for (lsn, p) in lsns.iter().zip(ps) {
+                            rec.note(ACKED, lsn.as_u64());
+                            a.payloads.insert(lsn.as_u64(), p);
+                        }
+                        a.batches.push(lsns.iter().map(|l| l.as_u64()).collect());
+                    }
+                    // Written, never waited on for durability (the control
+                    // writes only these, and calls them acknowledged).
+                    _ if seq % 7 == 5 || w.lie => {
+                        let p = payload(task, seq * 10);
+                        let lsn = journal.append_async(&p).await.expect("append");
+                        if w.lie {
+                            rec.note(ACKED, lsn.as_u64());
+                        }
+                        appended.lock().unwrap().payloads.insert(lsn.as_u64(), p);
+                    }
+                    _ => {
+                        let p = payload(task, seq * 10);
+                        let lsn = journal.append_durable_async(&p).await.expect("durable append");
+                        rec.note(ACKED, lsn.as_u64());
+                        appended.lock().unwrap().payloads.insert(lsn.as_u64(), p);
+                    }
+                }
+                // Halfway, task 0 drops the segments below what it has made durable.
+                if task == 0 && seq == per_task / 2 {
+                    let below = journal.durable_lsn();
+                    rec.note(TRUNCATE, below.as_u64());
+                    journal.truncate_before(below).await.expect("truncate");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        common::within(120, "workload task", t).await.expect("task");
+    }
+    journal.close().await.expect("close");
+    let appended = std::mem::take(&mut *appended.lock().unwrap());
+    Some((rec.events(), appended))
+}
+
+/// An operation issued and not yet covered by a completed sync.
+#[derive(Clone)]
+struct Pending {
+    id: u64,
+    file: FileId,
+    op: PendingOp,
+}
+
+#[derive(Clone)]
+enum PendingOp {
+    /// Bytes at an offset; `ended` is how many were written, once known (an
+    /// unfinished write may land whole).
+    Write {
+        offset: u64,
+        data: Arc<[u8]>,
+        ended: Option<usize>,
+    },
+    Extend(u64),
+}
+
+impl Pending {
+    fn bytes(&self) -> Option<(u64, &[u8])> {
+        match &self.op {
+            PendingOp::Write { offset, data, ended } => Some((*offset, &data[..ended.unwrap_or(data.len())])),
+            PendingOp::Extend(_) => None,
+        }
+    }
+
+    /// False for a write that ended having written nothing.
+    fn matters(&self) -> bool {
+        self.bytes().is_none_or(|(_, b)| !b.is_empty())
+    }
+}
+
+/// How one pending op is applied in a crash state.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Apply {
+    Whole,
+    /// Cut at the last sector boundary before its end.
+    Cut,
+    /// Its last sector holds garbage.
+    Garbage,
+}
+
+fn apply(image: &mut Vec<u8>, p: &Pending, how: Apply) {
+    match &p.op {
+        PendingOp::Extend(len) => grow(image, *len as usize),
+        PendingOp::Write { .. } => {
+            let (offset, bytes) = p.bytes().expect("a write");
+            let end = offset + bytes.len() as u64;
+            let last_sector = ((end - 1) / SECTOR * SECTOR).max(offset);
+            let keep = match how {
+                Apply::Cut => (last_sector - offset) as usize,
+                _ => bytes.len(),
+            };
+            grow(image, offset as usize + keep);
+            image[offset as usize..offset as usize + keep].copy_from_slice(&bytes[..keep]);
+            if how == Apply::Garbage {
+                for (i, b) in image[last_sector as usize..end as usize].iter_mut().enumerate() {
+                    *b = 0xA5 ^ (i as u8).wrapping_mul(31);
+                }
+            }
+        }
+    }
+}
+
+/// Extends `image` with zeros to `len` (`resize` is slow unoptimised).
+fn grow(image: &mut Vec<u8>, len: usize) {
+    if image.len() < len {
+        let mut bigger = vec![0u8; len];
+        bigger[..image.len()].copy_from_slice(image);
+        *image = bigger;
+    }
+}
+
+/// Writes `image` as a sparse file: all-zero 64 KiB pieces stay holes, as
+/// preallocated space does on a real disk.
+fn write_sparse(path: &Path, image: &[u8]) {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(path).expect("create crash state file");
+    file.set_len(image.len() as u64).expect("size crash state file");
+    for (k, piece) in image.chunks(64 << 10).enumerate() {
+        // Slice equality is a memcmp, fast even unoptimised.
+        if piece != &ZEROS[..piece.len()] {
+            file.write_all_at(piece, (k as u64) << 16).expect("write crash state file");
+        }
+    }
+}
+
+/// The disk as the recorded events left it: durable images, pending ops,
+/// and the directory listings a crash may leave.
+#[derive(Default)]
+struct Model {
+    durable: HashMap<FileId, Vec<u8>>,
+    /// Bumped whenever `durable` changes.
+    version: u64,
+    pending: Vec<Pending>,
+    /// Sync id → (file, ops it covers, a linked write it covers, only that).
+    syncs: HashMap<u64, (FileId, Vec<u64>, Option<u64>, bool)>,
+    /// Dir sync id → index of its start event.
+    dir_syncs: HashMap<u64, usize>,
+    /// Index of the start event of the last completed directory sync.
+    durable_from: Option<usize>,
+}
+
+impl Model {
+    fn step(&mut self, events: &[Recorded], i: usize) {
+        match &events[i].event {
+            Event::Write { id, file, offset, data } => self.pending.push(Pending {
+                id: *id,
+                file: *file,
+                op: PendingOp::Write { offset: *offset, data: data.clone(), ended: None },
+            }),
+            Event::WriteDone { id, written } => {
+                for p in &mut self.pending {
+                    if let (true, PendingOp::Write { ended, .. }) = (p.id == *id, &mut p.op) {
+                        *ended = Some(*written);
+                    }
+                }
+            }
+            // Extends carry no id of their own; the event's index makes one.
+            Event::Extend { file, len } => {
+                self.pending.push(Pending { id: u64::MAX - i as u64, file: *file, op: PendingOp::Extend(*len) })
+            }
+            Event::SyncStart { id, file, linked, only_linked } => {
+                let ended: Vec<u64> = if *only_linked {
+                    Vec::new()
+                } else {
+                    self.pending
+                        .iter()
+                        .filter(|p| p.file == *file)
+                        .filter(|p| match &p.op {
+                            PendingOp::Write { ended, .. } => ended.is_some(),
+                            PendingOp::Extend(_) => true,
+                        })
+                        .map(|p| p.id)
+                        .collect()
+                };
+                self.syncs.insert(*id, (*file, ended, *linked, *only_linked));
+            }
+            Event::SyncDone { id, ok } => {
+                let (file, covered, linked, _) = self.syncs.remove(id).expect("sync started");
+                if *ok {
+                    self.make_durable(file, &covered, linked);
+                }
+            }
+            Event::DirSyncStart { id } => {
+                self.dir_syncs.insert(*id, i);
+            }
+            Event::DirSyncDone { id, ok } => {
+                let start = self.dir_syncs.remove(id).expect("dir sync started");
+                if *ok && self.durable_from.is_none_or(|d| d < start) {
+                    self.durable_from = Some(start);
+                    self.version += 1;
+                }
+            }
+            Event::Note { .. } => {}
+        }
+    }
+
+    /// Applies the covered ops (in issue order) to the durable image.
+    fn make_durable(&mut self, file: FileId, covered: &[u64], linked: Option<u64>) {
+        let mut image = self.durable.remove(&file).unwrap_or_default();
+        let mut keep = Vec::new();
+        let mut changed = false;
+        for p in std::mem::take(&mut self.pending) {
+            let is_covered = p.file == file && (covered.contains(&p.id) || Some(p.id) == linked);
+            // A linked write covers only what it wrote.
+            let ended = match &p.op {
+                PendingOp::Write { ended, .. } => ended.is_some(),
+                PendingOp::Extend(_) => true,
+            };
+            if is_covered && ended {
+                apply(&mut image, &p, Apply::Whole);
+                changed = true;
+            } else {
+                keep.push(p);
+            }
+        }
+        self.pending = keep;
+        self.durable.insert(file, image);
+        if changed {
+            self.version += 1;
+        }
+    }
+
+    /// Listings a crash after event `i` may leave, oldest first.
+    fn namespaces(&self, events: &[Recorded], i: usize) -> Vec<Listing> {
+        let mut out: Vec<Listing> = Vec::new();
+        let from = match self.durable_from {
+            Some(d) => d,
+            None => {
+                out.push(Arc::new(Vec::new()));
+                0
+            }
+        };
+        for r in &events[from..=i] {
+            if !out.iter().any(|l| Arc::ptr_eq(l, &r.names) || **l == *r.names) {
+                out.push(r.names.clone());
+            }
+        }
+        out
+    }
+
+    /// Which pending ops a crash state applies, and how.
+    fn variants(&self) -> Vec<Vec<(usize, Apply)>> {
+        let live: Vec<usize> = (0..self.pending.len()).filter(|&k| self.pending[k].matters()).collect();
+        let n = live.len();
+        let mut out: Vec<Vec<(usize, Apply)>> = Vec::new();
+        let whole = |set: &[usize]| set.iter().map(|&k| (k, Apply::Whole)).collect::<Vec<_>>();
+        if n <= 5 {
+            for mask in 0u32..(1 << n) {
+                let set: Vec<usize> = (0..n).filter(|b| mask & (1 << b) != 0).map(|b| live[b]).collect();
+                out.push(whole(&set));
+            }
+        } else {
+            for k in 0..=n {
+                out.push(whole(&live[..k]));
+            }
+            for drop in 0..n {
+                let set: Vec<usize> =
+                    live.iter().copied().enumerate().filter(|&(j, _)| j != drop).map(|(_, k)| k).collect();
+                out.push(whole(&set));
+            }
+        }
+        for j in 0..n {
+            if self.pending[live[j]].bytes().is_some() {
+                for tear in [Apply::Cut, Apply::Garbage] {
+                    let mut v = whole(&live[..j]);
+                    v.push((live[j], tear));
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes the crash state into `dir`.
+    fn materialize(&self, dir: &Path, names: &Listing, chosen: &[(usize, Apply)]) {
+        for (name, file) in names.iter() {
+            let mut image = self.durable.get(file).cloned().unwrap_or_default();
+            for &(k, how) in chosen {
+                if self.pending[k].file == *file {
+                    apply(&mut image, &self.pending[k], how);
+                }
+            }
+            write_sparse(&dir.join(name), &image);
+        }
+    }
+}
+
+/// A crash state, for telling new ones from repeats: the durable images'
+/// version, the listing, and each applied op (id, bytes, how).
+type StateKey = (u64, Vec<(String, FileId)>, Vec<(u64, usize, Apply)>);
+
+/// What the checker found over one recorded workload.
+#[derive(Debug, Default)]
+struct Sweep {
+    states: usize,
+    /// Crash points (events) at which some state was new.
+    points: usize,
+    failures: Vec<String>,
+}
+
+fn scratch_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+async fn sweep(substrate: SubstrateChoice, events: &[Recorded], appended: &Appended, stop_at_failure: bool) -> Sweep {
+    let root = tempfile::tempdir_in(scratch_root()).expect("scratch dir");
+    let all: Vec<u64> = appended.payloads.keys().copied().collect();
+    let mut model = Model::default();
+    let mut seen: HashSet<StateKey> = HashSet::new();
+    let (mut acked, mut floor) = (Vec::new(), 0u64);
+    let mut out = Sweep::default();
+    for i in 0..events.len() {
+        model.step(events, i);
+        match events[i].event {
+            Event::Note { tag: ACKED, value } => acked.push(value),
+            Event::Note { tag: TRUNCATE, value } => floor = floor.max(value),
+            _ => {}
+        }
+        let before = out.states;
+        for names in model.namespaces(events, i) {
+            for chosen in model.variants() {
+                let key_ops = chosen
+                    .iter()
+                    .map(|&(k, how)| {
+                        let p = &model.pending[k];
+                        (p.id, p.bytes().map_or(0, |(_, b)| b.len()), how)
+                    })
+                    .collect();
+                if !seen.insert((model.version, (*names).clone(), key_ops)) {
+                    continue;
+                }
+                let dir = root.path().join(format!("s{}", out.states));
+                std::fs::create_dir(&dir).expect("state dir");
+                model.materialize(&dir, &names, &chosen);
+                match check(substrate, &dir, &all, appended, &acked, floor).await {
+                    Ok(()) => {}
+                    Err(why) if stop_at_failure => out.failures.push(why),
+                    Err(why) if out.failures.len() < 5 => {
+                        // The state as it was before recovery touched it.
+                        let kept = std::env::temp_dir().join(format!(
+                            "tidelog-crash-state-{}-{}",
+                            std::process::id(),
+                            out.states
+                        ));
+                        std::fs::create_dir_all(&kept).expect("evidence dir");
+                        model.materialize(&kept, &names, &chosen);
+                        let ops: Vec<_> = chosen.iter().map(|&(k, how)| (model.pending[k].id, how)).collect();
+                        out.failures.push(format!(
+                            "after event {i} ({}), names {:?}, pending ops applied {ops:?}: {why} (state kept in {})",
+                            describe(&events[i].event),
+                            names.iter().map(|n| &n.0).collect::<Vec<_>>(),
+                            kept.display()
+                        ));
+                    }
+                    Err(_) => {}
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+                out.states += 1;
+                if stop_at_failure && !out.failures.is_empty() {
+                    return out;
+                }
+            }
+        }
+        out.points += usize::from(out.states > before);
+    }
+    out
+}
+
+fn describe(event: &Event) -> String {
+    match event {
+        Event::Write { id, file, offset, data } => {
+            format!("write {id} of {} bytes at {offset} into inode {}", data.len(), file.ino)
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+async fn check(
+    substrate: SubstrateChoice,
+    dir: &Path,
+    all: &[u64],
+    appended: &Appended,
+    acked: &[u64],
+    floor: u64,
+) -> Result<(), String> {
+    // tmpfs: buffered I/O whatever the workload used; the bytes are the same.
+    let opts = JournalOptions::new().substrate(substrate).segment_size(SEGMENT).precreate_segments(false);
+    let journal = Journal::open(dir, opts.clone()).await.map_err(|e| format!("open failed: {e}"))?;
+    let records = read_back(&journal)?;
+    let mut at = None;
+    for (lsn, payload) in &records {
+        let Some(want) = appended.payloads.get(lsn) else {
+            return Err(format!("a record at LSN {lsn} that was never appended"));
+        };
+        if want != payload {
+            return Err(format!(
+                "record at LSN {lsn} has a different payload ({} vs {} bytes)",
+                payload.len(),
+                want.len()
+            ));
+        }
+        let idx = all.binary_search(lsn).expect("known");
+        if at.is_some_and(|prev| idx != prev + 1) {
+            return Err(format!("hole before LSN {lsn}: records are not a contiguous run"));
+        }
+        at = Some(idx);
+    }
+    let present: HashSet<u64> = records.iter().map(|r| r.0).collect();
+    if let Some(lost) = acked.iter().find(|&&lsn| lsn > floor && !present.contains(&lsn)) {
+        return Err(format!("acknowledged durable record at LSN {lost} is missing ({} read back)", records.len()));
+    }
+    for batch in &appended.batches {
+        let there = batch.iter().filter(|l| present.contains(l)).count();
+        if batch[0] > floor && there != 0 && there != batch.len() {
+            return Err(format!("atomic batch {batch:?} is partly there ({there} of {})", batch.len()));
+        }
+    }
+    let last = records.last().map_or(0, |r| r.0);
+    let next = journal.append_durable_async(b"after the crash").await.map_err(|e| format!("append: {e}"))?;
+    if next.as_u64() <= last || acked.iter().any(|&a| a >= next.as_u64()) {
+        return Err(format!("new append got LSN {next}, not after the last record ({last})"));
+    }
+    journal.close().await.map_err(|e| format!("close: {e}"))?;
+    let journal = Journal::open(dir, opts).await.map_err(|e| format!("second open failed: {e}"))?;
+    let again = read_back(&journal)?;
+    journal.close().await.map_err(|e| format!("close: {e}"))?;
+    match again.last() {
+        Some((lsn, p)) if *lsn == next.as_u64() && p == b"after the crash" && again.len() == records.len() + 1 => {}
+        _ => return Err(format!("after a second reopen the new record at {next} is not the last one")),
+    }
+    Ok(())
+}
+
+fn read_back(journal: &Journal) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    let mut reader = journal.reader(Lsn::ZERO).map_err(|e| format!("reader: {e}"))?;
+    let mut out = Vec::new();
+    while let Some(r) = reader.next_record().map_err(|e| format!("read: {e}"))? {
+        out.push((r.lsn().as_u64(), r.into_payload()));
+    }
+    Ok(out)
+}
+
+fn run(substrate: SubstrateChoice, w: Workload) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        if substrate == SubstrateChoice::IoUring {
+            let probe = tempfile::tempdir().expect("tempdir");
+            if let Err(e) = Journal::open(probe.path(), JournalOptions::new().substrate(substrate)).await {
+                eprintln!("SKIPPED on io_uring: {e}");
+                return;
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started = Instant::now();
+        let Some((events, appended)) = record(substrate, w, dir.path()).await else { return };
+        let recorded = started.elapsed();
+        let sweep = common::within(600, "crash-state sweep", sweep(substrate, &events, &appended, w.lie)).await;
+        eprintln!(
+            "{substrate:?} {w:?}: {} events, {} records ({} acknowledged) recorded in {:.1?}; \
+             {} crash states at {} crash points checked in {:.1?}",
+            events.len(),
+            appended.payloads.len(),
+            events.iter().filter(|e| matches!(e.event, Event::Note { tag: ACKED, .. })).count(),
+            recorded,
+            sweep.states,
+            sweep.points,
+            started.elapsed() - recorded,
+        );
+        if w.lie {
+            assert!(
+                sweep.failures.iter().any(|f| f.contains("acknowledged durable record")),
+                "the control acknowledged unsynced records and no crash state lost one: the enumeration proves nothing"
+            );
+            eprintln!("control failed as it must: {}", sweep.failures[0]);
+            return;
+        }
+        assert!(sweep.failures.is_empty(), "crash states failed:\n{}", sweep.failures.join("\n"));
+        assert!(sweep.states >= 100, "only {} crash states: the recording saw too little", sweep.states);
+    });
+}
+
+const BUFFERED: Workload = Workload { direct: false, dsync: false, preallocate: Preallocate::Fallocate, lie: false };
+const DIRECT: Workload = Workload { direct: true, ..BUFFERED };
+const DSYNC_GROWING: Workload = Workload { dsync: true, preallocate: Preallocate::None, ..BUFFERED };
+const CONTROL: Workload = Workload { lie: true, ..BUFFERED };
+
+#[test]
+fn blocking_buffered() {
+    run(SubstrateChoice::Blocking, BUFFERED);
+}
+
+#[test]
+fn io_uring_buffered() {
+    run(SubstrateChoice::IoUring, BUFFERED);
+}
+
+#[test]
+fn blocking_direct() {
+    run(SubstrateChoice::Blocking, DIRECT);
+}
+
+#[test]
+fn io_uring_direct() {
+    run(SubstrateChoice::IoUring, DIRECT);
+}
+
+#[test]
+fn blocking_dsync_growing_files() {
+    run(SubstrateChoice::Blocking, DSYNC_GROWING);
+}
+
+#[test]
+fn io_uring_dsync_growing_files() {
+    run(SubstrateChoice::IoUring, DSYNC_GROWING);
+}
+
+#[test]
+fn negative_control_blocking() {
+    run(SubstrateChoice::Blocking, CONTROL);
+}
+
+#[test]
+fn negative_control_io_uring() {
+    run(SubstrateChoice::IoUring, CONTROL);
+}
