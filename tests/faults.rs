@@ -1,5 +1,6 @@
 //! Injected I/O failures through the substrate seam, on both substrates:
-//! fsyncgate poisoning, failed writes, short writes and EINTR.
+//! fsyncgate poisoning, failed writes, short writes and EINTR, completions
+//! out of order, a one-entry ring under thousands of waiters.
 
 mod common;
 
@@ -16,6 +17,8 @@ matrix!(
     short_writes_and_eintr_are_completed_transparently,
     fail_the_kth_sync_never_acknowledges_after_it,
     enospc_at_rollover_poisons_and_keeps_the_sealed_segment,
+    completions_reported_out_of_order_keep_every_promise,
+    a_one_entry_ring_with_thousands_of_waiters_and_a_failed_sync,
 );
 
 /// The second segment cannot be created (ENOSPC): appenders that needed it
@@ -53,8 +56,15 @@ async fn enospc_at_rollover_poisons_and_keeps_the_sealed_segment(opts: JournalOp
 }
 
 async fn failed_sync_poisons_every_waiter_and_every_later_call(opts: JournalOptions) {
+    for errno in [libc::EIO, libc::ENOSPC] {
+        failed_sync_poisons_every_waiter_and_every_later_call_with(opts.clone(), errno).await;
+    }
+}
+
+async fn failed_sync_poisons_every_waiter_and_every_later_call_with(opts: JournalOptions, errno: i32) {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
+    plan.errno.store(errno, SeqCst);
     let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
     let first = j.append_durable_async(b"durable before the failure").await.unwrap();
     let durable_before = j.durable_lsn();
@@ -72,7 +82,7 @@ async fn failed_sync_poisons_every_waiter_and_every_later_call(opts: JournalOpti
         let got = within(30, "waiter after failed sync", w).await.unwrap();
         match got {
             Err(Error::Poisoned(first)) => {
-                assert_eq!(first.os_error().and_then(|e| e.raw_os_error()), Some(libc::EIO), "{first}");
+                assert_eq!(first.os_error().and_then(|e| e.raw_os_error()), Some(errno), "{first}");
             }
             other => panic!("a waiter of a failed sync round got {other:?}"),
         }
@@ -89,16 +99,22 @@ async fn failed_sync_poisons_every_waiter_and_every_later_call(opts: JournalOpti
 }
 
 async fn failed_write_poisons_and_nothing_unwritten_is_acknowledged(opts: JournalOptions) {
+    for errno in [libc::EIO, libc::ENOSPC] {
+        failed_write_poisons_and_nothing_unwritten_is_acknowledged_with(opts.clone(), errno).await;
+    }
+}
+
+async fn failed_write_poisons_and_nothing_unwritten_is_acknowledged_with(opts: JournalOptions, errno: i32) {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
-    plan.errno.store(libc::ENOSPC, SeqCst);
+    plan.errno.store(errno, SeqCst);
     plan.fail_write_nth.store(3, SeqCst);
     let j = Journal::open(dir.path(), opts.fault_plan(plan.clone())).await.unwrap();
     let a = j.append_async(b"1").await.unwrap();
     let b = j.append_async(b"2").await.unwrap();
     let err = j.append_async(b"3").await.unwrap_err();
     assert!(err.is_poisoned(), "{err}");
-    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC));
+    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(errno));
     assert!(err.to_string().contains(".tlog"), "the error names the segment: {err}");
     // Nothing of "3" was written (direct I/O pads `b` to its block's end).
     assert!(j.written_lsn() >= b && j.written_lsn().as_u64() < b.as_u64() + 4096 + 24, "{:?}", j.written_lsn());
@@ -267,4 +283,105 @@ async fn a_real_full_filesystem_poisons_with_enospc(opts: JournalOptions) {
         assert_eq!(rec.payload(), &payload[..]);
     }
     assert!(n >= acked.len());
+}
+
+/// Each completion is held back while another op is in flight and reported
+/// after it (a sync's after the write submitted behind it, and so on).
+/// Durable appenders run beside written-only ones, and a group-commit window
+/// keeps writes and syncs apart, so they overlap. Every acknowledgement still means durable, and every
+/// acknowledged record reopens.
+async fn completions_reported_out_of_order_keep_every_promise(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    plan.reorder.store(true, SeqCst);
+    // A group-commit window sends writes alone (a write and its sync travel
+    // linked otherwise), so a sync can be in flight beside the next write.
+    let windowed = opts.clone().group_commit_window(std::time::Duration::from_micros(200));
+    let j = Journal::open(dir.path(), windowed.fault_plan(plan.clone())).await.unwrap();
+    // Until completions have overtaken each other a few times (bounded).
+    let enough = |plan: &FaultPlan| plan.reordered.load(SeqCst) >= 5;
+    let tasks: Vec<_> = (0..36)
+        .map(|t| {
+            let (j, plan) = (j.clone(), plan.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..400 {
+                    if enough(&plan) && i >= 5 {
+                        break;
+                    }
+                    let payload = format!("t{t}i{i}");
+                    if t < 32 {
+                        let lsn = j.append_durable_async(payload).await.unwrap();
+                        assert!(j.durable_lsn() >= lsn, "acknowledged {lsn} before it was durable");
+                        acked.push(lsn);
+                    } else {
+                        acked.push(j.append_async(payload).await.unwrap());
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(within(60, "appender", t).await.unwrap());
+    }
+    assert!(
+        plan.reordered.load(SeqCst) > 0,
+        "no completion was ever reported out of order (at most {} ops were in flight)",
+        plan.max_in_flight.load(SeqCst)
+    );
+    j.close().await.unwrap();
+    let j = common::reopen(dir.path(), &opts).await;
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
+    assert_eq!(records.len(), acked.len());
+    assert!(acked.iter().all(|l| kept.contains(l)), "an acknowledged record was lost");
+    j.close().await.unwrap();
+}
+
+/// A ring of one submission entry (two completion entries), completions out
+/// of order, 1,000 appenders making 4,000 durable appends, and the third
+/// sync fails: every waiter gets an answer, no acknowledgement follows the
+/// failure, and every acknowledged record reopens.
+async fn a_one_entry_ring_with_thousands_of_waiters_and_a_failed_sync(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    plan.reorder.store(true, SeqCst);
+    plan.fail_sync_nth.store(3, SeqCst);
+    let j = Journal::open(dir.path(), opts.clone().ring_entries(1).fault_plan(plan.clone())).await.unwrap();
+    let tasks: Vec<_> = (0..1000)
+        .map(|t| {
+            let j = j.clone();
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in 0..4 {
+                    answers.push(j.append_durable_async(format!("t{t}i{i}")).await);
+                }
+                answers
+            })
+        })
+        .collect();
+    let (mut acked, mut poisoned) = (Vec::new(), 0);
+    for t in tasks {
+        for answer in within(60, "waiter", t).await.unwrap() {
+            match answer {
+                Ok(lsn) => acked.push(lsn),
+                Err(e) => {
+                    assert!(e.is_poisoned(), "{e}");
+                    poisoned += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(acked.len() + poisoned, 4000, "every waiter is answered");
+    assert!(poisoned > 0 && !acked.is_empty(), "{} acknowledged, {poisoned} poisoned", acked.len());
+    let durable = j.durable_lsn();
+    assert!(acked.iter().all(|&l| l <= durable), "an acknowledgement followed the failed sync");
+    drop(j);
+    let j = common::reopen(dir.path(), &opts).await;
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
+    assert!(acked.iter().all(|l| kept.contains(l)), "an acknowledged record was lost");
+    j.close().await.unwrap();
 }

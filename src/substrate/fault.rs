@@ -3,7 +3,8 @@
 //! [`FaultBackend`] wraps a real backend. Ops still reach the OS (so a failed
 //! write may well have reached the page cache, as in life); what the driver
 //! is *told* is rewritten according to a [`FaultPlan`]: errors on the k-th
-//! write or sync, short writes, `EINTR`, slow syncs.
+//! write or sync, short writes, `EINTR`, slow syncs, completions reported
+//! out of order.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -39,6 +40,13 @@ pub struct FaultPlan {
     pub segments_created: AtomicU64,
     /// Hold every sync completion this long (milliseconds).
     pub sync_delay_ms: AtomicU64,
+    /// Report completions out of order: while another op is in flight, a
+    /// completion is held back and reported after the next one.
+    pub reorder: std::sync::atomic::AtomicBool,
+    /// Completions reported after one that completed later.
+    pub reordered: AtomicU64,
+    /// The most ops ever in flight at once.
+    pub max_in_flight: AtomicU64,
     /// Writes completed so far (counted after injection decisions).
     pub writes_seen: AtomicU64,
     /// Syncs completed so far.
@@ -60,6 +68,9 @@ impl Default for FaultPlan {
             fail_segment_create_nth: AtomicU64::new(0),
             segments_created: AtomicU64::new(0),
             sync_delay_ms: AtomicU64::new(0),
+            reorder: std::sync::atomic::AtomicBool::new(false),
+            reordered: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
             writes_seen: AtomicU64::new(0),
             syncs_seen: AtomicU64::new(0),
             dsync_writes_seen: AtomicU64::new(0),
@@ -94,6 +105,8 @@ pub(crate) struct FaultBackend {
     shortened: Vec<(u64, u64, usize, OpKind)>,
     ready: VecDeque<Done>,
     delayed: FuturesUnordered<Delayed>,
+    /// A completion held back to be overtaken (`FaultPlan::reorder`).
+    held: Option<Done>,
 }
 
 impl FaultBackend {
@@ -108,6 +121,7 @@ impl FaultBackend {
             shortened: Vec::new(),
             ready: VecDeque::new(),
             delayed: FuturesUnordered::new(),
+            held: None,
         }
     }
 
@@ -173,6 +187,7 @@ impl Backend for FaultBackend {
             }
         }
         self.inner.submit(op);
+        self.plan.max_in_flight.fetch_max(self.inner.in_flight() as u64, SeqCst);
     }
 
     fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
@@ -181,10 +196,23 @@ impl Backend for FaultBackend {
                 return Poll::Ready(done);
             }
             if let Poll::Ready(done) = self.inner.poll_complete(cx) {
-                if let Some(done) = self.rewrite(done) {
+                let Some(done) = self.rewrite(done) else { continue };
+                if self.plan.reorder.load(SeqCst) && self.held.is_none() && self.inner.in_flight() > 0 {
+                    // Another op is in flight: let its completion overtake this one.
+                    self.held = Some(done);
+                    continue;
+                }
+                if let Some(older) = self.held.take() {
+                    self.plan.reordered.fetch_add(1, SeqCst);
+                    self.ready.push_back(older);
+                }
+                return Poll::Ready(done);
+            }
+            if self.inner.in_flight() == 0 {
+                // Nothing left in flight to overtake it.
+                if let Some(done) = self.held.take() {
                     return Poll::Ready(done);
                 }
-                continue;
             }
             return match self.delayed.poll_next_unpin(cx) {
                 Poll::Ready(Some(done)) => Poll::Ready(done),
@@ -194,7 +222,7 @@ impl Backend for FaultBackend {
     }
 
     fn in_flight(&self) -> usize {
-        self.inner.in_flight() + self.ready.len() + self.delayed.len()
+        self.inner.in_flight() + self.ready.len() + self.delayed.len() + usize::from(self.held.is_some())
     }
 
     fn substrate(&self) -> crate::Substrate {
