@@ -7,8 +7,9 @@
 //! damaged tail, and only the last boundary can be torn: the segment before
 //! the last is scanned to check that its records reach the last one's base
 //! (if not, the last segment is dropped: see `drop_unsealed_segment`), and
-//! the last segment is scanned frame by frame. The first invalid frame ends the log; an atomic batch whose last
-//! frame is missing ends it at the batch's start. Under `PointInTime` the
+//! the last segment is scanned frame by frame. The first invalid frame ends
+//! the log; an atomic batch whose last frame is missing ends it at the
+//! batch's start. Under `PointInTime` the
 //! rest is copied to a sidecar (`<segment>.corrupt-<lsn>`, synced) and cut;
 //! under `AbsoluteConsistency` valid frames after the end are `Corrupt`.
 
@@ -150,6 +151,9 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         // segment's records stop short of the new base, it never did.
         let (prev, prev_header) = segment::open(dir, prev_base, true)?;
         let scan = scan_segment(&prev.file, prev_base, &prev.path)?;
+        if let Some(kind) = scan.unknown_required {
+            return Err(unknown_required(&prev.path, scan.stop, kind));
+        }
         if scan.end != last.base {
             let reason = format!(
                 "the previous segment's records end at LSN {} but this segment starts at {}: \
@@ -166,11 +170,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     let base = last.base;
     let scan = scan_segment(&last.file, base, &last.path)?;
     if let Some(kind) = scan.unknown_required {
-        return Err(Error::corrupt(
-            &last.path,
-            Lsn::new(scan.stop),
-            format!("frame kind {kind:#04x} is required but unknown to this version"),
-        ));
+        return Err(unknown_required(&last.path, scan.stop, kind));
     }
     let file_len = last.file.metadata().map_err(|e| Error::io("stat segment", &last.path, e))?.len();
     let end_offset = format::file_offset(base, scan.end);
@@ -210,6 +210,11 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     report.segments = bases.len();
     report.tail_records = scan.records;
     Ok(Recovered { bases, last, journal_id: header.journal_id, report })
+}
+
+/// A frame this version must understand and does not: never skipped.
+fn unknown_required(path: &Path, lsn: u64, kind: u8) -> Error {
+    Error::corrupt(path, Lsn::new(lsn), format!("frame kind {kind:#04x} is required but unknown to this version"))
 }
 
 /// The last segment's rollover never became durable. A rollover names the
@@ -286,4 +291,40 @@ fn new_journal_id() -> u64 {
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.write_u32(std::process::id());
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+    use crate::format::{encode_frame, frame_len, KIND_RECORD};
+
+    /// Writes a frame of `kind` at `lsn` into `seg`; returns its end.
+    fn put(seg: &SegmentFile, lsn: u64, kind: u8, payload: &[u8]) -> u64 {
+        let mut frame = vec![0u8; frame_len(payload.len())];
+        encode_frame(&mut frame, lsn, kind, 0, payload);
+        seg.file.write_all_at(&frame, format::file_offset(seg.base, lsn)).unwrap();
+        lsn + frame.len() as u64
+    }
+
+    /// A frame kind from a newer version in the segment before the last
+    /// stops that segment's scan short of the last one's base. That is not
+    /// a torn seal: the last segment (which may hold acknowledged records)
+    /// must not be dropped, and open must refuse, naming the kind.
+    #[test]
+    fn an_unknown_required_frame_before_the_last_segment_is_refused_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = segment::create(dir.path(), 0, 7).unwrap();
+        let end = put(&first, 0, KIND_RECORD, b"known");
+        let end = put(&first, end, KIND_REQUIRED | 0x33, b"from the future");
+        let last = segment::create(dir.path(), end, 7).unwrap();
+        put(&last, end, KIND_RECORD, b"maybe acknowledged");
+        for mode in [RecoveryMode::PointInTime, RecoveryMode::AbsoluteConsistency] {
+            let err = recover(dir.path(), mode).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{mode:?}: {err}");
+            assert!(err.to_string().contains("0xb3"), "names the kind: {err}");
+            assert!(last.path.exists(), "{mode:?}: the last segment is kept");
+        }
+    }
 }

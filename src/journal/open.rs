@@ -31,8 +31,8 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     }
     let lock = take_lock(dir)?;
     let mut backend = choose_backend(&opts)?;
-    if let Some(rec) = crate::substrate::record::recorder(dir) {
-        backend = Box::new(crate::substrate::record::RecordingBackend::new(backend, rec));
+    if let Some(rec) = record::recorder(dir) {
+        backend = Box::new(record::RecordingBackend::new(backend, rec));
     }
     if let Some(plan) = &opts.fault {
         backend = Box::new(crate::substrate::fault::FaultBackend::new(backend, plan.clone(), opts.direct_io));
