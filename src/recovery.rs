@@ -1,15 +1,9 @@
 //! Recovery at open: find the end of the log, cut what follows it, report.
 //!
-//! A rollover's seal (sync of the sealed segment, the new header and the
-//! directory) runs beside the first writes into the new segment, and nothing
-//! in the new segment is acknowledged until it completes; every earlier seal
-//! completed before the next rollover. So only the last segment can hold a
-//! damaged tail, and only the last boundary can be torn: the segment before
-//! the last is scanned to check that its records reach the last one's base
-//! (if not, the last segment is dropped: see `drop_unsealed_segment`), and
-//! the last segment is scanned frame by frame. The first invalid frame ends
-//! the log; an atomic batch whose last frame is missing ends it at the
-//! batch's start. Under `PointInTime` the
+//! Sealed segments were synced whole before the driver moved past them, so
+//! only the last segment can hold a damaged tail; it is scanned frame by
+//! frame. The first invalid frame ends the log; an atomic batch whose last
+//! frame is missing ends it at the batch's start. Under `PointInTime` the
 //! rest is copied to a sidecar (`<segment>.corrupt-<lsn>`, synced) and cut;
 //! under `AbsoluteConsistency` valid frames after the end are `Corrupt`.
 
@@ -133,44 +127,25 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         report.created = true;
         return Ok(Recovered { bases, last, journal_id, report });
     }
-    let (mut last, mut header) = loop {
+    let (last, header) = loop {
         let &base = bases.last().expect("not empty");
         match segment::open(dir, base, true) {
             Ok(opened) => break opened,
             Err(Error::Corrupt { reason, .. }) if bases.len() > 1 => {
-                drop_unsealed_segment(dir, base, mode, &reason, false, &mut report)?;
+                drop_unsealed_segment(dir, base, mode, &reason, &mut report)?;
                 bases.pop();
             }
             Err(e) => return Err(e),
         }
     };
-    if let [.., prev_base, _] = bases[..] {
-        // The seal (previous segment, new header, directory entry) runs
-        // while writes go on into the new segment, and nothing in the new
-        // segment is acknowledged until it completes. If the previous
-        // segment's records stop short of the new base, it never did.
-        let (prev, prev_header) = segment::open(dir, prev_base, true)?;
-        let scan = scan_segment(&prev.file, prev_base, &prev.path)?;
-        if let Some(kind) = scan.unknown_required {
-            return Err(unknown_required(&prev.path, scan.stop, kind));
-        }
-        if scan.end != last.base {
-            let reason = format!(
-                "the previous segment's records end at LSN {} but this segment starts at {}: \
-                 the rollover's seal never completed",
-                scan.end, last.base
-            );
-            let base = last.base;
-            drop(last);
-            drop_unsealed_segment(dir, base, mode, &reason, true, &mut report)?;
-            bases.pop();
-            (last, header) = (prev, prev_header);
-        }
-    }
     let base = last.base;
     let scan = scan_segment(&last.file, base, &last.path)?;
     if let Some(kind) = scan.unknown_required {
-        return Err(unknown_required(&last.path, scan.stop, kind));
+        return Err(Error::corrupt(
+            &last.path,
+            Lsn::new(scan.stop),
+            format!("frame kind {kind:#04x} is required but unknown to this version"),
+        ));
     }
     let file_len = last.file.metadata().map_err(|e| Error::io("stat segment", &last.path, e))?.len();
     let end_offset = format::file_offset(base, scan.end);
@@ -212,27 +187,18 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     Ok(Recovered { bases, last, journal_id: header.journal_id, report })
 }
 
-/// A frame this version must understand and does not: never skipped.
-fn unknown_required(path: &Path, lsn: u64, kind: u8) -> Error {
-    Error::corrupt(path, Lsn::new(lsn), format!("frame kind {kind:#04x} is required but unknown to this version"))
-}
-
-/// The last segment's rollover never became durable. A rollover names the
-/// new segment before the seal syncs the previous segment, the new header
-/// and the directory entry, and no LSN in it is reported durable until the
-/// seal completes; so a header that never reached the disk (all zeros), or
-/// a previous segment whose records stop short of this one (`seal_torn`),
-/// means nothing in the segment was acknowledged, and it is dropped (its
-/// bytes saved to a sidecar under `PointInTime`; `Corrupt` under
-/// `AbsoluteConsistency`). A segment never written past its header is
-/// dropped whatever its header holds. A damaged header over data is
-/// `Corrupt`: that data may have been durable.
+/// The last segment's header is invalid. A rollover names the new segment
+/// before its header and directory entry are synced, and no LSN in it is
+/// reported durable until they are; so a header that never reached the disk
+/// (all zeros) means nothing in the segment was acknowledged, and it is
+/// dropped (its bytes saved to a sidecar under `PointInTime`). A segment
+/// never written past its header is dropped whatever its header holds. A
+/// damaged header over data is `Corrupt`: that data may have been durable.
 fn drop_unsealed_segment(
     dir: &Path,
     base: u64,
     mode: RecoveryMode,
     reason: &str,
-    seal_torn: bool,
     report: &mut RecoveryReport,
 ) -> Result<()> {
     let path = dir.join(format::segment_file_name(base));
@@ -242,13 +208,11 @@ fn drop_unsealed_segment(
     let header_len = format::SEGMENT_HEADER_LEN as u64;
     let data = crate::read::nonzero_extent(&file, header_len.min(len), len)
         .map_err(|e| Error::io_at("read segment", &path, lsn, e))?;
-    let never_acknowledged = seal_torn
-        || crate::read::nonzero_extent(&file, 0, header_len.min(len))
-            .map_err(|e| Error::io_at("read segment", &path, lsn, e))?
-            == 0;
-    if data > 0 && (!never_acknowledged || mode == RecoveryMode::AbsoluteConsistency) {
-        let what = if seal_torn { "" } else { "segment header: " };
-        return Err(Error::corrupt(&path, lsn, format!("{what}{reason}, with records after it")));
+    let header_blank = crate::read::nonzero_extent(&file, 0, header_len.min(len))
+        .map_err(|e| Error::io_at("read segment", &path, lsn, e))?
+        == 0;
+    if data > 0 && (!header_blank || mode == RecoveryMode::AbsoluteConsistency) {
+        return Err(Error::corrupt(&path, lsn, format!("segment header: {reason}, with records after it")));
     }
     if data > 0 {
         let mut bytes = vec![0u8; (header_len + data).min(len) as usize];
@@ -291,40 +255,4 @@ fn new_journal_id() -> u64 {
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.write_u32(std::process::id());
     h.finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::FileExt;
-
-    use super::*;
-    use crate::format::{encode_frame, frame_len, KIND_RECORD};
-
-    /// Writes a frame of `kind` at `lsn` into `seg`; returns its end.
-    fn put(seg: &SegmentFile, lsn: u64, kind: u8, payload: &[u8]) -> u64 {
-        let mut frame = vec![0u8; frame_len(payload.len())];
-        encode_frame(&mut frame, lsn, kind, 0, payload);
-        seg.file.write_all_at(&frame, format::file_offset(seg.base, lsn)).unwrap();
-        lsn + frame.len() as u64
-    }
-
-    /// A frame kind from a newer version in the segment before the last
-    /// stops that segment's scan short of the last one's base. That is not
-    /// a torn seal: the last segment (which may hold acknowledged records)
-    /// must not be dropped, and open must refuse, naming the kind.
-    #[test]
-    fn an_unknown_required_frame_before_the_last_segment_is_refused_not_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = segment::create(dir.path(), 0, 7).unwrap();
-        let end = put(&first, 0, KIND_RECORD, b"known");
-        let end = put(&first, end, KIND_REQUIRED | 0x33, b"from the future");
-        let last = segment::create(dir.path(), end, 7).unwrap();
-        put(&last, end, KIND_RECORD, b"maybe acknowledged");
-        for mode in [RecoveryMode::PointInTime, RecoveryMode::AbsoluteConsistency] {
-            let err = recover(dir.path(), mode).unwrap_err();
-            assert!(matches!(err, Error::Corrupt { .. }), "{mode:?}: {err}");
-            assert!(err.to_string().contains("0xb3"), "names the kind: {err}");
-            assert!(last.path.exists(), "{mode:?}: the last segment is kept");
-        }
-    }
 }

@@ -64,19 +64,19 @@ struct Appended {
     batches: Vec<Vec<u64>>,
 }
 
-/// Records per task: `TIDELOG_CRASH_RECORDS`, else 60 in an optimised
-/// build and 30 in a debug one (enough for three rollovers).
+/// Records per task: `TIDELOG_CRASH_RECORDS`, else 80 in an optimised
+/// build and 40 in a debug one (two rollovers or more; the test checks).
 fn records_per_task() -> usize {
-    let default = if cfg!(debug_assertions) { 30 } else { 60 };
+    let default = if cfg!(debug_assertions) { 40 } else { 80 };
     std::env::var("TIDELOG_CRASH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// A payload that names its task and sequence; sizes vary from 16 B to
-/// 12 KiB so a hundred records cross a 1 MiB segment.
+/// 24 KiB so that fewer than a hundred records fill a 1 MiB segment.
 fn payload(task: usize, seq: usize) -> Vec<u8> {
     let mut x = (task as u64 * 1_000_003 + seq as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     x ^= x >> 29;
-    let len = 16 + (x % 12_288) as usize;
+    let len = 16 + (x % 24_576) as usize;
     let tag = format!("t{task}s{seq}:");
     let mut p: Vec<u8> = tag.bytes().cycle().take(len).collect();
     p[len - 1] = (x >> 8) as u8;
@@ -601,6 +601,13 @@ fn run(substrate: SubstrateChoice, w: Workload) {
             return;
         }
         assert!(sweep.failures.is_empty(), "crash states failed:\n{}", sweep.failures.join("\n"));
+        let segments: HashSet<&str> = events
+            .iter()
+            .flat_map(|e| e.names.iter())
+            .map(|(n, _)| n.as_str())
+            .filter(|n| n.ends_with(".tlog"))
+            .collect();
+        assert!(segments.len() >= 3, "the workload must roll over at least twice: {segments:?}");
         assert!(sweep.states >= 100, "only {} crash states: the recording saw too little", sweep.states);
     });
 }

@@ -54,14 +54,10 @@ impl SyncInFlight {
     }
 }
 
-/// The sync that makes a rollover durable: the sealed segment, the new
-/// segment's header and the directory entry. Runs while writes go on into
-/// the new segment; no sync round starts until it is done.
+/// The syncs that make a new segment durable: its header and its directory
+/// entry (the sealed segment was synced before it was named). Runs while
+/// writes go on into the new segment; no sync round starts until it is done.
 struct Seal {
-    /// The gate round it completes (everything below the new base), if one
-    /// was begun.
-    covers: Option<u64>,
-    records: u64,
     task: tokio::task::JoinHandle<Result<()>>,
 }
 
@@ -436,11 +432,13 @@ impl Driver {
         Ok(())
     }
 
-    /// Switches to the next segment. With a spare made ahead, that is a
-    /// header write and a rename; the syncs that make the switch durable
-    /// (sealed segment, new header, directory) run as the seal while writes
-    /// continue into the new segment. Without one (its making failed), the
-    /// segment is made and synced here, as a fallback.
+    /// Switches to the next segment: syncs the sealed one (which completes
+    /// the round covering everything below the new base), then, with a
+    /// spare made ahead, writes its header and renames it into place; the
+    /// syncs that make the new segment durable (its header, the directory)
+    /// run as the seal while writes continue into it, and no round starts
+    /// until they complete. Without a spare (its making failed), the segment
+    /// is made and synced here, as a fallback.
     async fn rollover(&mut self, base: u64) -> Result<()> {
         debug_assert!(self.write.is_none() && self.sync.is_none() && self.seal.is_none());
         tracing::info!(dir = %self.shared.dir.display(), base, "segment rollover");
@@ -461,7 +459,6 @@ impl Driver {
         let covers = self.shared.gate.begin_sync(true);
         let fault = self.shared.opts.fault.clone();
         let has_spare = spare.is_some();
-        let sealed_old = old.clone();
         let direct = self.shared.opts.direct_io;
         let made = tokio::task::spawn_blocking(move || -> Result<SegmentFile> {
             if let Some(plan) = fault {
@@ -469,13 +466,14 @@ impl Driver {
                     Error::io_at("create segment", dir.join(format::segment_file_name(base)), Lsn::new(base), e)
                 })?;
             }
+            // The sealed segment is durable before the next one is named, so
+            // no crash keeps the new name while losing the sealed segment's
+            // end (the state tests/crash_states.rs found when this sync ran
+            // in the seal, beside the new segment's first writes).
+            record::sync_data(&dir, &old.file).map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
             let made = match spare {
                 Some(file) => segment::activate(&dir, file, base, id)?,
-                None => {
-                    record::sync_data(&dir, &old.file)
-                        .map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
-                    segment::create(&dir, base, id)?
-                }
+                None => segment::create(&dir, base, id)?,
             };
             if direct {
                 platform::set_direct(&made.file)
@@ -487,33 +485,28 @@ impl Driver {
         .map_err(|e| self.internal(&format!("rollover task: {e}")))??;
         self.shared.segments.write().unwrap_or_else(|p| p.into_inner()).push(base);
         self.active = Arc::new(made);
+        // Everything below the new base is durable now.
+        if let Some(covers) = covers {
+            debug_assert_eq!(covers, base, "a sealed segment ends where the next begins");
+            self.synced_records = self.written_records;
+            self.shared.gate.complete_sync(covers);
+        }
         if has_spare {
             let (new, dir) = (self.active.clone(), self.shared.dir.clone());
             let task = tokio::task::spawn_blocking(move || -> Result<()> {
-                record::sync_data(&dir, &sealed_old.file)
-                    .map_err(|e| Error::io_at("fdatasync", &sealed_old.path, Lsn::new(base), e))?;
                 record::sync_data(&dir, &new.file)
                     .map_err(|e| Error::io_at("fdatasync", &new.path, Lsn::new(base), e))?;
                 record::sync_dir(&dir).map_err(|e| Error::io_at("sync journal directory", &dir, Lsn::new(base), e))
             });
-            self.seal = Some(Seal { covers, records: self.written_records, task });
-        } else if let Some(covers) = covers {
-            debug_assert_eq!(covers, base, "a sealed segment ends where the next begins");
-            self.synced_records = self.written_records;
-            self.shared.gate.complete_sync(covers);
+            self.seal = Some(Seal { task });
         }
         self.make_spare();
         Ok(())
     }
 
     fn sealed(&mut self, result: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
-        let seal = self.seal.take().expect("polled only while a seal runs");
-        result.map_err(|e| self.internal(&format!("seal task: {e}")))??;
-        if let Some(covers) = seal.covers {
-            self.synced_records = seal.records;
-            self.shared.gate.complete_sync(covers);
-        }
-        Ok(())
+        self.seal.take().expect("polled only while a seal runs");
+        result.map_err(|e| self.internal(&format!("seal task: {e}")))?
     }
 
     fn internal(&self, what: &str) -> Error {
