@@ -221,7 +221,7 @@ fn drop_unsealed_segment(
         report.truncated_bytes += bytes.len() as u64 - header_len;
     }
     tracing::warn!(segment = %path.display(), reason, saved_bytes = data, "dropping a segment whose rollover never became durable");
-    fs::remove_file(&path).map_err(|e| Error::io_at("remove segment", &path, lsn, e))?;
+    record::remove_file(dir, &path).map_err(|e| Error::io_at("remove segment", &path, lsn, e))?;
     record::sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
 }
 

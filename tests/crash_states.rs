@@ -9,8 +9,9 @@
 //! builds the states a crash could leave:
 //!
 //! - the directory as of the last completed directory sync, or any later
-//!   listing (metadata operations persist in order, as journaling
-//!   filesystems commit them);
+//!   listing — each creation, rename and removal is an event of its own
+//!   (metadata operations persist in order, as journaling filesystems commit
+//!   them);
 //! - every prefix of the unsynced operations; every subset of them when
 //!   there are few (writes reordered or dropped), else each one dropped;
 //! - each unsynced write torn: cut at its last sector boundary, or with its
@@ -311,7 +312,8 @@ impl Model {
                     self.version += 1;
                 }
             }
-            Event::Note { .. } => {}
+            // Its listing is what a crash right after it leaves.
+            Event::Namespace { .. } | Event::Note { .. } => {}
         }
     }
 

@@ -77,7 +77,7 @@ pub(crate) fn make_spare(dir: &Path, size: u64, how: Preallocate) -> io::Result<
 
 /// Removes an unused spare (at close; open removes leftovers anyway).
 pub(crate) fn discard_spare(dir: &Path) -> io::Result<()> {
-    fs::remove_file(dir.join(SPARE_NAME))
+    record::remove_file(dir, &dir.join(SPARE_NAME))
 }
 
 /// Turns the spare into the segment based at `base`: header, then name. Not
@@ -87,7 +87,7 @@ pub(crate) fn activate(dir: &Path, spare: File, base: u64, journal_id: u64) -> R
     let path = dir.join(format::segment_file_name(base));
     let header = format::encode_segment_header(&SegmentHeader { base_lsn: base, journal_id, flags: 0 });
     record::pwrite_all(dir, &spare, &header, 0)
-        .and_then(|()| fs::rename(dir.join(SPARE_NAME), &path))
+        .and_then(|()| record::rename(dir, &dir.join(SPARE_NAME), &path))
         .map_err(|e| Error::io_at("activate segment", &path, Lsn::new(base), e))?;
     Ok(SegmentFile { base, path, file: spare })
 }
@@ -102,7 +102,7 @@ pub(crate) fn create(dir: &Path, base: u64, journal_id: u64) -> Result<SegmentFi
         record::created(dir, &file);
         record::pwrite_all(dir, &file, &header, 0)?;
         record::sync_data(dir, &file)?;
-        fs::rename(&temp, &path)?;
+        record::rename(dir, &temp, &path)?;
         record::sync_dir(dir)?;
         Ok(file)
     })();
@@ -163,7 +163,7 @@ pub(crate) fn list(dir: &Path, clean: bool) -> Result<Vec<u64>> {
         if let Some(base) = format::parse_segment_file_name(name) {
             bases.push(base);
         } else if clean && name.ends_with(TEMP_SUFFIX) {
-            fs::remove_file(entry.path()).map_err(|e| Error::io("remove temp segment", entry.path(), e))?;
+            record::remove_file(dir, &entry.path()).map_err(|e| Error::io("remove temp segment", entry.path(), e))?;
         }
     }
     bases.sort_unstable();

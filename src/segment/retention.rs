@@ -130,7 +130,7 @@ impl Retention {
 pub(crate) fn delete(dir: &Path, bases: &[u64]) -> Result<()> {
     for &base in bases {
         let path = dir.join(format::segment_file_name(base));
-        match std::fs::remove_file(&path) {
+        match record::remove_file(dir, &path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io_at("delete segment", path, Lsn::new(base), e)),

@@ -5,7 +5,8 @@
 //! substrate seam ([`RecordingBackend`], identical for both substrates) and
 //! through the few paths that do their I/O outside it (segment creation, the
 //! spare, the seal, truncation, recovery), which call the functions of this
-//! module instead of `platform`'s. Each event carries the directory listing
+//! module instead of `platform`'s (and `fs`'s, for creations, renames and
+//! removals, each an event of its own). Each event carries the directory listing
 //! seen when it was recorded. From that log a checker can rebuild what a sync
 //! made durable and what was merely issued, and so every state a crash could
 //! leave behind (`tests/crash_states.rs`).
@@ -96,6 +97,12 @@ pub enum Event {
         id: u64,
         /// It succeeded.
         ok: bool,
+    },
+    /// A file was created, renamed or removed: the listing recorded with
+    /// this event is the directory just after.
+    Namespace {
+        /// What happened ("create", "rename", "remove").
+        what: &'static str,
     },
     /// A mark from the test (for example "the record at LSN v was
     /// acknowledged durable").
@@ -210,6 +217,7 @@ impl Recorder {
     fn created(&self, file: &File) {
         let ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
         *self.lock().generations.entry(ino).or_insert(0) += 1;
+        self.push(Event::Namespace { what: "create" });
     }
 
     fn write_started(&self, file: FileId, offset: u64, data: Arc<[u8]>) -> u64 {
@@ -239,6 +247,24 @@ pub(crate) fn created(dir: &Path, file: &File) {
     if let Some(rec) = recorder(dir) {
         rec.created(file);
     }
+}
+
+/// `fs::rename`, recorded: the directory after it is a state of its own.
+pub(crate) fn rename(dir: &Path, from: &Path, to: &Path) -> io::Result<()> {
+    let result = std::fs::rename(from, to);
+    if let (Some(rec), Ok(())) = (recorder(dir), &result) {
+        rec.push(Event::Namespace { what: "rename" });
+    }
+    result
+}
+
+/// `fs::remove_file`, recorded.
+pub(crate) fn remove_file(dir: &Path, path: &Path) -> io::Result<()> {
+    let result = std::fs::remove_file(path);
+    if let (Some(rec), Ok(())) = (recorder(dir), &result) {
+        rec.push(Event::Namespace { what: "remove" });
+    }
+    result
 }
 
 /// `platform::pwrite_all`, recorded.
