@@ -82,6 +82,22 @@ where
     Ok(raft)
 }
 
+/// The current leader among the reachable nodes, waiting up to `within`
+/// for one to be elected.
+pub async fn leader(router: &Router, within: std::time::Duration) -> Result<KvRaft, io::Error> {
+    let Some(any) = router.nodes().values().next().cloned() else {
+        return Err(io::Error::new(io::ErrorKind::NotConnected, "no node is running"));
+    };
+    let reachable = router.clone();
+    let metrics = any
+        .wait(Some(within))
+        .metrics(move |m| m.current_leader.is_some_and(|l| reachable.get(l).is_some()), "a reachable leader")
+        .await
+        .map_err(|e| io::Error::new(io::ErrorKind::TimedOut, e.to_string()))?;
+    let id = metrics.current_leader.expect("the wait saw a leader");
+    router.get(id).ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, format!("leader {id} went away")))
+}
+
 /// The membership of a cluster of nodes `ids`.
 pub fn members(ids: impl IntoIterator<Item = u64>) -> BTreeMap<u64, BasicNode> {
     ids.into_iter().map(|id| (id, BasicNode::new(format!("node-{id}")))).collect()
@@ -137,5 +153,56 @@ impl RaftNetwork<KvConfig> for Link {
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         let raft = self.raft()?;
         raft.vote(rpc).await.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// A node of the key-value cluster whose log is a tidelog journal.
+pub struct TidelogNode {
+    /// The node's id.
+    pub id: u64,
+    /// The Raft handle.
+    pub raft: KvRaft,
+    /// The node's (in-memory) state machine.
+    pub state: KvStateMachine,
+    journal: tidelog::Journal,
+}
+
+impl std::fmt::Debug for TidelogNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TidelogNode").field("id", &self.id).field("dir", &self.journal.dir()).finish()
+    }
+}
+
+impl TidelogNode {
+    /// Opens (or recovers) the node's log in `dir`, starts the node with an
+    /// empty state machine (Raft re-applies the committed log into it) and
+    /// registers it with `router`.
+    pub async fn start(
+        id: u64,
+        dir: &std::path::Path,
+        opts: tidelog::JournalOptions,
+        router: &Router,
+    ) -> Result<TidelogNode, Box<dyn std::error::Error + Send + Sync>> {
+        let store = crate::LogStore::<KvConfig>::open(dir, opts).await?;
+        let journal = store.journal().clone();
+        let state = KvStateMachine::new();
+        let raft = start(id, router, store, state.clone()).await?;
+        Ok(TidelogNode { id, raft, state, journal })
+    }
+
+    /// The node's journal (for its stats).
+    pub fn journal(&self) -> &tidelog::Journal {
+        &self.journal
+    }
+
+    /// Takes the node off the network, stops Raft and closes the journal:
+    /// its directory can be reopened at once.
+    pub async fn stop(self, router: &Router) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        router.remove(self.id);
+        self.raft.shutdown().await.map_err(|e| io::Error::other(e.to_string()))?;
+        match self.journal.close().await {
+            Ok(()) | Err(tidelog::Error::Closed) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
