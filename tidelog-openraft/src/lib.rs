@@ -64,10 +64,6 @@ mod tag {
     pub const PURGE: u8 = 5;
 }
 
-/// Appends are split into journal batches of at most this many payload
-/// bytes, so one Raft append never meets the journal's per-batch limit.
-const BATCH_BYTES: usize = 256 * 1024;
-
 /// Why a log store could not be opened.
 #[derive(Debug)]
 pub enum Error {
@@ -120,18 +116,68 @@ struct Slot<NID: openraft::NodeId> {
     from: Lsn,
     /// The record's LSN (its end), as the journal returned it.
     lsn: Lsn,
+    /// The record itself while it may not be written yet, and for a while
+    /// after (replication reads the newest entries): see [`CACHE_BYTES`].
+    cached: Option<Arc<Vec<u8>>>,
 }
+
+/// Recent records are kept in memory up to this many bytes; beyond it the
+/// oldest *durable* ones are dropped (a record that is not durable is never
+/// dropped: it may not be in the file yet).
+const CACHE_BYTES: usize = 8 << 20;
 
 /// What readers share with the store: the live entries.
 #[derive(Debug)]
 struct Index<NID: openraft::NodeId> {
     entries: BTreeMap<u64, Slot<NID>>,
     purged: Option<LogId<NID>>,
+    cached_bytes: usize,
 }
 
 impl<NID: openraft::NodeId> Index<NID> {
+    fn new() -> Self {
+        Index { entries: BTreeMap::new(), purged: None, cached_bytes: 0 }
+    }
+
     fn last_log_id(&self) -> Option<LogId<NID>> {
         self.entries.values().next_back().map(|s| s.log_id.clone()).or_else(|| self.purged.clone())
+    }
+
+    /// Forgets every entry at or after `index`.
+    fn remove_from(&mut self, index: u64) {
+        let gone = self.entries.split_off(&index);
+        self.cached_bytes -= gone.values().filter_map(|s| s.cached.as_ref()).map(|c| c.len()).sum::<usize>();
+    }
+
+    /// Forgets every entry up to `upto` and records it as purged.
+    fn purge(&mut self, upto: &LogId<NID>) {
+        let kept = self.entries.split_off(&(upto.index + 1));
+        let gone = std::mem::replace(&mut self.entries, kept);
+        self.cached_bytes -= gone.values().filter_map(|s| s.cached.as_ref()).map(|c| c.len()).sum::<usize>();
+        if self.purged.as_ref().is_none_or(|p| p.index < upto.index) {
+            self.purged = Some(upto.clone());
+        }
+    }
+
+    fn insert(&mut self, slot: Slot<NID>) {
+        self.remove_from(slot.log_id.index);
+        self.cached_bytes += slot.cached.as_ref().map_or(0, |c| c.len());
+        self.entries.insert(slot.log_id.index, slot);
+    }
+
+    /// Drops cached records, oldest first, while over budget and durable.
+    fn evict(&mut self, durable: Lsn) {
+        if self.cached_bytes <= CACHE_BYTES {
+            return;
+        }
+        for slot in self.entries.values_mut() {
+            if self.cached_bytes <= CACHE_BYTES / 2 || slot.lsn > durable {
+                break;
+            }
+            if let Some(c) = slot.cached.take() {
+                self.cached_bytes -= c.len();
+            }
+        }
     }
 }
 
@@ -269,8 +315,7 @@ where
     C: RaftTypeConfig,
     C::Entry: DeserializeOwned,
 {
-    let mut out =
-        Replayed { index: Index { entries: BTreeMap::new(), purged: None }, vote: None, committed: None, records: 0 };
+    let mut out = Replayed { index: Index::new(), vote: None, committed: None, records: 0 };
     let mut reader = journal.reader(Lsn::ZERO)?;
     while let Some(record) = reader.next_record()? {
         out.records += 1;
@@ -287,20 +332,19 @@ where
             tag::ENTRY => {
                 let entry: C::Entry = bincode::deserialize(body).map_err(bad)?;
                 let log_id = entry.get_log_id().clone();
-                // An append that follows a crash mid-truncate (or a stray
-                // older suffix) replaces everything from its index on.
-                out.index.entries.split_off(&log_id.index);
-                out.index.entries.insert(log_id.index, Slot { log_id, from: record.start_lsn(), lsn });
+                // An entry replaces everything from its index on, as the
+                // append that wrote it did.
+                out.index.insert(Slot { log_id, from: record.start_lsn(), lsn, cached: None });
             }
             tag::VOTE => out.vote = Some(bincode::deserialize(body).map_err(bad)?),
             tag::COMMITTED => out.committed = bincode::deserialize(body).map_err(bad)?,
             tag::TRUNCATE => {
                 let since: LogId<C::NodeId> = bincode::deserialize(body).map_err(bad)?;
-                out.index.entries.split_off(&since.index);
+                out.index.remove_from(since.index);
             }
             tag::PURGE => {
                 let p: Purge<C::NodeId> = bincode::deserialize(body).map_err(bad)?;
-                apply_purge(&mut out.index, &p.upto);
+                out.index.purge(&p.upto);
                 if p.vote.is_some() {
                     out.vote = p.vote;
                 }
@@ -312,14 +356,6 @@ where
         }
     }
     Ok(out)
-}
-
-fn apply_purge<NID: openraft::NodeId>(index: &mut Index<NID>, upto: &LogId<NID>) {
-    let kept = index.entries.split_off(&(upto.index + 1));
-    index.entries = kept;
-    if index.purged.as_ref().is_none_or(|p| p.index < upto.index) {
-        index.purged = Some(upto.clone());
-    }
 }
 
 /// The purge record: the purged id, and the vote and committed id as of the
@@ -369,29 +405,37 @@ where
             return Ok(Vec::new());
         }
         let slots: Vec<Slot<C::NodeId>> = read(&self.index).entries.range(range).map(|(_, s)| s.clone()).collect();
-        let Some(first) = slots.first() else {
-            return Ok(Vec::new());
-        };
         let failed = |index: u64, e: &dyn std::error::Error| -> StorageError<C::NodeId> {
             StorageIOError::read_log_at_index(index, AnyError::error(e.to_string())).into()
         };
-        let mut reader = self.journal.reader(first.from).map_err(|e| failed(first.log_id.index, &e))?;
+        let mut reader: Option<tidelog::Reader> = None;
         let mut out = Vec::with_capacity(slots.len());
         for slot in &slots {
-            // Skip what lies between: markers, votes, entries since
-            // truncated.
-            let record = loop {
-                match reader.next_record() {
-                    Ok(Some(r)) if r.lsn() < slot.lsn => continue,
-                    Ok(Some(r)) if r.lsn() == slot.lsn => break r,
-                    Ok(_) => {
-                        let e = io::Error::other(format!("record at {} not found", slot.lsn.as_u64()));
-                        return Err(failed(slot.log_id.index, &e));
+            let record = match &slot.cached {
+                Some(record) => record.clone(),
+                None => {
+                    let reader = match &mut reader {
+                        Some(r) => r,
+                        None => {
+                            reader.insert(self.journal.reader(slot.from).map_err(|e| failed(slot.log_id.index, &e))?)
+                        }
+                    };
+                    // Skip what lies between: markers, votes, entries since
+                    // truncated, cached entries.
+                    loop {
+                        match reader.next_record() {
+                            Ok(Some(r)) if r.lsn() < slot.lsn => continue,
+                            Ok(Some(r)) if r.lsn() == slot.lsn => break Arc::new(r.into_payload()),
+                            Ok(_) => {
+                                let e = io::Error::other(format!("record at {} not found", slot.lsn.as_u64()));
+                                return Err(failed(slot.log_id.index, &e));
+                            }
+                            Err(e) => return Err(failed(slot.log_id.index, &e)),
+                        }
                     }
-                    Err(e) => return Err(failed(slot.log_id.index, &e)),
                 }
             };
-            let body = record.payload().get(1..).unwrap_or_default();
+            let body = record.get(1..).unwrap_or_default();
             let entry: C::Entry = bincode::deserialize(body).map_err(|e| failed(slot.log_id.index, &e))?;
             out.push(entry);
         }
@@ -489,26 +533,33 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut pending: Vec<(LogId<C::NodeId>, Vec<u8>)> = Vec::new();
-        let mut bytes = 0;
+        // Never waits: each record is copied into the journal's buffer
+        // (`submit`) and kept in the index's cache until it is durable, so
+        // it is readable at once and openraft's core loop moves on; the
+        // flusher answers the callback after group commit.
         let mut last = None;
-        for entry in entries {
-            let log_id = entry.get_log_id().clone();
-            let record = encode(tag::ENTRY, &entry).map_err(|e| StorageIOError::write_log_entry(log_id.clone(), &e))?;
-            bytes += record.len();
-            pending.push((log_id, record));
-            if bytes >= BATCH_BYTES {
-                last = Some(self.append_batch(&mut pending).await?);
-                bytes = 0;
+        {
+            let mut index = write(&self.index);
+            let mut from = self.journal.next_lsn();
+            for entry in entries {
+                let log_id = entry.get_log_id().clone();
+                let record =
+                    encode(tag::ENTRY, &entry).map_err(|e| StorageIOError::write_log_entry(log_id.clone(), &e))?;
+                let lsn = self
+                    .journal
+                    .submit(&record)
+                    .map_err(|e| StorageIOError::write_log_entry(log_id.clone(), &e))?
+                    .lsn();
+                index.insert(Slot { log_id, from, lsn, cached: Some(Arc::new(record)) });
+                from = lsn;
+                last = Some(lsn);
             }
-        }
-        if !pending.is_empty() {
-            last = Some(self.append_batch(&mut pending).await?);
+            index.evict(self.journal.durable_lsn());
         }
         match last {
             Some(lsn) => {
-                // The flusher answers once durable; if it is gone (the
-                // runtime is shutting down) answer with the error here.
+                // If the flusher is gone (the runtime is shutting down),
+                // answer with the error here.
                 if let Err(mpsc::error::SendError((_, callback))) = self.flush.send((lsn, callback)) {
                     callback.log_io_completed(Err(io::Error::other("raft log flusher stopped")));
                 }
@@ -523,7 +574,7 @@ where
         // Durable before the index forgets: a crash must not bring back a
         // suffix that a later append (its record after this one) replaced.
         self.append_durable(tag::TRUNCATE, &body, ErrorVerb::Delete).await?;
-        write(&self.index).entries.split_off(&log_id.index);
+        write(&self.index).remove_from(log_id.index);
         Ok(())
     }
 
@@ -536,38 +587,10 @@ where
         self.append_durable(tag::PURGE, &body, ErrorVerb::Delete).await?;
         let keep_from = {
             let mut index = write(&self.index);
-            apply_purge(&mut index, &log_id);
+            index.purge(&log_id);
             index.entries.values().next().map_or(start, |s| s.from.min(start))
         };
         self.journal.truncate_before(keep_from).await.map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
-    }
-}
-
-impl<C> LogStore<C>
-where
-    C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
-{
-    /// Writes `pending` as one journal batch and indexes it; returns the
-    /// last record's LSN. Resolves once written (readable).
-    async fn append_batch(
-        &mut self,
-        pending: &mut Vec<(LogId<C::NodeId>, Vec<u8>)>,
-    ) -> Result<Lsn, StorageError<C::NodeId>> {
-        let from = self.journal.next_lsn();
-        let payloads: Vec<&[u8]> = pending.iter().map(|(_, r)| r.as_slice()).collect();
-        let lsns = self.journal.append_batch_async(&payloads).await.map_err(|e| StorageIOError::write_logs(&e))?;
-        drop(payloads);
-        let mut index = write(&self.index);
-        let mut prev = from;
-        for ((log_id, _), lsn) in pending.drain(..).zip(lsns) {
-            // An append replaces any entry at or after its index (openraft
-            // truncates first; this keeps the index hole-free regardless).
-            index.entries.split_off(&log_id.index);
-            index.entries.insert(log_id.index, Slot { log_id, from: prev, lsn });
-            prev = lsn;
-        }
-        Ok(prev)
     }
 }

@@ -235,27 +235,34 @@ fn purged_segments_are_deleted_and_the_vote_survives_them() {
         let vote = Vote::new_committed(3, 1);
         store.save_vote(&vote).await.expect("vote");
         let value: String = std::iter::repeat_n('x', 4000).collect();
-        for chunk in (1..=1200u64).collect::<Vec<_>>().chunks(50) {
+        // 12 MB: more than the store keeps cached, so reads below mix the
+        // cache with the segment files.
+        for chunk in (1..=3000u64).collect::<Vec<_>>().chunks(50) {
             let batch: Vec<_> = chunk.iter().map(|&i| entry(log_id(3, i), &value)).collect();
             store.blocking_append(batch).await.expect("append");
         }
-        store.save_committed(Some(log_id(3, 1200))).await.expect("committed");
+        store.save_committed(Some(log_id(3, 3000))).await.expect("committed");
+        let all = observe(&mut store).await.entries;
+        assert_eq!(all.len(), 3000, "{cell}: every entry reads back");
+        for (i, (id, v)) in all.iter().enumerate() {
+            assert_eq!((id.index, v.as_str()), (i as u64 + 1, value.as_str()), "{cell}: entry {}", i + 1);
+        }
         let segments_before = segment_files(store.journal());
-        store.purge(log_id(3, 1000)).await.expect("purge");
+        store.purge(log_id(3, 2500)).await.expect("purge");
         let segments_after = segment_files(store.journal());
         assert!(
             segments_after < segments_before,
-            "{cell}: purging 1000 of 1200 4 KB entries deleted no segment ({segments_before} → {segments_after})"
+            "{cell}: purging 2500 of 3000 4 KB entries deleted no segment ({segments_before} → {segments_after})"
         );
         close(store).await;
 
         let mut reopened = Store::open(dir.path(), opts).await.expect("reopen");
         let got = observe(&mut reopened).await;
         assert_eq!(got.vote, Some(vote), "{cell}: the vote's own record was deleted; the purge record must carry it");
-        assert_eq!(got.committed, Some(log_id(3, 1200)), "{cell}");
-        assert_eq!(got.purged, Some(log_id(3, 1000)), "{cell}");
+        assert_eq!(got.committed, Some(log_id(3, 3000)), "{cell}");
+        assert_eq!(got.purged, Some(log_id(3, 2500)), "{cell}");
         let indexes: Vec<u64> = got.entries.iter().map(|(id, _)| id.index).collect();
-        assert_eq!(indexes, (1001..=1200).collect::<Vec<_>>(), "{cell}: the entries after the purge point");
+        assert_eq!(indexes, (2501..=3000).collect::<Vec<_>>(), "{cell}: the entries after the purge point");
         close(reopened).await;
     });
 }
