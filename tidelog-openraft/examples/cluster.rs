@@ -10,8 +10,9 @@
 //! one, restarts the old leader from its journal and shows it caught up.
 //! With `--bench` it measures replicated durable writes/s through the
 //! leader with tidelog (io_uring and blocking substrates) against the
-//! in-memory log store (nothing durable: the upper bound), rounds
-//! interleaved, and prints medians.
+//! in-memory log store (nothing durable: the upper bound) and a raw
+//! pwrite+fdatasync loop (the floor's rate), rounds interleaved, and prints
+//! medians.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use tidelog::{JournalOptions, SubstrateChoice};
 use tidelog_openraft::cluster::{self, leader, members, KvRaft, Router, TidelogNode};
 use tidelog_openraft::kv::{KvConfig, KvStateMachine, MemLogStore, Set};
+use tidelog_openraft::LogStore;
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -112,16 +114,23 @@ async fn write(router: &Router, range: std::ops::Range<usize>) -> Result<()> {
 /// One store kind under test.
 #[derive(Clone, Copy, Debug)]
 enum Kind {
+    /// One thread doing 128-byte pwrite + fdatasync in a loop, no Raft: the
+    /// rate a log whose core waits for every flush cannot exceed.
+    RawFloor,
     Memory,
-    Tidelog(SubstrateChoice),
+    /// The substrate, and whether `save_committed` waits for durability.
+    Tidelog(SubstrateChoice, bool),
 }
 
 impl Kind {
     fn name(self) -> &'static str {
         match self {
+            Kind::RawFloor => "raw pwrite+fdatasync, 1 thread",
             Kind::Memory => "in-memory (not durable)",
-            Kind::Tidelog(SubstrateChoice::IoUring) => "tidelog io_uring",
-            Kind::Tidelog(_) => "tidelog blocking",
+            Kind::Tidelog(SubstrateChoice::IoUring, true) => "tidelog io_uring",
+            Kind::Tidelog(SubstrateChoice::IoUring, false) => "tidelog io_uring, lazy commit id",
+            Kind::Tidelog(_, true) => "tidelog blocking",
+            Kind::Tidelog(_, false) => "tidelog blocking, lazy commit id",
         }
     }
 }
@@ -134,7 +143,13 @@ struct Sample {
 }
 
 async fn bench(clients: usize, seconds: Duration, rounds: usize, dir: Option<PathBuf>) -> Result<()> {
-    let kinds = [Kind::Memory, Kind::Tidelog(SubstrateChoice::IoUring), Kind::Tidelog(SubstrateChoice::Blocking)];
+    let kinds = [
+        Kind::RawFloor,
+        Kind::Memory,
+        Kind::Tidelog(SubstrateChoice::IoUring, true),
+        Kind::Tidelog(SubstrateChoice::Blocking, true),
+        Kind::Tidelog(SubstrateChoice::IoUring, false),
+    ];
     let mut samples: Vec<Vec<Sample>> = kinds.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         for (k, kind) in kinds.iter().enumerate() {
@@ -153,12 +168,13 @@ async fn bench(clients: usize, seconds: Duration, rounds: usize, dir: Option<Pat
     println!("\n3 nodes, {clients} clients writing through the leader, {rounds} rounds of {seconds:?}: medians");
     println!("| log store | writes/s | p50 ms | p99 ms | leader records per fdatasync | vs in-memory |");
     println!("|---|---|---|---|---|---|");
-    let memory = median(samples[0].iter().map(|s| s.per_sec));
+    let memory = median(samples[1].iter().map(|s| s.per_sec));
     for (kind, s) in kinds.iter().zip(&samples) {
         let per_sec = median(s.iter().map(|s| s.per_sec));
         let rps = match kind {
             Kind::Memory => "—".to_string(),
-            Kind::Tidelog(_) => format!("{:.1}", median(s.iter().map(|s| s.records_per_sync))),
+            Kind::RawFloor => "1".to_string(),
+            Kind::Tidelog(..) => format!("{:.1}", median(s.iter().map(|s| s.records_per_sync))),
         };
         println!(
             "| {} | {:.0} | {:.2} | {:.2} | {} | {:.2}× |",
@@ -171,6 +187,26 @@ async fn bench(clients: usize, seconds: Duration, rounds: usize, dir: Option<Pat
         );
     }
     Ok(())
+}
+
+/// pwrite + fdatasync of 128 bytes in a loop for `seconds`.
+fn raw_floor(path: &std::path::Path, seconds: Duration) -> Result<Sample> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(path)?;
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    let mut offset = 0;
+    while started.elapsed() < seconds {
+        let t = Instant::now();
+        file.write_all_at(&[7u8; 128], offset)?;
+        file.sync_data()?;
+        latencies.push(t.elapsed());
+        offset += 128;
+    }
+    let per_sec = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(Sample { per_sec, p50: at(0.5), p99: at(0.99), records_per_sync: 1.0 })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -190,18 +226,24 @@ async fn run_once(kind: Kind, clients: usize, seconds: Duration, dir: Option<&st
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,
     };
+    if let Kind::RawFloor = kind {
+        let path = root.path().join("floor");
+        return tokio::task::spawn_blocking(move || raw_floor(&path, seconds)).await?;
+    }
     let router = Router::new();
     let mut tidelog_nodes = Vec::new();
     let mut rafts: Vec<KvRaft> = Vec::new();
     for id in 1..=3u64 {
         match kind {
+            Kind::RawFloor => unreachable!("measured above, without a cluster"),
             Kind::Memory => {
                 let raft = cluster::start(id, &router, MemLogStore::<KvConfig>::new(), KvStateMachine::new()).await?;
                 rafts.push(raft);
             }
-            Kind::Tidelog(substrate) => {
+            Kind::Tidelog(substrate, sync_committed) => {
                 let dir = root.path().join(format!("node{id}"));
-                let node = TidelogNode::start(id, &dir, JournalOptions::new().substrate(substrate), &router).await?;
+                let store = LogStore::<KvConfig>::open(&dir, JournalOptions::new().substrate(substrate)).await?;
+                let node = TidelogNode::start_on(id, store.sync_committed(sync_committed), &router).await?;
                 rafts.push(node.raft.clone());
                 tidelog_nodes.push(node);
             }

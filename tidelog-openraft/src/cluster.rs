@@ -184,6 +184,15 @@ impl TidelogNode {
         router: &Router,
     ) -> Result<TidelogNode, Box<dyn std::error::Error + Send + Sync>> {
         let store = crate::LogStore::<KvConfig>::open(dir, opts).await?;
+        TidelogNode::start_on(id, store, router).await
+    }
+
+    /// Starts node `id` on an opened log store (as [`start`](Self::start)).
+    pub async fn start_on(
+        id: u64,
+        store: crate::LogStore<KvConfig>,
+        router: &Router,
+    ) -> Result<TidelogNode, Box<dyn std::error::Error + Send + Sync>> {
         let journal = store.journal().clone();
         let state = KvStateMachine::new();
         let raft = start(id, router, store, state.clone()).await?;
