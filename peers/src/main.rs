@@ -1,0 +1,468 @@
+//! tidelog against the Rust WALs users would pick instead: the same
+//! workloads on the same disk in one run, and every durable cell read back
+//! with the system's own reader.
+//!
+//! ```text
+//! cargo run --release -p tidelog-peers -- [--quick] [--seconds S] [--recovery-mib M] [--dir D] [--json FILE]
+//! ```
+
+mod systems;
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use systems::{System, Wal};
+
+const SMALL: usize = 128;
+const LARGE: usize = 1 << 20;
+const RECOVERY_RECORD: usize = 4096;
+
+struct Args {
+    quick: bool,
+    seconds: f64,
+    writers: usize,
+    recovery_bytes: u64,
+    dir: Option<PathBuf>,
+    json: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| -> Result<Option<String>, String> {
+        match argv.iter().position(|a| a == name) {
+            Some(i) => argv.get(i + 1).cloned().map(Some).ok_or(format!("{name} needs a value")),
+            None => Ok(None),
+        }
+    };
+    let quick = argv.iter().any(|a| a == "--quick");
+    let seconds = match value("--seconds")? {
+        Some(s) => s.parse().map_err(|e| format!("--seconds: {e}"))?,
+        None if quick => 0.5,
+        None => 3.0,
+    };
+    Ok(Args {
+        quick,
+        seconds,
+        writers: 64,
+        recovery_bytes: match value("--recovery-mib")? {
+            Some(m) => m.parse::<u64>().map_err(|e| format!("--recovery-mib: {e}"))? << 20,
+            None if quick => 64 << 20,
+            None => 1 << 30,
+        },
+        dir: value("--dir")?.map(PathBuf::from),
+        json: value("--json")?.map(PathBuf::from),
+    })
+}
+
+/// The workloads, in column order.
+#[derive(Clone, Copy, Debug)]
+enum Workload {
+    DurableOne,
+    DurableMany,
+    WrittenOne,
+    WrittenMany,
+    DurableLarge,
+    Recovery,
+}
+
+impl Workload {
+    const ALL: [Workload; 6] = [
+        Workload::DurableOne,
+        Workload::DurableMany,
+        Workload::WrittenOne,
+        Workload::WrittenMany,
+        Workload::DurableLarge,
+        Workload::Recovery,
+    ];
+
+    fn title(self, writers: usize) -> String {
+        match self {
+            Workload::DurableOne => "(1) durable, 1 writer, 128 B: ops/s · p50/p99/max µs".into(),
+            Workload::DurableMany => format!("(2) durable, {writers} writers, 128 B: ops/s · p99 µs"),
+            Workload::WrittenOne => "(3) written, 1 writer: ops/s".into(),
+            Workload::WrittenMany => format!("(3) written, {writers} writers: ops/s"),
+            Workload::DurableLarge => "(4) durable, 1 MiB records: MB/s".into(),
+            Workload::Recovery => "(5) recovery: open + full replay, records/s".into(),
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Workload::DurableOne => "durable_1",
+            Workload::DurableMany => "durable_many",
+            Workload::WrittenOne => "written_1",
+            Workload::WrittenMany => "written_many",
+            Workload::DurableLarge => "durable_1mib",
+            Workload::Recovery => "recovery",
+        }
+    }
+}
+
+/// What one cell measured.
+#[derive(Debug, Default)]
+struct Measure {
+    ops: u64,
+    bytes: u64,
+    secs: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Done(Measure),
+    /// The system cannot express the workload, and why.
+    NotApplicable(String),
+    /// It failed, or lost acknowledged records.
+    Failed(String),
+}
+
+/// A record: writer id and sequence number up front (for the read-back
+/// check), then filler.
+fn record(writer: u32, seq: u64, size: usize) -> Vec<u8> {
+    let mut r = vec![0x5a; size.max(12)];
+    r[..4].copy_from_slice(&writer.to_le_bytes());
+    r[4..12].copy_from_slice(&seq.to_le_bytes());
+    r
+}
+
+fn key_of(record: &[u8]) -> Option<u64> {
+    let writer = u32::from_le_bytes(record.get(..4)?.try_into().ok()?) as u64;
+    let seq = u64::from_le_bytes(record.get(4..12)?.try_into().ok()?);
+    Some(writer << 40 | seq)
+}
+
+/// What the writers did: acknowledged keys and each append's latency.
+struct Run {
+    acked: Vec<u64>,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+/// `writers` writers appending `size`-byte records for `seconds`, durable or
+/// written, on `system` in `dir`.
+fn drive(system: &dyn System, dir: &Path, writers: usize, seconds: f64, durable: bool, size: usize) -> io::Result<Run> {
+    let duration = Duration::from_secs_f64(seconds);
+    if let Some(opts) = system.tidelog() {
+        return drive_tidelog(opts, dir, writers, duration, durable, size);
+    }
+    let wal: Arc<Box<dyn Wal>> = Arc::new(system.open(dir)?);
+    let started = Instant::now();
+    let results: Vec<io::Result<(Vec<u64>, Vec<Duration>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let wal = wal.clone();
+                scope.spawn(move || {
+                    let (mut acked, mut latencies) = (Vec::new(), Vec::new());
+                    let mut seq = 0;
+                    while started.elapsed() < duration {
+                        let r = record(w as u32, seq, size);
+                        let t = Instant::now();
+                        if durable {
+                            wal.append_durable(&r)?;
+                        } else {
+                            wal.append_written(&r)?;
+                        }
+                        latencies.push(t.elapsed());
+                        acked.push(key_of(&r).expect("a keyed record"));
+                        seq += 1;
+                    }
+                    Ok((acked, latencies))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a writer panicked")))).collect()
+    });
+    let elapsed = started.elapsed();
+    let wal = Arc::try_unwrap(wal).map_err(|_| io::Error::other("a writer kept the log"))?;
+    wal.close()?;
+    let mut run = Run { acked: Vec::new(), latencies: Vec::new(), elapsed };
+    for r in results {
+        let (a, l) = r?;
+        run.acked.extend(a);
+        run.latencies.extend(l);
+    }
+    Ok(run)
+}
+
+fn drive_tidelog(
+    opts: tidelog::JournalOptions,
+    dir: &Path,
+    writers: usize,
+    duration: Duration,
+    durable: bool,
+    size: usize,
+) -> io::Result<Run> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let journal = tidelog::Journal::open(dir, opts).await.map_err(io::Error::other)?;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    let (mut acked, mut latencies) = (Vec::new(), Vec::new());
+                    let mut seq = 0;
+                    while started.elapsed() < duration {
+                        let r = record(w as u32, seq, size);
+                        let t = Instant::now();
+                        if durable {
+                            journal.append_durable_async(&r).await.map_err(io::Error::other)?;
+                        } else {
+                            journal.append_async(&r).await.map_err(io::Error::other)?;
+                        }
+                        latencies.push(t.elapsed());
+                        acked.push(key_of(&r).expect("a keyed record"));
+                        seq += 1;
+                    }
+                    Ok::<_, io::Error>((acked, latencies))
+                })
+            })
+            .collect();
+        let mut run = Run { acked: Vec::new(), latencies: Vec::new(), elapsed: Duration::ZERO };
+        for t in tasks {
+            let (a, l) = t.await.map_err(io::Error::other)??;
+            run.acked.extend(a);
+            run.latencies.extend(l);
+        }
+        run.elapsed = started.elapsed();
+        journal.close().await.map_err(io::Error::other)?;
+        Ok(run)
+    })
+}
+
+/// Reads the log back with the system's own reader: every acknowledged
+/// record must be there.
+fn verify(system: &dyn System, dir: &Path, acked: &[u64]) -> Result<(), String> {
+    let records = system.read_all(dir).map_err(|e| format!("read back: {e}"))?;
+    let present: HashSet<u64> = records.iter().filter_map(|r| key_of(r)).collect();
+    let lost = acked.iter().filter(|k| !present.contains(k)).count();
+    if lost > 0 {
+        return Err(format!("LOST {lost} of {} acknowledged records", acked.len()));
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+fn measure(mut run: Run, size: usize) -> Measure {
+    run.latencies.sort();
+    Measure {
+        ops: run.acked.len() as u64,
+        bytes: (run.acked.len() * size) as u64,
+        secs: run.elapsed.as_secs_f64(),
+        p50: percentile(&run.latencies, 0.5),
+        p99: percentile(&run.latencies, 0.99),
+        max: run.latencies.last().copied().unwrap_or_default(),
+    }
+}
+
+fn cell(system: &dyn System, workload: Workload, args: &Args, root: &Path) -> Outcome {
+    let dir = systems::cell_dir(root, &system.name(), workload.key());
+    let (writers, durable, size) = match workload {
+        Workload::DurableOne => (1, true, SMALL),
+        Workload::DurableMany => (args.writers, true, SMALL),
+        Workload::WrittenOne => (1, false, SMALL),
+        Workload::WrittenMany => (args.writers, false, SMALL),
+        Workload::DurableLarge => (1, true, LARGE),
+        Workload::Recovery => return recovery(system, args, &dir),
+    };
+    if let Some(why) = if durable { system.durable_na() } else { system.written_na() } {
+        return Outcome::NotApplicable(why.into());
+    }
+    if writers > 1 {
+        if let Some(why) = system.concurrent_na() {
+            return Outcome::NotApplicable(why.into());
+        }
+    }
+    let outcome = match drive(system, &dir, writers, args.seconds, durable, size) {
+        Ok(run) => match verify(system, &dir, &run.acked) {
+            Ok(()) => Outcome::Done(measure(run, size)),
+            Err(e) => Outcome::Failed(e),
+        },
+        Err(e) => Outcome::Failed(e.to_string()),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+/// Writes `recovery_bytes` of 4 KiB records (written appends where the
+/// system has them, else durable appends from many writers), then times
+/// opening the log and reading every record with the system's reader.
+fn recovery(system: &dyn System, args: &Args, dir: &Path) -> Outcome {
+    let target = args.recovery_bytes / RECOVERY_RECORD as u64;
+    let (durable, writers) = if system.written_na().is_none() { (false, 1) } else { (true, args.writers) };
+    // Build in slices of one second until the log is big enough.
+    let build = || -> io::Result<u64> {
+        if let Some(opts) = system.tidelog() {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            return rt.block_on(async {
+                let journal = tidelog::Journal::open(dir, opts).await.map_err(io::Error::other)?;
+                for seq in 0..target {
+                    journal.append_async(record(0, seq, RECOVERY_RECORD)).await.map_err(io::Error::other)?;
+                }
+                journal.close().await.map_err(io::Error::other)?;
+                Ok(target)
+            });
+        }
+        let wal: Arc<Box<dyn Wal>> = Arc::new(system.open(dir)?);
+        let per_writer = target.div_ceil(writers as u64);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..writers)
+                .map(|w| {
+                    let wal = wal.clone();
+                    scope.spawn(move || -> io::Result<()> {
+                        for seq in 0..per_writer {
+                            let r = record(w as u32, seq, RECOVERY_RECORD);
+                            if durable {
+                                wal.append_durable(&r)?;
+                            } else {
+                                wal.append_written(&r)?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("panicked"))))
+        })?;
+        Arc::try_unwrap(wal).map_err(|_| io::Error::other("a writer kept the log"))?.close()?;
+        Ok(per_writer * writers as u64)
+    };
+    let outcome = match build() {
+        Err(e) => Outcome::Failed(format!("building the log: {e}")),
+        Ok(written) => {
+            let started = Instant::now();
+            match system.read_all(dir) {
+                Err(e) => Outcome::Failed(format!("recovery: {e}")),
+                Ok(records) if (records.len() as u64) < written => {
+                    Outcome::Failed(format!("LOST: read {} of {written} records", records.len()))
+                }
+                Ok(records) => Outcome::Done(Measure {
+                    ops: records.len() as u64,
+                    bytes: records.iter().map(|r| r.len() as u64).sum(),
+                    secs: started.elapsed().as_secs_f64(),
+                    ..Measure::default()
+                }),
+            }
+        }
+    };
+    let _ = std::fs::remove_dir_all(dir);
+    outcome
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+fn show(workload: Workload, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::NotApplicable(why) => format!("n/a ({why})"),
+        Outcome::Failed(why) => format!("FAILED: {why}"),
+        Outcome::Done(m) => {
+            let rate = m.ops as f64 / m.secs;
+            match workload {
+                Workload::DurableOne => {
+                    format!("{rate:.0} · {}/{}/{}", us(m.p50), us(m.p99), us(m.max))
+                }
+                Workload::DurableMany => format!("{rate:.0} · {}", us(m.p99)),
+                Workload::WrittenOne | Workload::WrittenMany => format!("{rate:.0}"),
+                Workload::DurableLarge => format!("{:.0}", m.bytes as f64 / m.secs / 1e6),
+                Workload::Recovery => format!("{rate:.0} ({:.0} MB/s)", m.bytes as f64 / m.secs / 1e6),
+            }
+        }
+    }
+}
+
+fn json(system: &str, workload: Workload, outcome: &Outcome) -> serde_json::Value {
+    match outcome {
+        Outcome::Done(m) => serde_json::json!({
+            "system": system, "workload": workload.key(), "status": "ok",
+            "ops": m.ops, "seconds": m.secs, "ops_per_sec": m.ops as f64 / m.secs,
+            "mb_per_sec": m.bytes as f64 / m.secs / 1e6,
+            "p50_us": us(m.p50), "p99_us": us(m.p99), "max_us": us(m.max),
+        }),
+        Outcome::NotApplicable(why) => {
+            serde_json::json!({ "system": system, "workload": workload.key(), "status": "n/a", "why": why })
+        }
+        Outcome::Failed(why) => {
+            serde_json::json!({ "system": system, "workload": workload.key(), "status": "failed", "why": why })
+        }
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("tidelog-peers: {e}");
+            std::process::exit(2);
+        }
+    };
+    let root = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .unwrap_or_else(|e| {
+        eprintln!("tidelog-peers: temp dir: {e}");
+        std::process::exit(1);
+    });
+    // walrus-rust keeps its files under WALRUS_DATA_DIR (set before any
+    // thread starts).
+    std::env::set_var("WALRUS_DATA_DIR", root.path().join("walrus"));
+    // ... and prints a line per operation to stdout unless WALRUS_QUIET is set.
+    std::env::set_var("WALRUS_QUIET", "1");
+    let systems = systems::all();
+    let mut rows = Vec::new();
+    let mut records = Vec::new();
+    let mut failed = false;
+    for system in &systems {
+        let mut row = vec![system.name()];
+        for workload in Workload::ALL {
+            let outcome = cell(system.as_ref(), workload, &args, root.path());
+            eprintln!("{:<22} {:<14} {}", system.name(), workload.key(), show(workload, &outcome));
+            failed |= matches!(outcome, Outcome::Failed(_));
+            row.push(show(workload, &outcome));
+            records.push(json(&system.name(), workload, &outcome));
+        }
+        rows.push(row);
+    }
+    println!();
+    println!(
+        "{} s per cell{}, recovery of {} MiB; records read back with each system's own reader after every cell",
+        args.seconds,
+        if args.quick { " (--quick)" } else { "" },
+        args.recovery_bytes >> 20
+    );
+    let mut header = vec!["system".to_string()];
+    header.extend(Workload::ALL.iter().map(|w| w.title(args.writers)));
+    println!("| {} |", header.join(" | "));
+    println!("|{}", "---|".repeat(header.len()));
+    for row in &rows {
+        println!("| {} |", row.join(" | "));
+    }
+    let mut missing: Vec<_> = systems::missing().into_iter().collect();
+    missing.sort();
+    for (name, why) in missing {
+        println!("- {name}: {why}");
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "seconds": args.seconds, "quick": args.quick, "cells": records });
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).expect("json")) {
+            eprintln!("tidelog-peers: writing {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
