@@ -2,7 +2,7 @@
 //!
 //! One gate serves both substrates. It holds the written frontier (advanced
 //! only over *completed* writes), the durable frontier (advanced only to what
-//! a *successful* sync covered), whether a sync round is in flight and what it
+//! a *successful* sync covered), the sync rounds in flight and what each
 //! covers, and the waiters ordered by LSN.
 //!
 //! The leader of every sync round is the journal's driver task: a caller that
@@ -11,6 +11,11 @@
 //! follow and are woken in one batch when a covering round completes. Because
 //! followers never do I/O themselves, a dropped future can never abandon the
 //! leader's role (okaywal's hang), and nobody polls (fsys's `yield_now` loop).
+//!
+//! Several rounds may be in flight at once (the driver bounds how many):
+//! each begins only over writes that completed before it, so whichever
+//! completes first makes exactly what it covers durable, and the durable
+//! frontier is the highest frontier any successful round covered.
 //!
 //! Errors are final: `fail` records the first error, wakes every waiter with
 //! it, and every later wait returns it. Wakers are collected under the lock
@@ -36,8 +41,8 @@ pub(crate) enum Level {
 struct State {
     written: u64,
     durable: u64,
-    /// The frontier the sync in flight will make durable, if one is.
-    sync_covers: Option<u64>,
+    /// What each sync round in flight will make durable (a handful at most).
+    rounds: Vec<u64>,
     /// The highest LSN anyone has asked to be durable.
     sync_wanted: u64,
     /// First fatal error (`Poisoned`) or `Closed`; final.
@@ -70,7 +75,7 @@ impl Gate {
             state: Mutex::new(State {
                 written: recovered_end,
                 durable: recovered_end,
-                sync_covers: None,
+                rounds: Vec::new(),
                 sync_wanted: recovered_end,
                 failed: None,
                 written_waiters: BTreeMap::new(),
@@ -196,10 +201,15 @@ impl Gate {
         if level != Level::Durable || lsn <= st.sync_wanted {
             return false;
         }
-        let met = st.durable.max(st.sync_covers.unwrap_or(0));
+        let met = Self::met(st);
         let driver_knows = st.sync_wanted > met;
         st.sync_wanted = lsn;
         !driver_knows
+    }
+
+    /// What is durable or will be once the rounds in flight complete.
+    fn met(st: &State) -> u64 {
+        st.rounds.iter().copied().fold(st.durable, u64::max)
     }
 
     /// The highest LSN someone wants durable.
@@ -208,34 +218,42 @@ impl Gate {
     }
 
     /// Starts a sync round covering the written frontier as it stands now.
-    /// Returns what it covers, or `None` when nothing needs syncing.
+    /// Returns what it covers, or `None` when nothing needs syncing: all
+    /// that is written is durable or covered by a round in flight, or (not
+    /// `force`d) nobody wants more than that. The caller bounds how many
+    /// rounds run at once.
     pub(crate) fn begin_sync(&self, force: bool) -> Option<u64> {
         let mut st = self.lock();
-        if st.failed.is_some() || st.sync_covers.is_some() || st.written <= st.durable {
+        let met = Self::met(&st);
+        if st.failed.is_some() || st.written <= met || (!force && st.sync_wanted <= met) {
             return None;
         }
-        if !force && st.sync_wanted <= st.durable {
-            return None;
-        }
-        st.sync_covers = Some(st.written);
-        Some(st.written)
+        let covers = st.written;
+        st.rounds.push(covers);
+        Some(covers)
     }
 
     /// Starts a round that covers a write about to be submitted linked
     /// before its sync; `end` is that write's end.
     pub(crate) fn begin_linked_sync(&self, end: u64) -> bool {
         let mut st = self.lock();
-        if st.failed.is_some() || st.sync_covers.is_some() || st.sync_wanted <= st.durable {
+        if st.failed.is_some() || st.sync_wanted <= Self::met(&st) {
             return false;
         }
-        st.sync_covers = Some(end);
+        st.rounds.push(end);
         true
     }
 
-    /// A round that was begun did not run (e.g. a linked sync cancelled by a
-    /// short write). Nothing becomes durable.
-    pub(crate) fn abandon_sync(&self) {
-        self.lock().sync_covers = None;
+    fn end_round(st: &mut State, covers: u64) {
+        if let Some(at) = st.rounds.iter().position(|&c| c == covers) {
+            st.rounds.swap_remove(at);
+        }
+    }
+
+    /// The round begun for `covers` did not run (e.g. a linked sync
+    /// cancelled by a short write). Nothing becomes durable.
+    pub(crate) fn abandon_sync(&self, covers: u64) {
+        Self::end_round(&mut self.lock(), covers);
     }
 
     /// Completed writes now reach `lsn`.
@@ -248,12 +266,12 @@ impl Gate {
         self.release(st, woken);
     }
 
-    /// The round begun by `begin_sync` succeeded: everything below `covers`
-    /// is durable.
+    /// The round begun for `covers` succeeded: everything below `covers` is
+    /// durable (rounds may complete in any order).
     pub(crate) fn complete_sync(&self, covers: u64) {
         let mut st = self.lock();
         debug_assert!(covers <= st.written, "a sync never covers an unfinished write");
-        st.sync_covers = None;
+        Self::end_round(&mut st, covers);
         if st.failed.is_some() {
             return; // poisoned meanwhile: nobody may be told durable.
         }
@@ -270,7 +288,7 @@ impl Gate {
     /// `Poisoned`.
     pub(crate) fn fail(&self, err: Error) {
         let mut st = self.lock();
-        st.sync_covers = None;
+        st.rounds.clear();
         if st.failed.is_none() {
             let err = match err {
                 Error::Closed | Error::Poisoned(_) => err,
@@ -360,15 +378,47 @@ mod tests {
         assert_eq!(gate.sync_wanted(), 200);
         gate.advance_written(150);
         assert_eq!(gate.begin_sync(false), Some(150));
-        gate.advance_written(300); // a write completes while the sync runs
-        assert_eq!(gate.begin_sync(false), None, "one round at a time");
+        assert_eq!(gate.begin_sync(false), None, "everything written is covered by the round in flight");
         gate.complete_sync(150);
         assert_eq!(a.as_mut().now_or_never().map(|r| r.ok()), Some(Some(Lsn::new(100))));
         assert!(b.as_mut().now_or_never().is_none(), "200 was not covered by the round at 150");
         assert_eq!(gate.durable_lsn(), Lsn::new(150));
+        gate.advance_written(300);
         assert_eq!(gate.begin_sync(false), Some(300));
         gate.complete_sync(300);
         assert!(b.as_mut().now_or_never().is_some());
+    }
+
+    #[test]
+    fn rounds_overlap_and_complete_in_any_order() {
+        let gate = Gate::new(0);
+        let mut a = Box::pin(Wait::new(&gate, Level::Durable, 100));
+        let mut b = Box::pin(Wait::new(&gate, Level::Durable, 250));
+        assert!(a.as_mut().now_or_never().is_none());
+        gate.advance_written(150);
+        assert_eq!(gate.begin_sync(false), Some(150));
+        gate.advance_written(300); // a write completes while the first round runs
+        assert_eq!(gate.begin_sync(false), None, "nobody wants more than the round in flight covers");
+        assert!(b.as_mut().now_or_never().is_none());
+        assert_eq!(gate.begin_sync(false), Some(300), "a second round overlaps the first");
+        assert_eq!(gate.begin_sync(true), None, "all that is written is covered");
+        // The later round completes first: it covers everything below 300.
+        gate.complete_sync(300);
+        assert_eq!(gate.durable_lsn(), Lsn::new(300));
+        assert!(a.as_mut().now_or_never().is_some() && b.as_mut().now_or_never().is_some());
+        gate.complete_sync(150);
+        assert_eq!(gate.durable_lsn(), Lsn::new(300), "the durable frontier never moves back");
+        // An abandoned round leaves its range to the next one.
+        let mut c = Box::pin(Wait::new(&gate, Level::Durable, 400));
+        assert!(c.as_mut().now_or_never().is_none());
+        assert!(gate.begin_linked_sync(400));
+        assert!(!gate.begin_linked_sync(400), "400 is covered by the linked round");
+        gate.abandon_sync(400);
+        gate.advance_written(400);
+        assert_eq!(gate.begin_sync(false), Some(400));
+        gate.complete_sync(400);
+        assert!(c.as_mut().now_or_never().is_some());
+        assert!(gate.lock().rounds.is_empty());
     }
 
     #[test]

@@ -21,6 +21,44 @@ pub(crate) struct SegmentFile {
     pub(crate) base: u64,
     pub(crate) path: PathBuf,
     pub(crate) file: File,
+    /// Further open file descriptions of the same file, one for each sync
+    /// that may run beside another. The kernel reports a writeback error
+    /// once per open file description (errseq), so two concurrent
+    /// `fdatasync`s on one description could split an error between them:
+    /// the one whose range failed might return success. On descriptions of
+    /// their own, each sees every error since its previous sync.
+    pub(crate) lanes: Vec<File>,
+}
+
+impl SegmentFile {
+    fn new(base: u64, path: PathBuf, file: File) -> SegmentFile {
+        SegmentFile { base, path, file, lanes: Vec::new() }
+    }
+
+    /// Opens descriptions for up to `more` further concurrent syncs. Fewer
+    /// lanes only means fewer overlapping syncs, so a failure is logged,
+    /// not returned.
+    pub(crate) fn open_lanes(&mut self, more: usize) {
+        while self.lanes.len() < more {
+            match File::open(&self.path) {
+                Ok(file) => self.lanes.push(file),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot open a second sync lane");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// How many syncs may run on this file at once.
+    pub(crate) fn sync_lanes(&self) -> usize {
+        1 + self.lanes.len()
+    }
+
+    /// The descriptor sync lane `lane` uses (0 is the one writes use).
+    pub(crate) fn sync_fd(&self, lane: usize) -> &File {
+        lane.checked_sub(1).and_then(|i| self.lanes.get(i)).unwrap_or(&self.file)
+    }
 }
 
 /// Suffix of a segment being made; such files are removed at open.
@@ -89,7 +127,7 @@ pub(crate) fn activate(dir: &Path, spare: File, base: u64, journal_id: u64) -> R
     record::pwrite_all(dir, &spare, &header, 0)
         .and_then(|()| record::rename(dir, &dir.join(SPARE_NAME), &path))
         .map_err(|e| Error::io_at("activate segment", &path, Lsn::new(base), e))?;
-    Ok(SegmentFile { base, path, file: spare })
+    Ok(SegmentFile::new(base, path, spare))
 }
 
 /// Creates the segment based at `base`, durable, file and directory entry.
@@ -107,7 +145,7 @@ pub(crate) fn create(dir: &Path, base: u64, journal_id: u64) -> Result<SegmentFi
         Ok(file)
     })();
     match made {
-        Ok(file) => Ok(SegmentFile { base, path, file }),
+        Ok(file) => Ok(SegmentFile::new(base, path, file)),
         Err(e) => {
             let _ = fs::remove_file(&temp);
             Err(Error::io_at("create segment", path, Lsn::new(base), e))
@@ -124,7 +162,7 @@ pub(crate) fn open(dir: &Path, base: u64, writable: bool) -> Result<(SegmentFile
         .open(&path)
         .map_err(|e| Error::io_at("open segment", &path, Lsn::new(base), e))?;
     let header = read_header(&file, &path, base)?;
-    Ok((SegmentFile { base, path, file }, header))
+    Ok((SegmentFile::new(base, path, file), header))
 }
 
 fn read_header(file: &File, path: &Path, base: u64) -> Result<SegmentHeader> {

@@ -27,7 +27,7 @@ impl BlockingBackend {
 
 impl Backend for BlockingBackend {
     fn submit(&mut self, op: Op) {
-        let (kind, file) = (op.kind, op.file.clone());
+        let (kind, file, lane) = (op.kind, op.file.clone(), op.lane);
         let task = tokio::task::spawn_blocking(move || perform(op));
         // A join error means the runtime is shutting down and the task never
         // ran (or it panicked): report the op as failed so nobody is told
@@ -37,6 +37,7 @@ impl Backend for BlockingBackend {
                 let lost = || std::io::Error::other(format!("blocking I/O task lost: {join}"));
                 let mut op = Op::sync(file);
                 op.kind = kind;
+                op.lane = lane;
                 let written = (kind != super::OpKind::Sync).then(|| Err(lost()));
                 let synced = (kind != super::OpKind::Write).then(|| Err(lost()));
                 Done { op, written, synced }

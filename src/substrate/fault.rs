@@ -47,6 +47,10 @@ pub struct FaultPlan {
     pub reordered: AtomicU64,
     /// The most ops ever in flight at once.
     pub max_in_flight: AtomicU64,
+    /// Syncs (plain or linked) submitted and not yet reported.
+    pub syncs_in_flight: AtomicU64,
+    /// The most syncs ever in flight at once.
+    pub max_syncs_in_flight: AtomicU64,
     /// Writes completed so far (counted after injection decisions).
     pub writes_seen: AtomicU64,
     /// Syncs completed so far.
@@ -71,6 +75,8 @@ impl Default for FaultPlan {
             reorder: std::sync::atomic::AtomicBool::new(false),
             reordered: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            syncs_in_flight: AtomicU64::new(0),
+            max_syncs_in_flight: AtomicU64::new(0),
             writes_seen: AtomicU64::new(0),
             syncs_seen: AtomicU64::new(0),
             dsync_writes_seen: AtomicU64::new(0),
@@ -166,6 +172,11 @@ impl FaultBackend {
 
 impl Backend for FaultBackend {
     fn submit(&mut self, mut op: Op) {
+        // Counted by the kind asked for, as the completion reports it.
+        if op.kind != OpKind::Write {
+            let syncs = self.plan.syncs_in_flight.fetch_add(1, SeqCst) + 1;
+            self.plan.max_syncs_in_flight.fetch_max(syncs, SeqCst);
+        }
         if op.is_dsync_write() {
             self.plan.dsync_writes_seen.fetch_add(1, SeqCst);
         }
@@ -191,6 +202,26 @@ impl Backend for FaultBackend {
     }
 
     fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
+        let done = self.poll_rewritten(cx);
+        if let Poll::Ready(done) = &done {
+            if done.op.kind != OpKind::Write {
+                self.plan.syncs_in_flight.fetch_sub(1, SeqCst);
+            }
+        }
+        done
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight() + self.ready.len() + self.delayed.len() + usize::from(self.held.is_some())
+    }
+
+    fn substrate(&self) -> crate::Substrate {
+        self.inner.substrate()
+    }
+}
+
+impl FaultBackend {
+    fn poll_rewritten(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
         loop {
             if let Some(done) = self.ready.pop_front() {
                 return Poll::Ready(done);
@@ -219,13 +250,5 @@ impl Backend for FaultBackend {
                 _ => Poll::Pending,
             };
         }
-    }
-
-    fn in_flight(&self) -> usize {
-        self.inner.in_flight() + self.ready.len() + self.delayed.len() + usize::from(self.held.is_some())
-    }
-
-    fn substrate(&self) -> crate::Substrate {
-        self.inner.substrate()
     }
 }

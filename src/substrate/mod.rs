@@ -51,17 +51,19 @@ pub(crate) struct Op {
     /// `WriteSync` as one write with `RWF_DSYNC` instead of a write and an
     /// `fdatasync`.
     pub(crate) dsync: bool,
+    /// Which of the file's sync lanes (`SegmentFile::sync_fd`) a sync uses.
+    pub(crate) lane: usize,
 }
 
 impl Op {
     pub(crate) fn sync(file: Arc<SegmentFile>) -> Op {
-        Op { kind: OpKind::Sync, file, offset: 0, bufs: Vec::new(), start: 0, end: 0, dsync: false }
+        Op { kind: OpKind::Sync, file, offset: 0, bufs: Vec::new(), start: 0, end: 0, dsync: false, lane: 0 }
     }
 
     /// Writes all of `bufs`, contiguous from `offset`.
     pub(crate) fn write(kind: OpKind, file: Arc<SegmentFile>, offset: u64, bufs: Vec<AlignedBuf>) -> Op {
         let end = bufs.iter().map(AlignedBuf::len).sum();
-        Op { kind, file, offset, bufs, start: 0, end, dsync: false }
+        Op { kind, file, offset, bufs, start: 0, end, dsync: false, lane: 0 }
     }
 
     pub(crate) fn is_write(&self) -> bool {
@@ -128,7 +130,7 @@ pub(crate) fn perform(op: Op) -> Done {
         (OpKind::Write, _) | (_, false) => None,
         // The kernel made exactly the bytes written durable.
         _ if op.is_dsync_write() => Some(Ok(())),
-        _ => Some(platform::sync_data(&op.file.file)),
+        _ => Some(platform::sync_data(op.file.sync_fd(op.lane))),
     };
     Done { op, written, synced }
 }

@@ -304,8 +304,9 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     result
 }
 
-/// An op in flight: its segment, offset and kind.
-type OpKey = (u64, u64, OpKind);
+/// An op in flight: its segment, offset, kind and sync lane (overlapping
+/// syncs of one file, which may complete in any order, differ in lane).
+type OpKey = (u64, u64, OpKind, usize);
 /// The ids its write and its sync were recorded under.
 type OpIds = (Option<u64>, Option<u64>);
 
@@ -325,7 +326,7 @@ impl RecordingBackend {
     }
 
     fn key(op: &Op) -> OpKey {
-        (op.file.base, op.offset, op.kind)
+        (op.file.base, op.offset, op.kind, op.lane)
     }
 }
 

@@ -190,7 +190,7 @@ impl UringBackend {
                 continue;
             };
             let parked = Op { bufs: std::mem::take(&mut slot.op.bufs), ..Op::sync(slot.op.file.clone()) };
-            let returned = Op { kind: slot.op.kind, ..Op::sync(slot.op.file.clone()) };
+            let returned = Op { kind: slot.op.kind, lane: slot.op.lane, ..Op::sync(slot.op.file.clone()) };
             self.parked.push(parked);
             slot.zombie = true;
             let failed = || io::Error::new(err.kind(), format!("io_uring submit failed: {err}"));
@@ -288,7 +288,8 @@ impl Backend for UringBackend {
             entries.push(write.flags(flags).user_data(ud));
         }
         if op.kind != OpKind::Write && !dsync {
-            let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build();
+            let sync_fd = types::Fd(op.file.sync_fd(op.lane).as_raw_fd());
+            let sync = opcode::Fsync::new(sync_fd).flags(types::FsyncFlags::DATASYNC).build();
             entries.push(sync.user_data(ud | 1));
         }
         let iovecs = IoVecs(iovecs);
