@@ -52,6 +52,11 @@ pub(crate) struct BenchArgs {
     /// what pre-creation buys).
     #[arg(long)]
     no_precreate: bool,
+    /// How segments are reserved: fallocate (the default), zero (written
+    /// with zeros ahead of need, so fdatasync carries no extent
+    /// conversion), or none.
+    #[arg(long, default_value = "fallocate", value_parser = parse_preallocate)]
+    preallocate: tidelog::Preallocate,
     /// Also run the raw floor into a preallocated file (fallocate, and
     /// zero-filled): what segment preallocation does to fdatasync latency.
     #[arg(long)]
@@ -233,7 +238,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                         .direct_io(direct)
                         .dsync_writes(dsync)
                         .segment_size(args.segment_mib << 20)
-                        .precreate_segments(!args.no_precreate);
+                        .precreate_segments(!args.no_precreate)
+                        .preallocate(args.preallocate);
                     progress.set_message(format!("{name}{label} {mode}, {tasks} tasks, {record} B"));
                     match rt.block_on(journal_cell(&dir, (opts, &label), mode, tasks, record, cell, warmup)) {
                         Ok(s) => samples.push(s),
@@ -678,4 +684,13 @@ fn write_json(path: &Path, cells: &[Cell], dir: &Path) -> Result<(), String> {
     });
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse_preallocate(s: &str) -> Result<tidelog::Preallocate, String> {
+    match s {
+        "none" => Ok(tidelog::Preallocate::None),
+        "fallocate" => Ok(tidelog::Preallocate::Fallocate),
+        "zero" => Ok(tidelog::Preallocate::Zero),
+        other => Err(format!("{other}: expected none, fallocate or zero")),
+    }
 }
