@@ -3,7 +3,7 @@
 //! with the system's own reader.
 //!
 //! ```text
-//! cargo run --release -p tidelog-peers -- [--quick] [--seconds S] [--recovery-mib M] [--dir D] [--json FILE]
+//! cargo run --release -p tidelog-peers -- [--quick] [--seconds S] [--recovery-mib M] [--dir D] [--json FILE] [--svg FILE]
 //! ```
 
 mod systems;
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use systems::{System, Wal};
+use systems::{AsyncWal, System, Wal};
 
 const SMALL: usize = 128;
 const LARGE: usize = 1 << 20;
@@ -27,6 +27,7 @@ struct Args {
     recovery_bytes: u64,
     dir: Option<PathBuf>,
     json: Option<PathBuf>,
+    svg: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -54,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
         },
         dir: value("--dir")?.map(PathBuf::from),
         json: value("--json")?.map(PathBuf::from),
+        svg: value("--svg")?.map(PathBuf::from),
     })
 }
 
@@ -137,102 +139,119 @@ fn key_of(record: &[u8]) -> Option<u64> {
 }
 
 /// What the writers did: acknowledged keys and each append's latency.
+#[derive(Default)]
 struct Run {
     acked: Vec<u64>,
     latencies: Vec<Duration>,
     elapsed: Duration,
 }
 
+/// One writer's sequence of records and what became of them.
+struct Writer {
+    id: u32,
+    seq: u64,
+    size: usize,
+    run: Run,
+}
+
+impl Writer {
+    fn new(id: usize, size: usize) -> Writer {
+        Writer { id: id as u32, seq: 0, size, run: Run::default() }
+    }
+
+    fn next(&mut self) -> (Vec<u8>, Instant) {
+        self.seq += 1;
+        (record(self.id, self.seq - 1, self.size), Instant::now())
+    }
+
+    /// `record`, sent at `sent`, was acknowledged.
+    fn acked(&mut self, record: &[u8], sent: Instant) {
+        self.run.latencies.push(sent.elapsed());
+        self.run.acked.push(key_of(record).expect("a keyed record"));
+    }
+}
+
+fn merge(results: impl IntoIterator<Item = io::Result<Run>>, elapsed: Duration) -> io::Result<Run> {
+    let mut run = Run { elapsed, ..Run::default() };
+    for r in results {
+        let r = r?;
+        run.acked.extend(r.acked);
+        run.latencies.extend(r.latencies);
+    }
+    Ok(run)
+}
+
 /// `writers` writers appending `size`-byte records for `seconds`, durable or
-/// written, on `system` in `dir`.
+/// written, on `system` in `dir`: tokio tasks for a system with an async
+/// API, threads otherwise.
 fn drive(system: &dyn System, dir: &Path, writers: usize, seconds: f64, durable: bool, size: usize) -> io::Result<Run> {
     let duration = Duration::from_secs_f64(seconds);
-    if let Some(opts) = system.tidelog() {
-        return drive_tidelog(opts, dir, writers, duration, durable, size);
+    if let Some(opening) = system.open_async(dir.to_path_buf()) {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return rt.block_on(async { drive_tasks(opening.await?, writers, duration, durable, size).await });
     }
     let wal: Arc<Box<dyn Wal>> = Arc::new(system.open(dir)?);
     let started = Instant::now();
-    let results: Vec<io::Result<(Vec<u64>, Vec<Duration>)>> = std::thread::scope(|scope| {
+    let results: Vec<io::Result<Run>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..writers)
             .map(|w| {
                 let wal = wal.clone();
                 scope.spawn(move || {
-                    let (mut acked, mut latencies) = (Vec::new(), Vec::new());
-                    let mut seq = 0;
+                    let mut writer = Writer::new(w, size);
                     while started.elapsed() < duration {
-                        let r = record(w as u32, seq, size);
-                        let t = Instant::now();
+                        let (r, sent) = writer.next();
                         if durable {
                             wal.append_durable(&r)?;
                         } else {
                             wal.append_written(&r)?;
                         }
-                        latencies.push(t.elapsed());
-                        acked.push(key_of(&r).expect("a keyed record"));
-                        seq += 1;
+                        writer.acked(&r, sent);
                     }
-                    Ok((acked, latencies))
+                    Ok(writer.run)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a writer panicked")))).collect()
     });
     let elapsed = started.elapsed();
-    let wal = Arc::try_unwrap(wal).map_err(|_| io::Error::other("a writer kept the log"))?;
-    wal.close()?;
-    let mut run = Run { acked: Vec::new(), latencies: Vec::new(), elapsed };
-    for r in results {
-        let (a, l) = r?;
-        run.acked.extend(a);
-        run.latencies.extend(l);
-    }
-    Ok(run)
+    Arc::try_unwrap(wal).map_err(|_| io::Error::other("a writer kept the log"))?.close()?;
+    merge(results, elapsed)
 }
 
-fn drive_tidelog(
-    opts: tidelog::JournalOptions,
-    dir: &Path,
+async fn drive_tasks(
+    wal: Box<dyn AsyncWal>,
     writers: usize,
     duration: Duration,
     durable: bool,
     size: usize,
 ) -> io::Result<Run> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async {
-        let journal = tidelog::Journal::open(dir, opts).await.map_err(io::Error::other)?;
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..writers)
-            .map(|w| {
-                let journal = journal.clone();
-                tokio::spawn(async move {
-                    let (mut acked, mut latencies) = (Vec::new(), Vec::new());
-                    let mut seq = 0;
-                    while started.elapsed() < duration {
-                        let r = record(w as u32, seq, size);
-                        let t = Instant::now();
-                        if durable {
-                            journal.append_durable_async(&r).await.map_err(io::Error::other)?;
-                        } else {
-                            journal.append_async(&r).await.map_err(io::Error::other)?;
-                        }
-                        latencies.push(t.elapsed());
-                        acked.push(key_of(&r).expect("a keyed record"));
-                        seq += 1;
+    let wal: Arc<Box<dyn AsyncWal>> = Arc::new(wal);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let wal = wal.clone();
+            tokio::spawn(async move {
+                let mut writer = Writer::new(w, size);
+                while started.elapsed() < duration {
+                    let (r, sent) = writer.next();
+                    if durable {
+                        wal.append_durable(r.clone()).await?;
+                    } else {
+                        wal.append_written(r.clone()).await?;
                     }
-                    Ok::<_, io::Error>((acked, latencies))
-                })
+                    writer.acked(&r, sent);
+                }
+                Ok::<_, io::Error>(writer.run)
             })
-            .collect();
-        let mut run = Run { acked: Vec::new(), latencies: Vec::new(), elapsed: Duration::ZERO };
-        for t in tasks {
-            let (a, l) = t.await.map_err(io::Error::other)??;
-            run.acked.extend(a);
-            run.latencies.extend(l);
-        }
-        run.elapsed = started.elapsed();
-        journal.close().await.map_err(io::Error::other)?;
-        Ok(run)
-    })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.map_err(io::Error::other)?);
+    }
+    let elapsed = started.elapsed();
+    Arc::try_unwrap(wal).map_err(|_| io::Error::other("a writer kept the log"))?.close().await?;
+    merge(results, elapsed)
 }
 
 /// Reads the log back with the system's own reader: every acknowledged
@@ -303,14 +322,19 @@ fn recovery(system: &dyn System, args: &Args, dir: &Path) -> Outcome {
     let (durable, writers) = if system.written_na().is_none() { (false, 1) } else { (true, args.writers) };
     // Build in slices of one second until the log is big enough.
     let build = || -> io::Result<u64> {
-        if let Some(opts) = system.tidelog() {
+        if let Some(opening) = system.open_async(dir.to_path_buf()) {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             return rt.block_on(async {
-                let journal = tidelog::Journal::open(dir, opts).await.map_err(io::Error::other)?;
+                let wal = opening.await?;
                 for seq in 0..target {
-                    journal.append_async(record(0, seq, RECOVERY_RECORD)).await.map_err(io::Error::other)?;
+                    let r = record(0, seq, RECOVERY_RECORD);
+                    if durable {
+                        wal.append_durable(r).await?;
+                    } else {
+                        wal.append_written(r).await?;
+                    }
                 }
-                journal.close().await.map_err(io::Error::other)?;
+                wal.close().await?;
                 Ok(target)
             });
         }
@@ -400,6 +424,64 @@ fn json(system: &str, workload: Workload, outcome: &Outcome) -> serde_json::Valu
     }
 }
 
+/// One panel per workload, one bar per system (its rate against the best
+/// in that panel); cells that are n/a or failed say so instead of a bar.
+fn svg(systems: &[Box<dyn System>], cells: &[&serde_json::Value], writers: usize) -> String {
+    const ROW: f64 = 18.0;
+    const LABEL: f64 = 210.0;
+    const BAR: f64 = 330.0;
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let value = |c: &serde_json::Value, w: Workload| -> Option<f64> {
+        let key = if matches!(w, Workload::DurableLarge) { "mb_per_sec" } else { "ops_per_sec" };
+        c.get(key).and_then(serde_json::Value::as_f64)
+    };
+    let panel_height = ROW * (systems.len() as f64 + 2.0);
+    let height = panel_height * Workload::ALL.len() as f64 + 10.0;
+    let width = LABEL + BAR + 200.0;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    for (p, workload) in Workload::ALL.iter().enumerate() {
+        let top = p as f64 * panel_height + 10.0;
+        out += &format!(
+            "<text x=\"4\" y=\"{}\" font-weight=\"bold\">{}</text>\n",
+            top + 12.0,
+            escape(&workload.title(writers))
+        );
+        let mine: Vec<&&serde_json::Value> =
+            cells.iter().filter(|c| c.get("workload").and_then(|w| w.as_str()) == Some(workload.key())).collect();
+        let best = mine.iter().filter_map(|c| value(c, *workload)).fold(0.0, f64::max);
+        for (i, system) in systems.iter().enumerate() {
+            let y = top + ROW * (i as f64 + 1.0) + 4.0;
+            let name = system.name();
+            out += &format!("<text x=\"4\" y=\"{}\">{}</text>\n", y + 12.0, escape(&name));
+            let Some(cell) = mine.iter().find(|c| c.get("system").and_then(|s| s.as_str()) == Some(name.as_str()))
+            else {
+                continue;
+            };
+            match value(cell, *workload) {
+                Some(v) if best > 0.0 => {
+                    let w = (v / best * BAR).max(1.0);
+                    let fill = if name.starts_with("tidelog") { "#1f77b4" } else { "#999999" };
+                    out += &format!(
+                        "<rect x=\"{LABEL}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{fill}\"/>\n<text x=\"{:.1}\" y=\"{}\">{v:.0}</text>\n",
+                        y + 2.0,
+                        ROW - 5.0,
+                        LABEL + w + 4.0,
+                        y + 12.0
+                    );
+                }
+                _ => {
+                    let status = cell.get("status").and_then(|s| s.as_str()).unwrap_or("?");
+                    let text = if status == "failed" { "FAILED" } else { "n/a" };
+                    out += &format!("<text x=\"{LABEL}\" y=\"{}\" fill=\"#c00\">{text}</text>\n", y + 12.0);
+                }
+            }
+        }
+    }
+    out + "</svg>\n"
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -450,10 +532,12 @@ fn main() {
     for row in &rows {
         println!("| {} |", row.join(" | "));
     }
-    let mut missing: Vec<_> = systems::missing().into_iter().collect();
-    missing.sort();
-    for (name, why) in missing {
-        println!("- {name}: {why}");
+    if let Some(path) = &args.svg {
+        let cells: Vec<&serde_json::Value> = records.iter().collect();
+        if let Err(e) = std::fs::write(path, svg(&systems, &cells, args.writers)) {
+            eprintln!("tidelog-peers: writing {}: {e}", path.display());
+            std::process::exit(1);
+        }
     }
     if let Some(path) = &args.json {
         let doc = serde_json::json!({ "seconds": args.seconds, "quick": args.quick, "cells": records });

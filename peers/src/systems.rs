@@ -1,14 +1,15 @@
 //! The systems under test, each used the way its own docs recommend for the
 //! workload, behind one small interface.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use tidelog::{Journal, JournalOptions, Lsn, SubstrateChoice};
+use tidelog::{Journal, JournalOptions, Lsn, Preallocate, SubstrateChoice};
 
 /// An open log that threads append to.
 pub trait Wal: Send + Sync {
@@ -18,6 +19,19 @@ pub trait Wal: Send + Sync {
     fn append_written(&self, record: &[u8]) -> io::Result<()>;
     /// Makes everything appended durable and closes the log.
     fn close(self: Box<Self>) -> io::Result<()>;
+}
+
+/// A boxed future, for the async interface.
+pub type Fut<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>;
+
+/// An open log that tokio tasks append to (a system with an async API).
+pub trait AsyncWal: Send + Sync {
+    /// Appends `record` and resolves once it is durable.
+    fn append_durable(&self, record: Vec<u8>) -> Fut<'_, ()>;
+    /// Appends `record` and resolves once it is written (not synced).
+    fn append_written(&self, record: Vec<u8>) -> Fut<'_, ()>;
+    /// Makes everything appended durable and closes the log.
+    fn close(self: Box<Self>) -> Fut<'static, ()>;
 }
 
 /// One system: how to open it, what it can express, and its own reader.
@@ -35,14 +49,18 @@ pub trait System: Sync {
     fn concurrent_na(&self) -> Option<&'static str> {
         None
     }
-    fn open(&self, dir: &Path) -> io::Result<Box<dyn Wal>>;
+    /// Opens the log for threads (systems without an async API).
+    fn open(&self, _dir: &Path) -> io::Result<Box<dyn Wal>> {
+        Err(unsupported("driven from tasks"))
+    }
+    /// Opens the log for tokio tasks, if the system has an async API
+    /// (then the harness drives it from tasks, not threads).
+    fn open_async(&self, _dir: PathBuf) -> Option<Fut<'static, Box<dyn AsyncWal>>> {
+        None
+    }
     /// Opens the log in `dir` with the system's own reader and returns every
     /// record, in order (the honesty check and the recovery workload).
     fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>>;
-    /// A tidelog journal wants tasks, not threads.
-    fn tidelog(&self) -> Option<JournalOptions> {
-        None
-    }
 }
 
 fn unsupported(why: &str) -> io::Error {
@@ -113,23 +131,50 @@ impl System for Raw {
 
 // --- tidelog -----------------------------------------------------------------
 
-/// tidelog on one substrate: appends from tokio tasks (the harness drives it
-/// through [`System::tidelog`]).
-pub struct Tidelog(pub SubstrateChoice);
+/// tidelog on one substrate: `append_durable_async` / `append_async` from
+/// tokio tasks, with default options or with zero-filled segments
+/// (`Preallocate::Zero`: no extent conversion under each fdatasync).
+pub struct Tidelog(pub SubstrateChoice, pub Preallocate);
+
+impl Tidelog {
+    fn options(&self) -> JournalOptions {
+        JournalOptions::new().substrate(self.0).preallocate(self.1)
+    }
+}
+
+struct TidelogWal(Journal);
+
+impl AsyncWal for TidelogWal {
+    fn append_durable(&self, record: Vec<u8>) -> Fut<'_, ()> {
+        Box::pin(async move { self.0.append_durable_async(record).await.map(drop).map_err(io::Error::other) })
+    }
+    fn append_written(&self, record: Vec<u8>) -> Fut<'_, ()> {
+        Box::pin(async move { self.0.append_async(record).await.map(drop).map_err(io::Error::other) })
+    }
+    fn close(self: Box<Self>) -> Fut<'static, ()> {
+        Box::pin(async move { self.0.close().await.map_err(io::Error::other) })
+    }
+}
 
 impl System for Tidelog {
     fn name(&self) -> String {
-        match self.0 {
-            SubstrateChoice::IoUring => "tidelog io_uring".into(),
-            _ => "tidelog blocking".into(),
-        }
+        let substrate = match self.0 {
+            SubstrateChoice::IoUring => "io_uring",
+            _ => "blocking",
+        };
+        let zero = if self.1 == Preallocate::Zero { ", zero-filled" } else { "" };
+        format!("tidelog {substrate}{zero}")
     }
-    fn open(&self, _dir: &Path) -> io::Result<Box<dyn Wal>> {
-        Err(unsupported("tidelog is driven from tasks"))
+    fn open_async(&self, dir: PathBuf) -> Option<Fut<'static, Box<dyn AsyncWal>>> {
+        let opts = self.options();
+        Some(Box::pin(async move {
+            let journal = Journal::open(dir, opts).await.map_err(io::Error::other)?;
+            Ok(Box::new(TidelogWal(journal)) as Box<dyn AsyncWal>)
+        }))
     }
     fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let opts = self.tidelog().expect("tidelog options");
+        let opts = self.options();
         rt.block_on(async {
             let journal = Journal::open(dir, opts).await.map_err(io::Error::other)?;
             let mut reader = journal.reader(Lsn::ZERO).map_err(io::Error::other)?;
@@ -140,9 +185,6 @@ impl System for Tidelog {
             journal.close().await.map_err(io::Error::other)?;
             Ok(out)
         })
-    }
-    fn tidelog(&self) -> Option<JournalOptions> {
-        Some(JournalOptions::new().substrate(self.0))
     }
 }
 
@@ -304,6 +346,169 @@ impl System for Fsys {
     }
 }
 
+/// fsys 1.1.3, its async API (`append_async`, then `sync_through_async` of
+/// the returned LSN) from tokio tasks: natively on its io_uring ring, or —
+/// with `fallback` — on its `spawn_blocking` path, which it takes when the
+/// ring cannot be built. The harness forces that by setting the kernel's
+/// `io_uring_disabled` for the cell (root only; restored afterwards).
+pub struct FsysAsync {
+    pub fallback: bool,
+}
+
+struct FsysAsyncWal {
+    journal: Arc<fsys::JournalHandle>,
+    _no_uring: Option<UringDisabled>,
+}
+
+impl AsyncWal for FsysAsyncWal {
+    fn append_durable(&self, record: Vec<u8>) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let lsn = self.journal.clone().append_async(record).await.map_err(io::Error::other)?;
+            self.journal.clone().sync_through_async(lsn).await.map_err(io::Error::other)
+        })
+    }
+    fn append_written(&self, record: Vec<u8>) -> Fut<'_, ()> {
+        Box::pin(async move { self.journal.clone().append_async(record).await.map(drop).map_err(io::Error::other) })
+    }
+    fn close(self: Box<Self>) -> Fut<'static, ()> {
+        Box::pin(async move {
+            let lsn = self.journal.next_lsn();
+            self.journal.clone().sync_through_async(lsn).await.map_err(io::Error::other)?;
+            let journal = Arc::try_unwrap(self.journal).map_err(|_| io::Error::other("fsys journal still shared"))?;
+            journal.close().map_err(io::Error::other)
+        })
+    }
+}
+
+/// Sets `kernel.io_uring_disabled` to 2 (no new rings in any process) until
+/// dropped.
+struct UringDisabled {
+    before: String,
+}
+
+const URING_SYSCTL: &str = "/proc/sys/kernel/io_uring_disabled";
+
+impl UringDisabled {
+    fn new() -> io::Result<UringDisabled> {
+        let before = std::fs::read_to_string(URING_SYSCTL)?;
+        std::fs::write(URING_SYSCTL, "2")
+            .map_err(|e| io::Error::new(e.kind(), format!("disabling io_uring for the fallback needs root: {e}")))?;
+        Ok(UringDisabled { before })
+    }
+}
+
+impl Drop for UringDisabled {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(URING_SYSCTL, self.before.trim()) {
+            eprintln!("tidelog-peers: could not restore {URING_SYSCTL} to {}: {e}", self.before.trim());
+        }
+    }
+}
+
+impl System for FsysAsync {
+    fn name(&self) -> String {
+        if self.fallback {
+            "fsys 1.1.3 (async, fallback)".into()
+        } else {
+            "fsys 1.1.3 (async, io_uring)".into()
+        }
+    }
+    fn open_async(&self, dir: PathBuf) -> Option<Fut<'static, Box<dyn AsyncWal>>> {
+        let fallback = self.fallback;
+        Some(Box::pin(async move {
+            let no_uring = if fallback { Some(UringDisabled::new()?) } else { None };
+            std::fs::create_dir_all(&dir)?;
+            let fs = fsys::builder().build().map_err(io::Error::other)?;
+            let journal = Arc::new(fs.journal(dir.join("log.wal")).map_err(io::Error::other)?);
+            // The ring is built at the first async append: check that the
+            // substrate is the one this row names.
+            let lsn = journal.clone().append_async(Vec::new()).await.map_err(io::Error::other)?;
+            journal.clone().sync_through_async(lsn).await.map_err(io::Error::other)?;
+            if journal.native_iouring_active() == fallback {
+                return Err(io::Error::other(format!(
+                    "fsys's native io_uring is {}",
+                    if fallback { "still active" } else { "not active" }
+                )));
+            }
+            Ok(Box::new(FsysAsyncWal { journal, _no_uring: no_uring }) as Box<dyn AsyncWal>)
+        }))
+    }
+    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+        // The same files as the sync API's; the empty probe record is skipped.
+        Ok(Fsys.read_all(dir)?.into_iter().filter(|r| !r.is_empty()).collect())
+    }
+}
+
+// --- raft-engine -------------------------------------------------------------
+
+/// raft-engine 0.4.2 (TiKV's log store) with its default `Config`: each
+/// writer is a Raft group of its own (as in TiKV, where groups share one
+/// log stream), each record one key-value `put` in a `LogBatch` written with
+/// `Engine::write(batch, sync)`, whose write queue groups concurrent writers
+/// into one write and one fdatasync.
+pub struct RaftEngine;
+
+struct RaftEngineWal(raft_engine::Engine);
+
+impl RaftEngineWal {
+    fn put(&self, record: &[u8], sync: bool) -> io::Result<()> {
+        let mut batch = raft_engine::LogBatch::default();
+        let (group, key) = raft_key(record);
+        batch.put(group, key, record.to_vec()).map_err(|e| io::Error::other(e.to_string()))?;
+        self.0.write(&mut batch, sync).map(drop).map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// The group (writer + 1) and key (sequence number) of a harness record.
+fn raft_key(record: &[u8]) -> (u64, Vec<u8>) {
+    let writer = record.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let seq = record.get(4..12).map_or(&[][..], |b| b);
+    // Big-endian so a scan returns a writer's records in order.
+    let seq = u64::from_le_bytes(seq.try_into().unwrap_or([0; 8]));
+    (writer as u64 + 1, seq.to_be_bytes().to_vec())
+}
+
+impl Wal for RaftEngineWal {
+    fn append_durable(&self, record: &[u8]) -> io::Result<()> {
+        self.put(record, true)
+    }
+    fn append_written(&self, record: &[u8]) -> io::Result<()> {
+        self.put(record, false)
+    }
+    fn close(self: Box<Self>) -> io::Result<()> {
+        self.0.sync().map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+fn raft_engine_config(dir: &Path) -> raft_engine::Config {
+    raft_engine::Config { dir: dir.to_string_lossy().into_owned(), ..raft_engine::Config::default() }
+}
+
+impl System for RaftEngine {
+    fn name(&self) -> String {
+        "raft-engine 0.4.2".into()
+    }
+    fn open(&self, dir: &Path) -> io::Result<Box<dyn Wal>> {
+        let engine = raft_engine::Engine::open(raft_engine_config(dir)).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Box::new(RaftEngineWal(engine)))
+    }
+    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+        let engine = raft_engine::Engine::open(raft_engine_config(dir)).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut groups = engine.raft_groups();
+        groups.sort_unstable();
+        let mut out = Vec::new();
+        for group in groups {
+            engine
+                .scan_raw_messages(group, None, None, false, |_, value| {
+                    out.push(value.to_vec());
+                    true
+                })
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(out)
+    }
+}
+
 // --- walrus-rust -------------------------------------------------------------
 
 /// walrus-rust 0.2.0: one topic (one log) per cell, `FsyncSchedule::SyncEach`
@@ -420,21 +625,20 @@ impl System for NodeDb {
 /// Every system, in table order.
 pub fn all() -> Vec<Box<dyn System>> {
     vec![
-        Box::new(Tidelog(SubstrateChoice::IoUring)),
-        Box::new(Tidelog(SubstrateChoice::Blocking)),
+        Box::new(Tidelog(SubstrateChoice::IoUring, Preallocate::default())),
+        Box::new(Tidelog(SubstrateChoice::Blocking, Preallocate::default())),
+        Box::new(Tidelog(SubstrateChoice::IoUring, Preallocate::Zero)),
+        Box::new(Tidelog(SubstrateChoice::Blocking, Preallocate::Zero)),
         Box::new(Raw),
         Box::new(Fsys),
+        Box::new(FsysAsync { fallback: false }),
+        Box::new(FsysAsync { fallback: true }),
+        Box::new(RaftEngine),
         Box::new(OkayWal),
         Box::new(Walrus),
         Box::new(NodeDb),
         Box::new(CommitLog),
     ]
-}
-
-/// Names of the systems the issue lists that this harness does not run yet,
-/// and why (printed under the table).
-pub fn missing() -> HashMap<&'static str, &'static str> {
-    HashMap::from([("fsys 1.1.3 async API", "not wired in yet"), ("raft-engine", "not wired in yet")])
 }
 
 /// A directory for one cell.
