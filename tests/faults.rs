@@ -474,3 +474,45 @@ async fn overlapping_sync_rounds_keep_every_promise(opts: JournalOptions) {
     assert!(acked.iter().all(|l| kept.contains(l)), "an acknowledged record was lost");
     j.close().await.unwrap();
 }
+
+matrix!(small_writes_carry_zeros_ahead);
+
+/// Small writes into reserved blocks carry zeros up to the next 256 KiB (one
+/// extent conversion per 256 KiB, not one per sync round); a zero-filled
+/// segment needs none, and direct I/O writes no block twice. The zeros never
+/// read back as records.
+async fn small_writes_carry_zeros_ahead(opts: JournalOptions) {
+    for how in [tidelog::Preallocate::Fallocate, tidelog::Preallocate::None, tidelog::Preallocate::Zero] {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Arc::new(FaultPlan::default());
+        let opts = opts.clone().preallocate(how).segment_size(8 << 20);
+        let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+        let mut acked = Vec::new();
+        for i in 0..500 {
+            acked.push(j.append_durable_async(vec![i as u8; 3000]).await.unwrap());
+        }
+        let writes = plan.write_log.lock().unwrap().clone();
+        // Data alone is a few KiB per write; a write carrying zeros ahead is
+        // far larger and ends on a 256 KiB boundary.
+        let padded: Vec<_> = writes.iter().filter(|&&(_, _, n)| n > 64 << 10).collect();
+        // Direct I/O closes every chunk on a block boundary; 3,024-byte
+        // frames alone never do.
+        let direct = writes.iter().all(|&(_, _, n)| n % 512 == 0);
+        if how == tidelog::Preallocate::Zero || direct {
+            assert!(padded.is_empty(), "{how:?}: a zero-filled segment needs no zeros ahead: {padded:?}");
+        } else {
+            // ~1.5 MB of records cross several 256 KiB boundaries: the first write
+            // and those crossing one carry zeros to the next boundary.
+            assert!(padded.len() >= 4, "{how:?}: {} writes carried zeros ahead: {padded:?}", padded.len());
+            assert!(padded.iter().all(|&&(_, offset, n)| (offset + n as u64) % (256 << 10) == 0), "{padded:?}");
+            let (_, offset, n) = writes[0];
+            assert_eq!(offset + n as u64, 256 << 10, "{how:?}: the first write reaches 256 KiB");
+        }
+        j.close().await.unwrap();
+        let j = common::reopen(dir.path(), &opts).await;
+        let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+        assert_eq!(records.iter().map(|r| r.lsn()).collect::<Vec<_>>(), acked, "{how:?}");
+        assert!(records.iter().enumerate().all(|(i, r)| r.payload() == vec![i as u8; 3000]), "{how:?}");
+        j.close().await.unwrap();
+    }
+}
