@@ -27,9 +27,9 @@ pub type Fut<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>;
 /// An open log that tokio tasks append to (a system with an async API).
 pub trait AsyncWal: Send + Sync {
     /// Appends `record` and resolves once it is durable.
-    fn append_durable(&self, record: Vec<u8>) -> Fut<'_, ()>;
+    fn append_durable<'a>(&'a self, record: &'a [u8]) -> Fut<'a, ()>;
     /// Appends `record` and resolves once it is written (not synced).
-    fn append_written(&self, record: Vec<u8>) -> Fut<'_, ()>;
+    fn append_written<'a>(&'a self, record: &'a [u8]) -> Fut<'a, ()>;
     /// Makes everything appended durable and closes the log.
     fn close(self: Box<Self>) -> Fut<'static, ()>;
 }
@@ -145,10 +145,10 @@ impl Tidelog {
 struct TidelogWal(Journal);
 
 impl AsyncWal for TidelogWal {
-    fn append_durable(&self, record: Vec<u8>) -> Fut<'_, ()> {
+    fn append_durable<'a>(&'a self, record: &'a [u8]) -> Fut<'a, ()> {
         Box::pin(async move { self.0.append_durable_async(record).await.map(drop).map_err(io::Error::other) })
     }
-    fn append_written(&self, record: Vec<u8>) -> Fut<'_, ()> {
+    fn append_written<'a>(&'a self, record: &'a [u8]) -> Fut<'a, ()> {
         Box::pin(async move { self.0.append_async(record).await.map(drop).map_err(io::Error::other) })
     }
     fn close(self: Box<Self>) -> Fut<'static, ()> {
@@ -361,14 +361,17 @@ struct FsysAsyncWal {
 }
 
 impl AsyncWal for FsysAsyncWal {
-    fn append_durable(&self, record: Vec<u8>) -> Fut<'_, ()> {
+    // fsys's async API takes the record as an owned `Vec`.
+    fn append_durable<'a>(&'a self, record: &'a [u8]) -> Fut<'a, ()> {
         Box::pin(async move {
-            let lsn = self.journal.clone().append_async(record).await.map_err(io::Error::other)?;
+            let lsn = self.journal.clone().append_async(record.to_vec()).await.map_err(io::Error::other)?;
             self.journal.clone().sync_through_async(lsn).await.map_err(io::Error::other)
         })
     }
-    fn append_written(&self, record: Vec<u8>) -> Fut<'_, ()> {
-        Box::pin(async move { self.journal.clone().append_async(record).await.map(drop).map_err(io::Error::other) })
+    fn append_written<'a>(&'a self, record: &'a [u8]) -> Fut<'a, ()> {
+        Box::pin(
+            async move { self.journal.clone().append_async(record.to_vec()).await.map(drop).map_err(io::Error::other) },
+        )
     }
     fn close(self: Box<Self>) -> Fut<'static, ()> {
         Box::pin(async move {
