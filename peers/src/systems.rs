@@ -84,16 +84,22 @@ impl Wal for RawWal {
         self.file.sync_data()
     }
     fn append_written(&self, record: &[u8]) -> io::Result<()> {
-        let mut framed = Vec::with_capacity(4 + record.len());
-        framed.extend_from_slice(&(record.len() as u32).to_le_bytes());
-        framed.extend_from_slice(record);
-        let at = {
-            let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
-            let at = *end;
-            *end += framed.len() as u64;
-            at
-        };
-        self.file.write_all_at(&framed, at)
+        thread_local! {
+            // One framing buffer per writer thread: no allocation per append.
+            static FRAMED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        FRAMED.with_borrow_mut(|framed| {
+            framed.clear();
+            framed.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            framed.extend_from_slice(record);
+            let at = {
+                let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
+                let at = *end;
+                *end += framed.len() as u64;
+                at
+            };
+            self.file.write_all_at(framed, at)
+        })
     }
     fn close(self: Box<Self>) -> io::Result<()> {
         self.file.sync_data()
