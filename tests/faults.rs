@@ -362,9 +362,19 @@ async fn a_one_entry_ring_with_thousands_of_waiters_and_a_failed_sync(opts: Jour
             })
         })
         .collect();
-    let (mut acked, mut poisoned) = (Vec::new(), 0);
+    let mut acked = Vec::new();
+    let poisoned = answers(tasks, &mut acked).await;
+    assert_eq!(acked.len() + poisoned, 4000, "every waiter is answered");
+    assert!(poisoned > 0 && !acked.is_empty(), "{} acknowledged, {poisoned} poisoned", acked.len());
+    poisoned_journal_kept_every_acknowledgement(j, dir.path(), &opts, &acked).await;
+}
+
+/// Collects the answers of appending tasks: acknowledged LSNs into `acked`;
+/// returns how many were refused (each must be `Poisoned`).
+async fn answers(tasks: Vec<tokio::task::JoinHandle<Vec<tidelog::Result<Lsn>>>>, acked: &mut Vec<Lsn>) -> usize {
+    let mut poisoned = 0;
     for t in tasks {
-        for answer in within(60, "waiter", t).await.unwrap() {
+        for answer in within(60, "appender", t).await.unwrap() {
             match answer {
                 Ok(lsn) => acked.push(lsn),
                 Err(e) => {
@@ -374,12 +384,21 @@ async fn a_one_entry_ring_with_thousands_of_waiters_and_a_failed_sync(opts: Jour
             }
         }
     }
-    assert_eq!(acked.len() + poisoned, 4000, "every waiter is answered");
-    assert!(poisoned > 0 && !acked.is_empty(), "{} acknowledged, {poisoned} poisoned", acked.len());
+    poisoned
+}
+
+/// After a failed sync: nothing was acknowledged past the durable frontier,
+/// and every acknowledged record reopens.
+async fn poisoned_journal_kept_every_acknowledgement(
+    j: Journal,
+    dir: &std::path::Path,
+    opts: &JournalOptions,
+    acked: &[Lsn],
+) {
     let durable = j.durable_lsn();
     assert!(acked.iter().all(|&l| l <= durable), "an acknowledgement followed the failed sync");
     drop(j);
-    let j = common::reopen(dir.path(), &opts).await;
+    let j = common::reopen(dir, opts).await;
     let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
     let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
     assert!(acked.iter().all(|l| kept.contains(l)), "an acknowledged record was lost");
@@ -452,27 +471,9 @@ async fn overlapping_sync_rounds_keep_every_promise(opts: JournalOptions) {
             })
         })
         .collect();
-    let mut poisoned = 0;
-    for t in tasks {
-        for answer in within(60, "appender", t).await.unwrap() {
-            match answer {
-                Ok(lsn) => acked.push(lsn),
-                Err(e) => {
-                    assert!(e.is_poisoned(), "{e}");
-                    poisoned += 1;
-                }
-            }
-        }
-    }
+    let poisoned = answers(tasks, &mut acked).await;
     assert!(poisoned > 0, "the failed sync poisoned nobody");
-    let durable = j.durable_lsn();
-    assert!(acked.iter().all(|&l| l <= durable), "an acknowledgement followed the failed sync");
-    drop(j);
-    let j = common::reopen(dir.path(), &opts).await;
-    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
-    let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
-    assert!(acked.iter().all(|l| kept.contains(l)), "an acknowledged record was lost");
-    j.close().await.unwrap();
+    poisoned_journal_kept_every_acknowledgement(j, dir.path(), &opts, &acked).await;
 }
 
 matrix!(small_writes_carry_zeros_ahead);
