@@ -122,8 +122,8 @@ pub(super) struct Driver {
     stagger_until: Option<Instant>,
     /// How many sync rounds may overlap (`sync_lanes`).
     lanes: usize,
-    /// File offset up to which the active segment holds data or zeros the
-    /// driver wrote (`ZERO_AHEAD`); `u64::MAX` when there is nothing to gain.
+    /// File offset up to which the driver has written the active segment,
+    /// data or zeros (`ZERO_AHEAD`).
     zeroed_to: u64,
 }
 
