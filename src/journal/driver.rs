@@ -62,6 +62,9 @@ fn sync_lanes(substrate: crate::Substrate) -> usize {
 #[derive(Debug)]
 struct WriteInFlight {
     end: u64,
+    /// Bytes of zeros the write carries past `end` (a direct-I/O seal's
+    /// fill, `ZERO_AHEAD`).
+    zeros: u64,
     records: u64,
     retries: u32,
     started: Instant,
@@ -384,6 +387,8 @@ impl Driver {
         let last = batch.last_mut().expect("a batch is never empty");
         let end = last.end_lsn();
         let block = self.shared.log.block() as usize;
+        // Bytes past `end` the write carries: zeros, never records.
+        let mut zeros = 0;
         if block != 0 && last.buf.len() % block != 0 {
             // Direct I/O: only a sealed segment's last chunk ends inside a
             // block (the log buffer pads every other). Zeros past the seal
@@ -391,11 +396,13 @@ impl Driver {
             debug_assert_eq!(offset % block as u64, 0);
             let fill = block - last.buf.len() % block;
             last.buf.extend(fill).fill(0);
+            zeros = fill as u64;
         }
         let records: u64 = batch.iter().map(|c| c.records).sum();
         let bytes: usize = batch.iter().map(|c| c.buf.len()).sum();
-        if let Some(zeros) = self.zero_ahead(offset, bytes) {
-            batch.push(Chunk { seg_base: self.active.base, start_lsn: end, buf: zeros, records: 0 });
+        if let Some(buf) = self.zero_ahead(offset, bytes) {
+            zeros += buf.len() as u64;
+            batch.push(Chunk { seg_base: self.active.base, start_lsn: end, buf, records: 0 });
         }
         // A write and its sync travel linked when the sync is wanted now and
         // nothing else waits to be written; under load the write goes alone,
@@ -412,7 +419,7 @@ impl Driver {
             let records = self.written_records + records;
             self.syncs.push(SyncInFlight::new(0, end, records, now, true));
         }
-        self.write = Some(WriteInFlight { end, records, retries: 0, started: now });
+        self.write = Some(WriteInFlight { end, zeros, records, retries: 0, started: now });
         let bufs = batch.into_iter().map(|c| c.buf).collect();
         let mut op = Op::write(kind, self.active.clone(), offset, bufs);
         // RWF_DSYNC makes only this write's bytes durable (a FUA write does
@@ -487,7 +494,8 @@ impl Driver {
         let Some(w) = self.write.as_mut() else {
             return Err(self.internal("write completion with no write in flight"));
         };
-        let lsn = Lsn::new(w.end.saturating_sub(op.write_len() as u64));
+        // Where the part not yet written begins (its zeros are not records).
+        let lsn = Lsn::new((w.end + w.zeros).saturating_sub(op.write_len() as u64).min(w.end));
         match result {
             Ok(n) if n == op.write_len() => {}
             Ok(0) => {
