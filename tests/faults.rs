@@ -109,7 +109,7 @@ async fn failed_write_poisons_and_nothing_unwritten_is_acknowledged_with(opts: J
     let plan = Arc::new(FaultPlan::default());
     plan.errno.store(errno, SeqCst);
     plan.fail_write_nth.store(3, SeqCst);
-    let j = Journal::open(dir.path(), opts.fault_plan(plan.clone())).await.unwrap();
+    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
     let a = j.append_async(b"1").await.unwrap();
     let b = j.append_async(b"2").await.unwrap();
     let err = j.append_async(b"3").await.unwrap_err();
@@ -122,6 +122,19 @@ async fn failed_write_poisons_and_nothing_unwritten_is_acknowledged_with(opts: J
     assert_eq!(written.iter().map(|r| r.payload()).collect::<Vec<_>>(), [b"1", b"2"]);
     assert!(a < b);
     assert!(j.submit(b"4").unwrap_err().is_poisoned());
+    j.close().await.ok();
+    // The 13th 20 KB record crosses 256 KiB, so (buffered) its write carries
+    // zeros ahead: the error still names where the record begins.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    plan.fail_write_nth.store(13, SeqCst);
+    let j = Journal::open(dir.path(), opts.fault_plan(plan)).await.unwrap();
+    for _ in 0..12 {
+        j.append_async(vec![7u8; 20_000]).await.unwrap();
+    }
+    let err = j.append_async(vec![7u8; 20_000]).await.unwrap_err();
+    let at = format!("at LSN {}", j.written_lsn());
+    assert!(err.to_string().contains(&at), "the error names where the record begins ({at}): {err}");
 }
 
 async fn short_writes_and_eintr_are_completed_transparently(opts: JournalOptions) {
