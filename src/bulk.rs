@@ -7,7 +7,10 @@
 //! `chunk` of output is complete it starts writeback of that chunk
 //! (`sync_file_range(WRITE)`) and waits for the *previous* one
 //! (`WAIT_BEFORE | WRITE | WAIT_AFTER`), so about two chunks are ever dirty.
-//! Writes and waits run on tokio's blocking pool, never on a worker.
+//! Nothing blocks a tokio worker: on the native substrate the writeback
+//! calls are `IORING_OP_SYNC_FILE_RANGE` ops on a small ring of the
+//! writer's own, awaited through the ring fd's readiness; otherwise they run
+//! on tokio's blocking pool, as the writes always do.
 //!
 //! The chunk adapts: it grows while the measured waits stay short (the
 //! device keeps up) and shrinks when their p95 gets long, within
@@ -23,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::substrate::platform;
-use crate::{Error, Result, StorageClass};
+use crate::{Error, Result, StorageClass, Substrate, SubstrateChoice};
 
 /// Smallest adaptive chunk.
 pub const MIN_CHUNK: u64 = 4 << 20;
@@ -40,6 +43,7 @@ pub struct WritebackOptions {
     atomic: bool,
     adaptive: bool,
     wait_delay: Option<Duration>,
+    substrate: SubstrateChoice,
 }
 
 impl Default for WritebackOptions {
@@ -50,6 +54,7 @@ impl Default for WritebackOptions {
             atomic: false,
             adaptive: true,
             wait_delay: None,
+            substrate: SubstrateChoice::Auto,
         }
     }
 }
@@ -63,6 +68,14 @@ impl WritebackOptions {
     /// The starting chunk (clamped to [`MIN_CHUNK`], [`MAX_CHUNK`]).
     pub fn chunk(mut self, bytes: u64) -> Self {
         self.chunk = Some(bytes);
+        self
+    }
+    /// Where the writeback calls run: `Auto` (default) uses an io_uring ring
+    /// where the kernel allows, `IoUring` fails `create` with
+    /// [`Error::Unsupported`] where it does not, `Blocking` uses tokio's
+    /// blocking pool.
+    pub fn substrate(mut self, choice: SubstrateChoice) -> Self {
+        self.substrate = choice;
         self
     }
     /// Keep the chunk fixed instead of adapting it (default: adaptive).
@@ -187,6 +200,9 @@ pub struct WritebackFile {
     wait_delay: Option<Duration>,
     stats: WritebackStats,
     done: bool,
+    /// The writeback ring (native substrate), if any.
+    #[cfg(target_os = "linux")]
+    ring: Option<crate::substrate::uring::RangeRing>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -217,6 +233,22 @@ impl WritebackFile {
         let file = blocking(&path, move || OpenOptions::new().write(true).create(true).truncate(true).open(&open_path))
             .await?
             .map_err(|e| Error::io("create file", &path, e))?;
+        #[cfg(target_os = "linux")]
+        let ring = match opts.substrate {
+            SubstrateChoice::Blocking => None,
+            choice => match crate::substrate::uring::RangeRing::new() {
+                Ok(ring) => Some(ring),
+                Err(why) if choice == SubstrateChoice::IoUring => return Err(Error::Unsupported(why)),
+                Err(why) => {
+                    tracing::debug!(path = %target.display(), why, "writeback waits on the blocking pool");
+                    None
+                }
+            },
+        };
+        #[cfg(not(target_os = "linux"))]
+        if opts.substrate == SubstrateChoice::IoUring {
+            return Err(Error::Unsupported("io_uring is Linux-only".into()));
+        }
         let seed = opts.chunk.unwrap_or_else(|| ChunkTuner::seed(class));
         let tuner = ChunkTuner::new(seed, opts.adaptive);
         tracing::debug!(path = %target.display(), class = %class, chunk = tuner.chunk, "writeback file");
@@ -236,7 +268,18 @@ impl WritebackFile {
             deadline: opts.wait_deadline,
             wait_delay: opts.wait_delay,
             done: false,
+            #[cfg(target_os = "linux")]
+            ring,
         })
+    }
+
+    /// Where the writeback calls run.
+    pub fn substrate(&self) -> Substrate {
+        #[cfg(target_os = "linux")]
+        if self.ring.is_some() {
+            return Substrate::IoUring;
+        }
+        Substrate::Blocking
     }
 
     /// The filesystem the file is on.
@@ -297,6 +340,21 @@ impl WritebackFile {
             return Ok(()); // nothing to write back, or the device is stuck
         }
         let (file, previous, delay) = (self.file.clone(), self.previous.replace(chunk), self.wait_delay);
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = self.ring.as_mut() {
+            let job = async move {
+                ring.sync_range(&file, chunk.0, chunk.1, platform::SFR_START).await?;
+                let Some(prev) = previous else { return Ok(None) };
+                let t = Instant::now();
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await; // test seam: a slow device
+                }
+                ring.sync_range(&file, prev.0, prev.1, platform::SFR_WAIT).await?;
+                Ok(Some(t.elapsed()))
+            };
+            let outcome = tokio::time::timeout(self.deadline, job).await.map(Ok);
+            return self.waited(outcome);
+        }
         let job = blocking(&self.path, move || -> std::io::Result<Option<Duration>> {
             platform::start_writeback(&file, chunk.0, chunk.1)?;
             let Some(prev) = previous else { return Ok(None) };
@@ -307,7 +365,17 @@ impl WritebackFile {
             platform::wait_writeback(&file, prev.0, prev.1)?;
             Ok(Some(t.elapsed()))
         });
-        match tokio::time::timeout(self.deadline, job).await {
+        let outcome = tokio::time::timeout(self.deadline, job).await;
+        self.waited(outcome)
+    }
+
+    /// Accounts for one chunk's writeback calls: the wait's latency, or a
+    /// deadline overrun (degraded), or the error.
+    fn waited(
+        &mut self,
+        outcome: std::result::Result<Result<std::io::Result<Option<Duration>>>, tokio::time::error::Elapsed>,
+    ) -> Result<()> {
+        match outcome {
             Ok(done) => {
                 if let Some(wait) = done?.map_err(|e| Error::io("sync_file_range", &self.path, e))? {
                     self.stats.waits += 1;

@@ -1,15 +1,41 @@
 //! `bulk::WritebackFile`: chunk boundaries, the degraded path, atomic
-//! finish, on both runtime flavours (bulk writes use no journal substrate).
+//! finish, on both runtime flavours and both substrates (writeback calls on
+//! an io_uring ring of the writer's own, or on the blocking pool).
 
+use std::path::Path;
 use std::time::Duration;
 
 use tidelog::bulk::{WritebackFile, WritebackOptions, MIN_CHUNK};
+use tidelog::{Substrate, SubstrateChoice};
 
-fn runtimes() -> Vec<tokio::runtime::Runtime> {
-    vec![
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap(),
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
-    ]
+/// Every runtime flavour with every substrate.
+fn cells() -> Vec<(tokio::runtime::Runtime, SubstrateChoice)> {
+    let mut cells = Vec::new();
+    for substrate in [SubstrateChoice::IoUring, SubstrateChoice::Blocking] {
+        cells.push((
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap(),
+            substrate,
+        ));
+        cells.push((tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(), substrate));
+    }
+    cells
+}
+
+/// Creates the writer on `substrate`; `None` (said) where the kernel has no
+/// io_uring for it.
+async fn create(path: &Path, opts: WritebackOptions, substrate: SubstrateChoice) -> Option<WritebackFile> {
+    match WritebackFile::create(path, opts.substrate(substrate)).await {
+        Ok(w) => {
+            let expected = if substrate == SubstrateChoice::IoUring { Substrate::IoUring } else { Substrate::Blocking };
+            assert_eq!(w.substrate(), expected);
+            Some(w)
+        }
+        Err(tidelog::Error::Unsupported(why)) if substrate == SubstrateChoice::IoUring => {
+            eprintln!("SKIPPED on io_uring: {why}");
+            None
+        }
+        Err(e) => panic!("create: {e}"),
+    }
 }
 
 fn pattern(at: u64, len: usize) -> Vec<u8> {
@@ -22,12 +48,12 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
 
 #[test]
 fn odd_sized_writes_across_chunk_boundaries_land_exactly() {
-    for rt in runtimes() {
+    for (rt, substrate) in cells() {
         rt.block_on(within("bulk write", async {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("snapshot");
             let opts = WritebackOptions::new().chunk(MIN_CHUNK).adaptive(false);
-            let mut w = WritebackFile::create(&path, opts).await.unwrap();
+            let Some(mut w) = create(&path, opts, substrate).await else { return };
             let total = 3 * MIN_CHUNK + 12_345;
             let mut at = 0u64;
             let mut step = 1usize;
@@ -53,7 +79,7 @@ fn odd_sized_writes_across_chunk_boundaries_land_exactly() {
 
 #[test]
 fn a_stalled_wait_degrades_and_finish_still_makes_the_file_whole() {
-    for rt in runtimes() {
+    for (rt, substrate) in cells() {
         rt.block_on(within("degraded write", async {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("checkpoint");
@@ -62,7 +88,7 @@ fn a_stalled_wait_degrades_and_finish_still_makes_the_file_whole() {
                 .adaptive(false)
                 .wait_deadline(Duration::from_millis(50))
                 .inject_wait_delay(Duration::from_millis(400));
-            let mut w = WritebackFile::create(&path, opts).await.unwrap();
+            let Some(mut w) = create(&path, opts, substrate).await else { return };
             if w.storage_class().is_memory() {
                 eprintln!("SKIPPED: {} has no writeback to stall", w.storage_class());
                 return;
@@ -84,23 +110,23 @@ fn a_stalled_wait_degrades_and_finish_still_makes_the_file_whole() {
 
 #[test]
 fn atomic_finish_replaces_whole_and_a_crash_before_rename_keeps_the_old_file() {
-    for rt in runtimes() {
+    for (rt, substrate) in cells() {
         rt.block_on(within("atomic write", async {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("state.snap");
             std::fs::write(&path, b"old snapshot").unwrap();
             // A writer that dies before finish: the old file is untouched.
-            let mut w = WritebackFile::create(&path, WritebackOptions::new().atomic(true)).await.unwrap();
+            let Some(mut w) = create(&path, WritebackOptions::new().atomic(true), substrate).await else { return };
             w.write_all(&[1u8; 100_000]).await.unwrap();
             drop(w);
             assert_eq!(std::fs::read(&path).unwrap(), b"old snapshot");
             // Aborted: the old file stays, the temporary goes.
-            let mut w = WritebackFile::create(&path, WritebackOptions::new().atomic(true)).await.unwrap();
+            let Some(mut w) = create(&path, WritebackOptions::new().atomic(true), substrate).await else { return };
             w.write_all(&[2u8; 10]).await.unwrap();
             w.abort().await.unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), b"old snapshot");
             // Finished: the new file, whole, and no temporary left.
-            let mut w = WritebackFile::create(&path, WritebackOptions::new().atomic(true)).await.unwrap();
+            let Some(mut w) = create(&path, WritebackOptions::new().atomic(true), substrate).await else { return };
             w.write_all(&[3u8; 3 << 20]).await.unwrap();
             assert_eq!(w.finish().await.unwrap(), 3 << 20);
             let bytes = std::fs::read(&path).unwrap();

@@ -106,14 +106,19 @@ pub(crate) fn next_data(file: &File, from: u64) -> io::Result<Option<u64>> {
 
 /// Starts writeback of `[offset, offset + len)` without waiting for it.
 pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    sync_range(file, offset, len, SFR_WRITE)
+    sync_range(file, offset, len, SFR_START)
 }
 
 /// Waits until `[offset, offset + len)` has been written back (starting
 /// writeback of what is still dirty there).
 pub(crate) fn wait_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    sync_range(file, offset, len, SFR_WAIT_BEFORE | SFR_WRITE | SFR_WAIT_AFTER)
+    sync_range(file, offset, len, SFR_WAIT)
 }
+
+/// `sync_file_range` flags: start writeback of a range.
+pub(crate) const SFR_START: u32 = SFR_WRITE;
+/// ... and wait for a range's writeback, starting what is still dirty.
+pub(crate) const SFR_WAIT: u32 = SFR_WAIT_BEFORE | SFR_WRITE | SFR_WAIT_AFTER;
 
 #[cfg(target_os = "linux")]
 const SFR_WRITE: u32 = libc::SYNC_FILE_RANGE_WRITE;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tidelog::bulk::{WritebackFile, WritebackOptions};
+use tidelog::SubstrateChoice;
 use tidelog::{Journal, JournalOptions};
 use tokio::io::AsyncWriteExt;
 
@@ -21,7 +22,7 @@ fn dirty_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn one(dir: &Path, mib: u64, writeback: bool) -> Result<(f64, u64, Histogram<u64>), String> {
+async fn one(dir: &Path, mib: u64, writeback: Option<SubstrateChoice>) -> Result<(f64, u64, Histogram<u64>), String> {
     let journal = Journal::open(dir.join("wal"), JournalOptions::new()).await.map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(0));
@@ -49,8 +50,9 @@ async fn one(dir: &Path, mib: u64, writeback: bool) -> Result<(f64, u64, Histogr
     let block = vec![0x42u8; 1 << 20];
     let path = dir.join("bulk.dat");
     let t = Instant::now();
-    if writeback {
-        let mut w = WritebackFile::create(&path, WritebackOptions::new()).await.map_err(|e| e.to_string())?;
+    if let Some(substrate) = writeback {
+        let opts = WritebackOptions::new().substrate(substrate);
+        let mut w = WritebackFile::create(&path, opts).await.map_err(|e| e.to_string())?;
         for _ in 0..mib {
             w.write_all(&block).await.map_err(|e| e.to_string())?;
         }
@@ -76,8 +78,13 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64) -> Result
         "{:<22} {:>8} {:>14} {:>16} {:>16} {:>10}",
         "bulk writer", "MB/s", "peak Dirty MiB", "journal p50 µs", "journal p99 µs", "appends"
     );
-    for (name, writeback) in [("tokio::fs", false), ("bulk::WritebackFile", true)] {
-        let dir = base.join(format!("bulk-{writeback}"));
+    let rows = [
+        ("tokio::fs", None),
+        ("WritebackFile io_uring", Some(SubstrateChoice::IoUring)),
+        ("WritebackFile blocking", Some(SubstrateChoice::Blocking)),
+    ];
+    for (i, (name, writeback)) in rows.into_iter().enumerate() {
+        let dir = base.join(format!("bulk-{i}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let (mbs, peak, hist) = rt.block_on(one(&dir, mib, writeback))?;
         println!(
