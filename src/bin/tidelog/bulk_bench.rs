@@ -22,7 +22,11 @@ fn dirty_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn one(dir: &Path, mib: u64, writeback: Option<SubstrateChoice>) -> Result<(f64, u64, Histogram<u64>), String> {
+async fn one(
+    dir: &Path,
+    mib: u64,
+    writeback: Option<SubstrateChoice>,
+) -> Result<(f64, u64, Histogram<u64>, Option<u64>), String> {
     let journal = Journal::open(dir.join("wal"), JournalOptions::new()).await.map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(0));
@@ -50,12 +54,14 @@ async fn one(dir: &Path, mib: u64, writeback: Option<SubstrateChoice>) -> Result
     let block = vec![0x42u8; 1 << 20];
     let path = dir.join("bulk.dat");
     let t = Instant::now();
+    let mut chunk = None;
     if let Some(substrate) = writeback {
         let opts = WritebackOptions::new().substrate(substrate);
         let mut w = WritebackFile::create(&path, opts).await.map_err(|e| e.to_string())?;
         for _ in 0..mib {
             w.write_all(&block).await.map_err(|e| e.to_string())?;
         }
+        chunk = Some(w.stats().chunk);
         w.finish().await.map_err(|e| e.to_string())?;
     } else {
         let mut f = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
@@ -70,13 +76,13 @@ async fn one(dir: &Path, mib: u64, writeback: Option<SubstrateChoice>) -> Result
     sampler.join().ok();
     journal.close().await.map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&path);
-    Ok((mib as f64 * 1.048_576 / secs, peak.load(Ordering::Relaxed), hist))
+    Ok((mib as f64 * 1.048_576 / secs, peak.load(Ordering::Relaxed), hist, chunk))
 }
 
 pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64) -> Result<(), String> {
     println!(
-        "{:<22} {:>8} {:>14} {:>16} {:>16} {:>10}",
-        "bulk writer", "MB/s", "peak Dirty MiB", "journal p50 µs", "journal p99 µs", "appends"
+        "{:<22} {:>8} {:>14} {:>16} {:>16} {:>10} {:>10}",
+        "bulk writer", "MB/s", "peak Dirty MiB", "journal p50 µs", "journal p99 µs", "appends", "chunk MiB"
     );
     let rows = [
         ("tokio::fs", None),
@@ -86,9 +92,10 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64) -> Result
     for (i, (name, writeback)) in rows.into_iter().enumerate() {
         let dir = base.join(format!("bulk-{i}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let (mbs, peak, hist) = rt.block_on(one(&dir, mib, writeback))?;
+        let (mbs, peak, hist, chunk) = rt.block_on(one(&dir, mib, writeback))?;
+        let chunk = chunk.map_or("-".to_string(), |c| (c >> 20).to_string());
         println!(
-            "{name:<22} {mbs:>8.0} {:>14.0} {:>16} {:>16} {:>10}",
+            "{name:<22} {mbs:>8.0} {:>14.0} {:>16} {:>16} {:>10} {chunk:>10}",
             peak as f64 / 1024.0,
             hist.value_at_quantile(0.5),
             hist.value_at_quantile(0.99),
