@@ -81,6 +81,24 @@ pub(crate) struct UringBackend {
     in_flight: usize,
 }
 
+/// Registers `ring`'s fd with the runtime's reactor, to learn of completions.
+/// Both owners (`UringBackend`, `RangeRing`) declare the registration before
+/// the ring, so it is dropped first.
+fn watch(ring: &IoUring) -> Result<AsyncFd<RingFd>, String> {
+    let fd = RingFd(ring.as_raw_fd());
+    let register = std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the ring fd stays open and refers to the same ring for the
+        // AsyncFd's whole life: every owner drops the registration before
+        // the ring (field order, above).
+        unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+    });
+    // tokio panics (rather than erring) when the runtime's I/O driver is
+    // disabled; that is a reason to fall back, not to crash.
+    std::panic::catch_unwind(register)
+        .map_err(|_| "the tokio runtime has no I/O driver (Builder::enable_io)".to_string())?
+        .map_err(|e| format!("cannot watch the ring fd: {e}"))
+}
+
 /// Why the kernel cannot run a ring, learned once per process.
 fn probe() -> Result<(), String> {
     static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
@@ -116,18 +134,7 @@ impl UringBackend {
             Some(_) => format!("io_uring_setup({entries}, SQPOLL) failed: {e}"),
             None => format!("io_uring_setup({entries}) failed: {e}"),
         })?;
-        let fd = RingFd(ring.as_raw_fd());
-        let register = std::panic::AssertUnwindSafe(|| {
-            // SAFETY: the ring fd stays open and refers to the same ring for
-            // the AsyncFd's whole life: `readiness` is declared before
-            // `ring`, so it is dropped first.
-            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        });
-        // tokio panics (rather than erring) when the runtime's I/O driver is
-        // disabled; that is a reason to fall back, not to crash.
-        let readiness = std::panic::catch_unwind(register)
-            .map_err(|_| "the tokio runtime has no I/O driver (Builder::enable_io)".to_string())?
-            .map_err(|e| format!("cannot watch the ring fd: {e}"))?;
+        let readiness = watch(&ring)?;
         Ok(UringBackend {
             readiness,
             ring,
@@ -397,15 +404,7 @@ impl RangeRing {
         if !probe.is_supported(opcode::SyncFileRange::CODE) {
             return Err("the kernel's io_uring lacks SYNC_FILE_RANGE".into());
         }
-        let fd = RingFd(ring.as_raw_fd());
-        let register = std::panic::AssertUnwindSafe(|| {
-            // SAFETY: as for the journal's ring: `readiness` is declared
-            // before `ring`, so the fd outlives the registration.
-            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        });
-        let readiness = std::panic::catch_unwind(register)
-            .map_err(|_| "the tokio runtime has no I/O driver (Builder::enable_io)".to_string())?
-            .map_err(|e| format!("cannot watch the ring fd: {e}"))?;
+        let readiness = watch(&ring)?;
         Ok(RangeRing { readiness, ring, next_id: 0, pending: Vec::new(), results: Default::default() })
     }
 
