@@ -3,7 +3,7 @@
 //! with the system's own reader.
 //!
 //! ```text
-//! cargo run --release -p tidelog-peers -- [--quick] [--seconds S] [--recovery-mib M] [--dir D] [--json FILE] [--svg FILE] [--only NAME]
+//! cargo run --release -p tidelog-peers -- [--quick] [--seconds S] [--recovery-mib M] [--dir D] [--json FILE] [--svg FILE] [--only NAME] [--workloads KEY,...]
 //! ```
 
 mod systems;
@@ -30,6 +30,8 @@ struct Args {
     svg: Option<PathBuf>,
     /// Run only the systems whose name contains this.
     only: Option<String>,
+    /// Run only these workloads (their keys, comma-separated).
+    workloads: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -59,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         json: value("--json")?.map(PathBuf::from),
         svg: value("--svg")?.map(PathBuf::from),
         only: value("--only")?,
+        workloads: value("--workloads")?,
     })
 }
 
@@ -141,12 +144,34 @@ fn key_of(record: &[u8]) -> Option<u64> {
     Some(writer << 40 | seq)
 }
 
-/// What the writers did: acknowledged keys and each append's latency.
+/// What the writers did: every acknowledged key (for the read-back check),
+/// and the appends counted after the warm-up, with their latencies.
 #[derive(Default)]
 struct Run {
     acked: Vec<u64>,
+    counted: u64,
     latencies: Vec<Duration>,
     elapsed: Duration,
+}
+
+/// When a cell's writers count (after a warm-up, as `tidelog bench` does:
+/// the first appends into a fresh log on this VM ran at half speed) and
+/// when they stop.
+#[derive(Clone, Copy)]
+struct Window {
+    from: Instant,
+    until: Instant,
+}
+
+impl Window {
+    fn new(seconds: f64) -> Window {
+        let from = Instant::now() + Duration::from_secs_f64((seconds / 4.0).min(0.5));
+        Window { from, until: from + Duration::from_secs_f64(seconds) }
+    }
+
+    fn open(&self) -> bool {
+        Instant::now() < self.until
+    }
 }
 
 /// One writer's sequence of records and what became of them. The record
@@ -173,9 +198,12 @@ impl Writer {
     }
 
     /// The record keyed `key`, sent at `sent`, was acknowledged.
-    fn acked(&mut self, key: u64, sent: Instant) {
-        self.run.latencies.push(sent.elapsed());
+    fn acked(&mut self, key: u64, sent: Instant, window: Window) {
         self.run.acked.push(key);
+        if sent >= window.from {
+            self.run.latencies.push(sent.elapsed());
+            self.run.counted += 1;
+        }
     }
 }
 
@@ -184,6 +212,7 @@ fn merge(results: impl IntoIterator<Item = io::Result<Run>>, elapsed: Duration) 
     for r in results {
         let r = r?;
         run.acked.extend(r.acked);
+        run.counted += r.counted;
         run.latencies.extend(r.latencies);
     }
     Ok(run)
@@ -193,27 +222,26 @@ fn merge(results: impl IntoIterator<Item = io::Result<Run>>, elapsed: Duration) 
 /// written, on `system` in `dir`: tokio tasks for a system with an async
 /// API, threads otherwise.
 fn drive(system: &dyn System, dir: &Path, writers: usize, seconds: f64, durable: bool, size: usize) -> io::Result<Run> {
-    let duration = Duration::from_secs_f64(seconds);
     if let Some(opening) = system.open_async(dir.to_path_buf()) {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        return rt.block_on(async { drive_tasks(opening.await?, writers, duration, durable, size).await });
+        return rt.block_on(async { drive_tasks(opening.await?, writers, seconds, durable, size).await });
     }
     let wal: Arc<Box<dyn Wal>> = Arc::new(system.open(dir)?);
-    let started = Instant::now();
+    let window = Window::new(seconds);
     let results: Vec<io::Result<Run>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..writers)
             .map(|w| {
                 let wal = wal.clone();
                 scope.spawn(move || {
                     let mut writer = Writer::new(w, size);
-                    while started.elapsed() < duration {
+                    while window.open() {
                         let (key, sent) = writer.next();
                         if durable {
                             wal.append_durable(&writer.buf)?;
                         } else {
                             wal.append_written(&writer.buf)?;
                         }
-                        writer.acked(key, sent);
+                        writer.acked(key, sent, window);
                     }
                     Ok(writer.run)
                 })
@@ -221,7 +249,7 @@ fn drive(system: &dyn System, dir: &Path, writers: usize, seconds: f64, durable:
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a writer panicked")))).collect()
     });
-    let elapsed = started.elapsed();
+    let elapsed = window.from.elapsed();
     Arc::try_unwrap(wal).map_err(|_| io::Error::other("a writer kept the log"))?.close()?;
     merge(results, elapsed)
 }
@@ -229,25 +257,25 @@ fn drive(system: &dyn System, dir: &Path, writers: usize, seconds: f64, durable:
 async fn drive_tasks(
     wal: Box<dyn AsyncWal>,
     writers: usize,
-    duration: Duration,
+    seconds: f64,
     durable: bool,
     size: usize,
 ) -> io::Result<Run> {
     let wal: Arc<Box<dyn AsyncWal>> = Arc::new(wal);
-    let started = Instant::now();
+    let window = Window::new(seconds);
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
             let wal = wal.clone();
             tokio::spawn(async move {
                 let mut writer = Writer::new(w, size);
-                while started.elapsed() < duration {
+                while window.open() {
                     let (key, sent) = writer.next();
                     if durable {
                         wal.append_durable(&writer.buf).await?;
                     } else {
                         wal.append_written(&writer.buf).await?;
                     }
-                    writer.acked(key, sent);
+                    writer.acked(key, sent, window);
                 }
                 Ok::<_, io::Error>(writer.run)
             })
@@ -257,7 +285,7 @@ async fn drive_tasks(
     for t in tasks {
         results.push(t.await.map_err(io::Error::other)?);
     }
-    let elapsed = started.elapsed();
+    let elapsed = window.from.elapsed();
     Arc::try_unwrap(wal).map_err(|_| io::Error::other("a writer kept the log"))?.close().await?;
     merge(results, elapsed)
 }
@@ -284,8 +312,8 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 fn measure(mut run: Run, size: usize) -> Measure {
     run.latencies.sort();
     Measure {
-        ops: run.acked.len() as u64,
-        bytes: (run.acked.len() * size) as u64,
+        ops: run.counted,
+        bytes: run.counted * size as u64,
         secs: run.elapsed.as_secs_f64(),
         p50: percentile(&run.latencies, 0.5),
         p99: percentile(&run.latencies, 0.99),
@@ -524,6 +552,10 @@ fn main() {
     for system in &systems {
         let mut row = vec![system.name()];
         for workload in Workload::ALL {
+            if args.workloads.as_ref().is_some_and(|w| !w.split(',').any(|k| k == workload.key())) {
+                row.push("-".into());
+                continue;
+            }
             let outcome = cell(system.as_ref(), workload, &args, root.path());
             eprintln!("{:<22} {:<14} {}", system.name(), workload.key(), show(workload, &outcome));
             failed |= matches!(outcome, Outcome::Failed(_));
