@@ -17,9 +17,10 @@
 //! completes first makes exactly what it covers durable, and the durable
 //! frontier is the highest frontier any successful round covered.
 //!
-//! Errors are final: `fail` records the first error, wakes every waiter with
-//! it, and every later wait returns it. Wakers are collected under the lock
-//! and woken after it is released.
+//! Errors are final: `fail` records the first error and wakes every waiter;
+//! each whose LSN the frontier it waits for already covers gets `Ok`, every
+//! other gets the error, and so does every later wait beyond the frontier.
+//! Wakers are collected under the lock and woken after it is released.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -174,15 +175,20 @@ impl Gate {
         }
     }
 
+    /// A waiter's answer, if it has one. The frontier is checked first: a
+    /// waiter whose LSN is covered gets `Ok` whatever came after (a close,
+    /// or a failure of a later round), so nobody re-appends a record that is
+    /// already durable; only waiters the frontier never reached get the
+    /// failure.
     fn outcome(st: &State, level: Level, lsn: u64) -> Option<Result<Lsn>> {
-        if let Some(err) = &st.failed {
-            return Some(Err(err.clone()));
-        }
         let frontier = match level {
             Level::Written => st.written,
             Level::Durable => st.durable,
         };
-        (frontier >= lsn).then_some(Ok(Lsn::new(lsn)))
+        if frontier >= lsn {
+            return Some(Ok(Lsn::new(lsn)));
+        }
+        st.failed.as_ref().map(|err| Err(err.clone()))
     }
 
     fn waiters(st: &mut State, level: Level) -> &mut BTreeMap<(u64, u64), Waker> {
@@ -435,7 +441,9 @@ mod tests {
         // A late successful completion must not make anything durable.
         gate.complete_sync(10);
         assert_eq!(gate.durable_lsn(), Lsn::ZERO);
-        assert!(gate.wait_blocking(Level::Written, 1).unwrap_err().is_poisoned());
+        assert!(gate.wait_blocking(Level::Written, 11).unwrap_err().is_poisoned());
+        // What was written before the failure stays answered truthfully.
+        assert_eq!(gate.wait_blocking(Level::Written, 10).unwrap(), Lsn::new(10));
     }
 
     #[test]

@@ -21,7 +21,30 @@ matrix!(
     a_hundred_thousand_tickets_from_one_task,
     policy_never_syncs_only_when_named,
     sqpoll_ring_serves_concurrent_durable_appends,
+    a_durable_ticket_or_append_polled_after_close_resolves_ok,
 );
+
+/// Close makes everything appended durable; a ticket or append future
+/// polled only afterwards must say so, not `Closed` (a caller told `Closed`
+/// would append the record again, and the journal would hold it twice).
+async fn a_durable_ticket_or_append_polled_after_close_resolves_ok(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let synced = j.submit(b"synced before close").unwrap();
+    j.sync_through_async(synced.lsn()).await.unwrap();
+    let unsynced = j.submit(b"synced by close").unwrap();
+    let mut append = Box::pin(j.append_durable_async(b"placed, then close"));
+    assert!(futures::poll!(append.as_mut()).is_pending(), "placed, not yet durable");
+    let (a, b) = (synced.lsn(), unsynced.lsn());
+    within(30, "close", j.close()).await.unwrap();
+    assert_eq!(synced.await.unwrap(), a);
+    assert_eq!(unsynced.await.unwrap(), b);
+    let c = within(30, "the append placed before close", append).await.unwrap();
+    assert!(c > b);
+    assert!(matches!(j.submit(b"after close"), Err(Error::Closed)), "new calls still get Closed");
+    let kept: Vec<u64> = common::read_all(dir.path()).into_iter().map(|(lsn, _)| lsn).collect();
+    assert_eq!(kept, [a.as_u64(), b.as_u64(), c.as_u64()]);
+}
 
 /// SQPOLL is opt-in; on the Blocking substrate the option is ignored.
 async fn sqpoll_ring_serves_concurrent_durable_appends(opts: JournalOptions) {

@@ -19,6 +19,7 @@ matrix!(
     subscriber_sees_every_durable_record_once_in_order_while_32_tasks_append,
     subscriber_never_causes_a_sync_and_follows_the_ones_that_happen,
     subscriber_ends_cleanly_on_close_and_with_the_error_on_poison,
+    a_subscriber_delivers_everything_durable_at_close_then_ends,
     a_torn_header_in_a_never_used_segment_is_dropped_and_remade,
     a_blank_header_over_unacknowledged_records_is_cut_or_corrupt,
     a_damaged_header_over_records_is_corrupt,
@@ -430,4 +431,25 @@ async fn subscriber_ends_cleanly_on_close_and_with_the_error_on_poison(opts: Jou
     let err = within(30, "the poison", sub.next()).await.expect("an error, not a silent end").unwrap_err();
     assert!(err.is_poisoned(), "{err}");
     assert!(within(30, "end after the error", sub.next()).await.is_none());
+}
+
+/// The close's final round makes the last records durable and then the
+/// journal reports `Closed`; a subscriber woken between the two must still
+/// deliver those records before it ends. Many short journals, so the
+/// close lands at every moment of the subscriber's loop.
+async fn a_subscriber_delivers_everything_durable_at_close_then_ends(opts: JournalOptions) {
+    for round in 0..200 {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+        let sub = j.subscribe(Lsn::ZERO);
+        let collector = tokio::spawn(sub.map(|r| r.expect("no error before the end").lsn()).collect::<Vec<_>>());
+        let mut written = Vec::new();
+        for i in 0..8 {
+            written.push(j.append_async(format!("round {round} record {i}")).await.unwrap());
+        }
+        // Written, not yet durable: the close's final sync makes them so.
+        j.close().await.unwrap();
+        let delivered = within(30, "the subscriber's end", collector).await.unwrap();
+        assert_eq!(delivered, written, "round {round}: the subscriber ended before delivering every durable record");
+    }
 }

@@ -81,6 +81,12 @@ async fn next(mut st: State) -> Option<(Result<Record>, State)> {
         let moved = shared.gate.moved.notified();
         tokio::pin!(moved);
         moved.as_mut().enable();
+        // The failure is read before the frontier: once the journal is
+        // closed the frontier no longer moves, so a frontier read after
+        // seeing `Closed` is final, and everything below it is delivered
+        // before the stream ends (read the other way round, the last round
+        // and the close could land between the two reads).
+        let failure = shared.gate.failure();
         let frontier = match st.level {
             Level::Written => shared.gate.written_lsn(),
             Level::Durable => shared.gate.durable_lsn(),
@@ -105,7 +111,7 @@ async fn next(mut st: State) -> Option<(Result<Record>, State)> {
                 Err(e) => return Some(fail(st, e)),
             }
         }
-        match shared.gate.failure() {
+        match failure {
             Some(Error::Closed) => return None, // everything durable was delivered
             Some(e) => return Some(fail(st, e)),
             None => moved.await,
