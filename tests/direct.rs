@@ -32,9 +32,21 @@ direct_matrix!(
     dsync_writes_make_appends_durable_without_a_separate_sync,
 );
 
-/// The direct-I/O offset alignment the kernel reports for files in `dir`
-/// (what tidelog must use), or 4096 where `statx` does not say.
+/// The block tidelog must pad direct-I/O writes to in `dir`: the larger of
+/// the offset alignment the kernel reports (4096 where `statx` does not
+/// say) and the device's physical block (on a 512e drive, 4096 although
+/// 512-byte direct I/O is accepted: writing a physical sector twice risks
+/// tearing its acknowledged bytes).
 fn dio_block(dir: &Path) -> u64 {
+    let physical = common::physical_block_size(dir).unwrap_or(0);
+    let block = dio_alignment(dir).max(physical);
+    eprintln!("direct-I/O pad block: {block} bytes (physical {physical})");
+    block
+}
+
+/// The direct-I/O offset alignment the kernel reports for files in `dir`,
+/// or 4096 where `statx` does not say.
+fn dio_alignment(dir: &Path) -> u64 {
     let probe = dir.join("probe");
     std::fs::write(&probe, b"x").unwrap();
     let file = std::fs::File::open(&probe).unwrap();
@@ -80,7 +92,6 @@ fn payload_for_frame(frame: u64, fill: u8) -> Vec<u8> {
 async fn records_end_on_before_and_after_block_boundaries_and_no_block_is_written_twice(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let block = dio_block(dir.path());
-    eprintln!("direct-I/O block: {block} bytes");
     let plan = Arc::new(FaultPlan::default());
     let opts = opts.segment_size(1 << 20).fault_plan(plan.clone());
     let j = Journal::open(dir.path(), opts.clone()).await.unwrap();

@@ -115,7 +115,7 @@ fn prepare_direct(
             "needs {block}-byte offsets and {mem}-byte buffers; tidelog supports alignments up to 4096"
         )));
     }
-    let block = u64::from(block);
+    let block = u64::from(pad_block(block, platform::physical_block_size(&last.file), dir));
     let end = recovered.report.end_lsn.as_u64();
     if crate::format::file_offset(last.base, end) % block != 0 {
         tracing::info!(dir = %dir.display(), end, block, "direct I/O: the log ends inside a block; continuing in a new segment");
@@ -131,6 +131,26 @@ fn prepare_direct(
         _ => Error::io_at("set O_DIRECT", &last.path, Lsn::new(last.base), e),
     })?;
     Ok(block)
+}
+
+/// The block that direct-I/O writes are padded to: the larger of the
+/// offset alignment the kernel asks for and the device's physical block, so
+/// that no later write shares a physical sector with acknowledged bytes (a
+/// 512e drive would read-modify-write that sector, and a power cut during
+/// it could tear them). A physical block beyond 4096 bytes (what the log
+/// buffer and the segment header allow) cannot be honoured: it is reported.
+fn pad_block(dio_align: u32, physical: Option<u32>, dir: &Path) -> u32 {
+    match physical.filter(|p| p.is_power_of_two()) {
+        Some(p) if p > 4096 => {
+            tracing::warn!(
+                dir = %dir.display(), physical_block = p,
+                "direct I/O pads to 4096 bytes, below the device's physical block: a power cut during a write may tear the block it shares with acknowledged records"
+            );
+            4096.max(dio_align)
+        }
+        Some(p) => p.max(dio_align),
+        None => dio_align,
+    }
 }
 
 fn prepare_dir(dir: &Path) -> Result<()> {
@@ -194,4 +214,21 @@ fn native(opts: &JournalOptions) -> std::result::Result<Box<dyn Backend>, String
 #[cfg(not(target_os = "linux"))]
 fn native(_opts: &JournalOptions) -> std::result::Result<Box<dyn Backend>, String> {
     Err("io_uring exists only on Linux".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pad_block;
+    use std::path::Path;
+
+    #[test]
+    fn direct_io_pads_to_the_physical_block_where_it_is_larger() {
+        let dir = Path::new("/x");
+        assert_eq!(pad_block(512, Some(4096), dir), 4096, "512e: pad to the physical sector");
+        assert_eq!(pad_block(512, Some(512), dir), 512);
+        assert_eq!(pad_block(4096, Some(512), dir), 4096, "never below the DIO alignment");
+        assert_eq!(pad_block(512, None, dir), 512, "unknown: the DIO alignment");
+        assert_eq!(pad_block(512, Some(65536), dir), 4096, "capped where the format cannot follow");
+        assert_eq!(pad_block(512, Some(3000), dir), 512, "a nonsense report is ignored");
+    }
 }

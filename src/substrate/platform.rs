@@ -272,6 +272,31 @@ pub(crate) fn dio_alignment(file: &File) -> io::Result<Option<(u32, u32)>> {
     Ok(Some((block, block)))
 }
 
+/// The physical block size of the device under `file` (Linux, from sysfs),
+/// when the kernel reports one: the unit a drive writes atomically. A
+/// "512e" drive accepts 512-byte direct I/O but writes 4 KiB physical
+/// sectors by reading, modifying and writing them back, so a power cut
+/// during a later write into the same sector can tear bytes written before.
+/// `None` for files not on a block device (network, overlay, multi-device
+/// filesystems) or where sysfs does not tell.
+pub(crate) fn physical_block_size(file: &File) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let dev = file.metadata().ok()?.dev();
+        let node = std::fs::canonicalize(format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev))).ok()?;
+        // A partition's queue is its disk's, one level up.
+        let read = |dir: &Path| std::fs::read_to_string(dir.join("queue/physical_block_size")).ok();
+        let text = read(&node).or_else(|| node.parent().and_then(read))?;
+        text.trim().parse().ok().filter(|&n: &u32| n > 0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
+    }
+}
+
 /// Turns `O_DIRECT` on for an open file (Linux; elsewhere `Unsupported`).
 pub(crate) fn set_direct(file: &File) -> io::Result<()> {
     #[cfg(target_os = "linux")]

@@ -132,3 +132,12 @@ macro_rules! matrix {
         }
     )*};
 }
+
+/// The physical block size of the device under `dir`, as sysfs reports it.
+pub fn physical_block_size(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let node = std::fs::canonicalize(format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev))).ok()?;
+    let read = |d: &Path| std::fs::read_to_string(d.join("queue/physical_block_size")).ok();
+    read(&node).or_else(|| node.parent().and_then(read))?.trim().parse().ok()
+}
