@@ -111,6 +111,9 @@ fn any_valid_frame(tail: &[u8], lsn: u64) -> bool {
 pub(crate) struct Recovered {
     pub(crate) bases: Vec<u64>,
     pub(crate) last: SegmentFile,
+    /// `last` was made by recovery (a new journal, or one remade at its
+    /// base): its space is still to be reserved.
+    pub(crate) fresh: bool,
     pub(crate) journal_id: u64,
     pub(crate) report: RecoveryReport,
 }
@@ -125,15 +128,27 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         bases.push(0);
         report.segments = 1;
         report.created = true;
-        return Ok(Recovered { bases, last, journal_id, report });
+        return Ok(Recovered { bases, last, fresh: true, journal_id, report });
     }
     let (last, header) = loop {
         let &base = bases.last().expect("not empty");
         match segment::open(dir, base, true) {
             Ok(opened) => break opened,
-            Err(Error::Corrupt { reason, .. }) if bases.len() > 1 => {
-                drop_unsealed_segment(dir, base, mode, &reason, &mut report)?;
+            Err(Error::Corrupt { reason, .. }) => {
+                drop_unsealed_segment(dir, base, mode, &reason, bases.len() == 1, &mut report)?;
                 bases.pop();
+                if bases.is_empty() {
+                    // It was the only one (truncation had removed those
+                    // before it): the log continues at its base, in a new
+                    // segment made there, so no LSN is ever handed out twice.
+                    let journal_id = new_journal_id();
+                    let last = segment::create(dir, base, journal_id)?;
+                    bases.push(base);
+                    report.end_lsn = Lsn::new(base);
+                    report.first_lsn = Lsn::new(base);
+                    report.segments = 1;
+                    return Ok(Recovered { bases, last, fresh: true, journal_id, report });
+                }
             }
             Err(e) => return Err(e),
         }
@@ -178,27 +193,35 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             .set_len(end_offset)
             .map_err(|e| Error::io_at("truncate segment", &last.path, Lsn::new(scan.end), e))?;
     }
-    // What a crashed process left in the page cache is durable from here on.
+    // What a crashed process left in the page cache is durable from here on,
+    // and so is the last segment's name: a process that crashed between a
+    // rollover and its seal left a name that may not be durable yet, and
+    // appends are about to be acknowledged in that segment.
     record::sync_data(dir, &last.file).map_err(|e| Error::io_at("fdatasync", &last.path, Lsn::new(scan.end), e))?;
+    record::sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))?;
     report.end_lsn = Lsn::new(scan.end);
     report.first_lsn = Lsn::new(bases[0]);
     report.segments = bases.len();
     report.tail_records = scan.records;
-    Ok(Recovered { bases, last, journal_id: header.journal_id, report })
+    Ok(Recovered { bases, last, fresh: false, journal_id: header.journal_id, report })
 }
 
 /// The last segment's header is invalid. A rollover names the new segment
-/// before its header and directory entry are synced, and no LSN in it is
-/// reported durable until they are; so a header that never reached the disk
-/// (all zeros) means nothing in the segment was acknowledged, and it is
-/// dropped (its bytes saved to a sidecar under `PointInTime`). A segment
-/// never written past its header is dropped whatever its header holds. A
-/// damaged header over data is `Corrupt`: that data may have been durable.
+/// before its header and directory entry are synced, and no LSN in it (nor
+/// its base) is reported durable until they are; so a header that never
+/// reached the disk (all zeros) means nothing in the segment was
+/// acknowledged, and it is dropped (its bytes saved to a sidecar under
+/// `PointInTime`). A segment never written past its header is dropped
+/// whatever its header holds. A damaged header over data is `Corrupt`: that
+/// data may have been durable. The same holds when it is the only segment
+/// (`alone`: truncation removed those before it), except that its header
+/// must then be blank: the log continues at the base its name gives.
 fn drop_unsealed_segment(
     dir: &Path,
     base: u64,
     mode: RecoveryMode,
     reason: &str,
+    alone: bool,
     report: &mut RecoveryReport,
 ) -> Result<()> {
     let path = dir.join(format::segment_file_name(base));
@@ -213,6 +236,12 @@ fn drop_unsealed_segment(
         == 0;
     if data > 0 && (!header_blank || mode == RecoveryMode::AbsoluteConsistency) {
         return Err(Error::corrupt(&path, lsn, format!("segment header: {reason}, with records after it")));
+    }
+    if alone && !header_blank {
+        // Only a header that never reached the disk says nothing: the log
+        // would continue at the file name's base, which a header saying
+        // otherwise makes doubtful.
+        return Err(Error::corrupt(&path, lsn, format!("segment header: {reason}; it is the only segment")));
     }
     if data > 0 {
         let mut bytes = vec![0u8; (header_len + data).min(len) as usize];

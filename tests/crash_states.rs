@@ -56,6 +56,11 @@ struct Workload {
     preallocate: Preallocate,
     /// Negative control: note records as acknowledged once merely written.
     lie: bool,
+    /// A checkpointer: one task appends, and each time a rollover names a
+    /// new segment it truncates everything before it, while the rollover's
+    /// seal (slowed through the fault seam) is still making the new
+    /// segment's header and name durable.
+    checkpoint: bool,
 }
 
 /// What the workload appended: payload by record LSN, and atomic batches.
@@ -92,7 +97,11 @@ async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(
         .preallocate(w.preallocate)
         .segment_size(SEGMENT);
     let rec = Recorder::attach(dir);
-    let journal = match Journal::open(dir, opts).await {
+    let plan = Arc::new(tidelog::testing::FaultPlan::default());
+    if w.checkpoint {
+        plan.seal_delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
+    }
+    let journal = match Journal::open(dir, opts.fault_plan(plan)).await {
         Ok(j) => Arc::new(j),
         Err(e @ tidelog::Error::Unsupported(_)) => {
             eprintln!("SKIPPED ({substrate:?}, {w:?}): {e}");
@@ -101,6 +110,12 @@ async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(
         Err(e) => panic!("open: {e}"),
     };
     let appended = Arc::new(Mutex::new(Appended::default()));
+    if w.checkpoint {
+        checkpointer(&journal, &rec, &appended, dir).await;
+        journal.close().await.expect("close");
+        let appended = std::mem::take(&mut *appended.lock().unwrap());
+        return Some((rec.events(), appended));
+    }
     let per_task = records_per_task();
     let mut tasks = Vec::new();
     for task in 0..4 {
@@ -153,6 +168,43 @@ async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(
     journal.close().await.expect("close");
     let appended = std::mem::take(&mut *appended.lock().unwrap());
     Some((rec.events(), appended))
+}
+
+/// The checkpointer workload: appends (every third durable, the rest only
+/// written) until three rollovers happened, truncating up to each new
+/// segment as soon as its name appears.
+async fn checkpointer(journal: &Journal, rec: &Recorder, appended: &Mutex<Appended>, dir: &Path) {
+    let segments = |dir: &Path| -> Vec<u64> {
+        let mut bases: Vec<u64> = std::fs::read_dir(dir)
+            .expect("list")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".tlog")?.parse().ok())
+            .collect();
+        bases.sort_unstable();
+        bases
+    };
+    let mut known = segments(dir).len();
+    let mut truncations = 0;
+    let mut seq = 0;
+    while truncations < 3 {
+        let p = payload(0, seq);
+        let lsn = if seq % 3 == 0 {
+            let lsn = journal.append_durable_async(&p).await.expect("durable append");
+            rec.note(ACKED, lsn.as_u64());
+            lsn
+        } else {
+            journal.append_async(&p).await.expect("append")
+        };
+        appended.lock().unwrap().payloads.insert(lsn.as_u64(), p);
+        seq += 1;
+        let bases = segments(dir);
+        if bases.len() > known {
+            let base = *bases.last().expect("a new segment");
+            rec.note(TRUNCATE, base);
+            journal.truncate_before(Lsn::new(base)).await.expect("truncate");
+            truncations += 1;
+        }
+        known = segments(dir).len();
+    }
 }
 
 /// An operation issued and not yet covered by a completed sync.
@@ -614,10 +666,12 @@ fn run(substrate: SubstrateChoice, w: Workload) {
     });
 }
 
-const BUFFERED: Workload = Workload { direct: false, dsync: false, preallocate: Preallocate::Fallocate, lie: false };
+const BUFFERED: Workload =
+    Workload { direct: false, dsync: false, preallocate: Preallocate::Fallocate, lie: false, checkpoint: false };
 const DIRECT: Workload = Workload { direct: true, ..BUFFERED };
 const DSYNC_GROWING: Workload = Workload { dsync: true, preallocate: Preallocate::None, ..BUFFERED };
 const CONTROL: Workload = Workload { lie: true, ..BUFFERED };
+const CHECKPOINT: Workload = Workload { checkpoint: true, ..BUFFERED };
 
 #[test]
 fn blocking_buffered() {
@@ -647,6 +701,16 @@ fn blocking_dsync_growing_files() {
 #[test]
 fn io_uring_dsync_growing_files() {
     run(SubstrateChoice::IoUring, DSYNC_GROWING);
+}
+
+#[test]
+fn blocking_checkpointer_truncating_at_each_rollover() {
+    run(SubstrateChoice::Blocking, CHECKPOINT);
+}
+
+#[test]
+fn io_uring_checkpointer_truncating_at_each_rollover() {
+    run(SubstrateChoice::IoUring, CHECKPOINT);
 }
 
 #[test]

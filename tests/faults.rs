@@ -200,10 +200,53 @@ async fn fail_the_kth_sync_never_acknowledges_after_it(opts: JournalOptions) {
 }
 
 matrix!(
+    a_cancelled_sync_poisons_instead_of_hanging,
+    a_write_past_its_timeout_poisons_without_waiting_for_the_device,
     a_sync_past_its_timeout_poisons_without_waiting_for_the_device,
     a_slow_sync_is_counted_as_a_stall_and_still_succeeds,
     a_real_full_filesystem_poisons_with_enospc,
 );
+
+/// A plain `fdatasync` that completes without a result (the kernel
+/// cancelled it before it ran) made nothing durable: its round must fail
+/// and poison, not stay in flight forever with every durable waiter and
+/// `close` behind it.
+async fn a_cancelled_sync_poisons_instead_of_hanging(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    plan.cancel_sync_nth.store(1, SeqCst);
+    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    // Written first, then synced: a plain sync, not one linked to a write.
+    let lsn = j.append_async(b"written, then a cancelled sync").await.unwrap();
+    let err = within(10, "a sync whose fdatasync was cancelled", j.sync_through_async(lsn)).await.unwrap_err();
+    assert!(err.is_poisoned(), "{err}");
+    assert!(err.to_string().contains("cancelled") && err.to_string().contains(".tlog"), "{err}");
+    assert_eq!(j.durable_lsn(), Lsn::ZERO, "nothing was made durable");
+    assert!(within(10, "close after a cancelled sync", j.close()).await.unwrap_err().is_poisoned());
+    let j = common::reopen(dir.path(), &opts).await;
+    assert_eq!(j.read_batch(Lsn::ZERO, 10).unwrap().0.len(), 1, "the written record is still there");
+    j.close().await.unwrap();
+}
+
+/// A write that never completes is bounded by `sync_timeout` like a sync:
+/// the journal poisons instead of letting appenders and `close` wait on a
+/// wedged device, and the directory stays locked until the write ends.
+async fn a_write_past_its_timeout_poisons_without_waiting_for_the_device(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    plan.write_delay_ms.store(3_000, SeqCst);
+    let opts = opts.sync_timeout(Some(std::time::Duration::from_millis(100))).fault_plan(plan);
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = within(10, "timed-out write", j.append_async(b"wedged")).await.unwrap_err();
+    assert!(err.is_poisoned(), "{err}");
+    assert_eq!(err.os_error().map(|e| e.kind()), Some(std::io::ErrorKind::TimedOut), "{err}");
+    assert!(err.to_string().contains("write"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "did not wait for the device");
+    assert_eq!(j.written_lsn(), Lsn::ZERO);
+    assert!(within(5, "close", j.close()).await.unwrap_err().is_poisoned());
+    assert!(matches!(Journal::open(dir.path(), JournalOptions::new()).await, Err(Error::Locked { .. })));
+}
 
 async fn a_sync_past_its_timeout_poisons_without_waiting_for_the_device(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();

@@ -315,3 +315,92 @@ fn a_runtime_without_io_forces_the_fallback() {
         assert!(matches!(forced, Err(Error::Unsupported(_))), "{forced:?}");
     });
 }
+
+/// The blocking API parks a thread of tokio's blocking pool when called
+/// from `spawn_blocking`, as `docs/durability.md` advises. With as many such
+/// callers as the pool has threads, the journal's own writes, syncs and
+/// rollovers must still run: they never wait for a thread its callers can
+/// occupy. Two callers on a pool of two, each appending across rollovers.
+#[test]
+fn blocking_callers_filling_tokios_blocking_pool_still_finish() {
+    for (substrate, direct) in [
+        (SubstrateChoice::Blocking, false),
+        (SubstrateChoice::IoUring, false),
+        (SubstrateChoice::Blocking, true),
+        (SubstrateChoice::IoUring, true),
+    ] {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        common::run_on(rt, substrate, direct, |opts| async move {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = opts.segment_size(1 << 20);
+            let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+            let callers: Vec<_> = (0..2u8)
+                .map(|caller| {
+                    let j = j.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut last = Lsn::ZERO;
+                        for i in 0..50u8 {
+                            last = j.append(vec![caller ^ i; 30_000]).unwrap();
+                        }
+                        j.sync_through(last).unwrap();
+                        last
+                    })
+                })
+                .collect();
+            for caller in callers {
+                let last = within(60, "blocking callers on a full blocking pool", caller).await.unwrap();
+                assert!(j.durable_lsn() >= last);
+            }
+            j.close().await.unwrap();
+            let records = common::read_all(dir.path());
+            assert_eq!(records.len(), 100);
+            let segments = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "tlog"))
+                .count();
+            assert!(segments >= 3, "the callers' appends rolled over ({segments} segments)");
+        });
+    }
+}
+
+/// A runtime built without its drivers gets a clear error from `open`
+/// naming what is missing, never a panic inside tidelog: without the time
+/// driver (timeouts, stall reports, `SyncPolicy::Interval`) the journal
+/// cannot run; without the I/O driver `Auto` runs `Blocking`.
+#[test]
+fn a_runtime_without_its_drivers_gets_a_clear_error_not_a_panic() {
+    let no_drivers = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let io_only = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+    for rt in [no_drivers, io_only] {
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            for opts in [
+                JournalOptions::new(),
+                JournalOptions::new().sync_policy(tidelog::SyncPolicy::Interval(std::time::Duration::from_millis(5))),
+                JournalOptions::new().substrate(SubstrateChoice::Blocking),
+            ] {
+                match Journal::open(dir.path(), opts).await {
+                    Err(Error::Unsupported(why)) => assert!(why.contains("enable_time"), "{why}"),
+                    other => panic!("a runtime without timers: {other:?}"),
+                }
+            }
+        });
+    }
+    let time_only = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    time_only.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts =
+            JournalOptions::new().sync_policy(tidelog::SyncPolicy::Interval(std::time::Duration::from_millis(5)));
+        let j = Journal::open(dir.path(), opts).await.unwrap();
+        assert_eq!(j.substrate(), Substrate::Blocking, "no I/O driver: no ring to watch");
+        let lsn = j.append_durable_async(b"works").await.unwrap();
+        let ticket = j.submit(b"interval").unwrap();
+        assert!(within(10, "an Interval ticket", ticket).await.unwrap() > lsn);
+        j.close().await.unwrap();
+    });
+}

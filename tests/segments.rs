@@ -20,6 +20,9 @@ matrix!(
     subscriber_never_causes_a_sync_and_follows_the_ones_that_happen,
     subscriber_ends_cleanly_on_close_and_with_the_error_on_poison,
     a_subscriber_delivers_everything_durable_at_close_then_ends,
+    a_lone_segment_whose_header_never_became_durable_is_remade_at_its_base,
+    truncation_at_a_new_segment_waits_until_its_header_and_name_are_durable,
+    reopening_syncs_the_directory_before_acknowledging_anything,
     a_torn_header_in_a_never_used_segment_is_dropped_and_remade,
     a_blank_header_over_unacknowledged_records_is_cut_or_corrupt,
     a_damaged_header_over_records_is_corrupt,
@@ -452,4 +455,147 @@ async fn a_subscriber_delivers_everything_durable_at_close_then_ends(opts: Journ
         let delivered = within(30, "the subscriber's end", collector).await.unwrap();
         assert_eq!(delivered, written, "round {round}: the subscriber ended before delivering every durable record");
     }
+}
+
+/// `truncate_before` removed every segment before the last one, and the
+/// last one's header never reached the disk (a rollover's seal cut off by
+/// a power cut). Nothing in it was acknowledged: the log continues at its
+/// base (never reusing an LSN), its bytes are cut to a sidecar under
+/// `PointInTime`, and `AbsoluteConsistency` calls data after a blank header
+/// corrupt, as it does when other segments remain.
+async fn a_lone_segment_whose_header_never_became_durable_is_remade_at_its_base(opts: JournalOptions) {
+    let opts = opts.segment_size(SEGMENT);
+    for with_data in [true, false] {
+        let (dir, _, _) = closed_journal(&opts, 3).await;
+        let files = segment_files(dir.path());
+        let last_base = base_of(files.last().unwrap());
+        let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+        j.truncate_before(Lsn::new(last_base)).await.unwrap();
+        j.close().await.unwrap();
+        assert_eq!(segment_files(dir.path()), [files.last().unwrap().clone()]);
+        let path = segment_path(dir.path(), last_base);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[..4096].fill(0);
+        if !with_data {
+            bytes[4096..].fill(0);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        if with_data {
+            let err =
+                Journal::open(dir.path(), opts.clone().recovery(RecoveryMode::AbsoluteConsistency)).await.unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        }
+        let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+        let report = j.recovery_report().clone();
+        assert_eq!(report.end_lsn(), Lsn::new(last_base), "with_data={with_data}: the log continues at the base");
+        assert_eq!(report.first_lsn(), Lsn::new(last_base));
+        assert_eq!(report.sidecar().is_some(), with_data, "{report:?}");
+        assert_eq!(j.read_batch(Lsn::ZERO, 10).unwrap().0.len(), 0);
+        let lsn = j.append_durable_async(b"after the lost header").await.unwrap();
+        assert!(lsn.as_u64() > last_base);
+        j.close().await.unwrap();
+        let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+        let (records, _) = j.read_batch(Lsn::ZERO, 10).unwrap();
+        assert_eq!(
+            records.iter().map(|r| (r.lsn(), r.payload().to_vec())).collect::<Vec<_>>(),
+            [(lsn, b"after the lost header".to_vec())]
+        );
+        j.close().await.unwrap();
+        assert!(tidelog::verify(dir.path()).unwrap().is_clean());
+    }
+}
+
+/// A checkpointer truncates up to the segment a rollover just made. The
+/// durable frontier reaches that segment's base only once the rollover's
+/// seal has made its header and name durable, so the truncation removes
+/// nothing before then: in the recorded history, every removal of an old
+/// segment follows a completed sync of the new segment's file (after its
+/// header was written) and a completed directory sync after its rename.
+/// The seal is slowed through the fault seam, so the truncation is asked
+/// for while it runs.
+async fn truncation_at_a_new_segment_waits_until_its_header_and_name_are_durable(opts: JournalOptions) {
+    use tidelog::testing::{Event, Recorder};
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::attach(dir.path());
+    let plan = Arc::new(FaultPlan::default());
+    plan.seal_delay_ms.store(50, SeqCst);
+    let j = Journal::open(dir.path(), opts.segment_size(SEGMENT).fault_plan(plan)).await.unwrap();
+    let mut truncated = Vec::new();
+    let mut known = segment_files(dir.path()).len();
+    while truncated.len() < 2 {
+        // Written, not durable: the rollover and its seal run while this
+        // task looks at the directory.
+        j.append_async(vec![7u8; 20_000]).await.unwrap();
+        let files = segment_files(dir.path());
+        if files.len() > known {
+            let base = base_of(files.last().unwrap());
+            assert!(j.durable_lsn() < Lsn::new(base), "durable past a segment whose seal is still running");
+            within(30, "truncate at the new segment", j.truncate_before(Lsn::new(base))).await.unwrap();
+            assert!(j.durable_lsn() >= Lsn::new(base));
+            truncated.push(base);
+        }
+        known = segment_files(dir.path()).len();
+    }
+    j.close().await.unwrap();
+    let events = rec.events();
+    for base in truncated {
+        let name = format!("{base:020}.tlog");
+        let named = events.iter().position(|e| e.names.iter().any(|(n, _)| *n == name)).expect("named");
+        let file = events[named].names.iter().find(|(n, _)| *n == name).unwrap().1;
+        // The header was written before the rename (`activate`).
+        let header = events[..named]
+            .iter()
+            .rposition(|e| matches!(&e.event, Event::Write { file: f, offset: 0, .. } if *f == file))
+            .expect("the header write");
+        let synced = |from: usize| {
+            events[from..].iter().enumerate().find_map(|(k, e)| match &e.event {
+                Event::SyncStart { id, file: f, .. } if *f == file => {
+                    let id = *id;
+                    events[from + k..]
+                        .iter()
+                        .position(|d| matches!(d.event, Event::SyncDone { id: i, ok: true } if i == id))
+                        .map(|d| from + k + d)
+                }
+                _ => None,
+            })
+        };
+        let header_durable = synced(header).expect("the header is synced");
+        let dir_durable = events[named..]
+            .iter()
+            .position(|e| matches!(e.event, Event::DirSyncDone { ok: true, .. }))
+            .map(|k| named + k)
+            .expect("the directory is synced after the rename");
+        let removal = events[named..]
+            .iter()
+            .position(|e| matches!(e.event, Event::Namespace { what: "remove" }))
+            .map(|k| named + k)
+            .expect("the truncation removed a segment");
+        assert!(
+            removal > header_durable && removal > dir_durable,
+            "segment {base}: an older segment was removed (event {removal}) before the new one's header \
+             (synced at {header_durable}) and name (directory synced at {dir_durable}) were durable"
+        );
+    }
+}
+
+/// A process that crashed between a rollover and its seal left the last
+/// segment's name possibly not durable. Recovery makes it durable before
+/// anything in that segment is acknowledged: in the history of a reopen,
+/// a completed directory sync precedes the first durable acknowledgement.
+async fn reopening_syncs_the_directory_before_acknowledging_anything(opts: JournalOptions) {
+    use tidelog::testing::{Event, Recorder};
+    let opts = opts.segment_size(SEGMENT);
+    let dir = tempfile::tempdir().unwrap();
+    closed_journal_in(dir.path(), &opts, 2).await;
+    let rec = Recorder::attach(dir.path());
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let lsn = j.append_durable_async(b"after reopen").await.unwrap();
+    rec.note(1, lsn.as_u64());
+    j.close().await.unwrap();
+    let events = rec.events();
+    let acked = events.iter().position(|e| matches!(e.event, Event::Note { tag: 1, .. })).unwrap();
+    assert!(
+        events[..acked].iter().any(|e| matches!(e.event, Event::DirSyncDone { ok: true, .. })),
+        "a record was acknowledged durable after a reopen that never synced the directory"
+    );
 }

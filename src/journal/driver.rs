@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::future::{pending, poll_fn};
+use std::future::{pending, poll_fn, Future};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::{Chunk, Shared};
 use crate::segment::{self, SegmentFile};
+use crate::substrate::threads::Running;
 use crate::substrate::{platform, record, AlignedBuf, Backend, Done, Op, OpKind};
 use crate::{format, Error, Lsn, Result, SyncPolicy};
 
@@ -61,6 +62,8 @@ fn sync_lanes(substrate: crate::Substrate) -> usize {
 
 #[derive(Debug)]
 struct WriteInFlight {
+    /// Where its records begin.
+    start: u64,
     end: u64,
     /// Bytes of zeros the write carries past `end` (a direct-I/O seal's
     /// fill, `ZERO_AHEAD`).
@@ -68,6 +71,10 @@ struct WriteInFlight {
     records: u64,
     retries: u32,
     started: Instant,
+    /// Its sync travels with it: the sync's stall report and timeout
+    /// watch the op.
+    linked: bool,
+    stall_logged: bool,
 }
 
 #[derive(Debug)]
@@ -93,14 +100,27 @@ impl SyncInFlight {
 /// The syncs that make a new segment durable: its header and its directory
 /// entry (the sealed segment was synced before it was named). Runs while
 /// writes go on into the new segment; no sync round starts until it is done.
+///
+/// The round that covers the sealed segment completes only with the seal:
+/// the durable frontier reaches a segment's base only once that segment's
+/// header and name are durable. Otherwise `truncate_before(base)` could
+/// delete every older segment (and sync the directory, making the new name
+/// durable) while the new header is not, and a power cut would leave one
+/// segment with a blank header and nothing before it.
 struct Seal {
-    task: tokio::task::JoinHandle<Result<()>>,
+    task: Running<Result<()>>,
+    /// The round covering everything below the new segment's base.
+    covers: Option<u64>,
+    /// Records written below it.
+    records: u64,
+    started: Instant,
+    stall_logged: bool,
 }
 
 pub(super) struct Driver {
     shared: Arc<Shared>,
     /// The next segment, being made or made, ahead of need.
-    spare: Option<tokio::task::JoinHandle<std::io::Result<File>>>,
+    spare: Option<Running<std::io::Result<File>>>,
     seal: Option<Seal>,
     backend: Box<dyn Backend>,
     active: Arc<SegmentFile>,
@@ -181,25 +201,50 @@ impl Driver {
             self.shared.gate.fail(poisoned.clone());
             poisoned
         });
-        if let Some(making) = self.spare.take() {
-            // Finish (and discard) the spare while the directory is still
-            // ours: a spare task outliving the lock could write into the
-            // next owner's spare.
-            if let Ok(Ok(file)) = making.await {
-                drop(file);
-                let _ = segment::discard_spare(&self.shared.dir);
+        if self.spare.take().is_some() {
+            // The job making the spare runs on; once it (and every other
+            // I/O job) has ended, the spare is removed, and only then is
+            // the directory released (`release_lock`, below): it never
+            // writes into the next owner's spare.
+            self.shared.io.hold_until_idle(DiscardSpare(self.shared.dir.clone()));
+        }
+        if result.is_ok() {
+            // A clean close ends every job of ours (the spare's making, a
+            // truncation's deletions) before it returns, so that the lock
+            // is free when `close` returns. After a failure, `close`
+            // returns at once and the lock follows the wedged I/O.
+            self.shared.io.idle().await;
+        }
+        if !self.backend.settled() {
+            // Only after a failure (or a timed-out write or sync): a wedged
+            // syscall must not hold `close` hostage. A thread of its own
+            // drops the backend, which waits until the kernel has let go of
+            // every op's buffers and files.
+            let backend = std::mem::replace(
+                &mut self.backend,
+                Box::new(crate::substrate::BlockingBackend::new(self.shared.io.clone())),
+            );
+            let (io, lock) = (self.shared.io.clone(), self.lock.take());
+            let reaper = std::thread::Builder::new().name("tidelog-reaper".into()).spawn(move || {
+                drop(backend);
+                io.hold_until_idle(lock);
+            });
+            if let Err(e) = reaper {
+                tracing::error!(error = %e, "cannot start a reaper thread; waiting for the I/O in flight here");
             }
         }
-        if self.backend.in_flight() > 0 {
-            // Only after a failure (or a timed-out sync): a wedged syscall
-            // must not hold `close` hostage. A reaper keeps the ops' buffers,
-            // files and the directory lock until the kernel lets go of them.
-            let backend = std::mem::replace(&mut self.backend, Box::new(crate::substrate::BlockingBackend::new()));
-            let lock = self.lock.take();
-            tokio::spawn(reap(backend, lock));
-        }
+        self.release_lock();
         self.shared.gate.fail(Error::Closed);
         result
+    }
+
+    /// Hands the directory lock to the I/O threads, which release it once
+    /// every job running or queued (a rollover, a seal, the spare) has
+    /// ended: the next owner never shares the directory with our I/O.
+    fn release_lock(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            self.shared.io.hold_until_idle(Some(lock));
+        }
     }
 
     fn make_spare(&mut self) {
@@ -207,7 +252,7 @@ impl Driver {
             return;
         }
         let (dir, size, how) = (self.shared.dir.clone(), self.shared.opts.segment_size, self.shared.opts.preallocate);
-        self.spare = Some(tokio::task::spawn_blocking(move || segment::make_spare(&dir, size, how)));
+        self.spare = Some(self.shared.io.run(move || segment::make_spare(&dir, size, how)));
     }
 
     async fn serve(&mut self) -> Result<()> {
@@ -217,7 +262,7 @@ impl Driver {
             if self.finished() {
                 return Ok(());
             }
-            let deadline = self.sync_deadline();
+            let deadline = self.io_deadline();
             let interval = &mut self.interval;
             let window = self.window_until.into_iter().chain(self.stagger_until).min();
             let backend = &mut self.backend;
@@ -234,45 +279,61 @@ impl Driver {
                 }
                 () = async { match window { Some(t) => tokio::time::sleep_until(t).await, None => pending().await } } => {}
                 () = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => pending().await } } => {
-                    self.sync_overdue()?;
+                    self.io_overdue()?;
                 }
             }
         }
     }
 
-    /// When a sync in flight next needs attention: its stall report, or
-    /// its timeout.
-    fn sync_deadline(&self) -> Option<Instant> {
+    /// When an op in flight (the write, a sync, the seal) next needs
+    /// attention: its stall report, or its timeout.
+    fn io_deadline(&self) -> Option<Instant> {
         let opts = &self.shared.opts;
+        let seal = self.seal.as_ref().map(|s| (s.started, s.stall_logged));
+        let write = self.write.as_ref().filter(|w| !w.linked).map(|w| (w.started, w.stall_logged));
         self.syncs
             .iter()
-            .flat_map(|sync| {
-                let stall = (!sync.stall_logged).then(|| sync.started + opts.stall_threshold);
-                let timeout = opts.sync_timeout.map(|t| sync.started + t);
+            .map(|s| (s.started, s.stall_logged))
+            .chain(seal)
+            .chain(write)
+            .flat_map(|(started, stall_logged)| {
+                let stall = (!stall_logged).then(|| started + opts.stall_threshold);
+                let timeout = opts.sync_timeout.map(|t| started + t);
                 [stall, timeout]
             })
             .flatten()
             .min()
     }
 
-    fn sync_overdue(&mut self) -> Result<()> {
+    /// Reports stalls of the ops in flight once each, and poisons the
+    /// journal when one has run past `sync_timeout`.
+    fn io_overdue(&mut self) -> Result<()> {
         let opts = &self.shared.opts;
+        let path = &self.active.path;
+        let mut late: Vec<(&'static str, Lsn, Instant, &mut bool)> = Vec::new();
         for sync in &mut self.syncs {
-            let took = sync.started.elapsed();
-            if !sync.stall_logged && took >= opts.stall_threshold {
-                sync.stall_logged = true;
+            late.push(("fdatasync", Lsn::new(sync.covers), sync.started, &mut sync.stall_logged));
+        }
+        if let Some(seal) = &mut self.seal {
+            late.push(("seal segment", Lsn::new(self.active.base), seal.started, &mut seal.stall_logged));
+        }
+        if let Some(w) = self.write.as_mut().filter(|w| !w.linked) {
+            late.push(("write", Lsn::new(w.start), w.started, &mut w.stall_logged));
+        }
+        for (op, lsn, started, stall_logged) in late {
+            let took = started.elapsed();
+            if !*stall_logged && took >= opts.stall_threshold {
+                *stall_logged = true;
                 self.shared.stats.stalled();
                 tracing::error!(
-                    dir = %self.shared.dir.display(), covers = sync.covers, waited_ms = took.as_millis() as u64,
-                    "sync stalled: the device has not completed an fdatasync"
+                    dir = %self.shared.dir.display(), op, lsn = lsn.as_u64(), waited_ms = took.as_millis() as u64,
+                    "I/O stalled: the device has not completed an operation"
                 );
             }
             if opts.sync_timeout.is_some_and(|t| took >= t) {
-                let e = std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("fdatasync did not complete within {took:?}"),
-                );
-                return Err(Error::io_at("fdatasync", &self.active.path, Lsn::new(sync.covers), e));
+                let e =
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{op} did not complete within {took:?}"));
+                return Err(Error::io_at(op, path, lsn, e));
             }
         }
         Ok(())
@@ -419,7 +480,8 @@ impl Driver {
             let records = self.written_records + records;
             self.syncs.push(SyncInFlight::new(0, end, records, now, true));
         }
-        self.write = Some(WriteInFlight { end, zeros, records, retries: 0, started: now });
+        self.write =
+            Some(WriteInFlight { start, end, zeros, records, retries: 0, started: now, linked, stall_logged: false });
         let bufs = batch.into_iter().map(|c| c.buf).collect();
         let mut op = Op::write(kind, self.active.clone(), offset, bufs);
         // RWF_DSYNC makes only this write's bytes durable (a FUA write does
@@ -481,10 +543,19 @@ impl Driver {
                 return Ok(()); // resubmitted: the linked sync did not run
             }
         }
-        match synced {
-            Some(synced) => self.complete_sync(lane, synced)?,
-            None if op_kind == OpKind::WriteSync => self.abandon_linked(lane)?, // cancelled
-            None => {}
+        match (synced, op_kind) {
+            (Some(synced), _) => self.complete_sync(lane, synced)?,
+            // The link was broken after a complete write: nothing became
+            // durable; the gate starts a new round for what it covered.
+            (None, OpKind::WriteSync) => self.abandon_linked(lane)?,
+            // A plain sync that reports no result did not run (cancelled):
+            // never silence, or its round would stay in flight forever.
+            (None, OpKind::Sync) => {
+                let s = self.take_sync(lane)?;
+                let e = std::io::Error::new(std::io::ErrorKind::Interrupted, "fdatasync was cancelled before it ran");
+                return Err(Error::io_at("fdatasync", &self.active.path, Lsn::new(s.covers), e));
+            }
+            (None, OpKind::Write) => {}
         }
         Ok(())
     }
@@ -533,6 +604,9 @@ impl Driver {
         if op.kind == OpKind::WriteSync {
             self.abandon_linked(op.lane)?;
         }
+        if let Some(w) = self.write.as_mut() {
+            w.linked = false; // the write alone is watched from now on
+        }
         op.kind = OpKind::Write;
         self.backend.submit(op);
         Ok(())
@@ -561,24 +635,23 @@ impl Driver {
         Ok(())
     }
 
-    /// Switches to the next segment: syncs the sealed one (which completes
-    /// the round covering everything below the new base), then, with a
+    /// Switches to the next segment: syncs the sealed one, then, with a
     /// spare made ahead, writes its header and renames it into place; the
     /// syncs that make the new segment durable (its header, the directory)
-    /// run as the seal while writes continue into it, and no round starts
-    /// until they complete. Without a spare (its making failed), the segment
-    /// is made and synced here, as a fallback.
+    /// run as the seal while writes continue into it, and the round that
+    /// covers everything below the new base completes with the seal (see
+    /// [`Seal`]). Without a spare (its making failed), the segment is made
+    /// and synced here, as a fallback, and the round completes at once.
     async fn rollover(&mut self, base: u64) -> Result<()> {
         debug_assert!(self.write.is_none() && self.syncs.is_empty() && self.seal.is_none());
         tracing::info!(dir = %self.shared.dir.display(), base, "segment rollover");
         let spare = match self.spare.take() {
-            Some(making) => match making.await {
-                Ok(Ok(file)) => Some(file),
-                Ok(Err(e)) => {
+            Some(making) => match self.bounded("make the next segment", base, making).await? {
+                Ok(file) => Some(file),
+                Err(e) => {
                     tracing::warn!(dir = %self.shared.dir.display(), error = %e, "making the next segment ahead failed");
                     None
                 }
-                Err(e) => return Err(self.internal(&format!("spare segment task: {e}"))),
             },
             None => None,
         };
@@ -590,7 +663,7 @@ impl Driver {
         let has_spare = spare.is_some();
         let direct = self.shared.opts.direct_io;
         let lanes = self.lanes;
-        let made = tokio::task::spawn_blocking(move || -> Result<SegmentFile> {
+        let job = self.shared.io.run(move || -> Result<SegmentFile> {
             if let Some(plan) = fault {
                 plan.on_segment_create().map_err(|e| {
                     Error::io_at("create segment", dir.join(format::segment_file_name(base)), Lsn::new(base), e)
@@ -611,34 +684,70 @@ impl Driver {
                     .map_err(|e| Error::io_at("set O_DIRECT", &made.path, Lsn::new(base), e))?;
             }
             Ok(made)
-        })
-        .await
-        .map_err(|e| self.internal(&format!("rollover task: {e}")))??;
+        });
+        let made = self.bounded("rollover", base, job).await??;
         self.shared.segments.write().unwrap_or_else(|p| p.into_inner()).push(base);
         self.active = Arc::new(made);
         self.zeroed_to = 0;
-        // Everything below the new base is durable now.
         if let Some(covers) = covers {
             debug_assert_eq!(covers, base, "a sealed segment ends where the next begins");
-            self.synced_records = self.written_records;
-            self.shared.gate.complete_sync(covers);
         }
         if has_spare {
-            let (new, dir) = (self.active.clone(), self.shared.dir.clone());
-            let task = tokio::task::spawn_blocking(move || -> Result<()> {
+            let (new, dir, fault) = (self.active.clone(), self.shared.dir.clone(), self.shared.opts.fault.clone());
+            let task = self.shared.io.run(move || -> Result<()> {
+                if let Some(plan) = fault {
+                    plan.on_seal();
+                }
                 record::sync_data(&dir, &new.file)
                     .map_err(|e| Error::io_at("fdatasync", &new.path, Lsn::new(base), e))?;
                 record::sync_dir(&dir).map_err(|e| Error::io_at("sync journal directory", &dir, Lsn::new(base), e))
             });
-            self.seal = Some(Seal { task });
+            let records = self.written_records;
+            self.seal = Some(Seal { task, covers, records, started: Instant::now(), stall_logged: false });
+        } else if let Some(covers) = covers {
+            // `segment::create` made the new segment durable, name and all.
+            self.synced_records = self.written_records;
+            self.shared.gate.complete_sync(covers);
         }
         self.make_spare();
         Ok(())
     }
 
-    fn sealed(&mut self, result: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
-        self.seal.take().expect("polled only while a seal runs");
-        result.map_err(|e| self.internal(&format!("seal task: {e}")))?
+    /// The seal ended: with success, everything below the new segment's
+    /// base is durable, and so is the segment itself.
+    fn sealed(&mut self, result: crate::substrate::threads::Outcome<Result<()>>) -> Result<()> {
+        let seal = self.seal.take().expect("polled only while a seal runs");
+        result.map_err(|why| self.internal(&format!("seal job: {why}")))??;
+        if let Some(covers) = seal.covers {
+            self.synced_records = self.synced_records.max(seal.records);
+            self.shared.gate.complete_sync(covers);
+        }
+        Ok(())
+    }
+
+    /// Awaits a job of the journal's I/O threads, for at most
+    /// `sync_timeout` when one is set (the job itself runs on; the
+    /// directory lock is kept until it ends).
+    fn bounded<T>(
+        &self,
+        op: &'static str,
+        lsn: u64,
+        job: Running<T>,
+    ) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+    {
+        let (limit, path, dir) = (self.shared.opts.sync_timeout, self.active.path.clone(), self.shared.dir.clone());
+        async move {
+            let outcome = match limit {
+                None => job.await,
+                Some(limit) => tokio::time::timeout(limit, job).await.map_err(|_| {
+                    let why = format!("{op} did not complete within {limit:?}");
+                    Error::io_at(op, path, Lsn::new(lsn), std::io::Error::new(std::io::ErrorKind::TimedOut, why))
+                })?,
+            };
+            outcome.map_err(|why| Error::io("driver", dir, std::io::Error::other(format!("{op} job: {why}"))))
+        }
     }
 
     fn internal(&self, what: &str) -> Error {
@@ -646,13 +755,15 @@ impl Driver {
     }
 }
 
-/// Waits for every op still in flight so that no buffer or fd is released
-/// under the kernel; holds the directory lock until then.
-async fn reap(mut backend: Box<dyn Backend>, lock: Option<File>) {
-    while backend.in_flight() > 0 {
-        let _ = poll_fn(|cx| backend.poll_complete(cx)).await;
+/// Removes an unused spare segment when dropped.
+struct DiscardSpare(std::path::PathBuf);
+
+impl Drop for DiscardSpare {
+    fn drop(&mut self) {
+        if let Err(e) = segment::discard_spare(&self.0) {
+            tracing::debug!(dir = %self.0.display(), error = %e, "the unused spare segment was not removed");
+        }
     }
-    drop(lock);
 }
 
 impl Drop for Driver {
@@ -661,5 +772,10 @@ impl Drop for Driver {
         // may wait forever, and nothing more is accepted.
         self.shared.log.refuse(Error::Closed);
         self.shared.gate.fail(Error::Closed);
+        // The backend waits for its ops in flight as it drops; only then
+        // (and once the I/O threads are idle) is the directory released.
+        let placeholder = Box::new(crate::substrate::BlockingBackend::new(self.shared.io.clone()));
+        drop(std::mem::replace(&mut self.backend, placeholder));
+        self.release_lock();
     }
 }

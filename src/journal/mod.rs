@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     pub(crate) close_sync: AtomicBool,
     pub(crate) driver: Mutex<Option<tokio::task::JoinHandle<Result<()>>>>,
+    /// The journal's own threads for blocking work (never tokio's pool).
+    pub(crate) io: crate::substrate::IoThreads,
 }
 
 impl Shared {
@@ -324,9 +326,11 @@ impl Journal {
         let dir = shared.dir.clone();
         let count = now.len();
         if !now.is_empty() {
-            tokio::task::spawn_blocking(move || crate::segment::retention::delete(&dir, &now))
+            shared
+                .io
+                .run(move || crate::segment::retention::delete(&dir, &now))
                 .await
-                .map_err(|e| Error::io("truncate task", &shared.dir, std::io::Error::other(e.to_string())))??;
+                .map_err(|e| Error::io("truncate task", &shared.dir, std::io::Error::other(e)))??;
         }
         tracing::info!(dir = %shared.dir.display(), deleted = count, deferred, keep_from, "truncate_before");
         Ok(())

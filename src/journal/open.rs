@@ -12,15 +12,18 @@ use crate::gate::Gate;
 use crate::recovery::{self, Recovered};
 use crate::segment::SegmentFile;
 use crate::stats::StatsInner;
-use crate::substrate::{platform, record, Backend, BlockingBackend};
+use crate::substrate::{platform, record, Backend, BlockingBackend, IoThreads};
 use crate::{Error, JournalOptions, Lsn, Result, SubstrateChoice};
 
 /// Name of the lock file inside a journal directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
+/// The most I/O threads a journal runs at once: a write, two overlapping
+/// syncs, the next segment being made, and a truncation or seal beside them.
+const IO_THREADS: usize = 6;
 
 pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>> {
     opts.validate()?;
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::RuntimeRequired)?;
+    let runtime = crate::substrate::runtime()?;
     prepare_dir(dir)?;
     let storage = crate::StorageClass::of(dir)?;
     if opts.direct_io && storage.is_memory() {
@@ -30,7 +33,8 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
         )));
     }
     let lock = take_lock(dir)?;
-    let mut backend = choose_backend(&opts)?;
+    let io = IoThreads::new(format!("tidelog-io {}", dir.display()), IO_THREADS);
+    let mut backend = choose_backend(&opts, &io)?;
     if let Some(rec) = record::recorder(dir) {
         backend = Box::new(record::RecordingBackend::new(backend, rec));
     }
@@ -39,19 +43,19 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     }
     let (recover_dir, mode) = (dir.to_path_buf(), opts.recovery);
     let (size, how, direct) = (opts.segment_size, opts.preallocate, opts.direct_io);
-    let (recovered, block) = runtime
-        .spawn_blocking(move || {
+    let (recovered, block) = io
+        .run(move || {
             let mut recovered = recovery::recover(&recover_dir, mode)?;
-            if recovered.report.created {
-                // A new journal's first segment is reserved like every later
-                // one (the spare mechanism covers those).
+            if recovered.fresh {
+                // A segment recovery made is reserved like every later one
+                // (the spare mechanism covers those).
                 reserve_segment(&recovered.last, size, how)?;
             }
             let block = if direct { prepare_direct(&recover_dir, storage, &mut recovered, size, how)? } else { 0 };
             Ok::<_, Error>((recovered, block))
         })
         .await
-        .map_err(|e| Error::io("recovery task", dir, io::Error::other(e.to_string())))??;
+        .map_err(|e| Error::io("recovery task", dir, io::Error::other(e)))??;
     let end = recovered.report.end_lsn.as_u64();
     let last_base = recovered.last.base;
     let shared = Arc::new(Shared {
@@ -67,6 +71,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
         shutdown: AtomicBool::new(false),
         close_sync: AtomicBool::new(false),
         driver: Mutex::new(None),
+        io,
         opts,
     });
     tracing::info!(
@@ -188,8 +193,8 @@ fn take_lock(dir: &Path) -> Result<std::fs::File> {
     }
 }
 
-fn choose_backend(opts: &JournalOptions) -> Result<Box<dyn Backend>> {
-    let blocking = || -> Box<dyn Backend> { Box::new(BlockingBackend::new()) };
+fn choose_backend(opts: &JournalOptions, io: &IoThreads) -> Result<Box<dyn Backend>> {
+    let blocking = || -> Box<dyn Backend> { Box::new(BlockingBackend::new(io.clone())) };
     match opts.substrate {
         SubstrateChoice::Blocking => Ok(blocking()),
         SubstrateChoice::IoUring => native(opts).map_err(Error::Unsupported),

@@ -40,6 +40,16 @@ pub struct FaultPlan {
     pub segments_created: AtomicU64,
     /// Hold every sync completion this long (milliseconds).
     pub sync_delay_ms: AtomicU64,
+    /// Hold every write completion this long (milliseconds).
+    pub write_delay_ms: AtomicU64,
+    /// Hold a rollover's seal (the syncs of the new segment's header and
+    /// of the directory) this long before it starts (milliseconds).
+    pub seal_delay_ms: AtomicU64,
+    /// Report the n-th completed plain sync as one that never ran (the
+    /// kernel cancelled it): no result at all.
+    pub cancel_sync_nth: AtomicU64,
+    /// Plain syncs completed so far.
+    pub plain_syncs_seen: AtomicU64,
     /// Report completions out of order: while another op is in flight, a
     /// completion is held back and reported after the next one.
     pub reorder: std::sync::atomic::AtomicBool,
@@ -72,6 +82,10 @@ impl Default for FaultPlan {
             fail_segment_create_nth: AtomicU64::new(0),
             segments_created: AtomicU64::new(0),
             sync_delay_ms: AtomicU64::new(0),
+            write_delay_ms: AtomicU64::new(0),
+            seal_delay_ms: AtomicU64::new(0),
+            cancel_sync_nth: AtomicU64::new(0),
+            plain_syncs_seen: AtomicU64::new(0),
             reorder: std::sync::atomic::AtomicBool::new(false),
             reordered: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
@@ -93,6 +107,14 @@ impl FaultPlan {
             return Err(io::Error::from_raw_os_error(self.errno.load(SeqCst)));
         }
         Ok(())
+    }
+
+    /// Called at the start of a rollover's seal, on an I/O thread.
+    pub(crate) fn on_seal(&self) {
+        let delay = self.seal_delay_ms.load(SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
     }
 }
 
@@ -152,19 +174,34 @@ impl FaultBackend {
                 done.synced = None;
             }
         }
+        if done.op.kind == OpKind::Sync {
+            let n = self.plan.plain_syncs_seen.fetch_add(1, SeqCst) + 1;
+            if n == self.plan.cancel_sync_nth.load(SeqCst) {
+                done.synced = None;
+            }
+        }
+        let mut delay = 0;
         if done.synced.is_some() {
             let n = self.plan.syncs_seen.fetch_add(1, SeqCst) + 1;
             if n == self.plan.fail_sync_nth.load(SeqCst) {
                 done.synced = Some(Err(self.errno()));
             }
-            let delay = self.plan.sync_delay_ms.load(SeqCst);
-            if delay > 0 {
-                self.delayed.push(Box::pin(async move {
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    done
-                }));
-                return None;
-            }
+            delay = self.plan.sync_delay_ms.load(SeqCst);
+        }
+        if done.written.is_some() {
+            delay = delay.max(self.plan.write_delay_ms.load(SeqCst));
+        }
+        if delay > 0 {
+            // A thread of its own holds the completion back (not a tokio
+            // timer): a backend dropped off the runtime waits for it, as it
+            // would for a wedged syscall.
+            let (tx, rx) = futures::channel::oneshot::channel();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(delay));
+                let _ = tx.send(done);
+            });
+            self.delayed.push(Box::pin(async move { rx.await.expect("the delaying thread sends") }));
+            return None;
         }
         Some(done)
     }
@@ -215,8 +252,19 @@ impl Backend for FaultBackend {
         self.inner.in_flight() + self.ready.len() + self.delayed.len() + usize::from(self.held.is_some())
     }
 
+    fn settled(&self) -> bool {
+        self.inner.settled() && self.in_flight() == 0
+    }
+
     fn substrate(&self) -> crate::Substrate {
         self.inner.substrate()
+    }
+}
+
+impl Drop for FaultBackend {
+    fn drop(&mut self) {
+        // Held-back completions stand for syscalls still running.
+        while futures::executor::block_on(self.delayed.next()).is_some() {}
     }
 }
 

@@ -12,6 +12,7 @@ mod buf;
 pub(crate) mod fault;
 pub(crate) mod platform;
 pub(crate) mod record;
+pub(crate) mod threads;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
 
@@ -21,8 +22,29 @@ use std::task::{Context, Poll};
 
 pub(crate) use blocking::BlockingBackend;
 pub(crate) use buf::AlignedBuf;
+pub(crate) use threads::IoThreads;
 
 use crate::segment::SegmentFile;
+
+/// The runtime the caller runs on, checked for what tidelog needs of it:
+/// [`Error::RuntimeRequired`](crate::Error::RuntimeRequired) outside one,
+/// and [`Error::Unsupported`](crate::Error::Unsupported) naming the builder
+/// call when it was built without its time driver (timeouts, stall reports,
+/// `SyncPolicy::Interval` and the group-commit window need it). A runtime
+/// without its I/O driver is fine: `Auto` then runs the `Blocking`
+/// substrate, which needs none.
+pub(crate) fn runtime() -> crate::Result<tokio::runtime::Handle> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| crate::Error::RuntimeRequired)?;
+    // tokio offers no query for its drivers; making a timer panics (inside
+    // tokio, before anything is registered) when the time driver is off.
+    let timer = std::panic::AssertUnwindSafe(|| drop(tokio::time::sleep(std::time::Duration::ZERO)));
+    if std::panic::catch_unwind(timer).is_err() {
+        return Err(crate::Error::Unsupported(
+            "the tokio runtime has no time driver: build it with `enable_time()` (or `enable_all()`)".into(),
+        ));
+    }
+    Ok(handle)
+}
 
 /// What an op does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,8 +130,14 @@ pub(crate) trait Backend: Send + 'static {
     fn submit(&mut self, op: Op);
     /// The next completion; `Pending` registers the waker.
     fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Done>;
-    /// Ops submitted and not yet reaped.
+    /// Ops submitted and not yet reported.
     fn in_flight(&self) -> usize;
+    /// Nothing of ours is in the kernel's hands: no op in flight, nor one
+    /// already reported failed whose buffers the kernel may still use.
+    /// Dropping a backend that is not settled blocks until it is.
+    fn settled(&self) -> bool {
+        self.in_flight() == 0
+    }
     /// Which substrate this is.
     fn substrate(&self) -> crate::Substrate;
 }

@@ -369,6 +369,10 @@ impl Backend for RecordingBackend {
         self.inner.in_flight()
     }
 
+    fn settled(&self) -> bool {
+        self.inner.settled()
+    }
+
     fn substrate(&self) -> crate::Substrate {
         self.inner.substrate()
     }

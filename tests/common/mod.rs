@@ -41,6 +41,15 @@ where
         Flavor::Current => tokio::runtime::Builder::new_current_thread().enable_all().build(),
     }
     .expect("runtime");
+    run_on(rt, substrate, direct, body)
+}
+
+/// [`run_io`] on a runtime of the caller's.
+pub fn run_on<F, Fut>(rt: tokio::runtime::Runtime, substrate: SubstrateChoice, direct: bool, body: F)
+where
+    F: FnOnce(JournalOptions) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let opts = JournalOptions::new().substrate(substrate).direct_io(direct);
     rt.block_on(async move {
         if substrate == SubstrateChoice::IoUring {
