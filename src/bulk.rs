@@ -26,6 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::substrate::platform;
+#[cfg(target_os = "linux")]
+use crate::substrate::uring::RangeFault;
 use crate::{Error, Result, StorageClass, Substrate, SubstrateChoice};
 
 /// Smallest adaptive chunk.
@@ -43,7 +45,16 @@ pub struct WritebackOptions {
     atomic: bool,
     adaptive: bool,
     wait_delay: Option<Duration>,
+    faults: Faults,
     substrate: SubstrateChoice,
+}
+
+/// Test seam: which writeback wait and which write to report as failed
+/// (`EIO`). 1-based; 0 means never.
+#[derive(Clone, Copy, Debug, Default)]
+struct Faults {
+    fail_wait_nth: u64,
+    fail_write_nth: u64,
 }
 
 impl Default for WritebackOptions {
@@ -54,6 +65,7 @@ impl Default for WritebackOptions {
             atomic: false,
             adaptive: true,
             wait_delay: None,
+            faults: Faults::default(),
             substrate: SubstrateChoice::Auto,
         }
     }
@@ -99,6 +111,21 @@ impl WritebackOptions {
     #[doc(hidden)]
     pub fn inject_wait_delay(mut self, delay: Duration) -> Self {
         self.wait_delay = Some(delay);
+        self
+    }
+    /// Test seam: the `nth` writeback wait (1-based) is performed, then
+    /// reported as failed with `EIO`, as a device error would be. Not a
+    /// stable API.
+    #[doc(hidden)]
+    pub fn inject_wait_failure(mut self, nth: u64) -> Self {
+        self.faults.fail_wait_nth = nth;
+        self
+    }
+    /// Test seam: the `nth` write (1-based; one per staged MiB) is
+    /// performed, then reported as failed with `EIO`. Not a stable API.
+    #[doc(hidden)]
+    pub fn inject_write_failure(mut self, nth: u64) -> Self {
+        self.faults.fail_write_nth = nth;
         self
     }
 }
@@ -198,6 +225,10 @@ pub struct WritebackFile {
     tuner: ChunkTuner,
     deadline: Duration,
     wait_delay: Option<Duration>,
+    faults: Faults,
+    /// Writeback waits and writes issued, for the fault seam's counts.
+    waits_issued: u64,
+    writes_issued: u64,
     stats: WritebackStats,
     done: bool,
     /// The writeback ring (native substrate), if any.
@@ -267,6 +298,9 @@ impl WritebackFile {
             tuner,
             deadline: opts.wait_deadline,
             wait_delay: opts.wait_delay,
+            faults: opts.faults,
+            waits_issued: 0,
+            writes_issued: 0,
             done: false,
             #[cfg(target_os = "linux")]
             ring,
@@ -315,8 +349,13 @@ impl WritebackFile {
         }
         let stage = std::mem::take(&mut self.stage);
         let (file, offset) = (self.file.clone(), self.written);
+        self.writes_issued += 1;
+        let fail = self.writes_issued == self.faults.fail_write_nth;
         let (result, stage) = blocking(&self.path, move || {
-            let result = platform::pwrite_all(&file, &stage, offset);
+            let mut result = platform::pwrite_all(&file, &stage, offset);
+            if fail && result.is_ok() {
+                result = Err(std::io::Error::from_raw_os_error(libc::EIO)); // test seam
+            }
             Ok((result, stage))
         })
         .await?
@@ -340,16 +379,19 @@ impl WritebackFile {
             return Ok(()); // nothing to write back, or the device is stuck
         }
         let (file, previous, delay) = (self.file.clone(), self.previous.replace(chunk), self.wait_delay);
+        if previous.is_some() {
+            self.waits_issued += 1;
+        }
+        let fail = self.waits_issued == self.faults.fail_wait_nth && previous.is_some();
         #[cfg(target_os = "linux")]
         if let Some(ring) = self.ring.as_mut() {
             let job = async move {
-                ring.sync_range(&file, chunk.0, chunk.1, platform::SFR_START).await?;
+                ring.sync_range(&file, chunk.0, chunk.1, platform::SFR_START, RangeFault::default()).await?;
                 let Some(prev) = previous else { return Ok(None) };
                 let t = Instant::now();
-                if let Some(delay) = delay {
-                    tokio::time::sleep(delay).await; // test seam: a slow device
-                }
-                ring.sync_range(&file, prev.0, prev.1, platform::SFR_WAIT).await?;
+                // Test seam: a slow device holds the wait in the kernel.
+                let fault = RangeFault { delay, fail };
+                ring.sync_range(&file, prev.0, prev.1, platform::SFR_WAIT, fault).await?;
                 Ok(Some(t.elapsed()))
             };
             let outcome = tokio::time::timeout(self.deadline, job).await.map(Ok);
@@ -363,6 +405,9 @@ impl WritebackFile {
                 std::thread::sleep(delay); // test seam: a slow device
             }
             platform::wait_writeback(&file, prev.0, prev.1)?;
+            if fail {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO)); // test seam
+            }
             Ok(Some(t.elapsed()))
         });
         let outcome = tokio::time::timeout(self.deadline, job).await;

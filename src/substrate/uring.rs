@@ -374,24 +374,54 @@ impl Drop for UringBackend {
 /// bulk writer's writeback waits run in the kernel's workers while the task
 /// awaits the completion, not on a thread of tokio's blocking pool.
 ///
-/// No user memory is referenced by its SQEs: only a file descriptor, which
-/// the kernel takes its own reference to at submission. The file is also
-/// kept here until its completion is reaped, so a wait abandoned by a
-/// timeout leaves nothing behind but a later-reaped CQE.
+/// No user memory is referenced by its SQEs but a file descriptor, which
+/// the kernel takes its own reference to at submission (and the test seam's
+/// timer, which the kernel copies at submission). Both are also kept here
+/// until the completion is reaped, so a wait abandoned by a timeout leaves
+/// nothing behind but a later-reaped CQE.
 pub(crate) struct RangeRing {
     // Field order matters: the readiness registration goes before the ring.
     readiness: AsyncFd<RingFd>,
     ring: IoUring,
     next_id: u64,
-    /// Ops submitted and not reaped: their id and the file they name.
-    pending: Vec<(u64, std::sync::Arc<std::fs::File>)>,
+    /// Ops submitted and not reaped.
+    pending: Vec<InFlight>,
     /// Results reaped for ids still awaited (or abandoned).
     results: std::collections::HashMap<u64, i32>,
 }
 
-/// At most this many range ops in flight (a chunk's start and the previous
-/// chunk's wait, plus waits abandoned by a deadline); the CQ holds twice the
-/// ring's entries.
+/// Test seam: a fault injected into one range op; the default injects
+/// nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RangeFault {
+    /// Hold the op in the kernel this long before it runs (a timer SQE
+    /// hard-linked ahead of it): a slow device, with the op really in
+    /// flight, so a caller that gives up on it abandons a live op.
+    pub(crate) delay: Option<std::time::Duration>,
+    /// Report the op as failed with `EIO`, whatever the kernel returned.
+    pub(crate) fail: bool,
+}
+
+/// One SQE in the kernel and what it needs alive until its CQE is reaped.
+struct InFlight {
+    id: u64,
+    held: Held,
+    /// Test seam: report it as failed with `EIO`.
+    fail: bool,
+}
+
+/// Kept only to be alive until the CQE (hence never read).
+enum Held {
+    /// A range op's file: its fd stays open, so cannot be reused under it.
+    File { _file: std::sync::Arc<std::fs::File> },
+    /// A seam timer's timespec, which its SQE points to. Its CQE (`-ETIME`)
+    /// is nobody's result.
+    Timer { _timespec: Box<types::Timespec> },
+}
+
+/// At most this many SQEs in flight (a chunk's start and the previous
+/// chunk's wait, a seam timer, plus ops abandoned by a deadline); the CQ
+/// holds twice the ring's entries.
 const RANGE_RING_ENTRIES: u32 = 8;
 
 impl RangeRing {
@@ -408,27 +438,17 @@ impl RangeRing {
         Ok(RangeRing { readiness, ring, next_id: 0, pending: Vec::new(), results: Default::default() })
     }
 
-    /// `sync_file_range(file, offset, len, flags)`, awaited.
+    /// `sync_file_range(file, offset, len, flags)`, awaited; `fault` is a
+    /// test seam (`RangeFault::default()` in production).
     pub(crate) async fn sync_range(
         &mut self,
         file: &std::sync::Arc<std::fs::File>,
         offset: u64,
         len: u64,
         flags: u32,
+        fault: RangeFault,
     ) -> io::Result<()> {
-        if self.pending.len() >= RANGE_RING_ENTRIES as usize {
-            return Err(io::Error::other("too many writeback waits still in the kernel"));
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        let len = u32::try_from(len).map_err(|_| io::Error::other("a writeback range over 4 GiB"))?;
-        let sqe = opcode::SyncFileRange::new(types::Fd(file.as_raw_fd()), len).offset(offset).flags(flags).build();
-        // SAFETY: the entry references no memory of ours, only the fd, which
-        // stays open (`pending` holds the file) until its CQE is reaped.
-        if unsafe { self.ring.submission().push(&sqe.user_data(id)) }.is_err() {
-            return Err(io::Error::other("the writeback ring's submission queue is full"));
-        }
-        self.pending.push((id, file.clone()));
+        let id = self.push(file, offset, len, flags, fault)?;
         loop {
             match self.ring.submit() {
                 Ok(_) => break,
@@ -448,13 +468,63 @@ impl RangeRing {
         }
     }
 
+    /// Queues the op (behind the seam's timer, if any); returns its id.
+    fn push(
+        &mut self,
+        file: &std::sync::Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+        flags: u32,
+        fault: RangeFault,
+    ) -> io::Result<u64> {
+        let sqes = if fault.delay.is_some() { 2 } else { 1 };
+        if self.pending.len() + sqes > RANGE_RING_ENTRIES as usize {
+            return Err(io::Error::other("too many writeback waits still in the kernel"));
+        }
+        let len = u32::try_from(len).map_err(|_| io::Error::other("a writeback range over 4 GiB"))?;
+        let (timer_id, id) = (self.next_id, self.next_id + 1);
+        self.next_id += 2;
+        let op = opcode::SyncFileRange::new(types::Fd(file.as_raw_fd()), len)
+            .offset(offset)
+            .flags(flags)
+            .build()
+            .user_data(id);
+        let timer = fault.delay.map(|delay| Box::new(types::Timespec::from(delay)));
+        let pushed = match &timer {
+            // SAFETY: the entry references no memory of ours, only the fd,
+            // which stays open (`pending` holds the file) until its CQE is
+            // reaped.
+            None => unsafe { self.ring.submission().push(&op) },
+            Some(ts) => {
+                let head = opcode::Timeout::new(&**ts).build().flags(squeue::Flags::IO_HARDLINK).user_data(timer_id);
+                // SAFETY: as above for `op`; the timer's entry points to the
+                // boxed timespec, which `pending` keeps (unmoved on the heap)
+                // until its CQE is reaped. A hard link runs `op` after the
+                // timer expires although the timer "fails" with -ETIME.
+                unsafe { self.ring.submission().push_multiple(&[head, op]) }
+            }
+        };
+        if pushed.is_err() {
+            return Err(io::Error::other("the writeback ring's submission queue is full"));
+        }
+        if let Some(ts) = timer {
+            self.pending.push(InFlight { id: timer_id, held: Held::Timer { _timespec: ts }, fail: false });
+        }
+        self.pending.push(InFlight { id, held: Held::File { _file: file.clone() }, fail: fault.fail });
+        Ok(id)
+    }
+
     fn reap(&mut self) {
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in cq {
             let id = cqe.user_data();
-            self.pending.retain(|(p, _)| *p != id);
-            self.results.insert(id, cqe.result());
+            // Every CQE answers an SQE in `pending`; nothing else uses the ring.
+            let Some(at) = self.pending.iter().position(|p| p.id == id) else { continue };
+            let done = self.pending.swap_remove(at);
+            if let Held::File { .. } = done.held {
+                self.results.insert(id, if done.fail { -libc::EIO } else { cqe.result() });
+            }
         }
     }
 }
