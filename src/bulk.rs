@@ -10,14 +10,23 @@
 //! Nothing blocks a tokio worker: on the native substrate the writeback
 //! calls are `IORING_OP_SYNC_FILE_RANGE` ops on a small ring of the
 //! writer's own, awaited through the ring fd's readiness; otherwise they run
-//! on tokio's blocking pool, as the writes always do.
+//! on tokio's blocking pool, as the writes always do. They run on a second
+//! open file description of the file, so that a writeback error they
+//! report is not consumed for the final `fdatasync` on the writing one.
 //!
 //! The chunk adapts: it grows while the measured waits stay short (the
 //! device keeps up) and shrinks when their p95 gets long, within
 //! [4 MiB, 256 MiB], seeded from the [`StorageClass`]. A wait longer than the
 //! deadline marks the writer degraded: one `tracing::error!`, later chunks
-//! skip the wait (the stuck syscall finishes on its blocking thread, holding
-//! its own handle to the file), and `finish` still makes the file durable.
+//! skip the wait, and `finish` still makes the file durable. The abandoned
+//! wait is not forgotten (the stuck call finishes in the kernel or on its
+//! blocking thread, holding its own handle to the file): `finish` looks at
+//! its result, after its `fdatasync`, for up to one more deadline.
+//!
+//! A failed write or writeback wait is final, as a failed sync is for the
+//! journal: the writer keeps the first error, every later `write_all`
+//! returns it, and `finish` returns it without renaming anything — it must
+//! never report durable what the kernel may have dropped.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -209,7 +218,13 @@ impl ChunkTuner {
 /// docs.
 #[derive(Debug)]
 pub struct WritebackFile {
+    /// The writing description: every `pwrite`, and the final `fdatasync`
+    /// that decides durability.
     file: Arc<File>,
+    /// A second open file description of the same file, for the writeback
+    /// calls only, so that they never consume a writeback error the final
+    /// `fdatasync` must see (see `create`).
+    writeback: Arc<File>,
     /// Where the bytes go (a temporary name when atomic).
     path: PathBuf,
     target: PathBuf,
@@ -231,6 +246,13 @@ pub struct WritebackFile {
     writes_issued: u64,
     stats: WritebackStats,
     done: bool,
+    /// The first failed write or writeback call. Final: the kernel may have
+    /// dropped the pages, so nothing after it may be called durable.
+    failed: Option<Error>,
+    /// Blocking substrate: the writeback job abandoned at its deadline,
+    /// kept so that `finish` still sees its result. At most one: the writer
+    /// degrades and issues no more waits.
+    abandoned: Option<tokio::task::JoinHandle<std::io::Result<Option<Duration>>>>,
     /// The writeback ring (native substrate), if any.
     #[cfg(target_os = "linux")]
     ring: Option<crate::substrate::uring::RangeRing>,
@@ -240,9 +262,11 @@ async fn blocking<T: Send + 'static>(
     path: &Path,
     job: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<std::io::Result<T>> {
-    tokio::task::spawn_blocking(job)
-        .await
-        .map_err(|e| Error::io("bulk write task", path, std::io::Error::other(e.to_string())))
+    tokio::task::spawn_blocking(job).await.map_err(|e| task_failed(path, e))
+}
+
+fn task_failed(path: &Path, e: tokio::task::JoinError) -> Error {
+    Error::io("bulk write task", path, std::io::Error::other(e.to_string()))
 }
 
 impl WritebackFile {
@@ -261,9 +285,22 @@ impl WritebackFile {
             if opts.atomic { dir.join(format!(".{}.tidelog-tmp", name.to_string_lossy())) } else { target.clone() };
         let class = StorageClass::of(&dir)?;
         let open_path = path.clone();
-        let file = blocking(&path, move || OpenOptions::new().write(true).create(true).truncate(true).open(&open_path))
-            .await?
-            .map_err(|e| Error::io("create file", &path, e))?;
+        let (file, writeback) = blocking(&path, move || {
+            let file = OpenOptions::new().write(true).create(true).truncate(true).open(&open_path)?;
+            // The writeback calls get a description of their own. A failed
+            // writeback is reported once per open file description (errseq):
+            // a `sync_file_range` wait on the writing description would
+            // consume the error, and the final `fdatasync` there would then
+            // succeed over lost pages. Each description sees every error
+            // since its open, so the `fdatasync` on `file` still sees an
+            // error that a wait on this one already reported. (Read access
+            // would do for Linux's `sync_file_range`; write access keeps the
+            // non-Linux fallback, an fsync, legal everywhere.)
+            let writeback = OpenOptions::new().write(true).open(&open_path)?;
+            Ok((file, writeback))
+        })
+        .await?
+        .map_err(|e| Error::io("create file", &path, e))?;
         #[cfg(target_os = "linux")]
         let ring = match opts.substrate {
             SubstrateChoice::Blocking => None,
@@ -285,6 +322,7 @@ impl WritebackFile {
         tracing::debug!(path = %target.display(), class = %class, chunk = tuner.chunk, "writeback file");
         Ok(WritebackFile {
             file: Arc::new(file),
+            writeback: Arc::new(writeback),
             path,
             target,
             dir,
@@ -302,6 +340,8 @@ impl WritebackFile {
             waits_issued: 0,
             writes_issued: 0,
             done: false,
+            failed: None,
+            abandoned: None,
             #[cfg(target_os = "linux")]
             ring,
         })
@@ -326,10 +366,14 @@ impl WritebackFile {
         WritebackStats { chunk: self.tuner.chunk, ..self.stats.clone() }
     }
 
-    /// Appends `data` to the file.
+    /// Appends `data` to the file. After a failed write or writeback wait
+    /// every call returns that first error again, as `finish` does.
     pub async fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
         if self.done {
             return Err(Error::Closed);
+        }
+        if let Some(first) = &self.failed {
+            return Err(first.clone());
         }
         self.stats.bytes += data.len() as u64;
         while !data.is_empty() {
@@ -337,10 +381,19 @@ impl WritebackFile {
             self.stage.extend_from_slice(&data[..n]);
             data = &data[n..];
             if self.stage.len() == STAGE {
-                self.flush_stage().await?;
+                if let Err(e) = self.flush_stage().await {
+                    return Err(self.fail(e));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Marks the writer failed (keeping the first error) and returns the
+    /// first error. Never undone: a failed write or writeback may have lost
+    /// pages that no later sync would report.
+    fn fail(&mut self, err: Error) -> Error {
+        self.failed.get_or_insert(err).clone()
     }
 
     async fn flush_stage(&mut self) -> Result<()> {
@@ -378,7 +431,7 @@ impl WritebackFile {
         if self.class.is_memory() || self.stats.degraded {
             return Ok(()); // nothing to write back, or the device is stuck
         }
-        let (file, previous, delay) = (self.file.clone(), self.previous.replace(chunk), self.wait_delay);
+        let (file, previous, delay) = (self.writeback.clone(), self.previous.replace(chunk), self.wait_delay);
         if previous.is_some() {
             self.waits_issued += 1;
         }
@@ -394,10 +447,12 @@ impl WritebackFile {
                 ring.sync_range(&file, prev.0, prev.1, platform::SFR_WAIT, fault).await?;
                 Ok(Some(t.elapsed()))
             };
-            let outcome = tokio::time::timeout(self.deadline, job).await.map(Ok);
+            // At the deadline the op is dropped here but filed as abandoned
+            // by the ring, which keeps its result for `finish`.
+            let outcome = tokio::time::timeout(self.deadline, job).await.ok();
             return self.waited(outcome);
         }
-        let job = blocking(&self.path, move || -> std::io::Result<Option<Duration>> {
+        let mut job = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Duration>> {
             platform::start_writeback(&file, chunk.0, chunk.1)?;
             let Some(prev) = previous else { return Ok(None) };
             let t = Instant::now();
@@ -410,25 +465,32 @@ impl WritebackFile {
             }
             Ok(Some(t.elapsed()))
         });
-        let outcome = tokio::time::timeout(self.deadline, job).await;
-        self.waited(outcome)
+        match tokio::time::timeout(self.deadline, &mut job).await {
+            Ok(joined) => {
+                let done = joined.map_err(|e| task_failed(&self.path, e))?;
+                self.waited(Some(done))
+            }
+            Err(_) => {
+                // Not dropped: `finish` still looks at its result.
+                assert!(self.abandoned.is_none(), "a degraded writer issues no more writeback calls");
+                self.abandoned = Some(job);
+                self.waited(None)
+            }
+        }
     }
 
-    /// Accounts for one chunk's writeback calls: the wait's latency, or a
-    /// deadline overrun (degraded), or the error.
-    fn waited(
-        &mut self,
-        outcome: std::result::Result<Result<std::io::Result<Option<Duration>>>, tokio::time::error::Elapsed>,
-    ) -> Result<()> {
+    /// Accounts for one chunk's writeback calls: the wait's latency, or the
+    /// error, or (`None`) a deadline overrun, which degrades the writer.
+    fn waited(&mut self, outcome: Option<std::io::Result<Option<Duration>>>) -> Result<()> {
         match outcome {
-            Ok(done) => {
-                if let Some(wait) = done?.map_err(|e| Error::io("sync_file_range", &self.path, e))? {
+            Some(done) => {
+                if let Some(wait) = done.map_err(|e| Error::io("sync_file_range", &self.path, e))? {
                     self.stats.waits += 1;
                     self.stats.max_wait = self.stats.max_wait.max(wait);
                     self.tuner.record(wait);
                 }
             }
-            Err(_) => {
+            None => {
                 self.stats.degraded = true;
                 tracing::error!(
                     path = %self.target.display(), deadline_s = self.deadline.as_secs_f64(),
@@ -441,13 +503,19 @@ impl WritebackFile {
 
     /// Writes what is staged, makes the file durable (and its directory
     /// entry, after the rename when atomic). Returns the file's length.
+    ///
+    /// After a failed write or writeback wait (now or earlier) it returns
+    /// the first error, never renames, and removes the temporary file when
+    /// atomic: the target keeps its old contents, or stays absent.
     pub async fn finish(mut self) -> Result<u64> {
-        self.flush_stage().await?;
+        if let Err(e) = self.make_durable().await {
+            let first = self.fail(e);
+            self.remove_temporary().await;
+            return Err(first);
+        }
         self.done = true;
-        let (file, path, target, dir, atomic) =
-            (self.file.clone(), self.path.clone(), self.target.clone(), self.dir.clone(), self.atomic);
+        let (path, target, dir, atomic) = (self.path.clone(), self.target.clone(), self.dir.clone(), self.atomic);
         blocking(&self.target, move || -> std::io::Result<()> {
-            platform::sync_data(&file)?;
             if atomic {
                 std::fs::rename(&path, &target)?;
             }
@@ -456,6 +524,79 @@ impl WritebackFile {
         .await?
         .map_err(|e| Error::io("finish", &self.target, e))?;
         Ok(self.written)
+    }
+
+    /// Writes what is staged and makes it durable, unless the writer failed.
+    async fn make_durable(&mut self) -> Result<()> {
+        if let Some(first) = &self.failed {
+            return Err(first.clone());
+        }
+        self.flush_stage().await?;
+        let file = self.file.clone();
+        blocking(&self.path, move || platform::sync_data(&file))
+            .await?
+            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        self.check_abandoned().await
+    }
+
+    /// Fails if a writeback call abandoned at its deadline (the degraded
+    /// path) failed.
+    ///
+    /// The `fdatasync` just done on the writing description is the
+    /// authority: it waited for all of the file's writeback and saw every
+    /// writeback error since that description was opened, whatever the
+    /// waits on the other description consumed. An abandoned wait matters
+    /// only if it failed — on a filesystem that reports writeback errors
+    /// without errseq, its wait may have cleared the error the `fdatasync`
+    /// needed. So: once the `fdatasync` is back, that writeback is over and
+    /// an abandoned call's result comes promptly; wait for it up to one
+    /// deadline (never forever: the device may be stuck), fail on an error,
+    /// and leave one still stuck after that to the `fdatasync`.
+    async fn check_abandoned(&mut self) -> Result<()> {
+        let settle = self.deadline;
+        let mut stuck = 0;
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = self.ring.as_mut() {
+            if let Ok(Err(e)) = tokio::time::timeout(settle, ring.abandoned_settled()).await {
+                return Err(Error::io("sync_file_range (abandoned)", &self.path, e));
+            }
+            if let Some(e) = ring.abandoned_failure() {
+                return Err(Error::io("sync_file_range (abandoned)", &self.path, e));
+            }
+            stuck += ring.abandoned_in_flight();
+        }
+        if let Some(mut job) = self.abandoned.take() {
+            match tokio::time::timeout(settle, &mut job).await {
+                Ok(joined) => {
+                    joined
+                        .map_err(|e| task_failed(&self.path, e))?
+                        .map_err(|e| Error::io("sync_file_range (abandoned)", &self.path, e))?;
+                }
+                Err(_) => stuck += 1, // its thread keeps its own handle to the file
+            }
+        }
+        if stuck > 0 {
+            tracing::warn!(
+                path = %self.target.display(), stuck,
+                "an abandoned writeback wait is still stuck after fdatasync; relying on fdatasync's result"
+            );
+        }
+        Ok(())
+    }
+
+    /// After a failed atomic finish: the temporary file holds nothing that
+    /// was published or durable; remove it (a later `create` would truncate
+    /// it anyway, so failing to is only logged).
+    async fn remove_temporary(&mut self) {
+        if !self.atomic {
+            return;
+        }
+        self.done = true;
+        let path = self.path.clone();
+        let removed = blocking(&self.path, move || std::fs::remove_file(&path)).await;
+        if let Err(e) = removed.and_then(|r| r.map_err(|e| Error::io("remove", &self.path, e))) {
+            tracing::warn!(error = %e, "cannot remove the temporary file of a failed atomic finish");
+        }
     }
 
     /// Abandons the file: removes what this writer created (the temporary

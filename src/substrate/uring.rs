@@ -378,7 +378,9 @@ impl Drop for UringBackend {
 /// the kernel takes its own reference to at submission (and the test seam's
 /// timer, which the kernel copies at submission). Both are also kept here
 /// until the completion is reaped, so a wait abandoned by a timeout leaves
-/// nothing behind but a later-reaped CQE.
+/// nothing behind but a later-reaped CQE — whose result is not dropped: the
+/// op is filed as abandoned, and its owner inspects it later
+/// ([`RangeRing::abandoned_settled`], [`RangeRing::abandoned_failure`]).
 pub(crate) struct RangeRing {
     // Field order matters: the readiness registration goes before the ring.
     readiness: AsyncFd<RingFd>,
@@ -388,6 +390,27 @@ pub(crate) struct RangeRing {
     pending: Vec<InFlight>,
     /// Results reaped for ids still awaited (or abandoned).
     results: std::collections::HashMap<u64, i32>,
+    /// Ops whose awaiting future was dropped before their result came: a
+    /// writeback wait abandoned at its deadline. Their results stay in
+    /// `results` until `abandoned_failure` takes them. Bounded by the
+    /// owner: a bulk writer abandons at most one op, then submits no more.
+    abandoned: Vec<u64>,
+}
+
+/// Files an awaited op as abandoned if the future awaiting it is dropped
+/// before taking its result.
+struct Awaiting<'a> {
+    ring: &'a mut RangeRing,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.ring.abandoned.push(self.id);
+        }
+    }
 }
 
 /// Test seam: a fault injected into one range op; the default injects
@@ -435,7 +458,14 @@ impl RangeRing {
             return Err("the kernel's io_uring lacks SYNC_FILE_RANGE".into());
         }
         let readiness = watch(&ring)?;
-        Ok(RangeRing { readiness, ring, next_id: 0, pending: Vec::new(), results: Default::default() })
+        Ok(RangeRing {
+            readiness,
+            ring,
+            next_id: 0,
+            pending: Vec::new(),
+            results: Default::default(),
+            abandoned: Vec::new(),
+        })
     }
 
     /// `sync_file_range(file, offset, len, flags)`, awaited; `fault` is a
@@ -449,6 +479,16 @@ impl RangeRing {
         fault: RangeFault,
     ) -> io::Result<()> {
         let id = self.push(file, offset, len, flags, fault)?;
+        // From here the op is the kernel's: dropping this future (a caller's
+        // deadline) files it as abandoned rather than losing its result.
+        let mut op = Awaiting { ring: self, id, armed: true };
+        let result = op.ring.await_result(id).await;
+        op.armed = false;
+        result
+    }
+
+    /// Submits what is queued and awaits `id`'s result.
+    async fn await_result(&mut self, id: u64) -> io::Result<()> {
         loop {
             match self.ring.submit() {
                 Ok(_) => break,
@@ -466,6 +506,50 @@ impl RangeRing {
             let mut guard = self.readiness.readable().await?;
             guard.clear_ready(); // then drain again: nothing posted meanwhile is missed
         }
+    }
+
+    /// Resolves once every abandoned op has completed (its result reaped,
+    /// not yet taken). Never resolves for an op stuck in the kernel: bound
+    /// it with a timeout.
+    pub(crate) async fn abandoned_settled(&mut self) -> io::Result<()> {
+        // An op abandoned while its submission was being retried may still
+        // sit in the SQ; nothing else would submit it now. (A transient
+        // refusal here leaves it to the caller's timeout.)
+        match self.ring.submit() {
+            Err(e) if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => return Err(e),
+            _ => {}
+        }
+        loop {
+            self.reap();
+            if self.abandoned_in_flight() == 0 {
+                return Ok(());
+            }
+            let mut guard = self.readiness.readable().await?;
+            guard.clear_ready(); // then drain again: nothing posted meanwhile is missed
+        }
+    }
+
+    /// Takes the results of abandoned ops that have completed: the first
+    /// failure among them, if any. Ops still in flight stay abandoned.
+    pub(crate) fn abandoned_failure(&mut self) -> Option<io::Error> {
+        self.reap();
+        let mut failure = None;
+        let results = &mut self.results;
+        self.abandoned.retain(|id| match results.remove(id) {
+            None => true,
+            Some(res) => {
+                if res < 0 && failure.is_none() {
+                    failure = Some(io::Error::from_raw_os_error(-res));
+                }
+                false
+            }
+        });
+        failure
+    }
+
+    /// Abandoned ops whose completion has not been reaped yet.
+    pub(crate) fn abandoned_in_flight(&self) -> usize {
+        self.abandoned.iter().filter(|id| !self.results.contains_key(id)).count()
     }
 
     /// Queues the op (behind the seam's timer, if any); returns its id.
@@ -531,6 +615,6 @@ impl RangeRing {
 
 impl std::fmt::Debug for RangeRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RangeRing({} pending)", self.pending.len())
+        write!(f, "RangeRing({} pending, {} abandoned)", self.pending.len(), self.abandoned.len())
     }
 }
