@@ -1,5 +1,6 @@
 //! `bulk::WritebackFile`: chunk boundaries, the degraded path, atomic
-//! finish, on both runtime flavours and both substrates (writeback calls on
+//! finish, failed writes and writeback waits (through the hidden fault
+//! seams), on both runtime flavours and both substrates (writeback calls on
 //! an io_uring ring of the writer's own, or on the blocking pool).
 
 use std::path::Path;
@@ -133,6 +134,154 @@ fn atomic_finish_replaces_whole_and_a_crash_before_rename_keeps_the_old_file() {
             assert!(bytes.len() == 3 << 20 && bytes.iter().all(|&b| b == 3));
             let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
             assert_eq!(names.len(), 1, "{names:?}");
+        }));
+    }
+}
+
+/// Writes `mib` MiB of `byte`, one MiB per call (one write each), and
+/// returns what each call returned.
+async fn write_mib(w: &mut WritebackFile, mib: u64, byte: u8) -> Vec<tidelog::Result<()>> {
+    let block = vec![byte; 1 << 20];
+    let mut results = Vec::new();
+    for _ in 0..mib {
+        results.push(w.write_all(&block).await);
+    }
+    results
+}
+
+/// After the first failed call, every later call fails too.
+fn assert_sticky(results: &[tidelog::Result<()>], what: &str) {
+    let first = results.iter().position(|r| r.is_err()).unwrap_or_else(|| panic!("no write_all failed after {what}"));
+    for (i, r) in results.iter().enumerate().skip(first) {
+        assert!(r.is_err(), "write_all #{} returned Ok after {what} failed #{}", i + 1, first + 1);
+    }
+}
+
+/// The directory holds exactly `names`: no temporary file is left behind.
+fn assert_only(dir: &Path, names: &[&str]) {
+    let mut found: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    found.sort();
+    assert_eq!(found, names, "files left in {}", dir.display());
+}
+
+#[test]
+fn a_failed_writeback_wait_fails_finish_with_an_error_naming_the_path() {
+    for (rt, substrate) in cells() {
+        rt.block_on(within("failed wait", async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("snapshot");
+            let opts = WritebackOptions::new().chunk(MIN_CHUNK).adaptive(false).inject_wait_failure(1);
+            let Some(mut w) = create(&path, opts, substrate).await else { return };
+            if w.storage_class().is_memory() {
+                eprintln!("SKIPPED: {} has no writeback to wait for", w.storage_class());
+                return;
+            }
+            // The first wait (for chunk 1, when chunk 2 is complete) fails.
+            let results = write_mib(&mut w, (3 * MIN_CHUNK) >> 20, 0x5A).await;
+            let finished = w.finish().await;
+            let err = match finished {
+                Ok(len) => panic!("finish reported {len} bytes durable after a failed writeback wait"),
+                Err(e) => e,
+            };
+            assert!(err.to_string().contains(&path.display().to_string()), "the error names no path: {err}");
+            assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::EIO), "{err}");
+            assert_sticky(&results, "a writeback wait");
+        }));
+    }
+}
+
+#[test]
+fn a_failed_writeback_wait_never_publishes_an_atomic_snapshot() {
+    for (rt, substrate) in cells() {
+        rt.block_on(within("failed wait, atomic", async {
+            for old in [None, Some(&b"old snapshot"[..])] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("state.snap");
+                if let Some(old) = old {
+                    std::fs::write(&path, old).unwrap();
+                }
+                let opts = WritebackOptions::new().chunk(MIN_CHUNK).adaptive(false).atomic(true).inject_wait_failure(1);
+                let Some(mut w) = create(&path, opts, substrate).await else { return };
+                if w.storage_class().is_memory() {
+                    eprintln!("SKIPPED: {} has no writeback to wait for", w.storage_class());
+                    return;
+                }
+                let _ = write_mib(&mut w, (3 * MIN_CHUNK) >> 20, 0x5A).await;
+                let finished = w.finish().await;
+                assert!(finished.is_err(), "atomic finish succeeded after a failed writeback wait: {finished:?}");
+                let err = finished.unwrap_err().to_string();
+                assert!(err.contains("state.snap"), "the error names no path: {err}");
+                match old {
+                    None => assert!(!path.exists(), "a snapshot whose writeback failed was published"),
+                    Some(old) => assert_eq!(std::fs::read(&path).unwrap(), old, "the old snapshot was replaced"),
+                }
+                assert_only(dir.path(), if old.is_some() { &["state.snap"] } else { &[] });
+            }
+        }));
+    }
+}
+
+#[test]
+fn a_failed_write_is_sticky_and_finish_neither_succeeds_nor_renames() {
+    for (rt, substrate) in cells() {
+        rt.block_on(within("failed write", async {
+            for atomic in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("state.snap");
+                std::fs::write(&path, b"old snapshot").unwrap();
+                let opts = WritebackOptions::new().atomic(atomic).inject_write_failure(2);
+                let Some(mut w) = create(&path, opts, substrate).await else { return };
+                // One write per MiB: the second fails, the fourth would be fine.
+                let results = write_mib(&mut w, 4, 0x77).await;
+                assert!(results[0].is_ok(), "{:?}", results[0]);
+                let finished = w.finish().await;
+                let err = match finished {
+                    Ok(len) => panic!("finish (atomic: {atomic}) reported {len} bytes durable after a failed write"),
+                    Err(e) => e,
+                };
+                assert!(err.to_string().contains("state.snap"), "the error names no path: {err}");
+                assert_sticky(&results, "a write");
+                if atomic {
+                    assert_eq!(std::fs::read(&path).unwrap(), b"old snapshot", "renamed after a failed write");
+                    assert_only(dir.path(), &["state.snap"]);
+                }
+            }
+        }));
+    }
+}
+
+#[test]
+fn an_abandoned_wait_that_fails_later_fails_finish() {
+    for (rt, substrate) in cells() {
+        rt.block_on(within("abandoned failed wait", async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.snap");
+            std::fs::write(&path, b"old snapshot").unwrap();
+            let opts = WritebackOptions::new()
+                .chunk(MIN_CHUNK)
+                .adaptive(false)
+                .atomic(true)
+                .wait_deadline(Duration::from_millis(100))
+                .inject_wait_delay(Duration::from_millis(300))
+                .inject_wait_failure(1);
+            let Some(mut w) = create(&path, opts, substrate).await else { return };
+            if w.storage_class().is_memory() {
+                eprintln!("SKIPPED: {} has no writeback to stall", w.storage_class());
+                return;
+            }
+            for r in write_mib(&mut w, (4 * MIN_CHUNK) >> 20, 0xE1).await {
+                r.unwrap(); // the wait's failure is not known yet
+            }
+            assert!(w.stats().degraded, "the 300 ms wait overran the 100 ms deadline");
+            // The abandoned wait completes, and fails, before finish (which
+            // would also wait for it up to one deadline after its fdatasync).
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let finished = w.finish().await;
+            assert!(finished.is_err(), "finish ignored an abandoned writeback wait that failed: {finished:?}");
+            let err = finished.unwrap_err();
+            assert!(err.to_string().contains("state.snap"), "the error names no path: {err}");
+            assert_eq!(std::fs::read(&path).unwrap(), b"old snapshot", "renamed after a failed writeback wait");
         }));
     }
 }

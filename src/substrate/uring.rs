@@ -30,7 +30,7 @@ const MAX_WRITE_LEN: usize = 1 << 30;
 /// linked). The CQ is sized well above that, so it never overflows.
 const MAX_OPS: usize = 4;
 
-struct RingFd(RawFd);
+pub(super) struct RingFd(RawFd);
 
 impl AsRawFd for RingFd {
     fn as_raw_fd(&self) -> RawFd {
@@ -82,9 +82,9 @@ pub(crate) struct UringBackend {
 }
 
 /// Registers `ring`'s fd with the runtime's reactor, to learn of completions.
-/// Both owners (`UringBackend`, `RangeRing`) declare the registration before
+/// Both owners (`UringBackend`, `range_ring::RangeRing`) declare the registration before
 /// the ring, so it is dropped first.
-fn watch(ring: &IoUring) -> Result<AsyncFd<RingFd>, String> {
+pub(super) fn watch(ring: &IoUring) -> Result<AsyncFd<RingFd>, String> {
     let fd = RingFd(ring.as_raw_fd());
     let register = std::panic::AssertUnwindSafe(|| {
         // SAFETY: the ring fd stays open and refers to the same ring for the
@@ -100,7 +100,7 @@ fn watch(ring: &IoUring) -> Result<AsyncFd<RingFd>, String> {
 }
 
 /// Why the kernel cannot run a ring, learned once per process.
-fn probe() -> Result<(), String> {
+pub(super) fn probe() -> Result<(), String> {
     static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
     PROBED
         .get_or_init(|| {
@@ -367,100 +367,5 @@ impl Drop for UringBackend {
             self.reap();
             self.ready.clear();
         }
-    }
-}
-
-/// A small ring for `sync_file_range` (`IORING_OP_SYNC_FILE_RANGE`), so a
-/// bulk writer's writeback waits run in the kernel's workers while the task
-/// awaits the completion, not on a thread of tokio's blocking pool.
-///
-/// No user memory is referenced by its SQEs: only a file descriptor, which
-/// the kernel takes its own reference to at submission. The file is also
-/// kept here until its completion is reaped, so a wait abandoned by a
-/// timeout leaves nothing behind but a later-reaped CQE.
-pub(crate) struct RangeRing {
-    // Field order matters: the readiness registration goes before the ring.
-    readiness: AsyncFd<RingFd>,
-    ring: IoUring,
-    next_id: u64,
-    /// Ops submitted and not reaped: their id and the file they name.
-    pending: Vec<(u64, std::sync::Arc<std::fs::File>)>,
-    /// Results reaped for ids still awaited (or abandoned).
-    results: std::collections::HashMap<u64, i32>,
-}
-
-/// At most this many range ops in flight (a chunk's start and the previous
-/// chunk's wait, plus waits abandoned by a deadline); the CQ holds twice the
-/// ring's entries.
-const RANGE_RING_ENTRIES: u32 = 8;
-
-impl RangeRing {
-    /// A ring, or why the kernel cannot give one.
-    pub(crate) fn new() -> Result<RangeRing, String> {
-        probe()?;
-        let ring = IoUring::new(RANGE_RING_ENTRIES).map_err(|e| format!("io_uring_setup failed: {e}"))?;
-        let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe).map_err(|e| format!("io_uring probe failed: {e}"))?;
-        if !probe.is_supported(opcode::SyncFileRange::CODE) {
-            return Err("the kernel's io_uring lacks SYNC_FILE_RANGE".into());
-        }
-        let readiness = watch(&ring)?;
-        Ok(RangeRing { readiness, ring, next_id: 0, pending: Vec::new(), results: Default::default() })
-    }
-
-    /// `sync_file_range(file, offset, len, flags)`, awaited.
-    pub(crate) async fn sync_range(
-        &mut self,
-        file: &std::sync::Arc<std::fs::File>,
-        offset: u64,
-        len: u64,
-        flags: u32,
-    ) -> io::Result<()> {
-        if self.pending.len() >= RANGE_RING_ENTRIES as usize {
-            return Err(io::Error::other("too many writeback waits still in the kernel"));
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        let len = u32::try_from(len).map_err(|_| io::Error::other("a writeback range over 4 GiB"))?;
-        let sqe = opcode::SyncFileRange::new(types::Fd(file.as_raw_fd()), len).offset(offset).flags(flags).build();
-        // SAFETY: the entry references no memory of ours, only the fd, which
-        // stays open (`pending` holds the file) until its CQE is reaped.
-        if unsafe { self.ring.submission().push(&sqe.user_data(id)) }.is_err() {
-            return Err(io::Error::other("the writeback ring's submission queue is full"));
-        }
-        self.pending.push((id, file.clone()));
-        loop {
-            match self.ring.submit() {
-                Ok(_) => break,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
-                    tokio::task::yield_now().await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        loop {
-            self.reap();
-            if let Some(res) = self.results.remove(&id) {
-                return if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(()) };
-            }
-            let mut guard = self.readiness.readable().await?;
-            guard.clear_ready(); // then drain again: nothing posted meanwhile is missed
-        }
-    }
-
-    fn reap(&mut self) {
-        let mut cq = self.ring.completion();
-        cq.sync();
-        for cqe in cq {
-            let id = cqe.user_data();
-            self.pending.retain(|(p, _)| *p != id);
-            self.results.insert(id, cqe.result());
-        }
-    }
-}
-
-impl std::fmt::Debug for RangeRing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RangeRing({} pending)", self.pending.len())
     }
 }

@@ -10,23 +10,36 @@
 //! Nothing blocks a tokio worker: on the native substrate the writeback
 //! calls are `IORING_OP_SYNC_FILE_RANGE` ops on a small ring of the
 //! writer's own, awaited through the ring fd's readiness; otherwise they run
-//! on tokio's blocking pool, as the writes always do.
+//! on tokio's blocking pool, as the writes always do. They run on a second
+//! open file description of the file, so that a writeback error they
+//! report is not consumed for the final `fdatasync` on the writing one.
 //!
 //! The chunk adapts: it grows while the measured waits stay short (the
 //! device keeps up) and shrinks when their p95 gets long, within
 //! [4 MiB, 256 MiB], seeded from the [`StorageClass`]. A wait longer than the
 //! deadline marks the writer degraded: one `tracing::error!`, later chunks
-//! skip the wait (the stuck syscall finishes on its blocking thread, holding
-//! its own handle to the file), and `finish` still makes the file durable.
+//! skip the wait, and `finish` still makes the file durable. The abandoned
+//! wait is not forgotten (the stuck call finishes in the kernel or on its
+//! blocking thread, holding its own handle to the file): `finish` looks at
+//! its result, after its `fdatasync`, for up to one more deadline.
+//!
+//! A failed write or writeback wait is final, as a failed sync is for the
+//! journal: the writer keeps the first error, every later `write_all`
+//! returns it, and `finish` returns it without renaming anything — it must
+//! never report durable what the kernel may have dropped.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::substrate::platform;
+#[cfg(target_os = "linux")]
+use crate::substrate::range_ring::RangeFault;
 use crate::{Error, Result, StorageClass, Substrate, SubstrateChoice};
+use tuner::ChunkTuner;
+
+mod tuner;
 
 /// Smallest adaptive chunk.
 pub const MIN_CHUNK: u64 = 4 << 20;
@@ -43,7 +56,16 @@ pub struct WritebackOptions {
     atomic: bool,
     adaptive: bool,
     wait_delay: Option<Duration>,
+    faults: Faults,
     substrate: SubstrateChoice,
+}
+
+/// Test seam: which writeback wait and which write to report as failed
+/// (`EIO`). 1-based; 0 means never.
+#[derive(Clone, Copy, Debug, Default)]
+struct Faults {
+    fail_wait_nth: u64,
+    fail_write_nth: u64,
 }
 
 impl Default for WritebackOptions {
@@ -54,6 +76,7 @@ impl Default for WritebackOptions {
             atomic: false,
             adaptive: true,
             wait_delay: None,
+            faults: Faults::default(),
             substrate: SubstrateChoice::Auto,
         }
     }
@@ -101,6 +124,21 @@ impl WritebackOptions {
         self.wait_delay = Some(delay);
         self
     }
+    /// Test seam: the `nth` writeback wait (1-based) is performed, then
+    /// reported as failed with `EIO`, as a device error would be. Not a
+    /// stable API.
+    #[doc(hidden)]
+    pub fn inject_wait_failure(mut self, nth: u64) -> Self {
+        self.faults.fail_wait_nth = nth;
+        self
+    }
+    /// Test seam: the `nth` write (1-based; one per staged MiB) is
+    /// performed, then reported as failed with `EIO`. Not a stable API.
+    #[doc(hidden)]
+    pub fn inject_write_failure(mut self, nth: u64) -> Self {
+        self.faults.fail_write_nth = nth;
+        self
+    }
 }
 
 /// What a [`WritebackFile`] has done so far.
@@ -120,69 +158,17 @@ pub struct WritebackStats {
     pub degraded: bool,
 }
 
-/// Picks the chunk size from the p95 of recent writeback waits.
-#[derive(Debug)]
-struct ChunkTuner {
-    chunk: u64,
-    adaptive: bool,
-    window: VecDeque<Duration>,
-}
-
-/// Waits whose p95 is below this let the chunk grow...
-const FAST_WAIT: Duration = Duration::from_millis(20);
-/// ...and above this make it shrink.
-const SLOW_WAIT: Duration = Duration::from_millis(200);
-const WINDOW: usize = 20;
-/// Samples needed before the first decision.
-const DECIDE_AFTER: usize = 4;
-
-impl ChunkTuner {
-    fn new(seed: u64, adaptive: bool) -> ChunkTuner {
-        ChunkTuner { chunk: seed.clamp(MIN_CHUNK, MAX_CHUNK), adaptive, window: VecDeque::new() }
-    }
-
-    fn seed(class: StorageClass) -> u64 {
-        match class {
-            StorageClass::Nfs => 64 << 20,
-            StorageClass::Tmpfs => MIN_CHUNK,
-            _ => 16 << 20,
-        }
-    }
-
-    fn record(&mut self, wait: Duration) {
-        if !self.adaptive {
-            return;
-        }
-        if self.window.len() == WINDOW {
-            self.window.pop_front();
-        }
-        self.window.push_back(wait);
-        if self.window.len() < DECIDE_AFTER {
-            return;
-        }
-        let mut sorted: Vec<Duration> = self.window.iter().copied().collect();
-        sorted.sort_unstable();
-        let p95 = sorted[(sorted.len() * 95).div_ceil(100) - 1];
-        let next = if p95 < FAST_WAIT {
-            (self.chunk * 2).min(MAX_CHUNK)
-        } else if p95 > SLOW_WAIT {
-            (self.chunk / 2).max(MIN_CHUNK)
-        } else {
-            self.chunk
-        };
-        if next != self.chunk {
-            tracing::debug!(from = self.chunk, to = next, p95_ms = p95.as_millis() as u64, "writeback chunk resized");
-            self.chunk = next;
-            self.window.clear(); // judge the new size on its own waits
-        }
-    }
-}
-
 /// An async sequential file writer with bounded dirty pages. See the module
 /// docs.
 #[derive(Debug)]
 pub struct WritebackFile {
+    /// The writing description: every `pwrite`, and the final `fdatasync`
+    /// that decides durability.
     file: Arc<File>,
+    /// A second open file description of the same file, for the writeback
+    /// calls only, so that they never consume a writeback error the final
+    /// `fdatasync` must see (see `create`).
+    writeback: Arc<File>,
     /// Where the bytes go (a temporary name when atomic).
     path: PathBuf,
     target: PathBuf,
@@ -198,20 +184,33 @@ pub struct WritebackFile {
     tuner: ChunkTuner,
     deadline: Duration,
     wait_delay: Option<Duration>,
+    faults: Faults,
+    /// Writeback waits and writes issued, for the fault seam's counts.
+    waits_issued: u64,
+    writes_issued: u64,
     stats: WritebackStats,
     done: bool,
+    /// The first failed write or writeback call. Final: the kernel may have
+    /// dropped the pages, so nothing after it may be called durable.
+    failed: Option<Error>,
+    /// Blocking substrate: the writeback job abandoned at its deadline,
+    /// kept so that `finish` still sees its result. At most one: the writer
+    /// degrades and issues no more waits.
+    abandoned: Option<tokio::task::JoinHandle<std::io::Result<Option<Duration>>>>,
     /// The writeback ring (native substrate), if any.
     #[cfg(target_os = "linux")]
-    ring: Option<crate::substrate::uring::RangeRing>,
+    ring: Option<crate::substrate::range_ring::RangeRing>,
 }
 
 async fn blocking<T: Send + 'static>(
     path: &Path,
     job: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<std::io::Result<T>> {
-    tokio::task::spawn_blocking(job)
-        .await
-        .map_err(|e| Error::io("bulk write task", path, std::io::Error::other(e.to_string())))
+    tokio::task::spawn_blocking(job).await.map_err(|e| task_failed(path, e))
+}
+
+fn task_failed(path: &Path, e: tokio::task::JoinError) -> Error {
+    Error::io("bulk write task", path, std::io::Error::other(e.to_string()))
 }
 
 impl WritebackFile {
@@ -230,13 +229,26 @@ impl WritebackFile {
             if opts.atomic { dir.join(format!(".{}.tidelog-tmp", name.to_string_lossy())) } else { target.clone() };
         let class = StorageClass::of(&dir)?;
         let open_path = path.clone();
-        let file = blocking(&path, move || OpenOptions::new().write(true).create(true).truncate(true).open(&open_path))
-            .await?
-            .map_err(|e| Error::io("create file", &path, e))?;
+        let (file, writeback) = blocking(&path, move || {
+            let file = OpenOptions::new().write(true).create(true).truncate(true).open(&open_path)?;
+            // The writeback calls get a description of their own. A failed
+            // writeback is reported once per open file description (errseq):
+            // a `sync_file_range` wait on the writing description would
+            // consume the error, and the final `fdatasync` there would then
+            // succeed over lost pages. Each description sees every error
+            // since its open, so the `fdatasync` on `file` still sees an
+            // error that a wait on this one already reported. (Read access
+            // would do for Linux's `sync_file_range`; write access keeps the
+            // non-Linux fallback, an fsync, legal everywhere.)
+            let writeback = OpenOptions::new().write(true).open(&open_path)?;
+            Ok((file, writeback))
+        })
+        .await?
+        .map_err(|e| Error::io("create file", &path, e))?;
         #[cfg(target_os = "linux")]
         let ring = match opts.substrate {
             SubstrateChoice::Blocking => None,
-            choice => match crate::substrate::uring::RangeRing::new() {
+            choice => match crate::substrate::range_ring::RangeRing::new() {
                 Ok(ring) => Some(ring),
                 Err(why) if choice == SubstrateChoice::IoUring => return Err(Error::Unsupported(why)),
                 Err(why) => {
@@ -254,6 +266,7 @@ impl WritebackFile {
         tracing::debug!(path = %target.display(), class = %class, chunk = tuner.chunk, "writeback file");
         Ok(WritebackFile {
             file: Arc::new(file),
+            writeback: Arc::new(writeback),
             path,
             target,
             dir,
@@ -267,7 +280,12 @@ impl WritebackFile {
             tuner,
             deadline: opts.wait_deadline,
             wait_delay: opts.wait_delay,
+            faults: opts.faults,
+            waits_issued: 0,
+            writes_issued: 0,
             done: false,
+            failed: None,
+            abandoned: None,
             #[cfg(target_os = "linux")]
             ring,
         })
@@ -292,10 +310,14 @@ impl WritebackFile {
         WritebackStats { chunk: self.tuner.chunk, ..self.stats.clone() }
     }
 
-    /// Appends `data` to the file.
+    /// Appends `data` to the file. After a failed write or writeback wait
+    /// every call returns that first error again, as `finish` does.
     pub async fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
         if self.done {
             return Err(Error::Closed);
+        }
+        if let Some(first) = &self.failed {
+            return Err(first.clone());
         }
         self.stats.bytes += data.len() as u64;
         while !data.is_empty() {
@@ -303,10 +325,19 @@ impl WritebackFile {
             self.stage.extend_from_slice(&data[..n]);
             data = &data[n..];
             if self.stage.len() == STAGE {
-                self.flush_stage().await?;
+                if let Err(e) = self.flush_stage().await {
+                    return Err(self.fail(e));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Marks the writer failed (keeping the first error) and returns the
+    /// first error. Never undone: a failed write or writeback may have lost
+    /// pages that no later sync would report.
+    fn fail(&mut self, err: Error) -> Error {
+        self.failed.get_or_insert(err).clone()
     }
 
     async fn flush_stage(&mut self) -> Result<()> {
@@ -315,8 +346,13 @@ impl WritebackFile {
         }
         let stage = std::mem::take(&mut self.stage);
         let (file, offset) = (self.file.clone(), self.written);
+        self.writes_issued += 1;
+        let fail = self.writes_issued == self.faults.fail_write_nth;
         let (result, stage) = blocking(&self.path, move || {
-            let result = platform::pwrite_all(&file, &stage, offset);
+            let mut result = platform::pwrite_all(&file, &stage, offset);
+            if fail && result.is_ok() {
+                result = Err(std::io::Error::from_raw_os_error(libc::EIO)); // test seam
+            }
             Ok((result, stage))
         })
         .await?
@@ -339,23 +375,28 @@ impl WritebackFile {
         if self.class.is_memory() || self.stats.degraded {
             return Ok(()); // nothing to write back, or the device is stuck
         }
-        let (file, previous, delay) = (self.file.clone(), self.previous.replace(chunk), self.wait_delay);
+        let (file, previous, delay) = (self.writeback.clone(), self.previous.replace(chunk), self.wait_delay);
+        if previous.is_some() {
+            self.waits_issued += 1;
+        }
+        let fail = self.waits_issued == self.faults.fail_wait_nth && previous.is_some();
         #[cfg(target_os = "linux")]
         if let Some(ring) = self.ring.as_mut() {
             let job = async move {
-                ring.sync_range(&file, chunk.0, chunk.1, platform::SFR_START).await?;
+                ring.sync_range(&file, chunk.0, chunk.1, platform::SFR_START, RangeFault::default()).await?;
                 let Some(prev) = previous else { return Ok(None) };
                 let t = Instant::now();
-                if let Some(delay) = delay {
-                    tokio::time::sleep(delay).await; // test seam: a slow device
-                }
-                ring.sync_range(&file, prev.0, prev.1, platform::SFR_WAIT).await?;
+                // Test seam: a slow device holds the wait in the kernel.
+                let fault = RangeFault { delay, fail };
+                ring.sync_range(&file, prev.0, prev.1, platform::SFR_WAIT, fault).await?;
                 Ok(Some(t.elapsed()))
             };
-            let outcome = tokio::time::timeout(self.deadline, job).await.map(Ok);
+            // At the deadline the op is dropped here but filed as abandoned
+            // by the ring, which keeps its result for `finish`.
+            let outcome = tokio::time::timeout(self.deadline, job).await.ok();
             return self.waited(outcome);
         }
-        let job = blocking(&self.path, move || -> std::io::Result<Option<Duration>> {
+        let mut job = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Duration>> {
             platform::start_writeback(&file, chunk.0, chunk.1)?;
             let Some(prev) = previous else { return Ok(None) };
             let t = Instant::now();
@@ -363,27 +404,37 @@ impl WritebackFile {
                 std::thread::sleep(delay); // test seam: a slow device
             }
             platform::wait_writeback(&file, prev.0, prev.1)?;
+            if fail {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO)); // test seam
+            }
             Ok(Some(t.elapsed()))
         });
-        let outcome = tokio::time::timeout(self.deadline, job).await;
-        self.waited(outcome)
+        match tokio::time::timeout(self.deadline, &mut job).await {
+            Ok(joined) => {
+                let done = joined.map_err(|e| task_failed(&self.path, e))?;
+                self.waited(Some(done))
+            }
+            Err(_) => {
+                // Not dropped: `finish` still looks at its result.
+                assert!(self.abandoned.is_none(), "a degraded writer issues no more writeback calls");
+                self.abandoned = Some(job);
+                self.waited(None)
+            }
+        }
     }
 
-    /// Accounts for one chunk's writeback calls: the wait's latency, or a
-    /// deadline overrun (degraded), or the error.
-    fn waited(
-        &mut self,
-        outcome: std::result::Result<Result<std::io::Result<Option<Duration>>>, tokio::time::error::Elapsed>,
-    ) -> Result<()> {
+    /// Accounts for one chunk's writeback calls: the wait's latency, or the
+    /// error, or (`None`) a deadline overrun, which degrades the writer.
+    fn waited(&mut self, outcome: Option<std::io::Result<Option<Duration>>>) -> Result<()> {
         match outcome {
-            Ok(done) => {
-                if let Some(wait) = done?.map_err(|e| Error::io("sync_file_range", &self.path, e))? {
+            Some(done) => {
+                if let Some(wait) = done.map_err(|e| Error::io("sync_file_range", &self.path, e))? {
                     self.stats.waits += 1;
                     self.stats.max_wait = self.stats.max_wait.max(wait);
                     self.tuner.record(wait);
                 }
             }
-            Err(_) => {
+            None => {
                 self.stats.degraded = true;
                 tracing::error!(
                     path = %self.target.display(), deadline_s = self.deadline.as_secs_f64(),
@@ -396,13 +447,19 @@ impl WritebackFile {
 
     /// Writes what is staged, makes the file durable (and its directory
     /// entry, after the rename when atomic). Returns the file's length.
+    ///
+    /// After a failed write or writeback wait (now or earlier) it returns
+    /// the first error, never renames, and removes the temporary file when
+    /// atomic: the target keeps its old contents, or stays absent.
     pub async fn finish(mut self) -> Result<u64> {
-        self.flush_stage().await?;
+        if let Err(e) = self.make_durable().await {
+            let first = self.fail(e);
+            self.remove_temporary().await;
+            return Err(first);
+        }
         self.done = true;
-        let (file, path, target, dir, atomic) =
-            (self.file.clone(), self.path.clone(), self.target.clone(), self.dir.clone(), self.atomic);
+        let (path, target, dir, atomic) = (self.path.clone(), self.target.clone(), self.dir.clone(), self.atomic);
         blocking(&self.target, move || -> std::io::Result<()> {
-            platform::sync_data(&file)?;
             if atomic {
                 std::fs::rename(&path, &target)?;
             }
@@ -413,69 +470,84 @@ impl WritebackFile {
         Ok(self.written)
     }
 
+    /// Writes what is staged and makes it durable, unless the writer failed.
+    async fn make_durable(&mut self) -> Result<()> {
+        if let Some(first) = &self.failed {
+            return Err(first.clone());
+        }
+        self.flush_stage().await?;
+        let file = self.file.clone();
+        blocking(&self.path, move || platform::sync_data(&file))
+            .await?
+            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        self.check_abandoned().await
+    }
+
+    /// Fails if a writeback call abandoned at its deadline (the degraded
+    /// path) failed.
+    ///
+    /// The `fdatasync` just done on the writing description is the
+    /// authority: it waited for all of the file's writeback and saw every
+    /// writeback error since that description was opened, whatever the
+    /// waits on the other description consumed. An abandoned wait matters
+    /// only if it failed — on a filesystem that reports writeback errors
+    /// without errseq, its wait may have cleared the error the `fdatasync`
+    /// needed. So: once the `fdatasync` is back, that writeback is over and
+    /// an abandoned call's result comes promptly; wait for it up to one
+    /// deadline (never forever: the device may be stuck), fail on an error,
+    /// and leave one still stuck after that to the `fdatasync`.
+    async fn check_abandoned(&mut self) -> Result<()> {
+        let settle = self.deadline;
+        let mut stuck = 0;
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = self.ring.as_mut() {
+            if let Ok(Err(e)) = tokio::time::timeout(settle, ring.abandoned_settled()).await {
+                return Err(Error::io("sync_file_range (abandoned)", &self.path, e));
+            }
+            if let Some(e) = ring.abandoned_failure() {
+                return Err(Error::io("sync_file_range (abandoned)", &self.path, e));
+            }
+            stuck += ring.abandoned_in_flight();
+        }
+        if let Some(mut job) = self.abandoned.take() {
+            match tokio::time::timeout(settle, &mut job).await {
+                Ok(joined) => {
+                    joined
+                        .map_err(|e| task_failed(&self.path, e))?
+                        .map_err(|e| Error::io("sync_file_range (abandoned)", &self.path, e))?;
+                }
+                Err(_) => stuck += 1, // its thread keeps its own handle to the file
+            }
+        }
+        if stuck > 0 {
+            tracing::warn!(
+                path = %self.target.display(), stuck,
+                "an abandoned writeback wait is still stuck after fdatasync; relying on fdatasync's result"
+            );
+        }
+        Ok(())
+    }
+
+    /// After a failed atomic finish: the temporary file holds nothing that
+    /// was published or durable; remove it (a later `create` would truncate
+    /// it anyway, so failing to is only logged).
+    async fn remove_temporary(&mut self) {
+        if !self.atomic {
+            return;
+        }
+        self.done = true;
+        let path = self.path.clone();
+        let removed = blocking(&self.path, move || std::fs::remove_file(&path)).await;
+        if let Err(e) = removed.and_then(|r| r.map_err(|e| Error::io("remove", &self.path, e))) {
+            tracing::warn!(error = %e, "cannot remove the temporary file of a failed atomic finish");
+        }
+    }
+
     /// Abandons the file: removes what this writer created (the temporary
     /// file when atomic, else the partial file).
     pub async fn abort(mut self) -> Result<()> {
         self.done = true;
         let path = self.path.clone();
         blocking(&self.path, move || std::fs::remove_file(&path)).await?.map_err(|e| Error::io("remove", &self.path, e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    #[test]
-    fn the_chunk_grows_while_waits_are_short_and_shrinks_when_slow() {
-        let mut t = ChunkTuner::new(16 << 20, true);
-        for _ in 0..3 {
-            t.record(ms(1));
-        }
-        assert_eq!(t.chunk, 16 << 20, "no decision before enough samples");
-        t.record(ms(1));
-        assert_eq!(t.chunk, 32 << 20);
-        for _ in 0..40 {
-            t.record(ms(2));
-        }
-        assert_eq!(t.chunk, MAX_CHUNK, "bounded above");
-        for _ in 0..4 {
-            t.record(ms(500));
-        }
-        assert_eq!(t.chunk, MAX_CHUNK / 2);
-        for _ in 0..100 {
-            t.record(ms(500));
-        }
-        assert_eq!(t.chunk, MIN_CHUNK, "bounded below");
-    }
-
-    #[test]
-    fn one_slow_wait_in_twenty_does_not_shrink_but_two_do() {
-        let mut t = ChunkTuner::new(64 << 20, true);
-        // Between the thresholds: the size holds.
-        for _ in 0..20 {
-            t.record(ms(100));
-        }
-        assert_eq!(t.chunk, 64 << 20);
-        t.record(ms(300));
-        assert_eq!(t.chunk, 64 << 20, "one outlier in twenty is above the p95");
-        t.record(ms(300));
-        assert_eq!(t.chunk, 32 << 20, "two put the p95 above the slow threshold");
-    }
-
-    #[test]
-    fn a_fixed_chunk_never_moves_and_seeds_follow_the_class() {
-        let mut t = ChunkTuner::new(8 << 20, false);
-        for _ in 0..20 {
-            t.record(ms(1));
-        }
-        assert_eq!(t.chunk, 8 << 20);
-        assert_eq!(ChunkTuner::new(1, true).chunk, MIN_CHUNK);
-        assert_eq!(ChunkTuner::seed(StorageClass::Nfs), 64 << 20);
-        assert_eq!(ChunkTuner::seed(StorageClass::Ext4), 16 << 20);
     }
 }
