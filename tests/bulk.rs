@@ -291,3 +291,30 @@ fn without_a_runtime_create_says_so() {
     let err = futures::executor::block_on(WritebackFile::create("/tmp/x", WritebackOptions::new())).unwrap_err();
     assert!(matches!(err, tidelog::Error::RuntimeRequired), "{err}");
 }
+
+/// `write_all` dropped while its bytes are being written (a timeout around
+/// it, a `select!` that took another branch) loses them: every later call
+/// and `finish` must say so, never report the file whole.
+#[test]
+fn a_write_all_cancelled_mid_write_fails_the_writer() {
+    use futures::FutureExt;
+    for (rt, substrate) in cells() {
+        rt.block_on(within("cancelled write", async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.snap");
+            let Some(mut w) = create(&path, WritebackOptions::new().atomic(true), substrate).await else { return };
+            w.write_all(&pattern(0, 1000)).await.unwrap();
+            // One write per MiB staged: the future, polled once and
+            // dropped, is still waiting for one of them (even on a loaded
+            // machine that lets a few complete within the poll).
+            let big = pattern(1000, 32 << 20);
+            let polled = w.write_all(&big).now_or_never();
+            assert!(polled.is_none(), "the write is in flight: {polled:?}");
+            let err = w.write_all(b"more").await.unwrap_err();
+            assert!(err.to_string().contains("cancelled"), "{err}");
+            let err = w.finish().await.unwrap_err();
+            assert!(err.to_string().contains("cancelled"), "{err}");
+            assert!(!path.exists(), "nothing renamed into place");
+        }));
+    }
+}

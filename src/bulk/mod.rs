@@ -216,7 +216,7 @@ fn task_failed(path: &Path, e: tokio::task::JoinError) -> Error {
 impl WritebackFile {
     /// Creates (or truncates) `path` for writing. Needs a tokio runtime.
     pub async fn create(path: impl AsRef<Path>, opts: WritebackOptions) -> Result<WritebackFile> {
-        tokio::runtime::Handle::try_current().map_err(|_| Error::RuntimeRequired)?;
+        crate::substrate::runtime()?; // its deadlines need the time driver
         let target = path.as_ref().to_path_buf();
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -344,6 +344,19 @@ impl WritebackFile {
         if self.stage.is_empty() {
             return Ok(());
         }
+        // Until the write and its writeback calls complete, the writer
+        // counts as failed: a caller that drops `write_all` (or `finish`)
+        // mid-flight loses the staged bytes, and nothing after that may
+        // claim the file whole.
+        debug_assert!(self.failed.is_none(), "callers check for a failure first");
+        let why = "a write_all or finish was cancelled while writing: bytes were lost";
+        self.failed = Some(Error::io("write", &self.path, std::io::Error::other(why)));
+        let result = self.write_stage().await;
+        self.failed = None;
+        result
+    }
+
+    async fn write_stage(&mut self) -> Result<()> {
         let stage = std::mem::take(&mut self.stage);
         let (file, offset) = (self.file.clone(), self.written);
         self.writes_issued += 1;
