@@ -13,10 +13,13 @@
 //! back. Dropping the backend waits for ops still in flight.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use tokio::io::unix::AsyncFd;
@@ -58,27 +61,75 @@ struct Slot {
     /// For a write of several buffers: their iovecs, alive until the CQE.
     _iovecs: IoVecs,
     cqes_left: u8,
-    /// Its completion was already reported (submission failed); reaping
-    /// its CQEs only frees the slot.
+    /// Its completion was already reported (failed: the ring broke under
+    /// it); its buffers and file stay here until its CQEs are reaped.
     zombie: bool,
     written: Option<io::Result<usize>>,
     synced: Option<io::Result<()>>,
 }
+
+/// How long transient `io_uring_enter` failures (`EAGAIN`, `EBUSY`: the
+/// kernel is short of memory for requests) are retried before the queued
+/// ops fail.
+const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(2);
+/// The pause between such retries.
+const SUBMIT_RETRY_EVERY: Duration = Duration::from_millis(1);
 
 pub(crate) struct UringBackend {
     // Field order matters: the readiness registration goes before the ring.
     readiness: AsyncFd<RingFd>,
     ring: IoUring,
     slots: Vec<Option<Slot>>,
-    /// SQEs pushed but not yet accepted by `io_uring_enter`.
-    unsubmitted: bool,
-    /// Slots whose SQEs sit in the SQ not yet accepted by the kernel.
-    queued_slots: Vec<usize>,
-    /// Buffers of ops failed at submission, kept until drop.
-    parked: Vec<Op>,
+    /// SQEs pushed and not yet accepted by `io_uring_enter`, oldest first:
+    /// (slot, how many SQEs of it).
+    queued: VecDeque<(usize, u8)>,
+    /// Since when `io_uring_enter` has failed transiently, and the timer
+    /// that retries it (nothing else would wake the driver if no op is in
+    /// the kernel).
+    retrying: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
+    /// The ring failed for good (a hard `io_uring_enter` or readiness
+    /// error): every op still in it, and every later one, fails with this.
+    broken: Option<(io::ErrorKind, String)>,
     zombies: usize,
     ready: VecDeque<Done>,
+    /// Slots in use, zombies included.
     in_flight: usize,
+    #[cfg(test)]
+    inject: Inject,
+}
+
+/// Failures the unit tests inject where the kernel would report them.
+#[cfg(test)]
+#[derive(Default)]
+struct Inject {
+    /// Errnos the next `io_uring_enter` calls return instead of running.
+    submit_errors: VecDeque<i32>,
+    /// The submission queue reports no room.
+    sq_full: bool,
+    /// Readiness polling fails.
+    readiness_error: bool,
+}
+
+/// An op's outcome when it cannot reach the kernel or the ring broke under
+/// it: the same kind and lane, no bytes, every part failed with `why`.
+fn failed(op: &Op, kind: io::ErrorKind, why: &str) -> Done {
+    let err = || io::Error::new(kind, why.to_string());
+    let returned = Op { kind: op.kind, lane: op.lane, ..Op::sync(op.file.clone()) };
+    let written = (op.kind != OpKind::Sync).then(|| Err(err()));
+    let synced = (op.kind != OpKind::Write).then(|| Err(err()));
+    Done { op: returned, written, synced }
+}
+
+/// What an fsync CQE's result means. A linked sync cancelled because its
+/// write came up short did not run: no result, and the driver starts a new
+/// round. A plain sync cannot be cancelled by a link: a cancellation there
+/// (the kernel tore the request down) is a failure, never silence.
+fn sync_result(linked: bool, res: i32) -> Option<io::Result<()>> {
+    match res {
+        r if r >= 0 => Some(Ok(())),
+        r if -r == libc::ECANCELED && linked => None,
+        r => Some(Err(io::Error::from_raw_os_error(-r))),
+    }
 }
 
 /// Registers `ring`'s fd with the runtime's reactor, to learn of completions.
@@ -139,73 +190,80 @@ impl UringBackend {
             readiness,
             ring,
             slots: (0..MAX_OPS).map(|_| None).collect(),
-            unsubmitted: false,
-            queued_slots: Vec::new(),
-            parked: Vec::new(),
+            queued: VecDeque::new(),
+            retrying: None,
+            broken: None,
             zombies: 0,
             ready: VecDeque::new(),
             in_flight: 0,
+            #[cfg(test)]
+            inject: Inject::default(),
         })
     }
 
-    fn push(&mut self, entry: &squeue::Entry) {
-        loop {
-            // SAFETY: every pointer in `entry` refers to a buffer and fd
-            // owned by an op in `self.slots`, which stays there, unmoved on
-            // the heap, until the entry's CQE is reaped.
-            if unsafe { self.ring.submission().push(entry) }.is_ok() {
-                self.unsubmitted = true;
-                return;
-            }
-            // SQ full: hand what is queued to the kernel, then retry. With
-            // MAX_OPS bounded well below the SQ size this does not recur.
-            self.flush();
+    /// Free submission-queue entries.
+    fn sq_room(&mut self) -> usize {
+        #[cfg(test)]
+        if self.inject.sq_full {
+            return 0;
         }
+        let sq = self.ring.submission();
+        sq.capacity() - sq.len()
+    }
+
+    fn enter(&mut self) -> io::Result<usize> {
+        #[cfg(test)]
+        if let Some(errno) = self.inject.submit_errors.pop_front() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        self.ring.submit()
     }
 
     /// Hands queued SQEs to the kernel without waiting. Transient errors
-    /// leave them queued for the next call.
+    /// leave them queued (`retrying` brings the driver back), for at most
+    /// `SUBMIT_RETRY_FOR`; a hard error breaks the ring.
     fn flush(&mut self) {
-        if !self.unsubmitted {
+        if self.queued.is_empty() {
             return;
         }
-        match self.ring.submit() {
-            Ok(_) => {
-                self.unsubmitted = !self.ring.submission().is_empty();
-                if !self.unsubmitted {
-                    self.queued_slots.clear();
+        match self.enter() {
+            Ok(mut taken) => {
+                self.retrying = None;
+                // The kernel takes SQEs in order: the oldest are accepted.
+                while let Some(&(_, sqes)) = self.queued.front().filter(|&&(_, n)| taken >= usize::from(n)) {
+                    taken -= usize::from(sqes);
+                    self.queued.pop_front();
                 }
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
-            Err(e) => {
-                // A hard failure of io_uring_enter: complete every queued op
-                // with the error rather than leave its waiters hanging.
-                tracing::error!(error = %e, "io_uring submit failed");
-                self.fail_unsubmitted(e);
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
+                let since = self.retrying.as_ref().map_or_else(Instant::now, |r| r.0);
+                if since.elapsed() >= SUBMIT_RETRY_FOR {
+                    let why = format!("io_uring submit kept failing for {SUBMIT_RETRY_FOR:?}: {e}");
+                    self.break_ring(io::ErrorKind::Other, why);
+                    return;
+                }
+                let timer = Box::pin(tokio::time::sleep(SUBMIT_RETRY_EVERY));
+                self.retrying = Some((since, timer));
             }
+            Err(e) => self.break_ring(e.kind(), format!("io_uring submit failed: {e}")),
         }
     }
 
-    /// `io_uring_enter` failed hard: the queued SQEs were not consumed. Their
-    /// ops complete with the error (the driver poisons the journal), while
-    /// their buffers stay parked until the backend is dropped, in case a
-    /// later enter consumes the SQEs after all.
-    fn fail_unsubmitted(&mut self, err: io::Error) {
-        self.unsubmitted = false;
-        for index in std::mem::take(&mut self.queued_slots) {
-            let Some(slot) = self.slots[index].as_mut() else {
-                continue;
-            };
-            let parked = Op { bufs: std::mem::take(&mut slot.op.bufs), ..Op::sync(slot.op.file.clone()) };
-            let returned = Op { kind: slot.op.kind, lane: slot.op.lane, ..Op::sync(slot.op.file.clone()) };
-            self.parked.push(parked);
+    /// The ring cannot be used any more: every op in it is reported failed
+    /// now (the driver poisons the journal) and every later op fails at
+    /// once. Their slots stay, buffers and files with them, until their
+    /// CQEs are reaped (SQEs never accepted may still be, by a later enter:
+    /// `Drop` waits for them or, if even that fails, leaks the slots).
+    fn break_ring(&mut self, kind: io::ErrorKind, why: String) {
+        tracing::error!(error = %why, "io_uring failed");
+        self.queued.clear();
+        self.retrying = None;
+        for slot in self.slots.iter_mut().flatten().filter(|s| !s.zombie) {
             slot.zombie = true;
-            let failed = || io::Error::new(err.kind(), format!("io_uring submit failed: {err}"));
-            let written = (returned.kind != OpKind::Sync).then(|| Err(failed()));
-            let synced = (returned.kind != OpKind::Write).then(|| Err(failed()));
             self.zombies += 1;
-            self.ready.push_back(Done { op: returned, written, synced });
+            self.ready.push_back(failed(&slot.op, kind, &why));
         }
+        self.broken = Some((kind, why));
     }
 
     /// Records one CQE result for `user_data`; completes the op when its
@@ -217,11 +275,7 @@ impl UringBackend {
             return;
         };
         if is_sync {
-            slot.synced = match res {
-                r if r >= 0 => Some(Ok(())),
-                r if -r == libc::ECANCELED => None, // link broken by the write
-                r => Some(Err(io::Error::from_raw_os_error(-r))),
-            };
+            slot.synced = sync_result(slot.op.kind == OpKind::WriteSync, res);
         } else {
             slot.written = Some(if res >= 0 { Ok(res as usize) } else { Err(io::Error::from_raw_os_error(-res)) });
             if slot.op.is_dsync_write() && res >= 0 && res as usize == slot.op.write_len() {
@@ -249,18 +303,10 @@ impl UringBackend {
             self.settle(ud, res);
         }
     }
-}
 
-impl Backend for UringBackend {
-    fn submit(&mut self, op: Op) {
-        let Some(index) = self.slots.iter().position(Option::is_none) else {
-            // The driver never has more than MAX_OPS in flight; refuse loudly.
-            let err = || io::Error::other("io_uring op slots exhausted");
-            let written = op.is_write().then(|| Err(err()));
-            let synced = (op.kind != OpKind::Write).then(|| Err(err()));
-            self.ready.push_back(Done { op, written, synced });
-            return;
-        };
+    /// The SQEs for `op`, which will live in slot `index`, and the iovecs a
+    /// vectored write points to.
+    fn entries(op: &Op, index: usize) -> (Vec<squeue::Entry>, Vec<libc::iovec>) {
         let fd = types::Fd(op.file.file.as_raw_fd());
         let ud = (index as u64) << 1;
         let mut entries = Vec::with_capacity(2);
@@ -284,7 +330,7 @@ impl Backend for UringBackend {
             } else {
                 iovecs = super::platform::iovecs(&slices);
                 // The Vec's heap array does not move when the Vec moves
-                // into the slot below.
+                // into the slot.
                 opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)
                     .offset(op.offset)
                     .rw_flags(rw_flags)
@@ -299,20 +345,50 @@ impl Backend for UringBackend {
             let sync = opcode::Fsync::new(sync_fd).flags(types::FsyncFlags::DATASYNC).build();
             entries.push(sync.user_data(ud | 1));
         }
-        let iovecs = IoVecs(iovecs);
+        (entries, iovecs)
+    }
+}
+
+impl Backend for UringBackend {
+    fn submit(&mut self, op: Op) {
+        if let Some((kind, why)) = &self.broken {
+            let done = failed(&op, *kind, why);
+            self.ready.push_back(done);
+            return;
+        }
+        let Some(index) = self.slots.iter().position(Option::is_none) else {
+            // The driver never has more than MAX_OPS in flight; refuse loudly.
+            self.ready.push_back(failed(&op, io::ErrorKind::Other, "io_uring op slots exhausted"));
+            return;
+        };
+        let (entries, iovecs) = Self::entries(&op, index);
+        if self.sq_room() < entries.len() {
+            self.flush(); // make room: hand what is queued to the kernel
+        }
+        if self.sq_room() < entries.len() {
+            // Nothing accepted what is queued: fail this op rather than
+            // wait for room that may never come.
+            self.ready.push_back(failed(&op, io::ErrorKind::Other, "the io_uring submission queue stays full"));
+            return;
+        }
         self.slots[index] = Some(Slot {
             op,
-            _iovecs: iovecs,
+            _iovecs: IoVecs(iovecs),
             cqes_left: entries.len() as u8,
             zombie: false,
             written: None,
             synced: None,
         });
         self.in_flight += 1;
-        self.queued_slots.push(index);
         for entry in &entries {
-            self.push(entry);
+            // SAFETY: every pointer in `entry` refers to a buffer, iovec
+            // array or fd owned by the op in `self.slots[index]`, which
+            // stays there, unmoved on the heap, until the entry's CQE is
+            // reaped (or, if it never can be, is leaked by `Drop`).
+            let pushed = unsafe { self.ring.submission().push(entry) };
+            debug_assert!(pushed.is_ok(), "room was checked above");
         }
+        self.queued.push_back((index, entries.len() as u8));
         self.flush();
     }
 
@@ -322,18 +398,32 @@ impl Backend for UringBackend {
             if let Some(done) = self.ready.pop_front() {
                 return Poll::Ready(done);
             }
-            if self.in_flight == 0 {
-                return Poll::Pending;
+            if self.in_flight == self.zombies {
+                return Poll::Pending; // nothing of the driver's in flight
             }
             self.reap();
             if let Some(done) = self.ready.pop_front() {
                 return Poll::Ready(done);
             }
-            match self.readiness.poll_read_ready(cx) {
+            if let Some((_, timer)) = &mut self.retrying {
+                if timer.as_mut().poll(cx).is_ready() {
+                    continue; // submit again
+                }
+            }
+            #[cfg(test)]
+            let readiness = if self.inject.readiness_error {
+                Poll::Ready(Err(io::Error::other("injected readiness failure")))
+            } else {
+                self.readiness.poll_read_ready(cx)
+            };
+            #[cfg(not(test))]
+            let readiness = self.readiness.poll_read_ready(cx);
+            match readiness {
                 Poll::Ready(Ok(mut guard)) => guard.clear_ready(), // then drain again
                 Poll::Ready(Err(e)) => {
-                    tracing::error!(error = %e, "io_uring readiness failed");
-                    return Poll::Pending;
+                    // Completions can no longer be learned of: fail what is
+                    // in flight (reported next), never wait in silence.
+                    self.break_ring(e.kind(), format!("io_uring readiness failed: {e}"));
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -345,6 +435,10 @@ impl Backend for UringBackend {
         self.in_flight - self.zombies
     }
 
+    fn settled(&self) -> bool {
+        self.in_flight == 0
+    }
+
     fn substrate(&self) -> crate::Substrate {
         crate::Substrate::IoUring
     }
@@ -352,8 +446,10 @@ impl Backend for UringBackend {
 
 impl Drop for UringBackend {
     fn drop(&mut self) {
-        // Reached with ops in flight only when the runtime drops the driver
-        // mid-flight: the kernel may still use their buffers, so wait.
+        // Reached with ops in flight only after a failure (on a thread of
+        // its own) or when the runtime drops the driver mid-flight: the
+        // kernel may still use their buffers, so wait. SQEs still queued
+        // are submitted by this enter.
         while self.in_flight > 0 {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
@@ -367,5 +463,135 @@ impl Drop for UringBackend {
             self.reap();
             self.ready.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::segment::SegmentFile;
+    use crate::substrate::AlignedBuf;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    /// A ring backend (registered with `rt`) and a segment file to write,
+    /// or `None` (said) where the kernel offers no ring.
+    fn setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Option<(UringBackend, Arc<SegmentFile>)> {
+        if let Err(why) = probe() {
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        let _in = rt.enter();
+        let backend = UringBackend::create(8, None).expect("the kernel offers rings: one must be made");
+        let file = crate::segment::create(dir, 0, 1).expect("segment");
+        Some((backend, Arc::new(file)))
+    }
+
+    fn write_op(file: &Arc<SegmentFile>) -> Op {
+        let mut buf = AlignedBuf::with_capacity(4096, 4096);
+        buf.extend(4096).fill(7);
+        Op::write(OpKind::Write, file.clone(), 4096, vec![buf])
+    }
+
+    /// The next completion, or a loud failure after 10 s (a hang is the bug).
+    async fn next(backend: &mut UringBackend) -> Done {
+        tokio::time::timeout(Duration::from_secs(10), std::future::poll_fn(|cx| backend.poll_complete(cx)))
+            .await
+            .expect("the op was never reported: the backend hangs")
+    }
+
+    #[test]
+    fn a_cancelled_plain_sync_is_a_failure_and_a_cancelled_linked_one_did_not_run() {
+        assert!(sync_result(false, 0).unwrap().is_ok());
+        let plain = sync_result(false, -libc::ECANCELED).expect("a plain sync always has a result");
+        assert_eq!(plain.unwrap_err().raw_os_error(), Some(libc::ECANCELED));
+        assert!(sync_result(true, -libc::ECANCELED).is_none(), "a broken link: the sync did not run");
+        assert_eq!(sync_result(true, -libc::EIO).unwrap().unwrap_err().raw_os_error(), Some(libc::EIO));
+    }
+
+    #[test]
+    fn transient_submit_failures_with_nothing_in_flight_are_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let Some((mut backend, file)) = setup(&rt, dir.path()) else { return };
+        rt.block_on(async {
+            backend.inject.submit_errors.extend([libc::EAGAIN, libc::EBUSY, libc::EAGAIN]);
+            backend.submit(write_op(&file));
+            let done = next(&mut backend).await;
+            assert_eq!(done.written.unwrap().unwrap(), 4096);
+            assert!(backend.settled());
+        });
+    }
+
+    #[test]
+    fn submit_failing_transiently_for_too_long_fails_the_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let Some((mut backend, file)) = setup(&rt, dir.path()) else { return };
+        rt.block_on(async {
+            backend.inject.submit_errors.extend(std::iter::repeat_n(libc::EAGAIN, 100_000));
+            backend.submit(write_op(&file));
+            let done = next(&mut backend).await;
+            let err = done.written.unwrap().unwrap_err();
+            assert!(err.to_string().contains("kept failing"), "{err}");
+            backend.inject.submit_errors.clear();
+        });
+        drop(backend); // submits the queued SQE and waits for it
+    }
+
+    #[test]
+    fn a_hard_submit_failure_fails_this_op_and_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let Some((mut backend, file)) = setup(&rt, dir.path()) else { return };
+        rt.block_on(async {
+            backend.inject.submit_errors.push_back(libc::EBADF);
+            backend.submit(write_op(&file));
+            let err = next(&mut backend).await.written.unwrap().unwrap_err();
+            assert!(err.to_string().contains("submit failed"), "{err}");
+            assert_eq!(backend.in_flight(), 0, "reported");
+            assert!(!backend.settled(), "its buffer is still the kernel's to take");
+            backend.submit(Op::sync(file.clone()));
+            let done = next(&mut backend).await;
+            assert!(done.synced.unwrap().is_err(), "a broken ring fails every later op at once");
+        });
+        drop(backend); // the queued SQE may still be consumed: waited for
+    }
+
+    #[test]
+    fn a_full_submission_queue_fails_the_op_instead_of_spinning() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let Some((mut backend, file)) = setup(&rt, dir.path()) else { return };
+        rt.block_on(async {
+            backend.inject.sq_full = true;
+            backend.submit(write_op(&file));
+            let err = next(&mut backend).await.written.unwrap().unwrap_err();
+            assert!(err.to_string().contains("stays full"), "{err}");
+            assert!(backend.settled(), "nothing reached the ring");
+            backend.inject.sq_full = false;
+            backend.submit(write_op(&file));
+            assert!(next(&mut backend).await.written.unwrap().is_ok(), "the ring itself is fine");
+        });
+    }
+
+    #[test]
+    fn a_readiness_failure_fails_what_is_in_flight_instead_of_waiting_in_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let Some((mut backend, file)) = setup(&rt, dir.path()) else { return };
+        rt.block_on(async {
+            backend.inject.readiness_error = true;
+            backend.submit(Op::sync(file.clone()));
+            let done = next(&mut backend).await;
+            let err = done.synced.unwrap().unwrap_err();
+            assert!(err.to_string().contains("readiness"), "{err}");
+        });
+        drop(backend); // waits for the real fsync's completion
     }
 }
