@@ -53,7 +53,9 @@
 //! - **Plain threads**: [`Journal::append`] and [`Journal::sync_through`]
 //!   park the thread (never call them on a runtime worker).
 //! - **Following the journal**: [`Journal::subscribe`] (a `Stream` of
-//!   durable records), [`Journal::reader`] / [`Journal::read_batch`], or
+//!   durable records), [`Journal::reader`] / [`Journal::read_batch`] (every
+//!   *written* record: what survives a crash of the process; bound them by
+//!   [`Journal::durable_lsn`] to read only what survives power loss), or
 //!   [`replay`] for a whole directory at start-up.
 //!
 //! A failed write or sync poisons the journal: every waiter and every later

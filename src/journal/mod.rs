@@ -264,7 +264,11 @@ impl Journal {
         &self.shared().dir
     }
 
-    /// A reader over written records whose start is at or after `from`.
+    /// A reader over *written* records whose start is at or after `from`:
+    /// it reads up to the written frontier as it stands at each step, so
+    /// it may return a record that is not durable yet (one a power cut
+    /// could still take). To read only durable records, stop at
+    /// [`durable_lsn`](Self::durable_lsn), or use [`subscribe`](Self::subscribe).
     pub fn reader(&self, from: Lsn) -> Result<Reader> {
         Reader::live(self.shared().clone(), from, Level::Written)
     }
@@ -279,8 +283,9 @@ impl Journal {
         crate::read::Subscription::new(self.shared().clone(), from)
     }
 
-    /// Up to `max_records` written records from `from`, and whether more are
-    /// written beyond them.
+    /// Up to `max_records` *written* records from `from` (durable or not,
+    /// as [`reader`](Self::reader)), and whether more are written beyond
+    /// them.
     pub fn read_batch(&self, from: Lsn, max_records: usize) -> Result<(Vec<Record>, bool)> {
         let mut reader = self.reader(from)?;
         let mut records = Vec::with_capacity(max_records.min(1024));

@@ -211,10 +211,11 @@ impl JournalOptions {
         self
     }
 
-    /// Poison the journal when a sync takes longer than this, instead of
-    /// letting callers wait forever on a wedged device (default: none). The
-    /// timed-out syscall may still finish later; the journal stays poisoned
-    /// and its directory stays locked until it does.
+    /// Poison the journal when an operation on the device — a write, a
+    /// sync, or a rollover's segment work — takes longer than this, instead
+    /// of letting callers wait forever on a wedged device (default: none).
+    /// The timed-out syscall may still finish later; the journal stays
+    /// poisoned and its directory stays locked until it does.
     pub fn sync_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.sync_timeout = timeout;
         self
