@@ -103,7 +103,7 @@ pub use error::{Error, Result};
 pub use journal::options::{
     JournalOptions, RecoveryMode, Substrate, SubstrateChoice, SyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
-pub use journal::{Journal, Ticket};
+pub use journal::{Journal, Released, Ticket};
 pub use lsn::Lsn;
 pub use read::{replay, verify, JournalReader, Reader, Record, ReplayReport, Subscription, VerifyReport};
 pub use recovery::RecoveryReport;
@@ -113,35 +113,4 @@ pub use storage::StorageClass;
 
 /// Test seams. Not a stable API: it may change in any release.
 #[doc(hidden)]
-pub mod testing {
-    pub use crate::substrate::fault::FaultPlan;
-    pub use crate::substrate::record::{Event, FileId, Listing, Recorded, Recorder};
-
-    /// Fuzz entry (`fuzz/`, property tests): decodes `bytes` as a frame at
-    /// the LSN its own header claims and at zero. Must never panic; a frame
-    /// it accepts must re-encode to exactly the bytes it was decoded from.
-    pub fn fuzz_frame(bytes: &[u8]) {
-        use crate::format::{decode_frame, encode_frame};
-        // Frames are only ever decoded at aligned LSNs.
-        let align = crate::format::FRAME_ALIGN as u64;
-        let claimed = bytes.get(8..16).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-        for lsn in [claimed / align * align, 0] {
-            if let Ok(view) = decode_frame(bytes, lsn) {
-                let mut again = vec![0u8; view.len()];
-                encode_frame(&mut again, lsn, view.kind, view.flags, view.payload);
-                assert_eq!(again, bytes[..view.len()], "an accepted frame re-encodes to its bytes");
-            }
-        }
-    }
-
-    /// Fuzz entry: decodes `bytes` as a segment header block. Must never
-    /// panic; a header it accepts must re-encode to the same block.
-    pub fn fuzz_segment_header(bytes: &[u8]) {
-        use crate::format::{decode_segment_header, encode_segment_header};
-        if let Ok(header) = decode_segment_header(bytes) {
-            // The fields (60 bytes) and their checksum; the rest of the block is not read.
-            let again = encode_segment_header(&header);
-            assert_eq!(again[..64], bytes[..64], "an accepted header re-encodes to its bytes");
-        }
-    }
-}
+pub mod testing;

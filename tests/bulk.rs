@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tidelog::bulk::{WritebackFile, WritebackOptions, MIN_CHUNK};
+use tidelog::testing::{skip, Capability};
 use tidelog::{Substrate, SubstrateChoice};
 
 /// Every runtime flavour with every substrate.
@@ -32,7 +33,7 @@ async fn create(path: &Path, opts: WritebackOptions, substrate: SubstrateChoice)
             Some(w)
         }
         Err(tidelog::Error::Unsupported(why)) if substrate == SubstrateChoice::IoUring => {
-            eprintln!("SKIPPED on io_uring: {why}");
+            skip(Capability::IoUring, "bulk writer on io_uring", &why);
             None
         }
         Err(e) => panic!("create: {e}"),
@@ -91,7 +92,11 @@ fn a_stalled_wait_degrades_and_finish_still_makes_the_file_whole() {
                 .inject_wait_delay(Duration::from_millis(400));
             let Some(mut w) = create(&path, opts, substrate).await else { return };
             if w.storage_class().is_memory() {
-                eprintln!("SKIPPED: {} has no writeback to stall", w.storage_class());
+                skip(
+                    Capability::Direct,
+                    "bulk writeback waits",
+                    &format!("{} has no writeback to stall", w.storage_class()),
+                );
                 return;
             }
             let block = vec![0xC3u8; 1 << 20];
@@ -174,7 +179,11 @@ fn a_failed_writeback_wait_fails_finish_with_an_error_naming_the_path() {
             let opts = WritebackOptions::new().chunk(MIN_CHUNK).adaptive(false).inject_wait_failure(1);
             let Some(mut w) = create(&path, opts, substrate).await else { return };
             if w.storage_class().is_memory() {
-                eprintln!("SKIPPED: {} has no writeback to wait for", w.storage_class());
+                skip(
+                    Capability::Direct,
+                    "bulk writeback waits",
+                    &format!("{} has no writeback to wait for", w.storage_class()),
+                );
                 return;
             }
             // The first wait (for chunk 1, when chunk 2 is complete) fails.
@@ -204,7 +213,11 @@ fn a_failed_writeback_wait_never_publishes_an_atomic_snapshot() {
                 let opts = WritebackOptions::new().chunk(MIN_CHUNK).adaptive(false).atomic(true).inject_wait_failure(1);
                 let Some(mut w) = create(&path, opts, substrate).await else { return };
                 if w.storage_class().is_memory() {
-                    eprintln!("SKIPPED: {} has no writeback to wait for", w.storage_class());
+                    skip(
+                        Capability::Direct,
+                        "bulk writeback waits",
+                        &format!("{} has no writeback to wait for", w.storage_class()),
+                    );
                     return;
                 }
                 let _ = write_mib(&mut w, (3 * MIN_CHUNK) >> 20, 0x5A).await;
@@ -267,7 +280,11 @@ fn an_abandoned_wait_that_fails_later_fails_finish() {
                 .inject_wait_failure(1);
             let Some(mut w) = create(&path, opts, substrate).await else { return };
             if w.storage_class().is_memory() {
-                eprintln!("SKIPPED: {} has no writeback to stall", w.storage_class());
+                skip(
+                    Capability::Direct,
+                    "bulk writeback waits",
+                    &format!("{} has no writeback to stall", w.storage_class()),
+                );
                 return;
             }
             for r in write_mib(&mut w, (4 * MIN_CHUNK) >> 20, 0xE1).await {
@@ -276,7 +293,7 @@ fn an_abandoned_wait_that_fails_later_fails_finish() {
             assert!(w.stats().degraded, "the 300 ms wait overran the 100 ms deadline");
             // The abandoned wait completes, and fails, before finish (which
             // would also wait for it up to one deadline after its fdatasync).
-            tokio::time::sleep(Duration::from_millis(1000)).await;
+            within("the abandoned wait", w.settle_abandoned_waits()).await;
             let finished = w.finish().await;
             assert!(finished.is_err(), "finish ignored an abandoned writeback wait that failed: {finished:?}");
             let err = finished.unwrap_err();

@@ -8,7 +8,14 @@ use std::process::{Command, Output};
 
 use tidelog::{Journal, JournalOptions};
 
+/// Serialises this process's journals with its children: a child holds a
+/// copy of our descriptors (a journal's lock among them) from its fork
+/// until just after its exec, and a journal opened meanwhile would find its
+/// directory locked.
+static CHILDREN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn tidelog(args: &[&str]) -> Output {
+    let _no_open = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
     Command::new(env!("CARGO_BIN_EXE_tidelog")).args(args).output().expect("run tidelog")
 }
 
@@ -22,6 +29,7 @@ fn stderr(out: &Output) -> String {
 
 /// A closed journal with `n` records "record i", over 1 MiB segments.
 fn journal(dir: &Path, n: usize) -> Vec<u64> {
+    let _no_child = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let j = Journal::open(dir, JournalOptions::new().segment_size(1 << 20)).await.unwrap();
@@ -89,7 +97,10 @@ fn inspect_lists_segments_and_the_lock_holder() {
     assert!(text.contains("00000000000000000000.tlog"), "{text}");
     // Held by a live journal (this process): inspect still reads, and says who.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let j = rt.block_on(Journal::open(dir.path(), JournalOptions::new().segment_size(1 << 20))).unwrap();
+    let j = {
+        let _no_child = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+        rt.block_on(Journal::open(dir.path(), JournalOptions::new().segment_size(1 << 20))).unwrap()
+    };
     let out = tidelog(&["inspect", d]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains(&format!("held by process {}", std::process::id())), "{}", stdout(&out));
@@ -163,6 +174,12 @@ fn repair_dry_run_changes_nothing_and_repair_cuts_with_a_sidecar() {
 
 #[test]
 fn a_tiny_bench_prints_a_table_and_valid_json() {
+    use tidelog::testing::{skip, Capability};
+    for cap in [Capability::IoUring, Capability::Direct] {
+        if let Err(why) = cap.present() {
+            return skip(cap, "the bench smoke run (both substrates, direct I/O)", &why);
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let svg = dir.path().join("bench.svg");
@@ -200,14 +217,45 @@ fn a_tiny_bench_prints_a_table_and_valid_json() {
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.contains("tidelog Blocking direct, durable, 128 B"), "{chart}");
     assert!(!stderr(&out).contains('\u{1b}'), "no progress bar drawn when stderr is not a terminal");
-    // A disk stall can swallow a whole journal cell this short; the JSON
-    // then says so (no samples) rather than inventing a figure.
+    // Every row measured something: a cell counts each task's op in flight
+    // at its end, so even one a disk stall swallowed has samples.
     for c in cells {
         let (rate, samples) = (c["ops_per_sec"].as_f64().unwrap(), c["samples"].as_u64().unwrap());
-        assert!(rate >= 0.0 && (samples > 0 || rate == 0.0), "{c}");
-        if c["system"].as_str().unwrap().starts_with("raw") {
-            assert!(samples > 0, "a one-task baseline always times at least one call: {c}");
+        assert!(samples > 0 && rate > 0.0, "{c}");
+    }
+    // Both substrates, buffered and direct, at both task counts.
+    for system in ["tidelog Blocking", "tidelog IoUring", "tidelog Blocking direct", "tidelog IoUring direct"] {
+        for tasks in [1, 4] {
+            assert!(
+                cells.iter().any(|c| c["system"] == system && c["tasks"] == tasks),
+                "no {system} row at {tasks} tasks"
+            );
         }
     }
-    assert!(cells.iter().any(|c| c["samples"].as_u64().unwrap() > 0));
+}
+
+/// A substrate asked for by name that cannot run is an error, not a row
+/// quietly left out.
+#[test]
+fn bench_fails_when_a_substrate_asked_for_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tidelog(&[
+        "bench",
+        "--quick",
+        "--duration",
+        "0.1",
+        "--substrate",
+        "io_uring",
+        "--dir",
+        dir.path().join("w").to_str().unwrap(),
+    ]);
+    match tidelog::testing::Capability::IoUring.present() {
+        Ok(()) => assert_eq!(out.status.code(), Some(0), "{}", stderr(&out)),
+        Err(_) => {
+            assert_ne!(out.status.code(), Some(0), "io_uring is missing and the bench said nothing");
+            assert!(stderr(&out).contains("cannot run here"), "{}", stderr(&out));
+        }
+    }
+    let out = tidelog(&["bench", "--quick", "--duration", "0.1", "--substrate", "carrier-pigeon"]);
+    assert_ne!(out.status.code(), Some(0));
 }

@@ -29,7 +29,8 @@
 //! they are *written* (never synced) must fail the check in some state, or
 //! the enumeration proves nothing.
 //!
-//! `TIDELOG_CRASH_RECORDS` (default 60 per task) scales the workloads.
+//! `TIDELOG_CRASH_RECORDS` (default 80 per task in an optimised build, 40
+//! in a debug one) scales the workloads.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -39,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tidelog::testing::{Event, FileId, Listing, Recorded, Recorder};
+use tidelog::testing::{skip, Capability, Event, FileId, Listing, Recorded, Recorder};
 use tidelog::{Journal, JournalOptions, Lsn, Preallocate, SubstrateChoice};
 
 /// Note tags.
@@ -104,7 +105,8 @@ async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(
     let journal = match Journal::open(dir, opts.fault_plan(plan)).await {
         Ok(j) => Arc::new(j),
         Err(e @ tidelog::Error::Unsupported(_)) => {
-            eprintln!("SKIPPED ({substrate:?}, {w:?}): {e}");
+            let cap = if w.direct { Capability::Direct } else { Capability::IoUring };
+            skip(cap, &format!("crash states ({substrate:?}, {w:?})"), &e.to_string());
             return None;
         }
         Err(e) => panic!("open: {e}"),
@@ -626,7 +628,7 @@ fn run(substrate: SubstrateChoice, w: Workload) {
         if substrate == SubstrateChoice::IoUring {
             let probe = tempfile::tempdir().expect("tempdir");
             if let Err(e) = Journal::open(probe.path(), JournalOptions::new().substrate(substrate)).await {
-                eprintln!("SKIPPED on io_uring: {e}");
+                skip(Capability::IoUring, &format!("crash states ({substrate:?}, {w:?})"), &e.to_string());
                 return;
             }
         }

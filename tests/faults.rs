@@ -46,8 +46,7 @@ async fn enospc_at_rollover_poisons_and_keeps_the_sealed_segment(opts: JournalOp
     assert_eq!(plan.segments_created.load(SeqCst), 1);
     assert!(j.durable_lsn() >= *acked.last().unwrap());
     assert!(j.append_async(b"later").await.unwrap_err().is_poisoned());
-    drop(j);
-    let j = common::reopen(dir.path(), &opts).await;
+    let j = common::reopen_dropped(j, dir.path(), &opts).await;
     let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
     let lsns: Vec<Lsn> = records.iter().map(|r| r.lsn()).collect();
     assert_eq!(lsns, acked, "exactly the acknowledged records, none lost, none half-made");
@@ -69,15 +68,13 @@ async fn failed_sync_poisons_every_waiter_and_every_later_call_with(opts: Journa
     let first = j.append_durable_async(b"durable before the failure").await.unwrap();
     let durable_before = j.durable_lsn();
     assert!(durable_before >= first);
-    // Hold syncs so that many followers gather, then fail the next one.
-    plan.sync_delay_ms.store(50, SeqCst);
-    plan.fail_sync_nth.store(plan.syncs_seen.load(SeqCst) + 1, SeqCst);
-    let waiters: Vec<_> = (0..64)
-        .map(|i| {
-            let j = j.clone();
-            tokio::spawn(async move { j.append_durable_async(format!("w{i}")).await })
-        })
-        .collect();
+    // 64 records written (nobody has asked for them to be durable yet), so
+    // that the one round their waiters start covers them all; it fails.
+    let tickets: Vec<_> = (0..64).map(|i| j.submit(format!("w{i}")).unwrap()).collect();
+    j.append_async(b"written behind them").await.unwrap();
+    let syncs_before = plan.syncs_seen.load(SeqCst);
+    plan.fail_sync_nth.store(syncs_before + 1, SeqCst);
+    let waiters: Vec<_> = tickets.into_iter().map(tokio::spawn).collect();
     for w in waiters {
         let got = within(30, "waiter after failed sync", w).await.unwrap();
         match got {
@@ -87,14 +84,16 @@ async fn failed_sync_poisons_every_waiter_and_every_later_call_with(opts: Journa
             other => panic!("a waiter of a failed sync round got {other:?}"),
         }
     }
+    assert_eq!(plan.syncs_seen.load(SeqCst), syncs_before + 1, "the 64 waiters shared one (failed) round");
     assert_eq!(j.durable_lsn(), durable_before, "a failed sync covers nothing");
     assert!(j.stats().poisoned);
     assert!(j.append_async(b"later").await.unwrap_err().is_poisoned());
     assert!(j.sync_through_async(first).await.unwrap_err().is_poisoned());
     assert!(j.close().await.unwrap_err().is_poisoned());
-    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let j = common::reopen_dropped(j, dir.path(), &opts).await;
     let (records, _) = j.read_batch(Lsn::ZERO, 1000).unwrap();
-    assert_eq!(records[0].payload(), b"durable before the failure");
+    let kept: std::collections::HashMap<Lsn, &[u8]> = records.iter().map(|r| (r.lsn(), r.payload())).collect();
+    assert_eq!(kept.get(&first).copied(), Some(&b"durable before the failure"[..]), "the acknowledged record");
     j.close().await.unwrap();
 }
 
@@ -160,11 +159,9 @@ async fn short_writes_and_eintr_are_completed_transparently(opts: JournalOptions
         }
     }
     j.close().await.unwrap();
-    let records = common::read_all(dir.path());
-    assert_eq!(records.len(), acked.len());
-    for (lsn, payload) in acked {
-        assert!(records.contains(&(lsn.as_u64(), payload.into_bytes())));
-    }
+    let mut acked: Vec<(u64, Vec<u8>)> = acked.into_iter().map(|(l, p)| (l.as_u64(), p.into_bytes())).collect();
+    acked.sort();
+    assert_eq!(common::read_all(dir.path()), acked, "exactly the acknowledged records, whole");
     let _ = opts;
 }
 
@@ -189,8 +186,7 @@ async fn fail_the_kth_sync_never_acknowledges_after_it(opts: JournalOptions) {
             }
         }
         assert!(failed, "k={k}: the injected failure was never seen");
-        drop(j);
-        let j = common::reopen(dir.path(), &opts).await;
+        let j = common::reopen_dropped(j, dir.path(), &opts).await;
         let (records, _) = j.read_batch(Lsn::ZERO, 100).unwrap();
         for lsn in &acked {
             assert!(records.iter().any(|r| r.lsn() == *lsn), "k={k}: acknowledged {lsn} lost");
@@ -223,7 +219,7 @@ async fn a_cancelled_sync_poisons_instead_of_hanging(opts: JournalOptions) {
     assert!(err.to_string().contains("cancelled") && err.to_string().contains(".tlog"), "{err}");
     assert_eq!(j.durable_lsn(), Lsn::ZERO, "nothing was made durable");
     assert!(within(10, "close after a cancelled sync", j.close()).await.unwrap_err().is_poisoned());
-    let j = common::reopen(dir.path(), &opts).await;
+    let j = common::reopen_dropped(j, dir.path(), &opts).await;
     assert_eq!(j.read_batch(Lsn::ZERO, 10).unwrap().0.len(), 1, "the written record is still there");
     j.close().await.unwrap();
 }
@@ -284,14 +280,22 @@ async fn a_slow_sync_is_counted_as_a_stall_and_still_succeeds(opts: JournalOptio
 fn small_tmpfs() -> Option<(tempfile::TempDir, Unmount)> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap().to_string();
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tidelog-test", &path])
-        .stderr(std::process::Stdio::null())
-        .status();
-    match status {
-        Ok(s) if s.success() => Some((dir, Unmount(path))),
+    let mounted = common::output(std::process::Command::new("mount").args([
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=2m",
+        "tidelog-test",
+        &path,
+    ]));
+    match mounted {
+        Ok(out) if out.status.success() => Some((dir, Unmount(path))),
         _ => {
-            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+            tidelog::testing::skip(
+                tidelog::testing::Capability::Root,
+                "a real full filesystem",
+                "cannot mount a tmpfs",
+            );
             None
         }
     }
@@ -301,7 +305,7 @@ struct Unmount(String);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = common::output(std::process::Command::new("umount").arg(&self.0));
     }
 }
 
@@ -391,8 +395,8 @@ async fn completions_reported_out_of_order_keep_every_promise(opts: JournalOptio
     let j = common::reopen(dir.path(), &opts).await;
     let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
     let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
-    assert_eq!(records.len(), acked.len());
-    assert!(acked.iter().all(|l| kept.contains(l)), "an acknowledged record was lost");
+    let acked: std::collections::HashSet<Lsn> = acked.into_iter().collect();
+    assert_eq!(kept, acked, "exactly the acknowledged records reopen");
     j.close().await.unwrap();
 }
 
@@ -453,8 +457,7 @@ async fn poisoned_journal_kept_every_acknowledgement(
 ) {
     let durable = j.durable_lsn();
     assert!(acked.iter().all(|&l| l <= durable), "an acknowledgement followed the failed sync");
-    drop(j);
-    let j = common::reopen(dir, opts).await;
+    let j = common::reopen_dropped(j, dir, opts).await;
     let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
     let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
     assert!(acked.iter().all(|l| kept.contains(l)), "an acknowledged record was lost");

@@ -3,7 +3,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use common::{read_all, within};
 use tidelog::{Error, Journal, JournalOptions, Lsn};
@@ -87,9 +86,8 @@ async fn sixty_four_tasks_durable_appends_survive_reopen_exactly_once(opts: Jour
     assert_eq!(unique.len(), TASKS * PER_TASK, "LSNs are unique");
     let stats = j.stats();
     assert!(stats.records_per_sync_max > 1, "group commit shared syncs: {stats:?}");
-    drop(j); // no close: the acknowledged records are durable already
-
-    let records = within(30, "reopen", async { read_all_after_reopen(dir.path(), opts).await }).await;
+    // No close: the acknowledged records are durable already.
+    let records = within(30, "reopen", read_all_after_drop(j, dir.path(), opts)).await;
     assert_eq!(records.len(), TASKS * PER_TASK, "every acknowledged record exactly once");
     let mut next_per_task: HashMap<usize, usize> = HashMap::new();
     for (lsn, payload) in &records {
@@ -103,8 +101,10 @@ async fn sixty_four_tasks_durable_appends_survive_reopen_exactly_once(opts: Jour
     }
 }
 
-async fn read_all_after_reopen(dir: &std::path::Path, opts: JournalOptions) -> Vec<(u64, Vec<u8>)> {
-    let j = common::reopen(dir, &opts).await;
+/// Drops `j`, reopens its directory once the lock is released, and reads
+/// every record.
+async fn read_all_after_drop(j: Journal, dir: &std::path::Path, opts: JournalOptions) -> Vec<(u64, Vec<u8>)> {
+    let j = common::reopen_dropped(j, dir, &opts).await;
     let (records, more) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
     assert!(!more);
     j.close().await.unwrap();
@@ -212,12 +212,13 @@ async fn close_then_every_call_is_closed(opts: JournalOptions) {
 async fn drop_without_close_keeps_written_records(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let mut written = Vec::new();
     for i in 0..10 {
-        j.append_async(format!("{i}")).await.unwrap();
+        let payload = format!("{i}").into_bytes();
+        written.push((j.append_async(&payload).await.unwrap().as_u64(), payload));
     }
-    drop(j);
-    let records = within(30, "reopen", read_all_after_reopen(dir.path(), opts)).await;
-    assert_eq!(records.len(), 10);
+    let records = within(30, "reopen", read_all_after_drop(j, dir.path(), opts)).await;
+    assert_eq!(records, written, "every written record, at its LSN");
 }
 
 async fn read_batch_paginates(opts: JournalOptions) {
@@ -250,15 +251,16 @@ async fn submit_tickets_resolve_durable_and_dropped_tickets_keep_records(opts: J
     let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
     let tickets: Vec<_> = (0..1000).map(|i| j.submit(format!("t{i}")).unwrap()).collect();
     let last = tickets.last().unwrap().lsn();
-    drop(j.submit(b"dropped ticket").unwrap());
-    for t in tickets {
+    let dropped = j.submit(b"dropped ticket").unwrap();
+    let mut expected = vec![];
+    for (i, t) in tickets.into_iter().enumerate() {
         let lsn = within(30, "ticket", t).await.unwrap();
         assert!(j.durable_lsn() >= lsn);
+        expected.push((lsn.as_u64(), format!("t{i}").into_bytes()));
     }
+    expected.push((dropped.lsn().as_u64(), b"dropped ticket".to_vec()));
+    drop(dropped);
     assert!(j.durable_lsn() >= last);
-    let j2 = Arc::new(j);
-    drop(j2);
-    let records = within(30, "reopen", read_all_after_reopen(dir.path(), opts)).await;
-    assert_eq!(records.len(), 1001);
-    assert_eq!(records.last().unwrap().1, b"dropped ticket");
+    let records = within(30, "reopen", read_all_after_drop(j, dir.path(), opts)).await;
+    assert_eq!(records, expected, "every ticket's record at its LSN, the dropped one too");
 }

@@ -13,6 +13,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::crash;
+use tidelog::testing::{skip, Capability};
 use tidelog::{Journal, JournalOptions, SubstrateChoice};
 
 fn kill_9_cycles(substrate: &str, direct: bool) {
@@ -23,7 +24,8 @@ fn kill_9_cycles(substrate: &str, direct: bool) {
     match rt.block_on(Journal::open(dir.path().join("probe"), opts.clone())) {
         Ok(probe) => rt.block_on(probe.close()).expect("close the probe journal"),
         Err(e @ tidelog::Error::Unsupported(_)) => {
-            eprintln!("SKIPPED {substrate} direct={direct}: {e}");
+            let cap = if direct { Capability::Direct } else { Capability::IoUring };
+            skip(cap, &format!("kill -9 ({substrate}, direct={direct})"), &e.to_string());
             return;
         }
         Err(e) => panic!("probe journal: {e}"),

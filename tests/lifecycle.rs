@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use futures::FutureExt;
 use tidelog::{Error, Journal, JournalOptions, Lsn, Substrate, SubstrateChoice};
 
@@ -124,25 +122,25 @@ async fn dropped_append_and_sync_futures_lose_nothing(opts: JournalOptions) {
     let end = j.next_lsn();
     within(30, "sync after drops", j.sync_through_async(end)).await.unwrap();
     j.close().await.unwrap();
-    let records = common::read_all(dir.path());
-    assert_eq!(records.len(), 200);
-    assert_eq!(records[199].1, b"dropped 199");
+    let payloads: Vec<Vec<u8>> = common::read_all(dir.path()).into_iter().map(|(_, p)| p).collect();
+    let placed: Vec<Vec<u8>> = (0..200).map(|i| format!("dropped {i}").into_bytes()).collect();
+    assert_eq!(payloads, placed, "every record whose future was dropped, in order");
 }
 
 async fn close_while_appenders_run_acknowledges_only_what_it_keeps(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
-    let durable = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (acks, mut acked_so_far) = tokio::sync::mpsc::unbounded_channel::<()>();
     let tasks: Vec<_> = (0..32)
         .map(|t| {
-            let (j, durable) = (j.clone(), durable.clone());
+            let (j, acks) = (j.clone(), acks.clone());
             tokio::spawn(async move {
                 let mut acked = Vec::new();
                 for i in 0.. {
                     match j.append_durable_async(format!("{t}/{i}")).await {
                         Ok(lsn) => {
                             acked.push(lsn);
-                            durable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let _ = acks.send(());
                         }
                         Err(Error::Closed) => return acked,
                         Err(e) => panic!("unexpected {e}"),
@@ -153,9 +151,12 @@ async fn close_while_appenders_run_acknowledges_only_what_it_keeps(opts: Journal
         })
         .collect();
     // Let them run until a few hundred records are durable, then close.
-    while durable.load(std::sync::atomic::Ordering::Relaxed) < 300 {
-        tokio::task::yield_now().await;
-    }
+    within(30, "300 durable appends", async {
+        for _ in 0..300 {
+            acked_so_far.recv().await.expect("appenders run");
+        }
+    })
+    .await;
     within(30, "close under load", j.close()).await.unwrap();
     let mut acked = Vec::new();
     for t in tasks {
@@ -208,11 +209,13 @@ async fn policy_interval_serves_tickets_without_explicit_syncs(opts: JournalOpti
     let dir = tempfile::tempdir().unwrap();
     let every = std::time::Duration::from_millis(5);
     let j = Journal::open(dir.path(), opts.sync_policy(tidelog::SyncPolicy::Interval(every))).await.unwrap();
-    // Written appends become durable with nobody asking.
+    // Written appends become durable with nobody asking: a subscriber,
+    // which never asks for a sync, sees the record once it is.
+    let mut durable = j.subscribe(Lsn::ZERO);
     let lsn = j.append_async(b"background").await.unwrap();
-    while j.durable_lsn() < lsn {
-        tokio::time::sleep(every).await;
-    }
+    let seen = within(10, "the interval's sync", futures::StreamExt::next(&mut durable)).await.unwrap().unwrap();
+    assert_eq!(seen.lsn(), lsn);
+    assert!(j.durable_lsn() >= lsn);
     let tickets: Vec<_> = (0..100).map(|i| j.submit(format!("{i}")).unwrap()).collect();
     for t in tickets {
         within(10, "ticket under Interval", t).await.unwrap();
@@ -242,28 +245,42 @@ fn a_runtime_shut_down_mid_flight_loses_nothing_acknowledged() {
         let opts = JournalOptions::new().substrate(choice);
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        rt.block_on(async {
+        let (durable_tx, mut durable_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let released = rt.block_on(async {
             let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
             for t in 0..16 {
-                let (j, tx) = (j.clone(), tx.clone());
+                let (j, tx, durable_tx) = (j.clone(), tx.clone(), durable_tx.clone());
                 tokio::spawn(async move {
                     for i in 0.. {
                         match j.append_durable_async(format!("{t}/{i}")).await {
-                            Ok(lsn) => tx.send(lsn).unwrap(),
+                            Ok(lsn) => {
+                                tx.send(lsn).unwrap();
+                                let _ = durable_tx.send(());
+                            }
                             Err(_) => return,
                         }
                     }
                 });
             }
-            while j.durable_lsn() < Lsn::new(40 * 200) {
-                tokio::task::yield_now().await;
-            }
+            within(30, "200 durable appends", async {
+                for _ in 0..200 {
+                    durable_rx.recv().await.expect("appenders run");
+                }
+            })
+            .await;
+            j.released()
         });
         rt.shutdown_timeout(std::time::Duration::from_secs(10));
         drop(tx);
         let acked: Vec<Lsn> = rx.into_iter().collect();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
+            within(
+                30,
+                "the lock of the journal whose runtime shut down",
+                std::future::IntoFuture::into_future(released),
+            )
+            .await;
             let j = reopen(dir.path(), &opts).await;
             let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
             let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
@@ -343,22 +360,23 @@ fn blocking_callers_filling_tokios_blocking_pool_still_finish() {
                 .map(|caller| {
                     let j = j.clone();
                     tokio::task::spawn_blocking(move || {
-                        let mut last = Lsn::ZERO;
-                        for i in 0..50u8 {
-                            last = j.append(vec![caller ^ i; 30_000]).unwrap();
-                        }
-                        j.sync_through(last).unwrap();
-                        last
+                        let lsns: Vec<u64> =
+                            (0..50u8).map(|i| j.append(vec![caller ^ i; 30_000]).unwrap().as_u64()).collect();
+                        j.sync_through(Lsn::new(*lsns.last().unwrap())).unwrap();
+                        lsns
                     })
                 })
                 .collect();
+            let mut acked = Vec::new();
             for caller in callers {
-                let last = within(60, "blocking callers on a full blocking pool", caller).await.unwrap();
-                assert!(j.durable_lsn() >= last);
+                let lsns = within(60, "blocking callers on a full blocking pool", caller).await.unwrap();
+                assert!(j.durable_lsn().as_u64() >= *lsns.last().unwrap());
+                acked.extend(lsns);
             }
             j.close().await.unwrap();
-            let records = common::read_all(dir.path());
-            assert_eq!(records.len(), 100);
+            acked.sort_unstable();
+            let kept: Vec<u64> = common::read_all(dir.path()).into_iter().map(|(lsn, _)| lsn).collect();
+            assert_eq!(kept, acked, "exactly the acknowledged records");
             let segments = std::fs::read_dir(dir.path())
                 .unwrap()
                 .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "tlog"))

@@ -197,6 +197,8 @@ pub struct WritebackFile {
     /// kept so that `finish` still sees its result. At most one: the writer
     /// degrades and issues no more waits.
     abandoned: Option<tokio::task::JoinHandle<std::io::Result<Option<Duration>>>>,
+    /// That job's outcome, once `settle_abandoned_waits` awaited it.
+    abandoned_outcome: Option<Result<std::io::Result<Option<Duration>>>>,
     /// The writeback ring (native substrate), if any.
     #[cfg(target_os = "linux")]
     ring: Option<crate::substrate::range_ring::RangeRing>,
@@ -286,6 +288,7 @@ impl WritebackFile {
             done: false,
             failed: None,
             abandoned: None,
+            abandoned_outcome: None,
             #[cfg(target_os = "linux")]
             ring,
         })
@@ -509,6 +512,21 @@ impl WritebackFile {
     /// an abandoned call's result comes promptly; wait for it up to one
     /// deadline (never forever: the device may be stuck), fail on an error,
     /// and leave one still stuck after that to the `fdatasync`.
+    /// Test seam: waits, without bound, until every writeback wait
+    /// abandoned at its deadline has completed (its result is then kept
+    /// for `finish`). Not a stable API.
+    #[doc(hidden)]
+    pub async fn settle_abandoned_waits(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(ring) = self.ring.as_mut() {
+            let _ = ring.abandoned_settled().await;
+        }
+        if let Some(job) = self.abandoned.take() {
+            let outcome = job.await;
+            self.abandoned_outcome = Some(outcome.map_err(|e| task_failed(&self.path, e)));
+        }
+    }
+
     async fn check_abandoned(&mut self) -> Result<()> {
         let settle = self.deadline;
         let mut stuck = 0;
@@ -521,6 +539,9 @@ impl WritebackFile {
                 return Err(Error::io("sync_file_range (abandoned)", &self.path, e));
             }
             stuck += ring.abandoned_in_flight();
+        }
+        if let Some(outcome) = self.abandoned_outcome.take() {
+            outcome?.map_err(|e| Error::io("sync_file_range (abandoned)", &self.path, e))?;
         }
         if let Some(mut job) = self.abandoned.take() {
             match tokio::time::timeout(settle, &mut job).await {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use super::open::DirLock;
 use super::{Chunk, Shared};
 use crate::segment::{self, SegmentFile};
 use crate::substrate::threads::Running;
@@ -126,7 +127,7 @@ pub(super) struct Driver {
     active: Arc<SegmentFile>,
     journal_id: u64,
     /// Held until the driver (or its reaper) ends: the directory's lock.
-    lock: Option<File>,
+    lock: Option<DirLock>,
     queue: VecDeque<Chunk>,
     write: Option<WriteInFlight>,
     syncs: Vec<SyncInFlight>,
@@ -156,7 +157,7 @@ impl Driver {
         backend: Box<dyn Backend>,
         mut active: SegmentFile,
         journal_id: u64,
-        lock: File,
+        lock: DirLock,
     ) -> Driver {
         let lanes = sync_lanes(backend.substrate());
         active.open_lanes(lanes - 1);

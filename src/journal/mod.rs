@@ -42,8 +42,61 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     pub(crate) close_sync: AtomicBool,
     pub(crate) driver: Mutex<Option<tokio::task::JoinHandle<Result<()>>>>,
+    /// Fired when the directory lock is released.
+    pub(crate) released: Arc<ReleaseSignal>,
     /// The journal's own threads for blocking work (never tokio's pool).
     pub(crate) io: crate::substrate::IoThreads,
+}
+
+/// Set once, when the directory lock has been released.
+#[derive(Debug, Default)]
+pub(crate) struct ReleaseSignal {
+    done: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl ReleaseSignal {
+    pub(crate) fn fire(&self) {
+        self.done.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
+/// Resolves once a journal's directory lock has been released: after
+/// [`Journal::close`] returned, or once the last handle was dropped and the
+/// journal flushed what it held and ended its I/O. A new `Journal::open` of
+/// the directory then no longer fails with [`Error::Locked`] (unless another
+/// process took it). It does not keep the journal alive.
+#[derive(Debug, Clone)]
+#[must_use = "a future does nothing unless awaited"]
+pub struct Released {
+    signal: Arc<ReleaseSignal>,
+}
+
+impl Released {
+    /// Whether the lock is already released.
+    pub fn is_released(&self) -> bool {
+        self.signal.done.load(Ordering::Acquire)
+    }
+}
+
+impl std::future::IntoFuture for Released {
+    type Output = ();
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            loop {
+                let notified = self.signal.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable(); // armed before the check: no fire is missed
+                if self.is_released() {
+                    return;
+                }
+                notified.await;
+            }
+        })
+    }
 }
 
 impl Shared {
@@ -215,6 +268,26 @@ impl Journal {
         shared.check_open()?;
         check_not_ahead(shared, lsn)?;
         shared.gate.wait_blocking(Level::Durable, lsn.as_u64()).map(drop)
+    }
+
+    /// A future that resolves once this journal's directory lock has been
+    /// released (see [`Released`]). Take it before dropping the last
+    /// handle to learn when the directory can be opened again:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> tidelog::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let journal = tidelog::Journal::open(dir.path(), Default::default()).await?;
+    /// journal.append_async(b"kept").await?;
+    /// let released = journal.released();
+    /// drop(journal); // flushes in the background
+    /// released.await;
+    /// let journal = tidelog::Journal::open(dir.path(), Default::default()).await?;
+    /// # journal.close().await }
+    /// ```
+    pub fn released(&self) -> Released {
+        Released { signal: self.shared().released.clone() }
     }
 
     /// The substrate actually running.

@@ -32,7 +32,8 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
             dir.display()
         )));
     }
-    let lock = take_lock(dir)?;
+    let released = Arc::new(super::ReleaseSignal::default());
+    let lock = DirLock { file: Some(take_lock(dir)?), released: released.clone() };
     let io = IoThreads::new(format!("tidelog-io {}", dir.display()), IO_THREADS);
     let mut backend = choose_backend(&opts, &io)?;
     if let Some(rec) = record::recorder(dir) {
@@ -71,6 +72,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
         shutdown: AtomicBool::new(false),
         close_sync: AtomicBool::new(false),
         driver: Mutex::new(None),
+        released,
         io,
         opts,
     });
@@ -174,6 +176,22 @@ fn prepare_dir(dir: &Path) -> Result<()> {
             Ok(())
         }
         Err(e) => Err(Error::io("open journal directory", dir, e)),
+    }
+}
+
+/// The directory's lock, held while anything of the journal may touch the
+/// directory; dropping it releases the lock, then tells whoever awaits
+/// [`Released`](super::Released).
+#[derive(Debug)]
+pub(super) struct DirLock {
+    file: Option<std::fs::File>,
+    released: Arc<super::ReleaseSignal>,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        drop(self.file.take()); // closing the file releases the flock
+        self.released.fire();
     }
 }
 

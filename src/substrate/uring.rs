@@ -151,7 +151,7 @@ pub(super) fn watch(ring: &IoUring) -> Result<AsyncFd<RingFd>, String> {
 }
 
 /// Why the kernel cannot run a ring, learned once per process.
-pub(super) fn probe() -> Result<(), String> {
+pub(crate) fn probe() -> Result<(), String> {
     static PROBED: OnceLock<Result<(), String>> = OnceLock::new();
     PROBED
         .get_or_init(|| {
@@ -483,7 +483,7 @@ mod tests {
     /// or `None` (said) where the kernel offers no ring.
     fn setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Option<(UringBackend, Arc<SegmentFile>)> {
         if let Err(why) = probe() {
-            eprintln!("SKIPPED: {why}");
+            crate::testing::skip(crate::testing::Capability::IoUring, "the ring backend's unit tests", &why);
             return None;
         }
         let _in = rt.enter();

@@ -49,6 +49,10 @@ pub fn run_child(
     if direct {
         cmd.arg("--direct");
     }
+    // See `super::SPAWN`: no journal of this process opens until the child
+    // has printed its first line, long after its exec closed the copies of
+    // our descriptors.
+    let no_open = super::SPAWN.lock().unwrap_or_else(|p| p.into_inner());
     let mut child = Reaper(cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn the child"));
     let stdout = child.0.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
@@ -66,11 +70,13 @@ pub fn run_child(
         (tag, f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap())
     };
     let mut acks = Vec::new();
+    let mut no_open = Some(no_open);
     while acks.len() < want {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => acks.push(parse(line)),
             Err(e) => panic!("the child acknowledged only {} of {want} records within 60 s: {e}", acks.len()),
         }
+        drop(no_open.take());
     }
     // Freeze the child before the cut, and wait until every thread of it
     // has stopped: whatever it printed is then in the pipe, and nothing it

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use tidelog::testing::{skip, Capability};
 use tidelog::{Journal, JournalOptions, SubstrateChoice};
 
 #[cfg(all(feature = "cli", target_os = "linux"))]
@@ -51,16 +52,21 @@ where
     Fut: Future<Output = ()>,
 {
     let opts = JournalOptions::new().substrate(substrate).direct_io(direct);
+    let cell = format!(
+        "{}{} cell",
+        if substrate == SubstrateChoice::IoUring { "io_uring" } else { "blocking" },
+        if direct { " direct" } else { "" }
+    );
     rt.block_on(async move {
         if substrate == SubstrateChoice::IoUring {
             if let Some(why) = unavailable(JournalOptions::new().substrate(SubstrateChoice::IoUring)).await {
-                eprintln!("SKIPPED on io_uring: {why}");
+                skip(Capability::IoUring, &cell, &why);
                 return;
             }
         }
         if direct {
             if let Some(why) = unavailable(opts.clone()).await {
-                eprintln!("SKIPPED with direct I/O: {why}");
+                skip(Capability::Direct, &cell, &why);
                 return;
             }
         }
@@ -91,20 +97,45 @@ pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T
     }
 }
 
-/// Reopens a journal whose last handle was dropped: its driver releases the
-/// directory lock when it has flushed, so `Locked` is retried until then
-/// (failing loudly after 30 s).
+/// Serialises child processes' start with opening journals in this test
+/// process. A child holds a copy of every descriptor of its parent from
+/// its fork until its exec closes them (`O_CLOEXEC`): a journal's lock
+/// file among them keeps the lock held, and a journal opened in that
+/// window would find its directory `Locked`. `spawn` returns once the
+/// child's exec has begun, a moment before the kernel closes those copies,
+/// so the lock is held until the child has shown it is past that: it
+/// exited ([`output`]) or printed its first line (`crash::run_child`).
+pub static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `cmd` to completion under [`SPAWN`], returning its output.
+pub fn output(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
+    let _no_open = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+    cmd.output()
+}
+
+/// Opens a journal whose earlier owner released its lock (it was closed,
+/// its process ended, or [`reopen_dropped`] awaited the release).
+// The guard is held across the open on purpose: no child may start while
+// the lock is taken. Every holder finishes without waiting for another
+// holder, and each test drives its own runtime, so blocking a thread on it
+// is brief and cannot deadlock.
+#[allow(clippy::await_holding_lock)]
 pub async fn reopen(dir: &Path, opts: &JournalOptions) -> Journal {
-    within(30, "the dropped journal releasing its lock", async {
-        loop {
-            match Journal::open(dir, opts.clone()).await {
-                Ok(j) => return j,
-                Err(tidelog::Error::Locked { .. }) => tokio::task::yield_now().await,
-                Err(e) => panic!("reopen: {e}"),
-            }
-        }
-    })
-    .await
+    let _no_spawn = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
+    match Journal::open(dir, opts.clone()).await {
+        Ok(j) => j,
+        Err(e) => panic!("reopen {}: {e}", dir.display()),
+    }
+}
+
+/// Drops `j` (its driver flushes in the background), awaits the release
+/// of its directory lock (failing loudly after 30 s), and opens the
+/// directory again.
+pub async fn reopen_dropped(j: Journal, dir: &Path, opts: &JournalOptions) -> Journal {
+    let released = j.released();
+    drop(j);
+    within(30, "the dropped journal releasing its lock", std::future::IntoFuture::into_future(released)).await;
+    reopen(dir, opts).await
 }
 
 /// Every record of the journal in `dir`, read offline.

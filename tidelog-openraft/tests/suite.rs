@@ -26,7 +26,7 @@ fn suite(cell: &str) {
     let (_, opts) = common::cells().into_iter().find(|(name, _)| *name == cell).expect("a known cell");
     let probe = tokio::runtime::Runtime::new().expect("runtime");
     if let Some(why) = probe.block_on(common::unavailable(&opts)) {
-        eprintln!("SKIPPED {cell}: {why}");
+        tidelog::testing::skip(common::capability(cell), &format!("openraft's storage suite, {cell}"), &why);
         return;
     }
     drop(probe);

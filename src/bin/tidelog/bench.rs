@@ -35,8 +35,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_values_t = vec![128usize])]
     record_size: Vec<usize>,
     /// Substrates: io_uring, io_uring-sqpoll, blocking (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = vec!["io_uring".to_string(), "blocking".to_string()])]
-    substrate: Vec<String>,
+    /// Default: io_uring and blocking, skipping (and saying so) one this
+    /// machine cannot run; a substrate named here that cannot run is an
+    /// error.
+    #[arg(long, value_delimiter = ',')]
+    substrate: Option<Vec<String>>,
     /// What each task waits for: durable (append_durable_async), written
     /// (append_async), submit (fire-and-forget tickets, awaited at the end).
     #[arg(long, value_delimiter = ',', default_values_t = vec!["durable".to_string()])]
@@ -195,7 +198,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         }
     }
     let baselines = raws.len() + 1 + usize::from(cfg!(all(feature = "tokio-uring-baseline", target_os = "linux")));
-    let journal_cells = args.substrate.len() * ios.len() * args.mode.len() * args.tasks.len();
+    // Asked for by name (a substrate, or --direct/--dsync): a cell that
+    // cannot run fails the command instead of leaving a row out.
+    let explicit = args.substrate.is_some();
+    let substrates = args.substrate.clone().unwrap_or_else(|| vec!["io_uring".into(), "blocking".into()]);
+    let journal_cells = substrates.len() * ios.len() * args.mode.len() * args.tasks.len();
     let cells = rounds * args.record_size.len() * (baselines + journal_cells);
     // Drawn on stderr only when it is a terminal (indicatif hides it
     // otherwise); `suspend` keeps our own lines readable either way.
@@ -219,8 +226,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                 samples.push(tokio_uring_floor(&base.join(format!("tokio-uring-{record}")), record, cell, warmup)?);
                 progress.inc(1);
             }
-            for (name, &(io_label, direct, dsync)) in
-                args.substrate.iter().flat_map(|n| ios.iter().map(move |io| (n, io)))
+            for (name, &(io_label, direct, dsync)) in substrates.iter().flat_map(|n| ios.iter().map(move |io| (n, io)))
             {
                 let (choice, sqpoll) = match name.as_str() {
                     "io_uring" | "iouring" | "uring" => (SubstrateChoice::IoUring, None),
@@ -243,6 +249,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                     progress.set_message(format!("{name}{label} {mode}, {tasks} tasks, {record} B"));
                     match rt.block_on(journal_cell(&dir, (opts, &label), mode, tasks, record, cell, warmup)) {
                         Ok(s) => samples.push(s),
+                        Err(tidelog::Error::Unsupported(why)) if explicit || !io_label.is_empty() => {
+                            return Err(format!("tidelog {name}{label} cannot run here: {why}"));
+                        }
                         Err(tidelog::Error::Unsupported(why)) => {
                             if round == 0 {
                                 progress.suspend(|| eprintln!("skipping {name}{label}: {why}"));
@@ -522,17 +531,22 @@ async fn journal_cell(
     counting.store(true, Ordering::Relaxed);
     tokio::time::sleep(cell).await;
     stop.store(true, Ordering::Relaxed);
-    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_time() - cpu0);
-    let after = journal.stats();
+    // Each task's op in flight at the stop is counted when it completes,
+    // and the cell's time runs until then: a cell a disk stall swallowed
+    // still reports the ops that completed, over the time they took.
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut ops = 0;
+    let mut tickets = Vec::new();
     for h in handles {
         let (h, n, last) = h.await.map_err(|e| tidelog::Error::InvalidOptions(e.to_string()))??;
         hist.add(h).ok();
         ops += n;
-        if let Some(ticket) = last {
-            ticket.await?; // every submitted record is durable before we stop
-        }
+        tickets.extend(last);
+    }
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_time() - cpu0);
+    let after = journal.stats();
+    for ticket in tickets {
+        ticket.await?; // every submitted record is durable before we stop
     }
     let substrate = journal.substrate();
     journal.close().await?;

@@ -33,6 +33,16 @@ pub async fn unavailable(opts: &JournalOptions) -> Option<String> {
     }
 }
 
+/// What a cell needs that a machine may lack: direct I/O's cells fail
+/// first on the filesystem, the others on io_uring.
+pub fn capability(cell: &str) -> tidelog::testing::Capability {
+    if cell.contains("direct") && tidelog::testing::Capability::Direct.present().is_err() {
+        tidelog::testing::Capability::Direct
+    } else {
+        tidelog::testing::Capability::IoUring
+    }
+}
+
 /// Runs `body` once per available cell on a multi-thread runtime, failing
 /// loudly if one takes over two minutes.
 pub fn each_cell<F, Fut>(body: F)
@@ -44,7 +54,7 @@ where
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         rt.block_on(async {
             if let Some(why) = unavailable(&opts).await {
-                eprintln!("SKIPPED {name}: {why}");
+                tidelog::testing::skip(capability(name), name, &why);
                 return;
             }
             within(120, name, body(name, opts)).await;
