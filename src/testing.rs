@@ -159,12 +159,12 @@ fn tools(names: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(all(target_os = "linux", not(tidelog_portable)))]
+#[cfg(tidelog_linux)]
 fn io_uring_works() -> Result<(), String> {
     crate::substrate::uring::probe()
 }
 
-#[cfg(not(all(target_os = "linux", not(tidelog_portable))))]
+#[cfg(not(tidelog_linux))]
 fn io_uring_works() -> Result<(), String> {
     Err("built without io_uring (not Linux, or --cfg tidelog_portable)".into())
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::substrate::platform;
-#[cfg(target_os = "linux")]
+#[cfg(tidelog_linux)]
 use crate::substrate::range_ring::RangeFault;
 use crate::{Error, Result, StorageClass, Substrate, SubstrateChoice};
 use tuner::ChunkTuner;
@@ -200,7 +200,7 @@ pub struct WritebackFile {
     /// That job's outcome, once `settle_abandoned_waits` awaited it.
     abandoned_outcome: Option<Result<std::io::Result<Option<Duration>>>>,
     /// The writeback ring (native substrate), if any.
-    #[cfg(target_os = "linux")]
+    #[cfg(tidelog_linux)]
     ring: Option<crate::substrate::range_ring::RangeRing>,
 }
 
@@ -247,7 +247,7 @@ impl WritebackFile {
         })
         .await?
         .map_err(|e| Error::io("create file", &path, e))?;
-        #[cfg(target_os = "linux")]
+        #[cfg(tidelog_linux)]
         let ring = match opts.substrate {
             SubstrateChoice::Blocking => None,
             choice => match crate::substrate::range_ring::RangeRing::new() {
@@ -259,7 +259,7 @@ impl WritebackFile {
                 }
             },
         };
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(not(tidelog_linux))]
         if opts.substrate == SubstrateChoice::IoUring {
             return Err(Error::Unsupported("io_uring is Linux-only".into()));
         }
@@ -289,14 +289,14 @@ impl WritebackFile {
             failed: None,
             abandoned: None,
             abandoned_outcome: None,
-            #[cfg(target_os = "linux")]
+            #[cfg(tidelog_linux)]
             ring,
         })
     }
 
     /// Where the writeback calls run.
     pub fn substrate(&self) -> Substrate {
-        #[cfg(target_os = "linux")]
+        #[cfg(tidelog_linux)]
         if self.ring.is_some() {
             return Substrate::IoUring;
         }
@@ -396,7 +396,7 @@ impl WritebackFile {
             self.waits_issued += 1;
         }
         let fail = self.waits_issued == self.faults.fail_wait_nth && previous.is_some();
-        #[cfg(target_os = "linux")]
+        #[cfg(tidelog_linux)]
         if let Some(ring) = self.ring.as_mut() {
             let job = async move {
                 ring.sync_range(&file, chunk.0, chunk.1, platform::SFR_START, RangeFault::default()).await?;
@@ -517,7 +517,7 @@ impl WritebackFile {
     /// for `finish`). Not a stable API.
     #[doc(hidden)]
     pub async fn settle_abandoned_waits(&mut self) {
-        #[cfg(target_os = "linux")]
+        #[cfg(tidelog_linux)]
         if let Some(ring) = self.ring.as_mut() {
             let _ = ring.abandoned_settled().await;
         }
@@ -530,7 +530,7 @@ impl WritebackFile {
     async fn check_abandoned(&mut self) -> Result<()> {
         let settle = self.deadline;
         let mut stuck = 0;
-        #[cfg(target_os = "linux")]
+        #[cfg(tidelog_linux)]
         if let Some(ring) = self.ring.as_mut() {
             if let Ok(Err(e)) = tokio::time::timeout(settle, ring.abandoned_settled()).await {
                 return Err(Error::io("sync_file_range (abandoned)", &self.path, e));

@@ -114,7 +114,10 @@ fn prepare_direct(
     let last = &recovered.last;
     let (mem, block) = match platform::dio_alignment(&last.file) {
         Ok(Some(align)) => align,
-        Ok(None) => return Err(unsupported("the kernel reports no O_DIRECT support for its files".into())),
+        Ok(None) if cfg!(tidelog_linux) => {
+            return Err(unsupported("the kernel reports no O_DIRECT support for its files".into()))
+        }
+        Ok(None) => return Err(unsupported("tidelog does direct I/O on Linux only".into())),
         Err(e) => return Err(Error::io_at("statx", &last.path, Lsn::new(last.base), e)),
     };
     if !block.is_power_of_two() || block > 4096 || mem > 4096 {
@@ -228,13 +231,13 @@ fn warn_fallback_once(why: &str) {
     WARNED.call_once(|| tracing::warn!(reason = why, "io_uring unavailable; tidelog runs on the Blocking substrate"));
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(tidelog_linux)]
 fn native(opts: &JournalOptions) -> std::result::Result<Box<dyn Backend>, String> {
     crate::substrate::uring::UringBackend::create(opts.ring_entries, opts.sqpoll_idle)
         .map(|b| Box::new(b) as Box<dyn Backend>)
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(tidelog_linux))]
 fn native(_opts: &JournalOptions) -> std::result::Result<Box<dyn Backend>, String> {
     Err("io_uring exists only on Linux".into())
 }

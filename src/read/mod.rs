@@ -413,7 +413,7 @@ fn last_nonzero(bytes: &[u8]) -> Option<usize> {
     None
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, tidelog_linux))]
 mod tests {
     #[test]
     fn last_nonzero_finds_the_last_set_byte_at_every_position() {

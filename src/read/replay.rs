@@ -200,12 +200,12 @@ fn map_sealed(file: &File, len: u64) -> std::io::Result<memmap2::Mmap> {
 
 /// Drops a consumed segment's pages from the page cache.
 fn release_cache(file: &File) {
-    #[cfg(target_os = "linux")]
+    #[cfg(tidelog_linux)]
     {
         use std::os::fd::AsRawFd;
         // SAFETY: plain syscall on a valid fd borrowed for the call.
         unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(tidelog_linux))]
     let _ = file;
 }

@@ -11,11 +11,11 @@ mod blocking;
 mod buf;
 pub(crate) mod fault;
 pub(crate) mod platform;
-#[cfg(target_os = "linux")]
+#[cfg(tidelog_linux)]
 pub(crate) mod range_ring;
 pub(crate) mod record;
 pub(crate) mod threads;
-#[cfg(target_os = "linux")]
+#[cfg(tidelog_linux)]
 pub(crate) mod uring;
 
 use std::io;

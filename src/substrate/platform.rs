@@ -34,7 +34,7 @@ pub(crate) fn sync_data(file: &File) -> io::Result<()> {
 /// Reserves `len` bytes of blocks for `file` without changing what reads
 /// return. Filesystems that cannot (`EOPNOTSUPP`) are left to grow the file.
 pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
+    #[cfg(tidelog_linux)]
     {
         use std::os::fd::AsRawFd;
         let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
@@ -52,7 +52,7 @@ pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
             }
         }
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(tidelog_linux))]
     {
         let _ = (file, len);
         Ok(())
@@ -65,7 +65,7 @@ pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
 /// pages of an unwritten extent count as data, so a scan that reads ahead
 /// reads every preallocated zero. Advice only: failure is ignored.
 pub(crate) fn advise_random(file: &File, random: bool) {
-    #[cfg(target_os = "linux")]
+    #[cfg(tidelog_linux)]
     {
         use std::os::fd::AsRawFd;
         let advice = if random { libc::POSIX_FADV_RANDOM } else { libc::POSIX_FADV_NORMAL };
@@ -73,14 +73,14 @@ pub(crate) fn advise_random(file: &File, random: bool) {
         // changes only the kernel's read-ahead policy for this open file.
         unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, advice) };
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(tidelog_linux))]
     let _ = (file, random);
 }
 
 /// The first offset at or after `from` that may hold data (`SEEK_DATA`),
 /// `None` past the last data. Where `SEEK_DATA` is unsupported, `from`.
 pub(crate) fn next_data(file: &File, from: u64) -> io::Result<Option<u64>> {
-    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    #[cfg(any(tidelog_linux, target_os = "freebsd"))]
     {
         use std::os::fd::AsRawFd;
         let Ok(at) = libc::off_t::try_from(from) else { return Ok(Some(from)) };
@@ -97,7 +97,7 @@ pub(crate) fn next_data(file: &File, from: u64) -> io::Result<Option<u64>> {
             _ => Err(err),
         }
     }
-    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    #[cfg(not(any(tidelog_linux, target_os = "freebsd")))]
     {
         let _ = file;
         Ok(Some(from))
@@ -120,21 +120,21 @@ pub(crate) const SFR_START: u32 = SFR_WRITE;
 /// ... and wait for a range's writeback, starting what is still dirty.
 pub(crate) const SFR_WAIT: u32 = SFR_WAIT_BEFORE | SFR_WRITE | SFR_WAIT_AFTER;
 
-#[cfg(target_os = "linux")]
+#[cfg(tidelog_linux)]
 const SFR_WRITE: u32 = libc::SYNC_FILE_RANGE_WRITE;
-#[cfg(target_os = "linux")]
+#[cfg(tidelog_linux)]
 const SFR_WAIT_BEFORE: u32 = libc::SYNC_FILE_RANGE_WAIT_BEFORE;
-#[cfg(target_os = "linux")]
+#[cfg(tidelog_linux)]
 const SFR_WAIT_AFTER: u32 = libc::SYNC_FILE_RANGE_WAIT_AFTER;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(tidelog_linux))]
 const SFR_WRITE: u32 = 1;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(tidelog_linux))]
 const SFR_WAIT_BEFORE: u32 = 2;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(tidelog_linux))]
 const SFR_WAIT_AFTER: u32 = 4;
 
 fn sync_range(file: &File, offset: u64, len: u64, flags: u32) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
+    #[cfg(tidelog_linux)]
     {
         use std::os::fd::AsRawFd;
         let (Ok(off), Ok(n)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else {
@@ -152,7 +152,7 @@ fn sync_range(file: &File, offset: u64, len: u64, flags: u32) -> io::Result<()> 
             }
         }
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(tidelog_linux))]
     {
         // No range writeback elsewhere: waiting means syncing the data.
         let _ = (offset, len);
@@ -208,10 +208,12 @@ pub(crate) fn pwrite_all(file: &File, mut buf: &[u8], mut offset: u64) -> io::Re
 /// One positional write of `slices` laid end to end (`pwritev2`); may be
 /// short. With `dsync` it carries `RWF_DSYNC`: durable when it returns, like
 /// a write followed by `fdatasync` of that range (a FUA write on devices that
-/// honour it). Elsewhere than Linux: the first slice, then (`dsync`)
-/// `fdatasync` — a short write the caller completes.
+/// honour it). Elsewhere than Linux: one `pwrite` per slice, stopping at
+/// the first short or failed one (what was written before it is reported,
+/// and the caller continues from there), then (`dsync`, all written)
+/// `fdatasync`.
 pub(crate) fn pwritev(file: &File, slices: &[&[u8]], offset: u64, dsync: bool) -> io::Result<usize> {
-    #[cfg(target_os = "linux")]
+    #[cfg(tidelog_linux)]
     {
         use std::os::fd::AsRawFd;
         if slices.len() == 1 && !dsync {
@@ -229,18 +231,30 @@ pub(crate) fn pwritev(file: &File, slices: &[&[u8]], offset: u64, dsync: bool) -
         }
         Ok(n as usize)
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(tidelog_linux))]
     {
-        let n = pwrite(file, slices.first().copied().unwrap_or_default(), offset)?;
+        let mut done = 0usize;
+        for slice in slices {
+            match pwrite(file, slice, offset + done as u64) {
+                Ok(n) => {
+                    done += n;
+                    if n < slice.len() {
+                        return Ok(done);
+                    }
+                }
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => return Ok(done), // the caller retries the rest and sees the error
+            }
+        }
         if dsync {
             sync_data(file)?;
         }
-        Ok(n)
+        Ok(done)
     }
 }
 
 /// The `iovec`s of `slices` (valid while the slices are).
-#[cfg(target_os = "linux")]
+#[cfg(tidelog_linux)]
 pub(crate) fn iovecs(slices: &[&[u8]]) -> Vec<libc::iovec> {
     slices.iter().map(|s| libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() }).collect()
 }
@@ -249,9 +263,9 @@ pub(crate) fn iovecs(slices: &[&[u8]]) -> Vec<libc::iovec> {
 /// `statx(STATX_DIOALIGN)` where the kernel reports it, else the
 /// filesystem's block size (`st_blksize`, a multiple of the device's
 /// logical block size). `Ok(None)`: the kernel says this file cannot do
-/// direct I/O.
+/// direct I/O, or (elsewhere than Linux) tidelog does not do it there.
 pub(crate) fn dio_alignment(file: &File) -> io::Result<Option<(u32, u32)>> {
-    #[cfg(target_os = "linux")]
+    #[cfg(tidelog_linux)]
     {
         use std::os::fd::AsRawFd;
         // SAFETY: `statx` is plain data; all-zero is a valid value.
@@ -266,10 +280,16 @@ pub(crate) fn dio_alignment(file: &File) -> io::Result<Option<(u32, u32)>> {
             }
             return Ok(Some((stx.stx_dio_mem_align, stx.stx_dio_offset_align)));
         }
+        use std::os::unix::fs::MetadataExt;
+        let block = file.metadata()?.blksize().clamp(512, 4096) as u32;
+        Ok(Some((block, block)))
     }
-    use std::os::unix::fs::MetadataExt;
-    let block = file.metadata()?.blksize().clamp(512, 4096) as u32;
-    Ok(Some((block, block)))
+    #[cfg(not(tidelog_linux))]
+    {
+        // tidelog turns O_DIRECT on only on Linux (`set_direct`).
+        let _ = file;
+        Ok(None)
+    }
 }
 
 /// The physical block size of the device under `file` (Linux, from sysfs),
@@ -280,7 +300,7 @@ pub(crate) fn dio_alignment(file: &File) -> io::Result<Option<(u32, u32)>> {
 /// `None` for files not on a block device (network, overlay, multi-device
 /// filesystems) or where sysfs does not tell.
 pub(crate) fn physical_block_size(file: &File) -> Option<u32> {
-    #[cfg(target_os = "linux")]
+    #[cfg(tidelog_linux)]
     {
         use std::os::unix::fs::MetadataExt;
         let dev = file.metadata().ok()?.dev();
@@ -290,7 +310,7 @@ pub(crate) fn physical_block_size(file: &File) -> Option<u32> {
         let text = read(&node).or_else(|| node.parent().and_then(read))?;
         text.trim().parse().ok().filter(|&n: &u32| n > 0)
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(tidelog_linux))]
     {
         let _ = file;
         None
@@ -299,7 +319,7 @@ pub(crate) fn physical_block_size(file: &File) -> Option<u32> {
 
 /// Turns `O_DIRECT` on for an open file (Linux; elsewhere `Unsupported`).
 pub(crate) fn set_direct(file: &File) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
+    #[cfg(tidelog_linux)]
     {
         use std::os::fd::AsRawFd;
         let fd = file.as_raw_fd();
@@ -312,7 +332,7 @@ pub(crate) fn set_direct(file: &File) -> io::Result<()> {
         }
         Ok(())
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(tidelog_linux))]
     {
         let _ = file;
         Err(io::Error::new(io::ErrorKind::Unsupported, "O_DIRECT is Linux-only in tidelog"))
