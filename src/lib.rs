@@ -97,7 +97,6 @@ mod segment;
 mod stats;
 mod storage;
 mod substrate;
-mod sync;
 
 pub use error::{Error, Result};
 pub use journal::options::{

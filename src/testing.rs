@@ -178,16 +178,15 @@ fn direct_works() -> Result<(), String> {
         return Err(format!("{} is on {class}", dir.display()));
     }
     let file = tempfile_in(&dir)?;
-    crate::substrate::platform::set_direct(&file.0)
-        .map_err(|e| format!("{} ({class}) refuses O_DIRECT: {e}", dir.display()))
+    crate::storage::os::set_direct(&file.0).map_err(|e| format!("{} ({class}) refuses O_DIRECT: {e}", dir.display()))
 }
 
 fn seek_data_skips_preallocation() -> Result<(), String> {
-    use crate::substrate::platform;
+    use crate::storage::os;
     let file = tempfile_in(&std::env::temp_dir())?;
     let len = 4u64 << 20;
-    platform::allocate(&file.0, len).map_err(|e| format!("fallocate: {e}"))?;
-    match platform::next_data(&file.0, 1 << 20) {
+    os::allocate(&file.0, len).map_err(|e| format!("fallocate: {e}"))?;
+    match os::next_data(&file.0, 1 << 20) {
         Ok(None) => Ok(()),
         Ok(Some(at)) if at >= len => Ok(()),
         Ok(Some(_)) => Err("the temp directory's filesystem reports preallocated extents as data".into()),

@@ -1,5 +1,5 @@
-//! A `loom` model of the group-commit gate: the real `src/gate.rs`, compiled
-//! over loom's mutex, condvar and atomics (through `crate::sync`), explored
+//! A `loom` model of the group-commit gate: the real `src/gate/`, compiled
+//! over loom's mutex, condvar and atomics (`src/gate/prims.rs`), explored
 //! over every interleaving of a driver (the leader of every round), followers
 //! that wait blocking or as futures, followers that give up, failures and
 //! close. Properties: no lost wake-up (loom reports a waiter that is never
@@ -12,15 +12,11 @@
 #![cfg(tidelog_loom)]
 #![allow(dead_code, unreachable_pub)]
 
-/// What `src/gate.rs` imports from `crate::sync`, from loom.
-mod sync {
-    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize};
-    pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
-}
-
 pub(crate) use tidelog::{Error, Lsn, Result};
 
-#[path = "../src/gate.rs"]
+/// The gate's own source; its primitives (`src/gate/prims.rs`) are loom's
+/// under `--cfg tidelog_loom`.
+#[path = "../src/gate/mod.rs"]
 mod gate;
 
 use std::sync::atomic::Ordering::SeqCst;

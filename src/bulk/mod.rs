@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::substrate::platform;
+use crate::storage::os;
 #[cfg(tidelog_linux)]
 use crate::substrate::range_ring::RangeFault;
 use crate::{Error, Result, StorageClass, Substrate, SubstrateChoice};
@@ -365,7 +365,7 @@ impl WritebackFile {
         self.writes_issued += 1;
         let fail = self.writes_issued == self.faults.fail_write_nth;
         let (result, stage) = blocking(&self.path, move || {
-            let mut result = platform::pwrite_all(&file, &stage, offset);
+            let mut result = os::pwrite_all(&file, &stage, offset);
             if fail && result.is_ok() {
                 result = Err(std::io::Error::from_raw_os_error(libc::EIO)); // test seam
             }
@@ -399,12 +399,12 @@ impl WritebackFile {
         #[cfg(tidelog_linux)]
         if let Some(ring) = self.ring.as_mut() {
             let job = async move {
-                ring.sync_range(&file, chunk.0, chunk.1, platform::SFR_START, RangeFault::default()).await?;
+                ring.sync_range(&file, chunk.0, chunk.1, os::SFR_START, RangeFault::default()).await?;
                 let Some(prev) = previous else { return Ok(None) };
                 let t = Instant::now();
                 // Test seam: a slow device holds the wait in the kernel.
                 let fault = RangeFault { delay, fail };
-                ring.sync_range(&file, prev.0, prev.1, platform::SFR_WAIT, fault).await?;
+                ring.sync_range(&file, prev.0, prev.1, os::SFR_WAIT, fault).await?;
                 Ok(Some(t.elapsed()))
             };
             // At the deadline the op is dropped here but filed as abandoned
@@ -413,13 +413,13 @@ impl WritebackFile {
             return self.waited(outcome);
         }
         let mut job = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Duration>> {
-            platform::start_writeback(&file, chunk.0, chunk.1)?;
+            os::start_writeback(&file, chunk.0, chunk.1)?;
             let Some(prev) = previous else { return Ok(None) };
             let t = Instant::now();
             if let Some(delay) = delay {
                 std::thread::sleep(delay); // test seam: a slow device
             }
-            platform::wait_writeback(&file, prev.0, prev.1)?;
+            os::wait_writeback(&file, prev.0, prev.1)?;
             if fail {
                 return Err(std::io::Error::from_raw_os_error(libc::EIO)); // test seam
             }
@@ -479,7 +479,7 @@ impl WritebackFile {
             if atomic {
                 std::fs::rename(&path, &target)?;
             }
-            platform::sync_dir(&dir)
+            os::sync_dir(&dir)
         })
         .await?
         .map_err(|e| Error::io("finish", &self.target, e))?;
@@ -493,9 +493,7 @@ impl WritebackFile {
         }
         self.flush_stage().await?;
         let file = self.file.clone();
-        blocking(&self.path, move || platform::sync_data(&file))
-            .await?
-            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        blocking(&self.path, move || os::sync_data(&file)).await?.map_err(|e| Error::io("fdatasync", &self.path, e))?;
         self.check_abandoned().await
     }
 

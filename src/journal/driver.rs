@@ -23,8 +23,9 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use super::open::DirLock;
 use super::{Chunk, Shared};
 use crate::segment::{self, SegmentFile};
+use crate::storage::os;
 use crate::substrate::threads::Running;
-use crate::substrate::{platform, record, AlignedBuf, Backend, Done, Op, OpKind};
+use crate::substrate::{record, AlignedBuf, Backend, Done, Op, OpKind};
 use crate::{format, Error, Lsn, Result, SyncPolicy};
 
 /// Transient errors (`EINTR`, `EAGAIN`) retried per write before giving up.
@@ -580,7 +581,7 @@ impl Driver {
                 self.resubmit(op)?;
                 return Ok(false);
             }
-            Err(e) if platform::is_transient(&e) && w.retries < MAX_WRITE_RETRIES => {
+            Err(e) if os::is_transient(&e) && w.retries < MAX_WRITE_RETRIES => {
                 w.retries += 1;
                 self.resubmit(op)?;
                 return Ok(false);
@@ -681,8 +682,7 @@ impl Driver {
             };
             made.open_lanes(lanes - 1);
             if direct {
-                platform::set_direct(&made.file)
-                    .map_err(|e| Error::io_at("set O_DIRECT", &made.path, Lsn::new(base), e))?;
+                os::set_direct(&made.file).map_err(|e| Error::io_at("set O_DIRECT", &made.path, Lsn::new(base), e))?;
             }
             Ok(made)
         });

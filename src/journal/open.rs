@@ -12,7 +12,8 @@ use crate::gate::Gate;
 use crate::recovery::{self, Recovered};
 use crate::segment::SegmentFile;
 use crate::stats::StatsInner;
-use crate::substrate::{platform, record, Backend, BlockingBackend, IoThreads};
+use crate::storage::os;
+use crate::substrate::{record, Backend, BlockingBackend, IoThreads};
 use crate::{Error, JournalOptions, Lsn, Result, SubstrateChoice};
 
 /// Name of the lock file inside a journal directory.
@@ -112,7 +113,7 @@ fn prepare_direct(
 ) -> Result<u64> {
     let unsupported = |why: String| Error::Unsupported(format!("direct_io on {storage} ({}): {why}", dir.display()));
     let last = &recovered.last;
-    let (mem, block) = match platform::dio_alignment(&last.file) {
+    let (mem, block) = match os::dio_alignment(&last.file) {
         Ok(Some(align)) => align,
         Ok(None) if cfg!(tidelog_linux) => {
             return Err(unsupported("the kernel reports no O_DIRECT support for its files".into()))
@@ -125,7 +126,7 @@ fn prepare_direct(
             "needs {block}-byte offsets and {mem}-byte buffers; tidelog supports alignments up to 4096"
         )));
     }
-    let block = u64::from(pad_block(block, platform::physical_block_size(&last.file), dir));
+    let block = u64::from(pad_block(block, os::physical_block_size(&last.file), dir));
     let end = recovered.report.end_lsn.as_u64();
     if crate::format::file_offset(last.base, end) % block != 0 {
         tracing::info!(dir = %dir.display(), end, block, "direct I/O: the log ends inside a block; continuing in a new segment");
@@ -136,7 +137,7 @@ fn prepare_direct(
         recovered.last = made;
     }
     let last = &recovered.last;
-    platform::set_direct(&last.file).map_err(|e| match e.raw_os_error() {
+    os::set_direct(&last.file).map_err(|e| match e.raw_os_error() {
         Some(libc::EINVAL) => unsupported("the filesystem refuses O_DIRECT".into()),
         _ => Error::io_at("set O_DIRECT", &last.path, Lsn::new(last.base), e),
     })?;
@@ -174,7 +175,7 @@ fn prepare_dir(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(dir).map_err(|e| Error::io("create journal directory", dir, e))?;
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                platform::sync_dir(parent).map_err(|e| Error::io("sync parent directory", parent, e))?;
+                os::sync_dir(parent).map_err(|e| Error::io("sync parent directory", parent, e))?;
             }
             Ok(())
         }
@@ -207,7 +208,7 @@ fn take_lock(dir: &Path) -> Result<std::fs::File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::io("open lock file", &path, e))?;
-    match platform::try_lock_exclusive(&file) {
+    match os::try_lock_exclusive(&file) {
         Ok(true) => Ok(file),
         Ok(false) => Err(Error::Locked { path }),
         Err(e) => Err(Error::io("flock", &path, e)),

@@ -361,9 +361,9 @@ pub(crate) fn nonzero_extent(file: &File, from: u64, len: u64) -> std::io::Resul
     // asked for; the next SEEK_DATA then skips preallocated zeros instead
     // of finding read-ahead pages there (which made reopening after a
     // crash read the whole preallocated segment).
-    crate::substrate::platform::advise_random(file, true);
+    crate::storage::os::advise_random(file, true);
     let result = scan_nonzero(file, from, len);
-    crate::substrate::platform::advise_random(file, false);
+    crate::storage::os::advise_random(file, false);
     result
 }
 
@@ -374,7 +374,7 @@ fn scan_nonzero(file: &File, from: u64, len: u64) -> std::io::Result<u64> {
     let mut off = from;
     while off < len {
         // Skip holes and unwritten (preallocated) extents: they read as zeros.
-        match crate::substrate::platform::next_data(file, off)? {
+        match crate::storage::os::next_data(file, off)? {
             Some(data) if data < len => off = data,
             Some(_) | None => break,
         }
@@ -433,7 +433,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     use super::nonzero_extent;
-    use crate::substrate::platform;
+    use crate::storage::os;
 
     /// Bytes this thread has read through read syscalls (`rchar`).
     fn thread_rchar() -> u64 {
@@ -451,8 +451,8 @@ mod tests {
         let file =
             std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("seg")).unwrap();
         let len = 64u64 << 20;
-        platform::allocate(&file, len).unwrap();
-        if platform::next_data(&file, 1 << 20).unwrap().is_some_and(|d| d < len) {
+        os::allocate(&file, len).unwrap();
+        if os::next_data(&file, 1 << 20).unwrap().is_some_and(|d| d < len) {
             let why = "this filesystem reports preallocated extents as data to SEEK_DATA";
             crate::testing::skip(crate::testing::Capability::SeekData, "the scan past a torn tail", why);
             return;

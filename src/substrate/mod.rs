@@ -10,7 +10,6 @@
 mod blocking;
 mod buf;
 pub(crate) mod fault;
-pub(crate) mod platform;
 #[cfg(tidelog_linux)]
 pub(crate) mod range_ring;
 pub(crate) mod record;
@@ -149,7 +148,7 @@ pub(crate) trait Backend: Send + 'static {
 pub(crate) fn perform(op: Op) -> Done {
     let written = op.is_write().then(|| {
         let slices: Vec<&[u8]> = op.slices().collect();
-        platform::pwritev(&op.file.file, &slices, op.offset, op.is_dsync_write())
+        crate::storage::os::pwritev(&op.file.file, &slices, op.offset, op.is_dsync_write())
     });
     let complete = match &written {
         None => true,
@@ -160,7 +159,7 @@ pub(crate) fn perform(op: Op) -> Done {
         (OpKind::Write, _) | (_, false) => None,
         // The kernel made exactly the bytes written durable.
         _ if op.is_dsync_write() => Some(Ok(())),
-        _ => Some(platform::sync_data(op.file.sync_fd(op.lane))),
+        _ => Some(crate::storage::os::sync_data(op.file.sync_fd(op.lane))),
     };
     Done { op, written, synced }
 }

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
-use super::{platform, Backend, Done, Op, OpKind};
+use super::{Backend, Done, Op, OpKind};
+use crate::storage::os;
 
 /// One file, across renames: its inode and how many times that inode number
 /// was handed out to a file the journal created (inodes are reused).
@@ -267,39 +268,39 @@ pub(crate) fn remove_file(dir: &Path, path: &Path) -> io::Result<()> {
     result
 }
 
-/// `platform::pwrite_all`, recorded.
+/// `os::pwrite_all`, recorded.
 pub(crate) fn pwrite_all(dir: &Path, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    let Some(rec) = recorder(dir) else { return platform::pwrite_all(file, buf, offset) };
+    let Some(rec) = recorder(dir) else { return os::pwrite_all(file, buf, offset) };
     let id = rec.write_started(rec.file_id(file), offset, buf.into());
-    let result = platform::pwrite_all(file, buf, offset);
+    let result = os::pwrite_all(file, buf, offset);
     rec.push(Event::WriteDone { id, written: if result.is_ok() { buf.len() } else { 0 } });
     result
 }
 
-/// `platform::allocate`, recorded.
+/// `os::allocate`, recorded.
 pub(crate) fn allocate(dir: &Path, file: &File, len: u64) -> io::Result<()> {
-    let result = platform::allocate(file, len);
+    let result = os::allocate(file, len);
     if let (Some(rec), Ok(())) = (recorder(dir), &result) {
         rec.push(Event::Extend { file: rec.file_id(file), len });
     }
     result
 }
 
-/// `platform::sync_data`, recorded.
+/// `os::sync_data`, recorded.
 pub(crate) fn sync_data(dir: &Path, file: &File) -> io::Result<()> {
-    let Some(rec) = recorder(dir) else { return platform::sync_data(file) };
+    let Some(rec) = recorder(dir) else { return os::sync_data(file) };
     let id = rec.sync_started(rec.file_id(file), None, false);
-    let result = platform::sync_data(file);
+    let result = os::sync_data(file);
     rec.push(Event::SyncDone { id, ok: result.is_ok() });
     result
 }
 
-/// `platform::sync_dir`, recorded.
+/// `os::sync_dir`, recorded.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    let Some(rec) = recorder(dir) else { return platform::sync_dir(dir) };
+    let Some(rec) = recorder(dir) else { return os::sync_dir(dir) };
     let id = rec.id();
     rec.push(Event::DirSyncStart { id });
-    let result = platform::sync_dir(dir);
+    let result = os::sync_dir(dir);
     rec.push(Event::DirSyncDone { id, ok: result.is_ok() });
     result
 }

@@ -328,7 +328,7 @@ impl UringBackend {
             let write = if let [bytes] = slices[..] {
                 opcode::Write::new(fd, bytes.as_ptr(), bytes.len() as u32).offset(op.offset).rw_flags(rw_flags).build()
             } else {
-                iovecs = super::platform::iovecs(&slices);
+                iovecs = crate::storage::os::iovecs(&slices);
                 // The Vec's heap array does not move when the Vec moves
                 // into the slot.
                 opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)

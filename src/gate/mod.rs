@@ -28,8 +28,10 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
-use crate::sync::{AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard};
+mod prims;
+
 use crate::{Error, Lsn, Result};
+use prims::{AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard};
 
 /// Which frontier a waiter waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
