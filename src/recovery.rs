@@ -7,7 +7,7 @@
 //! rest is copied to a sidecar (`<segment>.corrupt-<lsn>`, synced) and cut;
 //! under `AbsoluteConsistency` valid frames after the end are `Corrupt`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::format::{self, FLAG_BATCH_CONTINUES, KIND_RECORD, KIND_REQUIRED};
 use crate::read::cursor::{FrameCursor, Step};
 use crate::segment::{self, SegmentFile};
-use crate::substrate::record;
+use crate::storage::Storage;
 use crate::{Error, Lsn, RecoveryMode, Result};
 
 /// What open found and what it cut.
@@ -118,13 +118,13 @@ pub(crate) struct Recovered {
     pub(crate) report: RecoveryReport,
 }
 
-pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     let _span = tracing::info_span!("tidelog.recovery", dir = %dir.display()).entered();
-    let mut bases = segment::list(dir, true)?;
+    let mut bases = segment::list(storage, dir, true)?;
     let mut report = RecoveryReport::default();
     if bases.is_empty() {
         let journal_id = new_journal_id();
-        let last = segment::create(dir, 0, journal_id)?;
+        let last = segment::create(storage, dir, 0, journal_id)?;
         bases.push(0);
         report.segments = 1;
         report.created = true;
@@ -132,17 +132,17 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     }
     let (last, header) = loop {
         let &base = bases.last().expect("not empty");
-        match segment::open(dir, base, true) {
+        match segment::open(storage, dir, base, true) {
             Ok(opened) => break opened,
             Err(Error::Corrupt { reason, .. }) => {
-                drop_unsealed_segment(dir, base, mode, &reason, bases.len() == 1, &mut report)?;
+                drop_unsealed_segment(storage, dir, base, mode, &reason, bases.len() == 1, &mut report)?;
                 bases.pop();
                 if bases.is_empty() {
                     // It was the only one (truncation had removed those
                     // before it): the log continues at its base, in a new
                     // segment made there, so no LSN is ever handed out twice.
                     let journal_id = new_journal_id();
-                    let last = segment::create(dir, base, journal_id)?;
+                    let last = segment::create(storage, dir, base, journal_id)?;
                     bases.push(base);
                     report.end_lsn = Lsn::new(base);
                     report.first_lsn = Lsn::new(base);
@@ -182,23 +182,23 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         ));
     }
     if !tail.is_empty() {
-        report.sidecar = Some(save_sidecar(dir, &last.path, scan.end, &tail)?);
+        report.sidecar = Some(save_sidecar(storage, dir, &last.path, scan.end, &tail)?);
         report.truncated_bytes += tail.len() as u64;
         report.valid_frames_followed = followed;
         tracing::warn!(
             segment = %last.path.display(), end_lsn = scan.end, bytes = tail.len(), valid_frames_followed = followed,
             "recovery cut a damaged tail"
         );
-        last.file
-            .set_len(end_offset)
+        storage
+            .set_len(&last.file, end_offset)
             .map_err(|e| Error::io_at("truncate segment", &last.path, Lsn::new(scan.end), e))?;
     }
     // What a crashed process left in the page cache is durable from here on,
     // and so is the last segment's name: a process that crashed between a
     // rollover and its seal left a name that may not be durable yet, and
     // appends are about to be acknowledged in that segment.
-    record::sync_data(dir, &last.file).map_err(|e| Error::io_at("fdatasync", &last.path, Lsn::new(scan.end), e))?;
-    record::sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))?;
+    storage.sync_data(&last.file).map_err(|e| Error::io_at("fdatasync", &last.path, Lsn::new(scan.end), e))?;
+    storage.sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))?;
     report.end_lsn = Lsn::new(scan.end);
     report.first_lsn = Lsn::new(bases[0]);
     report.segments = bases.len();
@@ -217,6 +217,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
 /// (`alone`: truncation removed those before it), except that its header
 /// must then be blank: the log continues at the base its name gives.
 fn drop_unsealed_segment(
+    storage: &dyn Storage,
     dir: &Path,
     base: u64,
     mode: RecoveryMode,
@@ -226,7 +227,7 @@ fn drop_unsealed_segment(
 ) -> Result<()> {
     let path = dir.join(format::segment_file_name(base));
     let lsn = Lsn::new(base);
-    let file = File::open(&path).map_err(|e| Error::io_at("open segment", &path, lsn, e))?;
+    let file = storage.open(&path, false).map_err(|e| Error::io_at("open segment", &path, lsn, e))?;
     let len = file.metadata().map_err(|e| Error::io_at("stat segment", &path, lsn, e))?.len();
     let header_len = format::SEGMENT_HEADER_LEN as u64;
     let data = crate::read::nonzero_extent(&file, header_len.min(len), len)
@@ -246,12 +247,12 @@ fn drop_unsealed_segment(
     if data > 0 {
         let mut bytes = vec![0u8; (header_len + data).min(len) as usize];
         file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io_at("read segment", &path, lsn, e))?;
-        report.sidecar = Some(save_sidecar(dir, &path, base, &bytes)?);
+        report.sidecar = Some(save_sidecar(storage, dir, &path, base, &bytes)?);
         report.truncated_bytes += bytes.len() as u64 - header_len;
     }
     tracing::warn!(segment = %path.display(), reason, saved_bytes = data, "dropping a segment whose rollover never became durable");
-    record::remove_file(dir, &path).map_err(|e| Error::io_at("remove segment", &path, lsn, e))?;
-    record::sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
+    storage.remove(&path).map_err(|e| Error::io_at("remove segment", &path, lsn, e))?;
+    storage.sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
 }
 
 fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {
@@ -261,18 +262,17 @@ fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {
     Ok(tail)
 }
 
-fn save_sidecar(dir: &Path, segment: &Path, end: u64, bytes: &[u8]) -> Result<PathBuf> {
+fn save_sidecar(storage: &dyn Storage, dir: &Path, segment: &Path, end: u64, bytes: &[u8]) -> Result<PathBuf> {
     let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
     let path = dir.join(format!("{name}.corrupt-{end}"));
     let saved = (|| -> io::Result<()> {
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
-        record::created(dir, &file);
-        record::pwrite_all(dir, &file, bytes, 0)?;
-        record::sync_data(dir, &file)?;
-        record::sync_dir(dir)
+        let file = storage.create(&path)?;
+        storage.write_all_at(&file, bytes, 0)?;
+        storage.sync_data(&file)?;
+        storage.sync_dir(dir)
     })();
     saved.map_err(|e| {
-        let _ = fs::remove_file(&path);
+        let _ = storage.remove(&path);
         Error::io_at("save cut tail", &path, Lsn::new(end), e)
     })?;
     Ok(path)

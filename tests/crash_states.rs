@@ -1,6 +1,6 @@
 //! Crash-state enumeration (ALICE / SQLite test-VFS style).
 //!
-//! A workload runs on a real journal with a [`Recorder`] attached: every
+//! A workload runs on a real journal opened with a [`Recorder`]: every
 //! write, size change, `fdatasync` and directory sync it issues is logged,
 //! through the substrate seam and the segment paths outside it, each with
 //! the directory listing seen at that moment. The checker replays the log
@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tidelog::testing::{skip, Capability, Event, FileId, Listing, Recorded, Recorder};
+use tidelog::testing::{skip, Capability, Event, FileId, Listing, Recorded, Recorder, Seams};
 use tidelog::{Journal, JournalOptions, Lsn, Preallocate, SubstrateChoice};
 
 /// Note tags.
@@ -97,12 +97,12 @@ async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(
         .dsync_writes(w.dsync)
         .preallocate(w.preallocate)
         .segment_size(SEGMENT);
-    let rec = Recorder::attach(dir);
+    let rec = Recorder::new(dir);
     let plan = Arc::new(tidelog::testing::FaultPlan::default());
     if w.checkpoint {
-        plan.seal_delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
+        plan.storage_sync_delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
     }
-    let journal = match Journal::open(dir, opts.fault_plan(plan)).await {
+    let journal = match Seams::new().record(&rec).faults(&plan).open(dir, opts).await {
         Ok(j) => Arc::new(j),
         Err(e @ tidelog::Error::Unsupported(_)) => {
             let cap = if w.direct { Capability::Direct } else { Capability::IoUring };

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{reopen, run_io, Flavor};
-use tidelog::testing::FaultPlan;
+use tidelog::testing::{FaultPlan, Seams};
 use tidelog::{Journal, JournalOptions, Lsn, SubstrateChoice};
 
 macro_rules! direct_matrix {
@@ -93,8 +93,9 @@ async fn records_end_on_before_and_after_block_boundaries_and_no_block_is_writte
     let dir = tempfile::tempdir().unwrap();
     let block = dio_block(dir.path());
     let plan = Arc::new(FaultPlan::default());
-    let opts = opts.segment_size(1 << 20).fault_plan(plan.clone());
-    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let opts = opts.segment_size(1 << 20);
+    let seams = Seams::new().faults(&plan);
+    let j = seams.open(dir.path(), opts.clone()).await.unwrap();
     // Each durable append starts on a block boundary: frames that end
     // exactly on the next one, 8 and 16 bytes before it (too little room for
     // a padding frame: the pad runs into the next block), just after it, and
@@ -133,7 +134,7 @@ async fn records_end_on_before_and_after_block_boundaries_and_no_block_is_writte
     assert_eq!(common::read_all(dir.path()), expected, "every record, in order, nothing else (padding is skipped)");
     assert_whole_disjoint_blocks(&plan, block);
     // Reopen (direct), append, and everything is still there.
-    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let j = seams.open(dir.path(), opts).await.unwrap();
     assert_eq!(j.recovery_report().truncated_bytes(), 0, "a padded tail is not damage");
     let lsn = j.append_durable_async(b"after reopen").await.unwrap();
     expected.push((lsn.as_u64(), b"after reopen".to_vec()));
@@ -209,8 +210,8 @@ async fn reopen_continues_after_every_kind_of_partial_block(opts: JournalOptions
 async fn dsync_writes_make_appends_durable_without_a_separate_sync(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
-    let opts = opts.dsync_writes(true).fault_plan(plan.clone());
-    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let opts = opts.dsync_writes(true);
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
     let mut expected = Vec::new();
     for i in 0..50u64 {
         let payload = format!("dsync {i}").into_bytes();

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 use common::within;
-use tidelog::testing::FaultPlan;
+use tidelog::testing::{FaultPlan, Seams};
 use tidelog::{Error, Journal, JournalOptions, Lsn};
 
 matrix!(
@@ -30,7 +30,7 @@ async fn enospc_at_rollover_poisons_and_keeps_the_sealed_segment(opts: JournalOp
     plan.errno.store(libc::ENOSPC, SeqCst);
     plan.fail_segment_create_nth.store(1, SeqCst);
     let opts = opts.segment_size(1 << 20);
-    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
     let payload = vec![7u8; 100_000];
     let mut acked = Vec::new();
     let err = loop {
@@ -64,7 +64,7 @@ async fn failed_sync_poisons_every_waiter_and_every_later_call_with(opts: Journa
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
     plan.errno.store(errno, SeqCst);
-    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
     let first = j.append_durable_async(b"durable before the failure").await.unwrap();
     let durable_before = j.durable_lsn();
     assert!(durable_before >= first);
@@ -108,7 +108,7 @@ async fn failed_write_poisons_and_nothing_unwritten_is_acknowledged_with(opts: J
     let plan = Arc::new(FaultPlan::default());
     plan.errno.store(errno, SeqCst);
     plan.fail_write_nth.store(3, SeqCst);
-    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
     let a = j.append_async(b"1").await.unwrap();
     let b = j.append_async(b"2").await.unwrap();
     let err = j.append_async(b"3").await.unwrap_err();
@@ -127,7 +127,7 @@ async fn failed_write_poisons_and_nothing_unwritten_is_acknowledged_with(opts: J
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
     plan.fail_write_nth.store(13, SeqCst);
-    let j = Journal::open(dir.path(), opts.fault_plan(plan)).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), opts).await.unwrap();
     for _ in 0..12 {
         j.append_async(vec![7u8; 20_000]).await.unwrap();
     }
@@ -139,7 +139,7 @@ async fn failed_write_poisons_and_nothing_unwritten_is_acknowledged_with(opts: J
 async fn short_writes_and_eintr_are_completed_transparently(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
-    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
     let mut acked = Vec::new();
     for round in 0..20 {
         plan.short_writes.store(2, SeqCst);
@@ -170,7 +170,7 @@ async fn fail_the_kth_sync_never_acknowledges_after_it(opts: JournalOptions) {
         let dir = tempfile::tempdir().unwrap();
         let plan = Arc::new(FaultPlan::default());
         plan.fail_sync_nth.store(k, SeqCst);
-        let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+        let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
         let mut acked = Vec::new();
         let mut failed = false;
         for i in 0..10 {
@@ -211,7 +211,7 @@ async fn a_cancelled_sync_poisons_instead_of_hanging(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
     plan.cancel_sync_nth.store(1, SeqCst);
-    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
     // Written first, then synced: a plain sync, not one linked to a write.
     let lsn = j.append_async(b"written, then a cancelled sync").await.unwrap();
     let err = within(10, "a sync whose fdatasync was cancelled", j.sync_through_async(lsn)).await.unwrap_err();
@@ -231,8 +231,8 @@ async fn a_write_past_its_timeout_poisons_without_waiting_for_the_device(opts: J
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
     plan.write_delay_ms.store(3_000, SeqCst);
-    let opts = opts.sync_timeout(Some(std::time::Duration::from_millis(100))).fault_plan(plan);
-    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let opts = opts.sync_timeout(Some(std::time::Duration::from_millis(100)));
+    let j = Seams::new().faults(&plan).open(dir.path(), opts).await.unwrap();
     let started = std::time::Instant::now();
     let err = within(10, "timed-out write", j.append_async(b"wedged")).await.unwrap_err();
     assert!(err.is_poisoned(), "{err}");
@@ -248,8 +248,8 @@ async fn a_sync_past_its_timeout_poisons_without_waiting_for_the_device(opts: Jo
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
     plan.sync_delay_ms.store(3_000, SeqCst);
-    let opts = opts.sync_timeout(Some(std::time::Duration::from_millis(100))).fault_plan(plan);
-    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let opts = opts.sync_timeout(Some(std::time::Duration::from_millis(100)));
+    let j = Seams::new().faults(&plan).open(dir.path(), opts).await.unwrap();
     let started = std::time::Instant::now();
     let err = within(10, "timed-out sync", j.append_durable_async(b"wedged")).await.unwrap_err();
     assert!(err.is_poisoned(), "{err}");
@@ -266,8 +266,8 @@ async fn a_slow_sync_is_counted_as_a_stall_and_still_succeeds(opts: JournalOptio
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
     plan.sync_delay_ms.store(80, SeqCst);
-    let opts = opts.stall_threshold(std::time::Duration::from_millis(20)).fault_plan(plan);
-    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let opts = opts.stall_threshold(std::time::Duration::from_millis(20));
+    let j = Seams::new().faults(&plan).open(dir.path(), opts).await.unwrap();
     let lsn = within(10, "slow sync", j.append_durable_async(b"slow")).await.unwrap();
     assert!(j.durable_lsn() >= lsn);
     let stats = j.stats();
@@ -357,7 +357,7 @@ async fn completions_reported_out_of_order_keep_every_promise(opts: JournalOptio
     // A group-commit window sends writes alone (a write and its sync travel
     // linked otherwise), so a sync can be in flight beside the next write.
     let windowed = opts.clone().group_commit_window(std::time::Duration::from_micros(200));
-    let j = Journal::open(dir.path(), windowed.fault_plan(plan.clone())).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), windowed).await.unwrap();
     // Until completions have overtaken each other a few times (bounded).
     let enough = |plan: &FaultPlan| plan.reordered.load(SeqCst) >= 5;
     let tasks: Vec<_> = (0..36)
@@ -409,7 +409,7 @@ async fn a_one_entry_ring_with_thousands_of_waiters_and_a_failed_sync(opts: Jour
     let plan = Arc::new(FaultPlan::default());
     plan.reorder.store(true, SeqCst);
     plan.fail_sync_nth.store(3, SeqCst);
-    let j = Journal::open(dir.path(), opts.clone().ring_entries(1).fault_plan(plan.clone())).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone().ring_entries(1)).await.unwrap();
     let tasks: Vec<_> = (0..1000)
         .map(|t| {
             let j = j.clone();
@@ -475,7 +475,7 @@ async fn overlapping_sync_rounds_keep_every_promise(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
     plan.sync_delay_ms.store(5, SeqCst);
-    let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
     let overlapping = |plan: &FaultPlan| plan.max_syncs_in_flight.load(SeqCst) >= 2;
     let expect_overlap = j.substrate() == tidelog::Substrate::Blocking;
     let tasks: Vec<_> = (0..48)
@@ -546,7 +546,7 @@ async fn small_writes_carry_zeros_ahead(opts: JournalOptions) {
         let dir = tempfile::tempdir().unwrap();
         let plan = Arc::new(FaultPlan::default());
         let opts = opts.clone().preallocate(how).segment_size(8 << 20);
-        let j = Journal::open(dir.path(), opts.clone().fault_plan(plan.clone())).await.unwrap();
+        let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
         let mut acked = Vec::new();
         for i in 0..500 {
             acked.push(j.append_durable_async(vec![i as u8; 3000]).await.unwrap());

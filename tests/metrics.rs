@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use common::within;
 use metrics::{Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit};
-use tidelog::testing::FaultPlan;
+use tidelog::testing::{FaultPlan, Seams};
 use tidelog::{Journal, JournalOptions};
 
 matrix!(exported_metrics_match_stats, poisoning_sets_the_gauge);
@@ -166,7 +166,7 @@ async fn poisoning_sets_the_gauge(opts: JournalOptions) {
     let rec = recorder();
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
-    let j = Journal::open(dir.path(), opts.fault_plan(plan.clone())).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), opts).await.unwrap();
     j.append_durable_async(b"before").await.unwrap();
     plan.fail_sync_nth.store(plan.syncs_seen.load(SeqCst) + 1, SeqCst);
     let err = within(30, "the failing sync", j.append_durable_async(b"fails")).await.unwrap_err();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::within;
 use futures::{FutureExt, StreamExt};
-use tidelog::testing::FaultPlan;
+use tidelog::testing::{FaultPlan, Seams};
 use tidelog::{Error, Journal, JournalOptions, Lsn, Preallocate, RecoveryMode};
 
 matrix!(
@@ -159,8 +159,10 @@ async fn a_blank_header_over_unacknowledged_records_is_cut_or_corrupt(opts: Jour
 async fn a_new_segment_is_named_only_after_the_sealed_one_is_durable(opts: JournalOptions) {
     use tidelog::testing::{Event, Recorder};
     let dir = tempfile::tempdir().unwrap();
-    let rec = Recorder::attach(dir.path());
-    closed_journal_in(dir.path(), &opts.segment_size(SEGMENT), 3).await;
+    let rec = Recorder::new(dir.path());
+    let j = Seams::new().record(&rec).open(dir.path(), opts.segment_size(SEGMENT)).await.unwrap();
+    fill(&j, 3).await;
+    j.close().await.unwrap();
     let events = rec.events();
     let name_of = |base: u64| format!("{base:020}.tlog");
     let bases: Vec<u64> = segment_files(dir.path()).iter().map(|n| base_of(n)).collect();
@@ -425,7 +427,7 @@ async fn subscriber_ends_cleanly_on_close_and_with_the_error_on_poison(opts: Jou
 
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
-    let j = Journal::open(dir.path(), opts.fault_plan(plan.clone())).await.unwrap();
+    let j = Seams::new().faults(&plan).open(dir.path(), opts).await.unwrap();
     let mut sub = j.subscribe(Lsn::ZERO);
     let a = j.append_durable_async(b"a").await.unwrap();
     plan.fail_sync_nth.store(plan.syncs_seen.load(SeqCst) + 1, SeqCst);
@@ -516,10 +518,10 @@ async fn a_lone_segment_whose_header_never_became_durable_is_remade_at_its_base(
 async fn truncation_at_a_new_segment_waits_until_its_header_and_name_are_durable(opts: JournalOptions) {
     use tidelog::testing::{Event, Recorder};
     let dir = tempfile::tempdir().unwrap();
-    let rec = Recorder::attach(dir.path());
+    let rec = Recorder::new(dir.path());
     let plan = Arc::new(FaultPlan::default());
-    plan.seal_delay_ms.store(50, SeqCst);
-    let j = Journal::open(dir.path(), opts.segment_size(SEGMENT).fault_plan(plan)).await.unwrap();
+    plan.storage_sync_delay_ms.store(50, SeqCst);
+    let j = Seams::new().record(&rec).faults(&plan).open(dir.path(), opts.segment_size(SEGMENT)).await.unwrap();
     let mut truncated = Vec::new();
     let mut known = segment_files(dir.path()).len();
     while truncated.len() < 2 {
@@ -587,8 +589,8 @@ async fn reopening_syncs_the_directory_before_acknowledging_anything(opts: Journ
     let opts = opts.segment_size(SEGMENT);
     let dir = tempfile::tempdir().unwrap();
     closed_journal_in(dir.path(), &opts, 2).await;
-    let rec = Recorder::attach(dir.path());
-    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let rec = Recorder::new(dir.path());
+    let j = Seams::new().record(&rec).open(dir.path(), opts).await.unwrap();
     let lsn = j.append_durable_async(b"after reopen").await.unwrap();
     rec.note(1, lsn.as_u64());
     j.close().await.unwrap();

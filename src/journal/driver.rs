@@ -25,7 +25,8 @@ use super::{Chunk, Shared};
 use crate::segment::{self, SegmentFile};
 use crate::storage::os;
 use crate::substrate::threads::Running;
-use crate::substrate::{record, AlignedBuf, Backend, Done, Op, OpKind};
+use crate::substrate::IoFile;
+use crate::substrate::{AlignedBuf, Backend, Done, Op, OpKind};
 use crate::{format, Error, Lsn, Result, SyncPolicy};
 
 /// Transient errors (`EINTR`, `EAGAIN`) retried per write before giving up.
@@ -125,7 +126,7 @@ pub(super) struct Driver {
     spare: Option<Running<std::io::Result<File>>>,
     seal: Option<Seal>,
     backend: Box<dyn Backend>,
-    active: Arc<SegmentFile>,
+    active: Arc<IoFile>,
     journal_id: u64,
     /// Held until the driver (or its reaper) ends: the directory's lock.
     lock: Option<DirLock>,
@@ -156,12 +157,12 @@ impl Driver {
     pub(super) fn new(
         shared: Arc<Shared>,
         backend: Box<dyn Backend>,
-        mut active: SegmentFile,
+        active: SegmentFile,
         journal_id: u64,
         lock: DirLock,
     ) -> Driver {
         let lanes = sync_lanes(backend.substrate());
-        active.open_lanes(lanes - 1);
+        let active = IoFile::new(active.base, active.path, active.file, lanes - 1);
         let interval = match shared.opts.sync_policy {
             SyncPolicy::Interval(every) => {
                 let mut i = tokio::time::interval_at(Instant::now() + every, every);
@@ -208,7 +209,7 @@ impl Driver {
             // I/O job) has ended, the spare is removed, and only then is
             // the directory released (`release_lock`, below): it never
             // writes into the next owner's spare.
-            self.shared.io.hold_until_idle(DiscardSpare(self.shared.dir.clone()));
+            self.shared.io.hold_until_idle(DiscardSpare(self.shared.dir.clone(), self.shared.storage.clone()));
         }
         if result.is_ok() {
             // A clean close ends every job of ours (the spare's making, a
@@ -254,7 +255,8 @@ impl Driver {
             return;
         }
         let (dir, size, how) = (self.shared.dir.clone(), self.shared.opts.segment_size, self.shared.opts.preallocate);
-        self.spare = Some(self.shared.io.run(move || segment::make_spare(&dir, size, how)));
+        let storage = self.shared.storage.clone();
+        self.spare = Some(self.shared.io.run(move || segment::make_spare(storage.as_ref(), &dir, size, how)));
     }
 
     async fn serve(&mut self) -> Result<()> {
@@ -317,7 +319,7 @@ impl Driver {
             late.push(("fdatasync", Lsn::new(sync.covers), sync.started, &mut sync.stall_logged));
         }
         if let Some(seal) = &mut self.seal {
-            late.push(("seal segment", Lsn::new(self.active.base), seal.started, &mut seal.stall_logged));
+            late.push(("seal segment", Lsn::new(self.active.key), seal.started, &mut seal.stall_logged));
         }
         if let Some(w) = self.write.as_mut().filter(|w| !w.linked) {
             late.push(("write", Lsn::new(w.start), w.started, &mut w.stall_logged));
@@ -374,7 +376,7 @@ impl Driver {
                 self.shared.log.take(&mut self.queue);
             }
             let next_base = self.queue.front().map(|c| c.seg_base);
-            if let Some(base) = next_base.filter(|&b| b != self.active.base) {
+            if let Some(base) = next_base.filter(|&b| b != self.active.key) {
                 if !self.syncs.is_empty() || self.seal.is_some() {
                     return Ok(()); // roll once the rounds in flight complete
                 }
@@ -444,7 +446,7 @@ impl Driver {
     /// Writes `batch` (contiguous chunks of the active segment) with one op.
     fn submit_write(&mut self, mut batch: Vec<Chunk>) {
         let first = &batch[0];
-        debug_assert_eq!(first.seg_base, self.active.base);
+        debug_assert_eq!(first.seg_base, self.active.key);
         debug_assert_eq!(first.start_lsn, self.shared.gate.written_lsn().as_u64(), "writes stay in order");
         let (offset, start) = (format::file_offset(first.seg_base, first.start_lsn), first.start_lsn);
         let last = batch.last_mut().expect("a batch is never empty");
@@ -465,7 +467,7 @@ impl Driver {
         let bytes: usize = batch.iter().map(|c| c.buf.len()).sum();
         if let Some(buf) = self.zero_ahead(offset, bytes) {
             zeros += buf.len() as u64;
-            batch.push(Chunk { seg_base: self.active.base, start_lsn: end, buf, records: 0 });
+            batch.push(Chunk { seg_base: self.active.key, start_lsn: end, buf, records: 0 });
         }
         // A write and its sync travel linked when the sync is wanted now and
         // nothing else waits to be written; under load the write goes alone,
@@ -658,33 +660,27 @@ impl Driver {
             None => None,
         };
         let old = self.active.clone();
-        let dir = self.shared.dir.clone();
+        let (dir, storage) = (self.shared.dir.clone(), self.shared.storage.clone());
         let id = self.journal_id;
         let covers = self.shared.gate.begin_sync(true);
-        let fault = self.shared.opts.fault.clone();
         let has_spare = spare.is_some();
         let direct = self.shared.opts.direct_io;
         let lanes = self.lanes;
-        let job = self.shared.io.run(move || -> Result<SegmentFile> {
-            if let Some(plan) = fault {
-                plan.on_segment_create().map_err(|e| {
-                    Error::io_at("create segment", dir.join(format::segment_file_name(base)), Lsn::new(base), e)
-                })?;
-            }
+        let job = self.shared.io.run(move || -> Result<IoFile> {
+            let storage = storage.as_ref();
             // The sealed segment is durable before the next one is named, so
             // no crash keeps the new name while losing the sealed segment's
             // end (the state tests/crash_states.rs found when this sync ran
             // in the seal, beside the new segment's first writes).
-            record::sync_data(&dir, &old.file).map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
-            let mut made = match spare {
-                Some(file) => segment::activate(&dir, file, base, id)?,
-                None => segment::create(&dir, base, id)?,
+            storage.sync_data(&old.file).map_err(|e| Error::io_at("fdatasync", &old.path, Lsn::new(base), e))?;
+            let made = match spare {
+                Some(file) => segment::activate(storage, &dir, file, base, id)?,
+                None => segment::create(storage, &dir, base, id)?,
             };
-            made.open_lanes(lanes - 1);
             if direct {
                 os::set_direct(&made.file).map_err(|e| Error::io_at("set O_DIRECT", &made.path, Lsn::new(base), e))?;
             }
-            Ok(made)
+            Ok(IoFile::new(made.base, made.path, made.file, lanes - 1))
         });
         let made = self.bounded("rollover", base, job).await??;
         self.shared.segments.write().unwrap_or_else(|p| p.into_inner()).push(base);
@@ -694,14 +690,10 @@ impl Driver {
             debug_assert_eq!(covers, base, "a sealed segment ends where the next begins");
         }
         if has_spare {
-            let (new, dir, fault) = (self.active.clone(), self.shared.dir.clone(), self.shared.opts.fault.clone());
+            let (new, dir, storage) = (self.active.clone(), self.shared.dir.clone(), self.shared.storage.clone());
             let task = self.shared.io.run(move || -> Result<()> {
-                if let Some(plan) = fault {
-                    plan.on_seal();
-                }
-                record::sync_data(&dir, &new.file)
-                    .map_err(|e| Error::io_at("fdatasync", &new.path, Lsn::new(base), e))?;
-                record::sync_dir(&dir).map_err(|e| Error::io_at("sync journal directory", &dir, Lsn::new(base), e))
+                storage.sync_data(&new.file).map_err(|e| Error::io_at("fdatasync", &new.path, Lsn::new(base), e))?;
+                storage.sync_dir(&dir).map_err(|e| Error::io_at("sync journal directory", &dir, Lsn::new(base), e))
             });
             let records = self.written_records;
             self.seal = Some(Seal { task, covers, records, started: Instant::now(), stall_logged: false });
@@ -757,11 +749,11 @@ impl Driver {
 }
 
 /// Removes an unused spare segment when dropped.
-struct DiscardSpare(std::path::PathBuf);
+struct DiscardSpare(std::path::PathBuf, Arc<dyn crate::storage::Storage>);
 
 impl Drop for DiscardSpare {
     fn drop(&mut self) {
-        if let Err(e) = segment::discard_spare(&self.0) {
+        if let Err(e) = segment::discard_spare(self.1.as_ref(), &self.0) {
             tracing::debug!(dir = %self.0.display(), error = %e, "the unused spare segment was not removed");
         }
     }

@@ -7,7 +7,7 @@
 mod driver;
 mod logbuf;
 mod open;
-pub(crate) use open::LOCK_FILE;
+pub(crate) use open::{Hooks, LOCK_FILE};
 pub(crate) mod options;
 mod ticket;
 
@@ -30,7 +30,10 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) opts: JournalOptions,
     pub(crate) substrate: Substrate,
-    pub(crate) storage: crate::StorageClass,
+    /// The filesystem the journal lives on.
+    pub(crate) class: crate::StorageClass,
+    /// Where its file and directory operations go.
+    pub(crate) storage: Arc<dyn crate::storage::Storage>,
     pub(crate) log: LogBuffer,
     pub(crate) gate: Gate,
     /// Base LSNs of the segment files, ascending (the driver appends).
@@ -185,7 +188,12 @@ impl Journal {
     /// Opens (or creates) the journal in `dir`, running recovery. Needs a
     /// tokio runtime of either flavour.
     pub async fn open(dir: impl AsRef<Path>, opts: JournalOptions) -> Result<Journal> {
-        let shared = open::open(dir.as_ref(), opts).await?;
+        Self::open_with(dir.as_ref(), opts, open::Hooks::default()).await
+    }
+
+    /// [`open`](Self::open) through `hooks` (the test seams).
+    pub(crate) async fn open_with(dir: &Path, opts: JournalOptions, hooks: open::Hooks) -> Result<Journal> {
+        let shared = open::open(dir, opts, hooks).await?;
         Ok(Journal { handle: Arc::new(Handle { shared }) })
     }
 
@@ -329,7 +337,7 @@ impl Journal {
 
     /// The filesystem the journal lives on (as `statfs` tells at open).
     pub fn storage_class(&self) -> crate::StorageClass {
-        self.shared().storage
+        self.shared().class
     }
 
     /// The journal's directory.
@@ -404,9 +412,10 @@ impl Journal {
         let dir = shared.dir.clone();
         let count = now.len();
         if !now.is_empty() {
+            let storage = shared.storage.clone();
             shared
                 .io
-                .run(move || crate::segment::retention::delete(&dir, &now))
+                .run(move || crate::segment::retention::delete(storage.as_ref(), &dir, &now))
                 .await
                 .map_err(|e| Error::io("truncate task", &shared.dir, std::io::Error::other(e)))??;
         }

@@ -12,8 +12,8 @@ use crate::gate::Gate;
 use crate::recovery::{self, Recovered};
 use crate::segment::SegmentFile;
 use crate::stats::StatsInner;
-use crate::storage::os;
-use crate::substrate::{record, Backend, BlockingBackend, IoThreads};
+use crate::storage::{os, OsStorage, Storage};
+use crate::substrate::{Backend, BlockingBackend, IoThreads};
 use crate::{Error, JournalOptions, Lsn, Result, SubstrateChoice};
 
 /// Name of the lock file inside a journal directory.
@@ -22,14 +22,37 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 /// syncs, the next segment being made, and a truncation or seal beside them.
 const IO_THREADS: usize = 6;
 
-pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>> {
+/// What a journal does its I/O through: the file seam, and (for tests) a
+/// wrapper around the substrate it runs on. `Hooks::default()` is the
+/// operating system, unwrapped.
+pub(crate) struct Hooks {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) wrap_backend: Option<BackendWrapper>,
+}
+
+/// Wraps a journal's backend; it is told whether the journal uses direct I/O.
+pub(crate) type BackendWrapper = Box<dyn FnOnce(Box<dyn Backend>, bool) -> Box<dyn Backend> + Send>;
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks { storage: Arc::new(OsStorage), wrap_backend: None }
+    }
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks").field("storage", &self.storage).finish_non_exhaustive()
+    }
+}
+
+pub(super) async fn open(dir: &Path, opts: JournalOptions, hooks: Hooks) -> Result<Arc<Shared>> {
     opts.validate()?;
     let runtime = crate::substrate::runtime()?;
     prepare_dir(dir)?;
-    let storage = crate::StorageClass::of(dir)?;
-    if opts.direct_io && storage.is_memory() {
+    let class = crate::StorageClass::of(dir)?;
+    if opts.direct_io && class.is_memory() {
         return Err(Error::Unsupported(format!(
-            "direct_io: {} is on {storage}, which keeps files in memory and has no O_DIRECT to offer",
+            "direct_io: {} is on {class}, which keeps files in memory and has no O_DIRECT to offer",
             dir.display()
         )));
     }
@@ -37,23 +60,23 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     let lock = DirLock { file: Some(take_lock(dir)?), released: released.clone() };
     let io = IoThreads::new(format!("tidelog-io {}", dir.display()), IO_THREADS);
     let mut backend = choose_backend(&opts, &io)?;
-    if let Some(rec) = record::recorder(dir) {
-        backend = Box::new(record::RecordingBackend::new(backend, rec));
+    if let Some(wrap) = hooks.wrap_backend {
+        backend = wrap(backend, opts.direct_io);
     }
-    if let Some(plan) = &opts.fault {
-        backend = Box::new(crate::substrate::fault::FaultBackend::new(backend, plan.clone(), opts.direct_io));
-    }
-    let (recover_dir, mode) = (dir.to_path_buf(), opts.recovery);
+    let storage = hooks.storage;
+    let (recover_dir, mode, recover_storage) = (dir.to_path_buf(), opts.recovery, storage.clone());
     let (size, how, direct) = (opts.segment_size, opts.preallocate, opts.direct_io);
     let (recovered, block) = io
         .run(move || {
-            let mut recovered = recovery::recover(&recover_dir, mode)?;
+            let storage = recover_storage.as_ref();
+            let mut recovered = recovery::recover(storage, &recover_dir, mode)?;
             if recovered.fresh {
                 // A segment recovery made is reserved like every later one
                 // (the spare mechanism covers those).
-                reserve_segment(&recovered.last, size, how)?;
+                reserve_segment(storage, &recovered.last, size, how)?;
             }
-            let block = if direct { prepare_direct(&recover_dir, storage, &mut recovered, size, how)? } else { 0 };
+            let block =
+                if direct { prepare_direct(storage, &recover_dir, class, &mut recovered, size, how)? } else { 0 };
             Ok::<_, Error>((recovered, block))
         })
         .await
@@ -65,10 +88,11 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
         log: LogBuffer::new(end, last_base, opts.segment_size, 4096, block),
         gate: Gate::new(end),
         segments: RwLock::new(recovered.bases.clone()),
-        retention: Arc::new(crate::segment::retention::Retention::new(dir)),
+        retention: Arc::new(crate::segment::retention::Retention::new(dir, storage.clone())),
         stats: StatsInner::new(dir, backend.substrate()),
         report: recovered.report,
         substrate: backend.substrate(),
+        class,
         storage,
         shutdown: AtomicBool::new(false),
         close_sync: AtomicBool::new(false),
@@ -79,7 +103,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     });
     tracing::info!(
         dir = %dir.display(), end_lsn = end, segments = shared.report.segments,
-        substrate = ?shared.substrate, storage = %storage, direct_io_block = block, "journal open"
+        substrate = ?shared.substrate, storage = %class, direct_io_block = block, "journal open"
     );
     let driver = Driver::new(shared.clone(), backend, recovered.last, recovered.journal_id, lock);
     let task = runtime.spawn(driver.run());
@@ -87,11 +111,10 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions) -> Result<Arc<Shared>
     Ok(shared)
 }
 
-fn reserve_segment(seg: &SegmentFile, size: u64, how: crate::Preallocate) -> Result<()> {
+fn reserve_segment(storage: &dyn Storage, seg: &SegmentFile, size: u64, how: crate::Preallocate) -> Result<()> {
     let header = crate::format::SEGMENT_HEADER_LEN as u64;
-    let dir = seg.path.parent().unwrap_or(Path::new("."));
-    crate::segment::reserve(dir, &seg.file, header, size, how)
-        .and_then(|()| record::sync_data(dir, &seg.file))
+    crate::segment::reserve(storage, &seg.file, header, size, how)
+        .and_then(|()| storage.sync_data(&seg.file))
         .map_err(|e| Error::io_at("preallocate segment", &seg.path, Lsn::new(seg.base), e))
 }
 
@@ -105,13 +128,14 @@ fn reserve_segment(seg: &SegmentFile, size: u64, how: crate::Preallocate) -> Res
 /// ends and appends continue in a new segment based at the end, whose first
 /// frame lies at file offset 4096.
 fn prepare_direct(
+    storage: &dyn Storage,
     dir: &Path,
-    storage: crate::StorageClass,
+    class: crate::StorageClass,
     recovered: &mut Recovered,
     size: u64,
     how: crate::Preallocate,
 ) -> Result<u64> {
-    let unsupported = |why: String| Error::Unsupported(format!("direct_io on {storage} ({}): {why}", dir.display()));
+    let unsupported = |why: String| Error::Unsupported(format!("direct_io on {class} ({}): {why}", dir.display()));
     let last = &recovered.last;
     let (mem, block) = match os::dio_alignment(&last.file) {
         Ok(Some(align)) => align,
@@ -130,8 +154,8 @@ fn prepare_direct(
     let end = recovered.report.end_lsn.as_u64();
     if crate::format::file_offset(last.base, end) % block != 0 {
         tracing::info!(dir = %dir.display(), end, block, "direct I/O: the log ends inside a block; continuing in a new segment");
-        let made = crate::segment::create(dir, end, recovered.journal_id)?;
-        reserve_segment(&made, size, how)?;
+        let made = crate::segment::create(storage, dir, end, recovered.journal_id)?;
+        reserve_segment(storage, &made, size, how)?;
         recovered.bases.push(end);
         recovered.report.segments = recovered.bases.len();
         recovered.last = made;

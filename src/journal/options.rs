@@ -69,7 +69,6 @@ pub struct JournalOptions {
     pub(crate) buffer_size: usize,
     pub(crate) stall_threshold: Duration,
     pub(crate) sync_timeout: Option<Duration>,
-    pub(crate) fault: Option<std::sync::Arc<crate::testing::FaultPlan>>,
 }
 
 /// Smallest accepted segment: keeps the header overhead and rollover rate sane.
@@ -95,7 +94,6 @@ impl Default for JournalOptions {
             buffer_size: 4 << 20,
             stall_threshold: Duration::from_secs(5),
             sync_timeout: None,
-            fault: None,
         }
     }
 }
@@ -218,13 +216,6 @@ impl JournalOptions {
     /// poisoned and its directory stays locked until it does.
     pub fn sync_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.sync_timeout = timeout;
-        self
-    }
-
-    /// Test seam: wrap the substrate in a fault injector. Not a stable API.
-    #[doc(hidden)]
-    pub fn fault_plan(mut self, plan: std::sync::Arc<crate::testing::FaultPlan>) -> Self {
-        self.fault = Some(plan);
         self
     }
 

@@ -25,6 +25,7 @@ use crate::format::{self, FLAG_BATCH_CONTINUES, KIND_RECORD, KIND_REQUIRED};
 use crate::gate::Level;
 use crate::journal::Shared;
 use crate::segment::retention::Pin;
+use crate::storage::OsStorage;
 use crate::{segment, Error, Lsn, Result};
 
 /// One record read back.
@@ -197,7 +198,7 @@ impl Reader {
             Source::Live(shared, _) => Some(shared.retention.pin(&shared.segments, base)?),
             Source::Offline(_) => None,
         };
-        let (seg, _) = segment::open(&self.dir, base, false)?;
+        let (seg, _) = segment::open(&OsStorage, &self.dir, base, false)?;
         Ok(OpenSegment { base, next: None, path: seg.path, file: seg.file, cursor: FrameCursor::new(base), _pin: pin })
     }
 
@@ -277,7 +278,7 @@ impl JournalReader {
                 std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
-        let bases = segment::list(&dir, false)?;
+        let bases = segment::list(&OsStorage, &dir, false)?;
         if bases.is_empty() {
             return Err(Error::corrupt(&dir, Lsn::ZERO, "no segment files: not a tidelog journal"));
         }
@@ -327,7 +328,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     let journal = JournalReader::open(dir.as_ref())?;
     let mut report = VerifyReport { segments: journal.bases.len(), ..VerifyReport::default() };
     for (i, &base) in journal.bases.iter().enumerate() {
-        let (seg, _) = match segment::open(&journal.dir, base, false) {
+        let (seg, _) = match segment::open(&OsStorage, &journal.dir, base, false) {
             Ok(opened) => opened,
             Err(e) => {
                 report.corruption.push(e.to_string());

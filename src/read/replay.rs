@@ -115,7 +115,7 @@ struct Job {
 
 impl Job {
     fn run(&self, tx: &SyncSender<Result<Vec<Record>>>) -> Result<()> {
-        let (seg, _) = segment::open(&self.dir, self.base, false)?;
+        let (seg, _) = segment::open(&crate::storage::OsStorage, &self.dir, self.base, false)?;
         let len = seg.file.metadata().map_err(|e| Error::io("stat segment", &seg.path, e))?.len();
         let header = format::SEGMENT_HEADER_LEN as u64;
         let bound = match self.next {

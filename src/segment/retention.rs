@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use crate::substrate::record;
+use crate::storage::Storage;
 use crate::{format, Error, Lsn, Result};
 
 #[derive(Debug, Default)]
@@ -25,6 +25,7 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Retention {
     dir: PathBuf,
+    storage: Arc<dyn Storage>,
     state: Mutex<State>,
 }
 
@@ -42,8 +43,8 @@ impl Drop for Pin {
 }
 
 impl Retention {
-    pub(crate) fn new(dir: &Path) -> Retention {
-        Retention { dir: dir.to_path_buf(), state: Mutex::new(State::default()) }
+    pub(crate) fn new(dir: &Path, storage: Arc<dyn Storage>) -> Retention {
+        Retention { dir: dir.to_path_buf(), storage, state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -81,7 +82,7 @@ impl Retention {
         }
         drop(st);
         if !ready.is_empty() {
-            if let Err(e) = delete(&self.dir, &ready) {
+            if let Err(e) = delete(self.storage.as_ref(), &self.dir, &ready) {
                 tracing::error!(error = %e, "deferred segment deletion failed; reopen or truncate again to retry");
             }
         }
@@ -127,14 +128,14 @@ impl Retention {
 }
 
 /// Unlinks segment files oldest first, then syncs the directory.
-pub(crate) fn delete(dir: &Path, bases: &[u64]) -> Result<()> {
+pub(crate) fn delete(storage: &dyn Storage, dir: &Path, bases: &[u64]) -> Result<()> {
     for &base in bases {
         let path = dir.join(format::segment_file_name(base));
-        match record::remove_file(dir, &path) {
+        match storage.remove(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io_at("delete segment", path, Lsn::new(base), e)),
         }
     }
-    record::sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
+    storage.sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
 }

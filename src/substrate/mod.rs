@@ -9,10 +9,9 @@
 
 mod blocking;
 mod buf;
-pub(crate) mod fault;
+mod file;
 #[cfg(tidelog_linux)]
 pub(crate) mod range_ring;
-pub(crate) mod record;
 pub(crate) mod threads;
 #[cfg(tidelog_linux)]
 pub(crate) mod uring;
@@ -23,9 +22,8 @@ use std::task::{Context, Poll};
 
 pub(crate) use blocking::BlockingBackend;
 pub(crate) use buf::AlignedBuf;
+pub(crate) use file::IoFile;
 pub(crate) use threads::IoThreads;
-
-use crate::segment::SegmentFile;
 
 /// The runtime the caller runs on, checked for what tidelog needs of it:
 /// [`Error::RuntimeRequired`](crate::Error::RuntimeRequired) outside one,
@@ -63,7 +61,7 @@ pub(crate) enum OpKind {
 #[derive(Debug)]
 pub(crate) struct Op {
     pub(crate) kind: OpKind,
-    pub(crate) file: Arc<SegmentFile>,
+    pub(crate) file: Arc<IoFile>,
     pub(crate) offset: u64,
     /// What a write writes: bytes `[start, end)` of these buffers laid end
     /// to end (one `pwritev`/`Writev` when there are several). Empty for a
@@ -74,17 +72,17 @@ pub(crate) struct Op {
     /// `WriteSync` as one write with `RWF_DSYNC` instead of a write and an
     /// `fdatasync`.
     pub(crate) dsync: bool,
-    /// Which of the file's sync lanes (`SegmentFile::sync_fd`) a sync uses.
+    /// Which of the file's sync lanes (`IoFile::sync_fd`) a sync uses.
     pub(crate) lane: usize,
 }
 
 impl Op {
-    pub(crate) fn sync(file: Arc<SegmentFile>) -> Op {
+    pub(crate) fn sync(file: Arc<IoFile>) -> Op {
         Op { kind: OpKind::Sync, file, offset: 0, bufs: Vec::new(), start: 0, end: 0, dsync: false, lane: 0 }
     }
 
     /// Writes all of `bufs`, contiguous from `offset`.
-    pub(crate) fn write(kind: OpKind, file: Arc<SegmentFile>, offset: u64, bufs: Vec<AlignedBuf>) -> Op {
+    pub(crate) fn write(kind: OpKind, file: Arc<IoFile>, offset: u64, bufs: Vec<AlignedBuf>) -> Op {
         let end = bufs.iter().map(AlignedBuf::len).sum();
         Op { kind, file, offset, bufs, start: 0, end, dsync: false, lane: 0 }
     }

@@ -472,8 +472,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::segment::SegmentFile;
+    use crate::storage::OsStorage;
     use crate::substrate::AlignedBuf;
+    use crate::substrate::IoFile;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -481,18 +482,18 @@ mod tests {
 
     /// A ring backend (registered with `rt`) and a segment file to write,
     /// or `None` (said) where the kernel offers no ring.
-    fn setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Option<(UringBackend, Arc<SegmentFile>)> {
+    fn setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Option<(UringBackend, Arc<IoFile>)> {
         if let Err(why) = probe() {
             crate::testing::skip(crate::testing::Capability::IoUring, "the ring backend's unit tests", &why);
             return None;
         }
         let _in = rt.enter();
         let backend = UringBackend::create(8, None).expect("the kernel offers rings: one must be made");
-        let file = crate::segment::create(dir, 0, 1).expect("segment");
-        Some((backend, Arc::new(file)))
+        let seg = crate::segment::create(&OsStorage, dir, 0, 1).expect("segment");
+        Some((backend, Arc::new(IoFile::new(seg.base, seg.path, seg.file, 0))))
     }
 
-    fn write_op(file: &Arc<SegmentFile>) -> Op {
+    fn write_op(file: &Arc<IoFile>) -> Op {
         let mut buf = AlignedBuf::with_capacity(4096, 4096);
         buf.extend(4096).fill(7);
         Op::write(OpKind::Write, file.clone(), 4096, vec![buf])

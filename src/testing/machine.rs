@@ -1,43 +1,8 @@
-//! Test seams and the test suite's view of the machine. Not a stable API:
-//! it may change in any release.
-//!
-//! [`skip`] decides every skip of the suite: a test (or one cell of it)
-//! that cannot run here says why, on the terminal even when the test
-//! passes, and fails instead when `TIDELOG_REQUIRE` asks for what is
-//! missing (`all`, or a comma-separated list of [`Capability`] names).
+//! The test suite's view of the machine: what it can run here, and one
+//! place that decides every skip.
+
 use std::io::Write;
 use std::sync::OnceLock;
-
-pub use crate::substrate::fault::FaultPlan;
-pub use crate::substrate::record::{Event, FileId, Listing, Recorded, Recorder};
-
-/// Fuzz entry (`fuzz/`, property tests): decodes `bytes` as a frame at
-/// the LSN its own header claims and at zero. Must never panic; a frame
-/// it accepts must re-encode to exactly the bytes it was decoded from.
-pub fn fuzz_frame(bytes: &[u8]) {
-    use crate::format::{decode_frame, encode_frame};
-    // Frames are only ever decoded at aligned LSNs.
-    let align = crate::format::FRAME_ALIGN as u64;
-    let claimed = bytes.get(8..16).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-    for lsn in [claimed / align * align, 0] {
-        if let Ok(view) = decode_frame(bytes, lsn) {
-            let mut again = vec![0u8; view.len()];
-            encode_frame(&mut again, lsn, view.kind, view.flags, view.payload);
-            assert_eq!(again, bytes[..view.len()], "an accepted frame re-encodes to its bytes");
-        }
-    }
-}
-
-/// Fuzz entry: decodes `bytes` as a segment header block. Must never
-/// panic; a header it accepts must re-encode to the same block.
-pub fn fuzz_segment_header(bytes: &[u8]) {
-    use crate::format::{decode_segment_header, encode_segment_header};
-    if let Ok(header) = decode_segment_header(bytes) {
-        // The fields (60 bytes) and their checksum; the rest of the block is not read.
-        let again = encode_segment_header(&header);
-        assert_eq!(again[..64], bytes[..64], "an accepted header re-encodes to its bytes");
-    }
-}
 
 /// Something a test needs of the machine it runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,10 +1,14 @@
-//! Fault injection at the completion level, for both substrates.
+//! Fault injection, for both substrates: a journal opened with
+//! `Seams::faults` runs on a [`FaultBackend`] and a [`FaultStorage`].
 //!
 //! [`FaultBackend`] wraps a real backend. Ops still reach the OS (so a failed
 //! write may well have reached the page cache, as in life); what the driver
 //! is *told* is rewritten according to a [`FaultPlan`]: errors on the k-th
 //! write or sync, short writes, `EINTR`, slow syncs, completions reported
-//! out of order.
+//! out of order. [`FaultStorage`] wraps the file seam: it fails the n-th
+//! activation of a spare segment (a rollover) before it happens, and holds
+//! the file syncs of segment work (a rollover's sync of the sealed segment,
+//! the seal, the spare) to make them slow.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -17,7 +21,8 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::{Backend, Done, Op, OpKind};
+use crate::storage::Storage;
+use crate::substrate::{Backend, Done, Op, OpKind};
 
 /// What to inject. All counters are 1-based; 0 means never. Shared with the
 /// test through an `Arc`, so it can be changed while the journal runs.
@@ -33,18 +38,19 @@ pub struct FaultPlan {
     pub short_writes: AtomicU64,
     /// Fail this many upcoming writes with `EINTR` without performing them.
     pub eintr_writes: AtomicU64,
-    /// Fail the n-th segment creation (a rollover) with `errno`, before any
-    /// file is made.
+    /// Fail the n-th activation of a spare segment (a rollover: the rename
+    /// that names it) with `errno`, before it happens.
     pub fail_segment_create_nth: AtomicU64,
-    /// Segment creations attempted so far.
+    /// Spare activations (rollovers) attempted so far.
     pub segments_created: AtomicU64,
     /// Hold every sync completion this long (milliseconds).
     pub sync_delay_ms: AtomicU64,
     /// Hold every write completion this long (milliseconds).
     pub write_delay_ms: AtomicU64,
-    /// Hold a rollover's seal (the syncs of the new segment's header and
-    /// of the directory) this long before it starts (milliseconds).
-    pub seal_delay_ms: AtomicU64,
+    /// Hold every file sync of the file seam this long (milliseconds): a
+    /// rollover's sync of the sealed segment, its seal's sync of the new
+    /// one, the spare's, recovery's. It makes a rollover's seal slow.
+    pub storage_sync_delay_ms: AtomicU64,
     /// Report the n-th completed plain sync as one that never ran (the
     /// kernel cancelled it): no result at all.
     pub cancel_sync_nth: AtomicU64,
@@ -83,7 +89,7 @@ impl Default for FaultPlan {
             segments_created: AtomicU64::new(0),
             sync_delay_ms: AtomicU64::new(0),
             write_delay_ms: AtomicU64::new(0),
-            seal_delay_ms: AtomicU64::new(0),
+            storage_sync_delay_ms: AtomicU64::new(0),
             cancel_sync_nth: AtomicU64::new(0),
             plain_syncs_seen: AtomicU64::new(0),
             reorder: std::sync::atomic::AtomicBool::new(false),
@@ -99,22 +105,62 @@ impl Default for FaultPlan {
     }
 }
 
-impl FaultPlan {
-    /// Called by the driver before it creates a segment.
-    pub(crate) fn on_segment_create(&self) -> io::Result<()> {
-        let n = self.segments_created.fetch_add(1, SeqCst) + 1;
-        if n == self.fail_segment_create_nth.load(SeqCst) {
-            return Err(io::Error::from_raw_os_error(self.errno.load(SeqCst)));
-        }
-        Ok(())
+/// The file seam with faults: see the module docs.
+#[derive(Debug)]
+pub(crate) struct FaultStorage {
+    pub(crate) inner: Arc<dyn Storage>,
+    pub(crate) plan: Arc<FaultPlan>,
+}
+
+impl Storage for FaultStorage {
+    fn create(&self, path: &std::path::Path) -> io::Result<std::fs::File> {
+        self.inner.create(path)
     }
 
-    /// Called at the start of a rollover's seal, on an I/O thread.
-    pub(crate) fn on_seal(&self) {
-        let delay = self.seal_delay_ms.load(SeqCst);
-        if delay > 0 {
-            std::thread::sleep(Duration::from_millis(delay));
+    fn open(&self, path: &std::path::Path, write: bool) -> io::Result<std::fs::File> {
+        self.inner.open(path, write)
+    }
+
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+        if crate::segment::is_spare(from) {
+            let n = self.plan.segments_created.fetch_add(1, SeqCst) + 1;
+            if n == self.plan.fail_segment_create_nth.load(SeqCst) {
+                return Err(io::Error::from_raw_os_error(self.plan.errno.load(SeqCst)));
+            }
         }
+        self.inner.rename(from, to)
+    }
+
+    fn remove(&self, path: &std::path::Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+
+    fn set_len(&self, file: &std::fs::File, len: u64) -> io::Result<()> {
+        self.inner.set_len(file, len)
+    }
+
+    fn allocate(&self, file: &std::fs::File, len: u64) -> io::Result<()> {
+        self.inner.allocate(file, len)
+    }
+
+    fn write_all_at(&self, file: &std::fs::File, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(file, buf, offset)
+    }
+
+    fn sync_data(&self, file: &std::fs::File) -> io::Result<()> {
+        let delay = self.plan.storage_sync_delay_ms.load(SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay)); // on an I/O thread
+        }
+        self.inner.sync_data(file)
+    }
+
+    fn sync_dir(&self, dir: &std::path::Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+
+    fn list(&self, dir: &std::path::Path) -> io::Result<Vec<std::ffi::OsString>> {
+        self.inner.list(dir)
     }
 }
 
@@ -158,14 +204,14 @@ impl FaultBackend {
     }
 
     fn rewrite(&mut self, mut done: Done) -> Option<Done> {
-        if let Some(i) = self.shortened.iter().position(|s| (s.0, s.1) == (done.op.file.base, done.op.offset)) {
+        if let Some(i) = self.shortened.iter().position(|s| (s.0, s.1) == (done.op.file.key, done.op.offset)) {
             let (_, _, end, kind) = self.shortened.swap_remove(i);
             done.op.end = end;
             done.op.kind = kind;
         }
         if let Some(Ok(bytes)) = &done.written {
             let mut log = self.plan.write_log.lock().unwrap_or_else(|p| p.into_inner());
-            log.push((done.op.file.base, done.op.offset, *bytes));
+            log.push((done.op.file.key, done.op.offset, *bytes));
         }
         if done.written.is_some() {
             let n = self.plan.writes_seen.fetch_add(1, SeqCst) + 1;
@@ -228,7 +274,7 @@ impl Backend for FaultBackend {
             block => op.write_len() / 2 / block * block,
         };
         if op.is_write() && cut > 0 && take_one(&self.plan.short_writes) {
-            self.shortened.push((op.file.base, op.offset, op.end, op.kind));
+            self.shortened.push((op.file.key, op.offset, op.end, op.kind));
             op.end = op.start + cut;
             if op.kind == OpKind::WriteSync {
                 op.kind = OpKind::Write; // as the kernel cancels a link after a short write

@@ -1,30 +1,27 @@
-//! Recording what reaches the OS, for crash-state enumeration (test seam).
+//! Recording what reaches the OS, for crash-state enumeration.
 //!
-//! A [`Recorder`] attached to a directory sees every write, size change,
-//! `fdatasync` and directory sync a journal there issues — through the
+//! A [`Recorder`] sees every write, size change, `fdatasync` and directory
+//! sync a journal opened with it (`Seams::record`) issues: through the
 //! substrate seam ([`RecordingBackend`], identical for both substrates) and
-//! through the few paths that do their I/O outside it (segment creation, the
-//! spare, the seal, truncation, recovery), which call the functions of this
-//! module instead of `platform`'s (and `fs`'s, for creations, renames and
-//! removals, each an event of its own). Each event carries the directory listing
-//! seen when it was recorded. From that log a checker can rebuild what a sync
-//! made durable and what was merely issued, and so every state a crash could
-//! leave behind (`tests/crash_states.rs`).
-//!
-//! With no recorder attached anywhere these functions cost one atomic load
-//! before doing exactly what `platform`'s do.
+//! through the file seam ([`RecordingStorage`]: segment creation, the spare,
+//! the seal, truncation, recovery), where each creation, rename and removal
+//! is an event of its own. Each event carries the directory listing seen
+//! when it was recorded. From that log a checker can rebuild what a sync
+//! made durable and what was merely issued, and so every state a crash
+//! could leave behind (`tests/crash_states.rs`).
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use super::{Backend, Done, Op, OpKind};
-use crate::storage::os;
+use crate::storage::Storage;
+use crate::substrate::{Backend, Done, Op, OpKind};
 
 /// One file, across renames: its inode and how many times that inode number
 /// was handed out to a file the journal created (inodes are reused).
@@ -143,23 +140,14 @@ pub struct Recorder {
     log: Mutex<Log>,
 }
 
-static ANY: AtomicBool = AtomicBool::new(false);
-static RECORDERS: Mutex<Vec<Weak<Recorder>>> = Mutex::new(Vec::new());
-
 impl Recorder {
-    /// Starts recording every journal opened in `dir` from now on, until the
-    /// returned recorder is dropped.
-    pub fn attach(dir: impl AsRef<Path>) -> Arc<Recorder> {
-        let rec = Arc::new(Recorder {
+    /// A recorder for journals in `dir` (pass it to `Seams::record`).
+    pub fn new(dir: impl AsRef<Path>) -> Arc<Recorder> {
+        Arc::new(Recorder {
             dir: dir.as_ref().to_path_buf(),
             next_id: AtomicU64::new(1),
             log: Mutex::new(Log::default()),
-        });
-        let mut all = RECORDERS.lock().unwrap_or_else(|p| p.into_inner());
-        all.retain(|r| r.strong_count() > 0);
-        all.push(Arc::downgrade(&rec));
-        ANY.store(true, Ordering::Release);
-        rec
+        })
     }
 
     /// Adds a mark of the test's own to the log.
@@ -234,75 +222,72 @@ impl Recorder {
     }
 }
 
-/// The recorder attached to `dir`, if any.
-pub(crate) fn recorder(dir: &Path) -> Option<Arc<Recorder>> {
-    if !ANY.load(Ordering::Acquire) {
-        return None;
+/// The file seam, recorded: each operation is done by `inner`, and what
+/// reached the OS is logged.
+#[derive(Debug)]
+pub(crate) struct RecordingStorage {
+    pub(crate) inner: Arc<dyn Storage>,
+    pub(crate) rec: Arc<Recorder>,
+}
+
+impl Storage for RecordingStorage {
+    fn create(&self, path: &Path) -> io::Result<File> {
+        let file = self.inner.create(path)?;
+        self.rec.created(&file);
+        Ok(file)
     }
-    let all = RECORDERS.lock().unwrap_or_else(|p| p.into_inner());
-    all.iter().filter_map(Weak::upgrade).find(|r| r.dir == dir)
-}
 
-/// A file the journal in `dir` just created.
-pub(crate) fn created(dir: &Path, file: &File) {
-    if let Some(rec) = recorder(dir) {
-        rec.created(file);
+    fn open(&self, path: &Path, write: bool) -> io::Result<File> {
+        self.inner.open(path, write)
     }
-}
 
-/// `fs::rename`, recorded: the directory after it is a state of its own.
-pub(crate) fn rename(dir: &Path, from: &Path, to: &Path) -> io::Result<()> {
-    let result = std::fs::rename(from, to);
-    if let (Some(rec), Ok(())) = (recorder(dir), &result) {
-        rec.push(Event::Namespace { what: "rename" });
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)?;
+        self.rec.push(Event::Namespace { what: "rename" });
+        Ok(())
     }
-    result
-}
 
-/// `fs::remove_file`, recorded.
-pub(crate) fn remove_file(dir: &Path, path: &Path) -> io::Result<()> {
-    let result = std::fs::remove_file(path);
-    if let (Some(rec), Ok(())) = (recorder(dir), &result) {
-        rec.push(Event::Namespace { what: "remove" });
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)?;
+        self.rec.push(Event::Namespace { what: "remove" });
+        Ok(())
     }
-    result
-}
 
-/// `os::pwrite_all`, recorded.
-pub(crate) fn pwrite_all(dir: &Path, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    let Some(rec) = recorder(dir) else { return os::pwrite_all(file, buf, offset) };
-    let id = rec.write_started(rec.file_id(file), offset, buf.into());
-    let result = os::pwrite_all(file, buf, offset);
-    rec.push(Event::WriteDone { id, written: if result.is_ok() { buf.len() } else { 0 } });
-    result
-}
-
-/// `os::allocate`, recorded.
-pub(crate) fn allocate(dir: &Path, file: &File, len: u64) -> io::Result<()> {
-    let result = os::allocate(file, len);
-    if let (Some(rec), Ok(())) = (recorder(dir), &result) {
-        rec.push(Event::Extend { file: rec.file_id(file), len });
+    fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+        self.inner.set_len(file, len)
     }
-    result
-}
 
-/// `os::sync_data`, recorded.
-pub(crate) fn sync_data(dir: &Path, file: &File) -> io::Result<()> {
-    let Some(rec) = recorder(dir) else { return os::sync_data(file) };
-    let id = rec.sync_started(rec.file_id(file), None, false);
-    let result = os::sync_data(file);
-    rec.push(Event::SyncDone { id, ok: result.is_ok() });
-    result
-}
+    fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
+        self.inner.allocate(file, len)?;
+        self.rec.push(Event::Extend { file: self.rec.file_id(file), len });
+        Ok(())
+    }
 
-/// `os::sync_dir`, recorded.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    let Some(rec) = recorder(dir) else { return os::sync_dir(dir) };
-    let id = rec.id();
-    rec.push(Event::DirSyncStart { id });
-    let result = os::sync_dir(dir);
-    rec.push(Event::DirSyncDone { id, ok: result.is_ok() });
-    result
+    fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        let id = self.rec.write_started(self.rec.file_id(file), offset, buf.into());
+        let result = self.inner.write_all_at(file, buf, offset);
+        self.rec.push(Event::WriteDone { id, written: if result.is_ok() { buf.len() } else { 0 } });
+        result
+    }
+
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        let id = self.rec.sync_started(self.rec.file_id(file), None, false);
+        let result = self.inner.sync_data(file);
+        self.rec.push(Event::SyncDone { id, ok: result.is_ok() });
+        result
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let id = self.rec.id();
+        self.rec.push(Event::DirSyncStart { id });
+        let result = self.inner.sync_dir(dir);
+        self.rec.push(Event::DirSyncDone { id, ok: result.is_ok() });
+        result
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        self.inner.list(dir)
+    }
 }
 
 /// An op in flight: its segment, offset, kind and sync lane (overlapping
@@ -327,7 +312,7 @@ impl RecordingBackend {
     }
 
     fn key(op: &Op) -> OpKey {
-        (op.file.base, op.offset, op.kind, op.lane)
+        (op.file.key, op.offset, op.kind, op.lane)
     }
 }
 
