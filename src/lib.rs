@@ -99,16 +99,15 @@ mod storage;
 mod substrate;
 
 pub use error::{Error, Result};
-pub use journal::options::{
-    JournalOptions, RecoveryMode, Substrate, SubstrateChoice, SyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-};
+pub use journal::options::{JournalOptions, SyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use journal::{Journal, Released, Ticket};
 pub use lsn::Lsn;
 pub use read::{replay, verify, JournalReader, Reader, Record, ReplayReport, Subscription, VerifyReport};
-pub use recovery::RecoveryReport;
+pub use recovery::{RecoveryMode, RecoveryReport};
 pub use segment::Preallocate;
 pub use stats::{Percentiles, Stats};
 pub use storage::StorageClass;
+pub use substrate::{Substrate, SubstrateChoice};
 
 /// Test seams. Not a stable API: it may change in any release.
 #[doc(hidden)]

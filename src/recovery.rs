@@ -12,11 +12,22 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, FLAG_BATCH_CONTINUES, KIND_RECORD, KIND_REQUIRED};
-use crate::read::cursor::{FrameCursor, Step};
+use crate::format;
+use crate::segment::scan::{nonzero_extent, scan_segment};
 use crate::segment::{self, SegmentFile};
 use crate::storage::Storage;
-use crate::{Error, Lsn, RecoveryMode, Result};
+use crate::{Error, Lsn, Result};
+
+/// What recovery does with a damaged tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RecoveryMode {
+    /// Keep the longest valid prefix; cut and report the rest.
+    #[default]
+    PointInTime,
+    /// Tolerate at most one torn final frame (or batch); anything else is
+    /// [`Error::Corrupt`].
+    AbsoluteConsistency,
+}
 
 /// What open found and what it cut.
 #[derive(Debug, Clone, Default)]
@@ -65,40 +76,6 @@ impl RecoveryReport {
     pub fn created(&self) -> bool {
         self.created
     }
-}
-
-/// The outcome of scanning one segment from its base.
-#[derive(Debug)]
-pub(crate) struct Scan {
-    /// End of the last complete record or batch.
-    pub(crate) end: u64,
-    /// Where scanning stopped (end of a dropped partial batch, or `end`).
-    pub(crate) stop: u64,
-    pub(crate) records: u64,
-    pub(crate) unknown_required: Option<u8>,
-}
-
-pub(crate) fn scan_segment(file: &File, base: u64, path: &Path) -> Result<Scan> {
-    let mut cursor = FrameCursor::new(base);
-    let (mut pos, mut end, mut records, mut pending) = (base, base, 0u64, 0u64);
-    loop {
-        let step =
-            cursor.step(file, pos, u64::MAX).map_err(|e| Error::io_at("read segment", path, Lsn::new(pos), e))?;
-        let Step::Frame(frame) = step else { break };
-        if frame.kind & KIND_REQUIRED != 0 && frame.kind != KIND_RECORD {
-            return Ok(Scan { end, stop: pos, records, unknown_required: Some(frame.kind) });
-        }
-        pos = frame.end_lsn();
-        if frame.kind == KIND_RECORD {
-            pending += 1;
-        }
-        if frame.flags & FLAG_BATCH_CONTINUES == 0 {
-            end = pos;
-            records += pending;
-            pending = 0;
-        }
-    }
-    Ok(Scan { end, stop: pos, records, unknown_required: None })
 }
 
 /// True if a valid frame starts anywhere in `tail`, which begins at `lsn`.
@@ -167,7 +144,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> 
     // Zeros after the end are unused space (a preallocated segment, or a
     // torn write that never reached the disk); only bytes up to the last
     // non-zero one are a damaged tail.
-    let used = crate::read::nonzero_extent(&last.file, end_offset, file_len)
+    let used = nonzero_extent(&last.file, end_offset, file_len)
         .map_err(|e| Error::io_at("read segment", &last.path, Lsn::new(scan.end), e))?;
     let tail = read_tail(&last.file, end_offset, end_offset + used)
         .map_err(|e| Error::io_at("read segment", &last.path, Lsn::new(scan.end), e))?;
@@ -230,11 +207,10 @@ fn drop_unsealed_segment(
     let file = storage.open(&path, false).map_err(|e| Error::io_at("open segment", &path, lsn, e))?;
     let len = file.metadata().map_err(|e| Error::io_at("stat segment", &path, lsn, e))?.len();
     let header_len = format::SEGMENT_HEADER_LEN as u64;
-    let data = crate::read::nonzero_extent(&file, header_len.min(len), len)
-        .map_err(|e| Error::io_at("read segment", &path, lsn, e))?;
-    let header_blank = crate::read::nonzero_extent(&file, 0, header_len.min(len))
-        .map_err(|e| Error::io_at("read segment", &path, lsn, e))?
-        == 0;
+    let data =
+        nonzero_extent(&file, header_len.min(len), len).map_err(|e| Error::io_at("read segment", &path, lsn, e))?;
+    let header_blank =
+        nonzero_extent(&file, 0, header_len.min(len)).map_err(|e| Error::io_at("read segment", &path, lsn, e))? == 0;
     if data > 0 && (!header_blank || mode == RecoveryMode::AbsoluteConsistency) {
         return Err(Error::corrupt(&path, lsn, format!("segment header: {reason}, with records after it")));
     }

@@ -6,6 +6,7 @@
 
 mod frame;
 mod header;
+mod units;
 
 pub(crate) use frame::{decode_frame, encode_frame, FrameError, FrameView};
 pub use frame::{
@@ -14,6 +15,7 @@ pub use frame::{
 };
 pub(crate) use header::{decode_segment_header, encode_segment_header, SegmentHeader};
 pub use header::{FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
+pub(crate) use units::{Units, UnknownRequired};
 
 /// The file offset of the frame that starts at `lsn` in the segment based at `base`.
 pub(crate) fn file_offset(base: u64, lsn: u64) -> u64 {

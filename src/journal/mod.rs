@@ -51,6 +51,36 @@ pub(crate) struct Shared {
     pub(crate) io: crate::substrate::IoThreads,
 }
 
+impl crate::read::LiveJournal for Shared {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn segments(&self) -> Vec<u64> {
+        self.segments.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    fn pin(&self, base: u64) -> Result<crate::segment::retention::Pin> {
+        self.retention.pin(&self.segments, base)
+    }
+
+    fn next_segment(&self, base: u64) -> Option<u64> {
+        self.retention.next_after(&self.segments, base)
+    }
+
+    fn follow_level(&self) -> Level {
+        if self.opts.sync_policy == SyncPolicy::Never {
+            Level::Written
+        } else {
+            Level::Durable
+        }
+    }
+}
+
 /// Set once, when the directory lock has been released.
 #[derive(Debug, Default)]
 pub(crate) struct ReleaseSignal {

@@ -2,28 +2,9 @@
 
 use std::time::Duration;
 
+use crate::recovery::RecoveryMode;
+use crate::substrate::SubstrateChoice;
 use crate::{Error, Result};
-
-/// Which substrate to run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum SubstrateChoice {
-    /// Native io_uring where the kernel allows it, else `Blocking`.
-    #[default]
-    Auto,
-    /// Native io_uring or fail with [`Error::Unsupported`].
-    IoUring,
-    /// `spawn_blocking` around pwrite and fdatasync.
-    Blocking,
-}
-
-/// The substrate a journal actually runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Substrate {
-    /// One io_uring ring and a completion-driver task.
-    IoUring,
-    /// `spawn_blocking` around pwrite and fdatasync.
-    Blocking,
-}
 
 /// When the journal syncs on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -38,17 +19,6 @@ pub enum SyncPolicy {
     /// Never on its own. Explicit `sync_through*`/`append_durable*` still
     /// sync (their names promise it); tickets resolve once *written*.
     Never,
-}
-
-/// What recovery does with a damaged tail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum RecoveryMode {
-    /// Keep the longest valid prefix; cut and report the rest.
-    #[default]
-    PointInTime,
-    /// Tolerate at most one torn final frame (or batch); anything else is
-    /// [`Error::Corrupt`].
-    AbsoluteConsistency,
 }
 
 /// How a journal is opened. Cheap to clone; setters take and return `self`.

@@ -7,7 +7,6 @@
 //! invalid frame is `Error::Corrupt` naming the file and LSN. Atomic batches
 //! are delivered only whole.
 
-pub(crate) mod cursor;
 mod replay;
 mod subscribe;
 
@@ -19,14 +18,32 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cursor::{FrameCursor, Step};
-
-use crate::format::{self, FLAG_BATCH_CONTINUES, KIND_RECORD, KIND_REQUIRED};
-use crate::gate::Level;
-use crate::journal::Shared;
+use crate::format::{self, Units, UnknownRequired};
+use crate::gate::{Gate, Level};
 use crate::segment::retention::Pin;
-use crate::storage::OsStorage;
+use crate::segment::scan::{nonzero_extent, scan_segment};
+use crate::segment::{FrameCursor, Step};
 use crate::{segment, Error, Lsn, Result};
+
+/// What readers and subscribers need of a live journal, which implements
+/// it: a narrow view, so that reading does not depend on the journal's
+/// state.
+pub(crate) trait LiveJournal: Send + Sync + std::fmt::Debug {
+    /// The journal's directory.
+    fn dir(&self) -> &Path;
+    /// The segment bases, ascending.
+    fn segments(&self) -> Vec<u64>;
+    /// Its frontiers, its failure, and the notification of their moves.
+    fn gate(&self) -> &Gate;
+    /// Keeps segment `base` from being deleted while it is read.
+    fn pin(&self, base: u64) -> Result<Pin>;
+    /// The segment after `base`, among the listed ones and those truncated
+    /// but not yet deleted (a reader still in them).
+    fn next_segment(&self, base: u64) -> Option<u64>;
+    /// What a subscriber follows: the durable frontier (the written one
+    /// when the journal never syncs on its own).
+    fn follow_level(&self) -> Level;
+}
 
 /// One record read back.
 #[derive(Clone, PartialEq, Eq)]
@@ -68,7 +85,7 @@ impl std::fmt::Debug for Record {
 #[derive(Debug)]
 enum Source {
     /// A live journal, read up to its written (or durable) frontier.
-    Live(Arc<Shared>, Level),
+    Live(Arc<dyn LiveJournal>, Level),
     Offline(Vec<u64>),
 }
 
@@ -76,14 +93,13 @@ impl Source {
     /// (segment bases, the LSN no read may reach) as of now.
     fn view(&self) -> (Vec<u64>, u64) {
         match self {
-            Source::Live(shared, level) => {
+            Source::Live(journal, level) => {
                 // Frontier first: a segment it reaches is already listed.
                 let limit = match level {
-                    Level::Written => shared.gate.written_lsn().as_u64(),
-                    Level::Durable => shared.gate.durable_lsn().as_u64(),
+                    Level::Written => journal.gate().written_lsn().as_u64(),
+                    Level::Durable => journal.gate().durable_lsn().as_u64(),
                 };
-                let bases = shared.segments.read().unwrap_or_else(|p| p.into_inner()).clone();
-                (bases, limit)
+                (journal.segments(), limit)
             }
             Source::Offline(bases) => (bases.clone(), u64::MAX),
         }
@@ -114,9 +130,9 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn live(shared: Arc<Shared>, from: Lsn, level: Level) -> Result<Reader> {
-        let dir = shared.dir.clone();
-        Reader::new(dir, Source::Live(shared, level), from)
+    pub(crate) fn live(journal: Arc<dyn LiveJournal>, from: Lsn, level: Level) -> Result<Reader> {
+        let dir = journal.dir().to_path_buf();
+        Reader::new(dir, Source::Live(journal, level), from)
     }
 
     fn new(dir: PathBuf, source: Source, from: Lsn) -> Result<Reader> {
@@ -163,9 +179,7 @@ impl Reader {
             let moving_on = self.seg.as_ref().filter(|s| s.next == Some(self.pos)).map(|s| s.base);
             let (base, next_base) = match (held, moving_on, &self.source) {
                 (Some(s), _, _) => (s.base, s.next),
-                (None, Some(_), Source::Live(shared, _)) => {
-                    (self.pos, shared.retention.next_after(&shared.segments, self.pos))
-                }
+                (None, Some(_), Source::Live(journal, _)) => (self.pos, journal.next_segment(self.pos)),
                 _ => {
                     let idx = bases.partition_point(|&b| b <= self.pos);
                     if idx == 0 {
@@ -195,10 +209,10 @@ impl Reader {
 
     fn open_segment(&self, base: u64) -> Result<OpenSegment> {
         let pin = match &self.source {
-            Source::Live(shared, _) => Some(shared.retention.pin(&shared.segments, base)?),
+            Source::Live(journal, _) => Some(journal.pin(base)?),
             Source::Offline(_) => None,
         };
-        let (seg, _) = segment::open(&OsStorage, &self.dir, base, false)?;
+        let seg = segment::open_to_read(&self.dir, base)?;
         Ok(OpenSegment { base, next: None, path: seg.path, file: seg.file, cursor: FrameCursor::new(base), _pin: pin })
     }
 
@@ -208,6 +222,7 @@ impl Reader {
         let offline = matches!(self.source, Source::Offline(_));
         let seg = self.seg.as_mut().expect("opened by the caller");
         let mut at = self.pos;
+        let mut units = Units::default();
         let mut batch = Vec::new();
         loop {
             let step = seg
@@ -216,21 +231,22 @@ impl Reader {
                 .map_err(|e| Error::io_at("read segment", &seg.path, Lsn::new(at), e))?;
             let why = match step {
                 Step::Frame(frame) => {
+                    let fed = units.feed(frame.kind, frame.flags).map_err(|UnknownRequired(kind)| {
+                        Error::corrupt(
+                            &seg.path,
+                            Lsn::new(frame.start_lsn),
+                            format!("required frame kind {kind:#04x} unknown to this version"),
+                        )
+                    })?;
                     at = frame.end_lsn();
-                    if frame.kind == KIND_RECORD {
+                    if fed.record {
                         batch.push(Record {
                             start: Lsn::new(frame.start_lsn),
                             end: Lsn::new(at),
                             payload: frame.payload.to_vec(),
                         });
-                    } else if frame.kind & KIND_REQUIRED != 0 {
-                        return Err(Error::corrupt(
-                            &seg.path,
-                            Lsn::new(frame.start_lsn),
-                            format!("required frame kind {:#04x} unknown to this version", frame.kind),
-                        ));
                     }
-                    if frame.flags & FLAG_BATCH_CONTINUES == 0 {
+                    if fed.unit_ends {
                         self.pos = at;
                         self.fresh = false;
                         self.ready.extend(batch);
@@ -278,7 +294,7 @@ impl JournalReader {
                 std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
-        let bases = segment::list(&OsStorage, &dir, false)?;
+        let bases = segment::list_to_read(&dir)?;
         if bases.is_empty() {
             return Err(Error::corrupt(&dir, Lsn::ZERO, "no segment files: not a tidelog journal"));
         }
@@ -328,14 +344,14 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     let journal = JournalReader::open(dir.as_ref())?;
     let mut report = VerifyReport { segments: journal.bases.len(), ..VerifyReport::default() };
     for (i, &base) in journal.bases.iter().enumerate() {
-        let (seg, _) = match segment::open(&OsStorage, &journal.dir, base, false) {
+        let seg = match segment::open_to_read(&journal.dir, base) {
             Ok(opened) => opened,
             Err(e) => {
                 report.corruption.push(e.to_string());
                 continue;
             }
         };
-        let scan = crate::recovery::scan_segment(&seg.file, base, &seg.path)?;
+        let scan = scan_segment(&seg.file, base, &seg.path)?;
         report.records += scan.records;
         let len = seg.file.metadata().map_err(|e| Error::io("stat segment", &seg.path, e))?.len();
         let tail = nonzero_extent(&seg.file, format::file_offset(base, scan.end), len)
@@ -354,122 +370,4 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
         }
     }
     Ok(report)
-}
-
-/// Bytes from `from` to the last non-zero byte before `len`.
-pub(crate) fn nonzero_extent(file: &File, from: u64, len: u64) -> std::io::Result<u64> {
-    // Without read-ahead, the pages a read brings in are only the ones it
-    // asked for; the next SEEK_DATA then skips preallocated zeros instead
-    // of finding read-ahead pages there (which made reopening after a
-    // crash read the whole preallocated segment).
-    crate::storage::os::advise_random(file, true);
-    let result = scan_nonzero(file, from, len);
-    crate::storage::os::advise_random(file, false);
-    result
-}
-
-fn scan_nonzero(file: &File, from: u64, len: u64) -> std::io::Result<u64> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut last = from;
-    let mut off = from;
-    while off < len {
-        // Skip holes and unwritten (preallocated) extents: they read as zeros.
-        match crate::storage::os::next_data(file, off)? {
-            Some(data) if data < len => off = data,
-            Some(_) | None => break,
-        }
-        // End each read on a page boundary: a partly read page is cached,
-        // and SEEK_DATA from inside it would report data there, chaining
-        // reads through every preallocated zero.
-        let end = ((off + buf.len() as u64) & !4095).max(off + 1).min(len);
-        let want = (end - off) as usize;
-        let n = file.read_at(&mut buf[..want], off)?;
-        if n == 0 {
-            break;
-        }
-        if let Some(i) = last_nonzero(&buf[..n]) {
-            last = off + i as u64 + 1;
-        }
-        off += n as u64;
-    }
-    Ok(last - from)
-}
-
-/// Index of the last non-zero byte. This runs over whole preallocated
-/// segments: all-zero blocks are skipped by comparing against zeros (a
-/// memcmp), and only the last block with data is searched byte by byte.
-fn last_nonzero(bytes: &[u8]) -> Option<usize> {
-    const BLOCK: usize = 4096;
-    static ZEROS: [u8; BLOCK] = [0; BLOCK];
-    let mut end = bytes.len();
-    while end > 0 {
-        let start = end.saturating_sub(BLOCK);
-        let block = &bytes[start..end];
-        if block != &ZEROS[..block.len()] {
-            return block.iter().rposition(|&b| b != 0).map(|i| start + i);
-        }
-        end = start;
-    }
-    None
-}
-
-#[cfg(all(test, tidelog_linux))]
-mod tests {
-    #[test]
-    fn last_nonzero_finds_the_last_set_byte_at_every_position() {
-        for len in [0usize, 1, 7, 8, 9, 4095, 4096, 4097, 9000] {
-            assert_eq!(super::last_nonzero(&vec![0u8; len]), None);
-            for at in (0..len).filter(|at| len < 100 || at % 97 == 0 || at + 2 >= len || at % 4096 < 2) {
-                let mut bytes = vec![0u8; len];
-                bytes[at] = 1;
-                if at > 0 {
-                    bytes[0] = 2;
-                }
-                assert_eq!(super::last_nonzero(&bytes), Some(at), "len {len}, set at {at}");
-            }
-        }
-    }
-
-    use std::os::unix::fs::FileExt;
-
-    use super::nonzero_extent;
-    use crate::storage::os;
-
-    /// Bytes this thread has read through read syscalls (`rchar`).
-    fn thread_rchar() -> u64 {
-        let io = std::fs::read_to_string("/proc/thread-self/io").expect("/proc/thread-self/io");
-        io.lines().find_map(|l| l.strip_prefix("rchar: ")).expect("rchar").trim().parse().expect("number")
-    }
-
-    /// The scan past a torn tail must not read a preallocated segment's
-    /// zeros. It once did: each 1 MiB read ended inside a page, that page
-    /// was then cached, SEEK_DATA reported data there, and the chain went
-    /// to the end of the file (0.3–0.7 s per reopen of a 64 MiB segment).
-    #[test]
-    fn scanning_past_the_tail_skips_preallocated_zeros() {
-        let dir = tempfile::tempdir().unwrap();
-        let file =
-            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(dir.path().join("seg")).unwrap();
-        let len = 64u64 << 20;
-        os::allocate(&file, len).unwrap();
-        if os::next_data(&file, 1 << 20).unwrap().is_some_and(|d| d < len) {
-            let why = "this filesystem reports preallocated extents as data to SEEK_DATA";
-            crate::testing::skip(crate::testing::Capability::SeekData, "the scan past a torn tail", why);
-            return;
-        }
-        let data = vec![0xA5u8; 150_001];
-        file.write_all_at(&data, 0).unwrap();
-        // Torn bytes a little past the end of the valid frames.
-        file.write_all_at(b"torn", 150_001 + 100).unwrap();
-        // A reader has been here before: cache the pages around the tail.
-        let mut buf = vec![0u8; 1 << 20];
-        file.read_at(&mut buf, 123).unwrap();
-
-        let before = thread_rchar();
-        let tail = nonzero_extent(&file, 150_001, len).unwrap();
-        let read = thread_rchar() - before;
-        assert_eq!(tail, 104, "up to the last non-zero byte");
-        assert!(read <= 4 << 20, "read {read} bytes of a {len}-byte preallocated file");
-    }
 }

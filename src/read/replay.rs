@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use super::{JournalReader, Record};
-use crate::format::{self, FrameError, FLAG_BATCH_CONTINUES, KIND_RECORD, KIND_REQUIRED};
+use crate::format::{self, FrameError, Units, UnknownRequired};
 use crate::{segment, Error, Lsn, Result};
 
 /// Records per message from a decoding thread to the caller.
@@ -115,7 +115,7 @@ struct Job {
 
 impl Job {
     fn run(&self, tx: &SyncSender<Result<Vec<Record>>>) -> Result<()> {
-        let (seg, _) = segment::open(&crate::storage::OsStorage, &self.dir, self.base, false)?;
+        let seg = segment::open_to_read(&self.dir, self.base)?;
         let len = seg.file.metadata().map_err(|e| Error::io("stat segment", &seg.path, e))?.len();
         let header = format::SEGMENT_HEADER_LEN as u64;
         let bound = match self.next {
@@ -131,6 +131,7 @@ impl Job {
         let mut at = 0usize;
         let mut lsn = self.base;
         let (mut out, mut pending) = (Vec::with_capacity(BATCH), Vec::new());
+        let mut units = Units::default();
         loop {
             if at == bytes.len() {
                 break;
@@ -144,18 +145,17 @@ impl Job {
                 Err(FrameError::Invalid(why)) => return Err(Error::corrupt(&seg.path, Lsn::new(lsn), why)),
             };
             let end = frame.end_lsn();
-            if frame.kind == KIND_RECORD {
-                if frame.start_lsn >= self.from {
-                    pending.push(Record { start: Lsn::new(lsn), end: Lsn::new(end), payload: frame.payload.to_vec() });
-                }
-            } else if frame.kind & KIND_REQUIRED != 0 {
-                return Err(Error::corrupt(
+            let fed = units.feed(frame.kind, frame.flags).map_err(|UnknownRequired(kind)| {
+                Error::corrupt(
                     &seg.path,
                     Lsn::new(lsn),
-                    format!("required frame kind {:#04x} unknown to this version", frame.kind),
-                ));
+                    format!("required frame kind {kind:#04x} unknown to this version"),
+                )
+            })?;
+            if fed.record && frame.start_lsn >= self.from {
+                pending.push(Record { start: Lsn::new(lsn), end: Lsn::new(end), payload: frame.payload.to_vec() });
             }
-            let batch_ends = frame.flags & FLAG_BATCH_CONTINUES == 0;
+            let batch_ends = fed.unit_ends;
             at += frame.len();
             lsn = end;
             if batch_ends {
@@ -165,11 +165,11 @@ impl Job {
                 }
             }
         }
-        if sealed && !pending.is_empty() {
+        if sealed && units.open() {
             return Err(Error::corrupt(&seg.path, Lsn::new(lsn), "an atomic batch is cut by the segment's end"));
         }
         drop(map);
-        release_cache(&seg.file);
+        segment::release_cache(&seg);
         if !out.is_empty() && tx.send(Ok(out)).is_err() {
             return Ok(());
         }
@@ -196,16 +196,4 @@ fn map_sealed(file: &File, len: u64) -> std::io::Result<memmap2::Mmap> {
     let _ = map.advise(memmap2::Advice::Sequential);
     let _ = map.advise(memmap2::Advice::WillNeed);
     Ok(map)
-}
-
-/// Drops a consumed segment's pages from the page cache.
-fn release_cache(file: &File) {
-    #[cfg(tidelog_linux)]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: plain syscall on a valid fd borrowed for the call.
-        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    }
-    #[cfg(not(tidelog_linux))]
-    let _ = file;
 }

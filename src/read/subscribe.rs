@@ -13,10 +13,9 @@ use std::task::{Context, Poll};
 
 use futures::stream::{self, Stream};
 
-use super::{Reader, Record};
+use super::{LiveJournal, Reader, Record};
 use crate::gate::Level;
-use crate::journal::Shared;
-use crate::{Error, Lsn, Result, SyncPolicy};
+use crate::{Error, Lsn, Result};
 
 /// Records read per trip to the blocking pool.
 const BATCH: usize = 512;
@@ -42,11 +41,11 @@ impl Stream for Subscription {
 }
 
 /// Counts the subscriber as an observer of the gate while it lives.
-struct Observer(Arc<Shared>);
+struct Observer(Arc<dyn LiveJournal>);
 
 impl Drop for Observer {
     fn drop(&mut self) {
-        self.0.gate.observe(false);
+        self.0.gate().observe(false);
     }
 }
 
@@ -60,11 +59,11 @@ struct State {
 }
 
 impl Subscription {
-    pub(crate) fn new(shared: Arc<Shared>, from: Lsn) -> Subscription {
-        shared.gate.observe(true);
-        let level = if shared.opts.sync_policy == SyncPolicy::Never { Level::Written } else { Level::Durable };
+    pub(crate) fn new(journal: Arc<dyn LiveJournal>, from: Lsn) -> Subscription {
+        journal.gate().observe(true);
+        let level = journal.follow_level();
         let state =
-            State { observer: Observer(shared), level, from, reader: None, ready: VecDeque::new(), done: false };
+            State { observer: Observer(journal), level, from, reader: None, ready: VecDeque::new(), done: false };
         Subscription { inner: Box::pin(stream::unfold(state, next)) }
     }
 }
@@ -78,7 +77,7 @@ async fn next(mut st: State) -> Option<(Result<Record>, State)> {
             return None;
         }
         let shared = st.observer.0.clone();
-        let moved = shared.gate.moved.notified();
+        let moved = shared.gate().moved.notified();
         tokio::pin!(moved);
         moved.as_mut().enable();
         // The failure is read before the frontier: once the journal is
@@ -86,10 +85,10 @@ async fn next(mut st: State) -> Option<(Result<Record>, State)> {
         // seeing `Closed` is final, and everything below it is delivered
         // before the stream ends (read the other way round, the last round
         // and the close could land between the two reads).
-        let failure = shared.gate.failure();
+        let failure = shared.gate().failure();
         let frontier = match st.level {
-            Level::Written => shared.gate.written_lsn(),
-            Level::Durable => shared.gate.durable_lsn(),
+            Level::Written => shared.gate().written_lsn(),
+            Level::Durable => shared.gate().durable_lsn(),
         };
         let position = st.reader.as_ref().map_or(st.from, Reader::position);
         if position < frontier {
@@ -100,7 +99,7 @@ async fn next(mut st: State) -> Option<(Result<Record>, State)> {
                     Err(e) => return Some(fail(st, e)),
                 },
             };
-            match read_batch(reader, &shared).await {
+            match read_batch(reader, shared.as_ref()).await {
                 Ok((reader, records)) => {
                     st.reader = Some(reader);
                     if !records.is_empty() {
@@ -126,7 +125,7 @@ fn fail(mut st: State, err: Error) -> (Result<Record>, State) {
 
 /// Reads up to `BATCH` records off the runtime's workers when there is a
 /// runtime, inline otherwise.
-async fn read_batch(mut reader: Reader, shared: &Shared) -> Result<(Reader, Vec<Record>)> {
+async fn read_batch(mut reader: Reader, journal: &dyn LiveJournal) -> Result<(Reader, Vec<Record>)> {
     let work = move || -> Result<(Reader, Vec<Record>)> {
         let mut records = Vec::new();
         while records.len() < BATCH {
@@ -141,7 +140,7 @@ async fn read_batch(mut reader: Reader, shared: &Shared) -> Result<(Reader, Vec<
         Ok(rt) => rt
             .spawn_blocking(work)
             .await
-            .map_err(|e| Error::io("subscriber read", &shared.dir, std::io::Error::other(e.to_string())))?,
+            .map_err(|e| Error::io("subscriber read", journal.dir(), std::io::Error::other(e.to_string())))?,
         Err(_) => work(),
     }
 }

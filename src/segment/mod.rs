@@ -9,7 +9,11 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+mod cursor;
 pub(crate) mod retention;
+pub(crate) mod scan;
+
+pub(crate) use cursor::{FrameCursor, Step};
 
 use crate::format::{self, SegmentHeader};
 use crate::storage::Storage;
@@ -166,6 +170,23 @@ fn read_header(file: &File, path: &Path, base: u64) -> Result<SegmentHeader> {
         ));
     }
     Ok(header)
+}
+
+/// Opens segment `base` of the journal in `dir` for reading, without a
+/// seam: readers only read.
+pub(crate) fn open_to_read(dir: &Path, base: u64) -> Result<SegmentFile> {
+    open(&crate::storage::OsStorage, dir, base, false).map(|(seg, _)| seg)
+}
+
+/// The segment bases in `dir`, for reading (nothing is cleaned up).
+pub(crate) fn list_to_read(dir: &Path) -> Result<Vec<u64>> {
+    list(&crate::storage::OsStorage, dir, false)
+}
+
+/// Drops a segment's pages from the page cache (after a reader consumed it,
+/// so that reading a journal larger than memory evicts nothing else).
+pub(crate) fn release_cache(seg: &SegmentFile) {
+    crate::storage::os::drop_cache(&seg.file);
 }
 
 /// Base LSNs of the segment files in `dir`, ascending. Removes leftovers of

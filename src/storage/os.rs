@@ -338,3 +338,15 @@ pub(crate) fn set_direct(file: &File) -> io::Result<()> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "O_DIRECT is Linux-only in tidelog"))
     }
 }
+
+/// Drops `file`'s pages from the page cache (advice: failure is ignored).
+pub(crate) fn drop_cache(file: &File) {
+    #[cfg(tidelog_linux)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on a valid fd borrowed for the call.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    #[cfg(not(tidelog_linux))]
+    let _ = file;
+}

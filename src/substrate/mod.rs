@@ -25,6 +25,27 @@ pub(crate) use buf::AlignedBuf;
 pub(crate) use file::IoFile;
 pub(crate) use threads::IoThreads;
 
+/// Which substrate to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SubstrateChoice {
+    /// Native io_uring where the kernel allows it, else `Blocking`.
+    #[default]
+    Auto,
+    /// Native io_uring or fail with [`Error::Unsupported`].
+    IoUring,
+    /// `spawn_blocking` around pwrite and fdatasync.
+    Blocking,
+}
+
+/// The substrate a journal actually runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Substrate {
+    /// One io_uring ring and a completion-driver task.
+    IoUring,
+    /// `spawn_blocking` around pwrite and fdatasync.
+    Blocking,
+}
+
 /// The runtime the caller runs on, checked for what tidelog needs of it:
 /// [`Error::RuntimeRequired`](crate::Error::RuntimeRequired) outside one,
 /// and [`Error::Unsupported`](crate::Error::Unsupported) naming the builder

@@ -1,5 +1,5 @@
 //! [`FrameCursor`]: reads frames of one segment file through a read-ahead
-//! window. Shared by recovery, readers and `verify`.
+//! window. Shared by recovery, readers and `verify` (through `scan`).
 
 use std::fs::File;
 use std::io;
