@@ -32,11 +32,12 @@ pub enum Error {
     },
     /// `Journal::open` was called outside a tokio runtime.
     RuntimeRequired,
-    /// The journal was closed (or its driver stopped with its runtime).
+    /// The journal was closed (or its writer task stopped with its runtime).
     Closed,
-    /// A write or sync failed earlier; the journal accepts nothing more.
-    /// Reopen it to recover from what is on disk. Failed fsyncs are never
-    /// retried, because the kernel may have dropped the dirty pages.
+    /// A write or sync failed earlier (or tidelog stopped on an internal
+    /// error); the journal accepts nothing more. Reopen it to recover from
+    /// what is on disk. Failed fsyncs are never retried, because the kernel
+    /// may have dropped the dirty pages.
     Poisoned(Arc<Error>),
     /// Bytes on disk do not form a valid journal where they must.
     Corrupt {
@@ -70,6 +71,10 @@ pub enum Error {
     },
     /// The platform or filesystem cannot do what was asked.
     Unsupported(String),
+    /// tidelog found its own state inconsistent (a bug, not a disk error).
+    /// The journal stops as it does on an I/O failure: reopen it to recover
+    /// from what is on disk, and please report the message.
+    Internal(String),
 }
 
 impl Error {
@@ -113,7 +118,7 @@ impl fmt::Display for Error {
             Error::RuntimeRequired => f.write_str("a tokio runtime is required (none is running)"),
             Error::Closed => f.write_str("the journal is closed"),
             Error::Poisoned(first) => {
-                write!(f, "the journal is poisoned by an earlier I/O failure ({first}); reopen it to recover")
+                write!(f, "the journal is poisoned by an earlier failure ({first}); reopen it to recover")
             }
             Error::Corrupt { path, lsn, reason } => {
                 write!(f, "corrupt journal at {} (LSN {lsn}): {reason}", path.display())
@@ -125,6 +130,7 @@ impl fmt::Display for Error {
             Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),
             Error::InvalidLsn { lsn, reason } => write!(f, "invalid LSN {lsn}: {reason}"),
             Error::Unsupported(why) => write!(f, "unsupported: {why}"),
+            Error::Internal(what) => write!(f, "internal error in tidelog (a bug; please report it): {what}"),
         }
     }
 }

@@ -2,9 +2,9 @@
 //! (write-ahead log) for tokio.
 //!
 //! Appends are futures. Appenders copy their frames into one log buffer; a
-//! driver task per journal writes what accumulated with one operation and
+//! writer task per journal writes what accumulated with one operation and
 //! leads group-commit sync rounds, so many concurrent appenders share one
-//! write and one `fdatasync`. On Linux the driver runs its I/O on a native
+//! write and one `fdatasync`. On Linux the writer runs its I/O on a native
 //! io_uring ring; elsewhere (or on request) on tokio's blocking pool.
 //!
 //! # Durability levels

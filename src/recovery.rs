@@ -1,6 +1,6 @@
 //! Recovery at open: find the end of the log, cut what follows it, report.
 //!
-//! Sealed segments were synced whole before the driver moved past them, so
+//! Sealed segments were synced whole before the writer moved past them, so
 //! only the last segment can hold a damaged tail; it is scanned frame by
 //! frame. The first invalid frame ends the log; an atomic batch whose last
 //! frame is missing ends it at the batch's start. Under `PointInTime` the

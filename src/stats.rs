@@ -1,6 +1,6 @@
 //! Counters and latency histograms behind [`Journal::stats`](crate::Journal::stats).
 //!
-//! Updated by the driver (one writer) and read by anyone, with relaxed
+//! Updated by the writer (one writer) and read by anyone, with relaxed
 //! atomics: a snapshot may mix counters from adjacent rounds, never tear one.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -1,6 +1,6 @@
 //! A `loom` model of the group-commit gate: the real `src/gate/`, compiled
 //! over loom's mutex, condvar and atomics (`src/gate/prims.rs`), explored
-//! over every interleaving of a driver (the leader of every round), followers
+//! over every interleaving of a writer (the leader of every round), followers
 //! that wait blocking or as futures, followers that give up, failures and
 //! close. Properties: no lost wake-up (loom reports a waiter that is never
 //! woken as a deadlock), and nobody is told durable before a completed round
@@ -41,11 +41,11 @@ fn explore(name: &str, f: impl Fn() + Sync + Send + 'static) {
     eprintln!("{name}: {} interleavings explored", EXECUTIONS.load(SeqCst) - before);
 }
 
-/// The driver: completes writes up to `written`, then leads rounds until
+/// The writer: completes writes up to `written`, then leads rounds until
 /// `followers` have finished. `fail_first_round` poisons instead of
 /// completing the first round (a failed fdatasync); its late completion must
 /// make nothing durable.
-fn driver(gate: Arc<Gate>, done: Arc<AtomicUsize>, writes: &'static [u64], followers: usize, fail_first_round: bool) {
+fn writer(gate: Arc<Gate>, done: Arc<AtomicUsize>, writes: &'static [u64], followers: usize, fail_first_round: bool) {
     for &end in writes {
         gate.advance_written(end);
     }
@@ -124,7 +124,7 @@ fn blocking_followers_are_woken_once_covered() {
         let gate = Arc::new(Gate::new(0));
         let done = Arc::new(AtomicUsize::new(0));
         let followers = spawn_followers(&gate, &done, &[(8, Waiter::Blocking), (16, Waiter::Blocking)], false);
-        driver(gate, done, &[8, 16], 2, false);
+        writer(gate, done, &[8, 16], 2, false);
         for f in followers {
             f.join().unwrap();
         }
@@ -154,7 +154,7 @@ fn async_followers_arriving_during_a_round_and_dropped_waiters() {
                 assert!(gate.written_lsn() >= Lsn::new(8));
             })
         };
-        driver(gate, done, &[8, 16], 1, false);
+        writer(gate, done, &[8, 16], 1, false);
         follower.join().unwrap();
         written.join().unwrap();
     });
@@ -166,7 +166,7 @@ fn a_failed_round_tells_no_follower_durable() {
         let gate = Arc::new(Gate::new(0));
         let done = Arc::new(AtomicUsize::new(0));
         let followers = spawn_followers(&gate, &done, &[(8, Waiter::Blocking), (16, Waiter::Future)], true);
-        driver(gate.clone(), done, &[8, 16], 2, true);
+        writer(gate.clone(), done, &[8, 16], 2, true);
         for f in followers {
             f.join().unwrap();
         }

@@ -5,14 +5,14 @@
 //! a *successful* sync covered), the sync rounds in flight and what each
 //! covers, and the waiters ordered by LSN.
 //!
-//! The leader of every sync round is the journal's driver task: a caller that
-//! needs durability registers its LSN and wakes the driver, which submits one
+//! The leader of every sync round is the journal's writer task: a caller that
+//! needs durability registers its LSN and wakes the writer, which submits one
 //! sync for the written frontier as it stands; callers arriving meanwhile
 //! follow and are woken in one batch when a covering round completes. Because
 //! followers never do I/O themselves, a dropped future can never abandon the
 //! leader's role (okaywal's hang), and nobody polls (fsys's `yield_now` loop).
 //!
-//! Several rounds may be in flight at once (the driver bounds how many):
+//! Several rounds may be in flight at once (the writer bounds how many):
 //! each begins only over writes that completed before it, so whichever
 //! completes first makes exactly what it covers durable, and the durable
 //! frontier is the highest frontier any successful round covered.
@@ -63,8 +63,8 @@ pub(crate) struct Gate {
     parked: Condvar,
     written: AtomicU64,
     durable: AtomicU64,
-    /// Wakes the driver (the leader of every round).
-    pub(crate) driver_wake: Notify,
+    /// Wakes the writer (the leader of every round).
+    pub(crate) writer_wake: Notify,
     /// Tells passive observers (subscribers) that a frontier moved or the
     /// gate failed. They register no durability need: they never cause a
     /// sync, they follow the ones that happen.
@@ -89,7 +89,7 @@ impl Gate {
             parked: Condvar::new(),
             written: AtomicU64::new(recovered_end),
             durable: AtomicU64::new(recovered_end),
-            driver_wake: Notify::new(),
+            writer_wake: Notify::new(),
             moved: Notify::new(),
             observers: AtomicUsize::new(0),
         }
@@ -144,10 +144,10 @@ impl Gate {
                 v.insert(cx.waker().clone());
             }
         }
-        let wake_driver = Self::request(&mut st, level, lsn);
+        let wake_writer = Self::request(&mut st, level, lsn);
         drop(st);
-        if wake_driver {
-            self.driver_wake.notify_one();
+        if wake_writer {
+            self.writer_wake.notify_one();
         }
         Poll::Pending
     }
@@ -168,7 +168,7 @@ impl Gate {
             if !asked {
                 asked = true;
                 if Self::request(&mut st, level, lsn) {
-                    self.driver_wake.notify_one();
+                    self.writer_wake.notify_one();
                 }
             }
             st.blocking_waiters += 1;
@@ -200,9 +200,9 @@ impl Gate {
         }
     }
 
-    /// Records a need for durability; true if the driver must hear of it:
+    /// Records a need for durability; true if the writer must hear of it:
     /// only when the need was fully met before (nothing pending beyond the
-    /// durable frontier or the round in flight). A driver that already
+    /// durable frontier or the round in flight). A writer that already
     /// knows of unmet needs reads `sync_wanted` afresh when it begins the
     /// next round, so one wake per round suffices.
     fn request(st: &mut State, level: Level, lsn: u64) -> bool {
@@ -210,9 +210,9 @@ impl Gate {
             return false;
         }
         let met = Self::met(st);
-        let driver_knows = st.sync_wanted > met;
+        let writer_knows = st.sync_wanted > met;
         st.sync_wanted = lsn;
-        !driver_knows
+        !writer_knows
     }
 
     /// What is durable or will be once the rounds in flight complete.

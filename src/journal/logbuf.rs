@@ -3,13 +3,13 @@
 //! An append is one short critical section: assign the LSN, roll to a new
 //! segment if the frame does not fit, encode the frame into the tail chunk.
 //! No syscall, no allocation in the steady state (chunk buffers are
-//! recycled), no message per record. The driver takes every pending chunk at
+//! recycled), no message per record. The writer takes every pending chunk at
 //! once and writes each with one call. A chunk never spans segments.
 //!
 //! With direct I/O every chunk starts on a block boundary of its file and is
-//! closed on one: when the driver takes it, or when it is full, a padding
+//! closed on one: when the writer takes it, or when it is full, a padding
 //! frame fills the rest of its last block (or, when that frame would not fit
-//! in the segment, the segment is sealed and the driver zero-fills the sealed
+//! in the segment, the segment is sealed and the writer zero-fills the sealed
 //! file's last block). So no write ever covers a block an earlier write
 //! covered, and a block holding acknowledged bytes is never written again.
 
@@ -53,8 +53,8 @@ struct State {
 pub(crate) struct Placed {
     /// LSN past the last frame (what `append` returns).
     pub(crate) end: u64,
-    /// The pending buffer was empty: the driver may be idle and must be woken.
-    pub(crate) wake_driver: bool,
+    /// The pending buffer was empty: the writer may be idle and must be woken.
+    pub(crate) wake_writer: bool,
 }
 
 #[derive(Debug)]
@@ -135,7 +135,7 @@ impl LogBuffer {
         if st.next_lsn + total > st.seg_base + self.capacity {
             st.seg_base = st.next_lsn; // seal: the next segment starts here
         }
-        let wake_driver = st.pending.is_empty();
+        let wake_writer = st.pending.is_empty();
         let (seg_base, start) = (st.seg_base, st.next_lsn);
         let need_new_chunk = st.pending.back().is_none_or(|c| c.seg_base != seg_base || c.buf.len() >= self.chunk_cap);
         if need_new_chunk {
@@ -167,7 +167,7 @@ impl LogBuffer {
         chunk.records += payloads.len() as u64;
         st.next_lsn = lsn;
         self.next.store(lsn, Ordering::Release);
-        Ok(Placed { end: lsn, wake_driver })
+        Ok(Placed { end: lsn, wake_writer })
     }
 
     /// Takes every pending chunk, in LSN order.
@@ -179,7 +179,7 @@ impl LogBuffer {
 
     /// Direct I/O only: ends the tail chunk on a block boundary of its file,
     /// with a padding frame, or by sealing its segment when the frame does
-    /// not fit (the driver zero-fills a sealed file's last block).
+    /// not fit (the writer zero-fills a sealed file's last block).
     fn close_chunk(&self, st: &mut State) {
         if self.block == 0 {
             return;
@@ -250,11 +250,11 @@ mod tests {
         let f = format::frame_len(big.len()) as u64;
         let a = log.append(&[&big], f).unwrap();
         assert_eq!(a.end, f);
-        assert!(a.wake_driver);
+        assert!(a.wake_writer);
         let b = log.append(&[&big], f).unwrap();
         assert!(f * 2 > capacity);
         assert_eq!(b.end, 2 * f, "LSNs stay dense across the seal");
-        assert!(!b.wake_driver);
+        assert!(!b.wake_writer);
         let mut chunks = VecDeque::new();
         log.take(&mut chunks);
         assert_eq!(chunks.len(), 2);

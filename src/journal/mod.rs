@@ -1,15 +1,16 @@
 //! [`Journal`]: the handle users hold, and the state its clones share.
 //!
-//! Appenders copy frames into the log buffer and wait on the gate; the driver
-//! task (`driver.rs`) does all I/O. This module never touches a file
+//! Appenders copy frames into the log buffer and wait on the gate; the writer
+//! task (`writer/`) does all I/O. This module never touches a file
 //! descriptor on the append path.
 
-mod driver;
 mod logbuf;
 mod open;
 pub(crate) use open::{Hooks, LOCK_FILE};
 pub(crate) mod options;
+mod schedule;
 mod ticket;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,7 @@ use crate::recovery::RecoveryReport;
 use crate::stats::{Stats, StatsInner};
 use crate::{format, Error, JournalOptions, Lsn, Result, Substrate, SyncPolicy};
 
-/// State shared by every clone of a journal, its tickets, readers and driver.
+/// State shared by every clone of a journal, its tickets, readers and writer.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
@@ -36,7 +37,7 @@ pub(crate) struct Shared {
     pub(crate) storage: Arc<dyn crate::storage::Storage>,
     pub(crate) log: LogBuffer,
     pub(crate) gate: Gate,
-    /// Base LSNs of the segment files, ascending (the driver appends).
+    /// Base LSNs of the segment files, ascending (the writer appends).
     pub(crate) segments: RwLock<Vec<u64>>,
     /// Reader pins and deferred deletion of truncated segments.
     pub(crate) retention: Arc<crate::segment::retention::Retention>,
@@ -44,7 +45,7 @@ pub(crate) struct Shared {
     pub(crate) report: RecoveryReport,
     pub(crate) shutdown: AtomicBool,
     pub(crate) close_sync: AtomicBool,
-    pub(crate) driver: Mutex<Option<tokio::task::JoinHandle<Result<()>>>>,
+    pub(crate) writer: Mutex<Option<tokio::task::JoinHandle<Result<()>>>>,
     /// Fired when the directory lock is released.
     pub(crate) released: Arc<ReleaseSignal>,
     /// The journal's own threads for blocking work (never tokio's pool).
@@ -133,14 +134,14 @@ impl std::future::IntoFuture for Released {
 }
 
 impl Shared {
-    /// Stops accepting appends and tells the driver to finish.
+    /// Stops accepting appends and tells the writer to finish.
     pub(crate) fn begin_shutdown(&self, sync: bool) {
         self.log.refuse(Error::Closed);
         if sync {
             self.close_sync.store(true, Ordering::Release);
         }
         self.shutdown.store(true, Ordering::Release);
-        self.gate.driver_wake.notify_one();
+        self.gate.writer_wake.notify_one();
     }
 
     /// Validates sizes and copies `payloads` into the log buffer.
@@ -162,8 +163,8 @@ impl Shared {
         }
         let placed = self.log.append(payloads, total)?;
         self.stats.appended(payloads.len() as u64, bytes);
-        if placed.wake_driver {
-            self.gate.driver_wake.notify_one();
+        if placed.wake_writer {
+            self.gate.writer_wake.notify_one();
         }
         Ok(placed.end)
     }
@@ -172,7 +173,7 @@ impl Shared {
     /// bound on unwritten bytes), if it must wait at all.
     fn backpressure(&self) -> Option<u64> {
         let next = self.log.next_lsn_relaxed();
-        // Read after `next`: the driver may have written past the `next` we
+        // Read after `next`: the writer may have written past the `next` we
         // saw, so the difference saturates (it once wrapped, and a stale
         // `next` below the limit made an appender wait for an LSN near
         // u64::MAX forever).
@@ -195,7 +196,7 @@ impl Shared {
     }
 }
 
-/// Shuts the driver down when the last `Journal` clone goes away.
+/// Shuts the writer down when the last `Journal` clone goes away.
 #[derive(Debug)]
 struct Handle {
     shared: Arc<Shared>,
@@ -208,7 +209,7 @@ impl Drop for Handle {
 }
 
 /// A durable, segmented, append-only journal. Cheap to clone; all clones
-/// share one log buffer, one driver and one commit gate.
+/// share one log buffer, one writer task and one commit gate.
 #[derive(Debug, Clone)]
 pub struct Journal {
     handle: Arc<Handle>,
@@ -333,7 +334,7 @@ impl Journal {
         self.shared().substrate
     }
 
-    /// True when the native io_uring driver is serving this journal.
+    /// True when the native io_uring substrate is serving this journal.
     pub fn native_iouring_active(&self) -> bool {
         self.substrate() == Substrate::IoUring
     }
@@ -453,18 +454,18 @@ impl Journal {
         Ok(())
     }
 
-    /// Flushes and syncs everything appended, stops the driver and releases
+    /// Flushes and syncs everything appended, stops the writer and releases
     /// the directory lock. Later calls on any clone return `Error::Closed`.
     pub async fn close(&self) -> Result<()> {
         let shared = self.shared();
         shared.begin_shutdown(true);
-        let task = shared.driver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = shared.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(task) = task else {
             return Err(Error::Closed);
         };
         match task.await {
             Ok(result) => result,
-            Err(join) => Err(Error::io("join driver task", &shared.dir, std::io::Error::other(join.to_string()))),
+            Err(join) => Err(Error::io("join the writer task", &shared.dir, std::io::Error::other(join.to_string()))),
         }
     }
 }

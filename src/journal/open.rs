@@ -1,4 +1,4 @@
-//! `Journal::open`: lock, choose the substrate, recover, spawn the driver.
+//! `Journal::open`: lock, choose the substrate, recover, spawn the writer.
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::driver::Driver;
+use super::writer::Writer;
 use super::{LogBuffer, Shared};
 use crate::gate::Gate;
 use crate::recovery::{self, Recovered};
@@ -96,7 +96,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions, hooks: Hooks) -> Resu
         storage,
         shutdown: AtomicBool::new(false),
         close_sync: AtomicBool::new(false),
-        driver: Mutex::new(None),
+        writer: Mutex::new(None),
         released,
         io,
         opts,
@@ -105,9 +105,9 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions, hooks: Hooks) -> Resu
         dir = %dir.display(), end_lsn = end, segments = shared.report.segments,
         substrate = ?shared.substrate, storage = %class, direct_io_block = block, "journal open"
     );
-    let driver = Driver::new(shared.clone(), backend, recovered.last, recovered.journal_id, lock);
-    let task = runtime.spawn(driver.run());
-    *shared.driver.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    let writer = Writer::new(shared.clone(), backend, recovered.last, recovered.journal_id, lock);
+    let task = runtime.spawn(writer.run());
+    *shared.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     Ok(shared)
 }
 

@@ -156,7 +156,7 @@ impl JournalOptions {
 
     /// Opt-in `IORING_SETUP_SQPOLL` for the native ring: a kernel thread
     /// polls the submission queue and stays awake for `idle` after the last
-    /// submission, so writes are issued without a syscall from the driver
+    /// submission, so writes are issued without a syscall from the writer
     /// (default off). It spends a CPU while awake: worth it only with cores to
     /// spare. A kernel that refuses SQPOLL makes `Auto` fall back like any
     /// other ring failure.
@@ -166,7 +166,7 @@ impl JournalOptions {
     }
 
     /// Soft bound on bytes appended but not yet written; appenders wait for
-    /// the driver beyond it (default 4 MiB). `submit` never waits.
+    /// the writer beyond it (default 4 MiB). `submit` never waits.
     pub fn buffer_size(mut self, bytes: usize) -> Self {
         self.buffer_size = bytes;
         self

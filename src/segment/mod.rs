@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 mod cursor;
 pub(crate) mod retention;
+mod roll;
 pub(crate) mod scan;
 
 pub(crate) use cursor::{FrameCursor, Step};
+pub(crate) use roll::{discard_spare, is_spare, make_spare, roll, seal};
 
 use crate::format::{self, SegmentHeader};
 use crate::storage::Storage;
@@ -28,7 +30,7 @@ pub(crate) struct SegmentFile {
 }
 
 impl SegmentFile {
-    fn new(base: u64, path: PathBuf, file: File) -> SegmentFile {
+    pub(crate) fn new(base: u64, path: PathBuf, file: File) -> SegmentFile {
         SegmentFile { base, path, file }
     }
 }
@@ -36,7 +38,7 @@ impl SegmentFile {
 /// Suffix of a segment being made; such files are removed at open.
 const TEMP_SUFFIX: &str = ".tlog.tmp";
 /// The pre-created next segment (removed at open like any temp file).
-const SPARE_NAME: &str = "spare.tlog.tmp";
+pub(crate) const SPARE_NAME: &str = "spare.tlog.tmp";
 
 /// How the pre-created next segment's space is reserved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -70,46 +72,6 @@ pub(crate) fn reserve(storage: &dyn Storage, file: &File, from: u64, size: u64, 
         }
     }
     Ok(())
-}
-
-/// Makes the spare for the next segment: created, space reserved, synced.
-/// It gets its header and name at rollover ([`activate`]).
-pub(crate) fn make_spare(storage: &dyn Storage, dir: &Path, size: u64, how: Preallocate) -> io::Result<File> {
-    let file = storage.create(&dir.join(SPARE_NAME))?;
-    reserve(storage, &file, 0, size, how)?;
-    // The allocation itself is durable now, not in the first sync of a
-    // record in this segment.
-    storage.sync_data(&file)?;
-    Ok(file)
-}
-
-/// Removes an unused spare (at close; open removes leftovers anyway).
-pub(crate) fn discard_spare(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
-    storage.remove(&dir.join(SPARE_NAME))
-}
-
-/// Whether `from` is the spare: renaming it to a segment name activates it.
-pub(crate) fn is_spare(from: &Path) -> bool {
-    from.file_name().is_some_and(|n| n == SPARE_NAME)
-}
-
-/// Turns the spare into the segment based at `base`: header, then name. Not
-/// durable yet: the driver's seal syncs the file and the directory before
-/// any LSN in it is reported durable.
-pub(crate) fn activate(
-    storage: &dyn Storage,
-    dir: &Path,
-    spare: File,
-    base: u64,
-    journal_id: u64,
-) -> Result<SegmentFile> {
-    let path = dir.join(format::segment_file_name(base));
-    let header = format::encode_segment_header(&SegmentHeader { base_lsn: base, journal_id, flags: 0 });
-    storage
-        .write_all_at(&spare, &header, 0)
-        .and_then(|()| storage.rename(&dir.join(SPARE_NAME), &path))
-        .map_err(|e| Error::io_at("activate segment", &path, Lsn::new(base), e))?;
-    Ok(SegmentFile::new(base, path, spare))
 }
 
 /// Creates the segment based at `base`, durable, file and directory entry.

@@ -1,6 +1,6 @@
 //! [`AlignedBuf`]: a growable byte buffer whose start is aligned for direct I/O.
 //!
-//! One of the two homes of `unsafe` in the crate (the ring driver is the
+//! One of the two homes of `unsafe` in the crate (the ring backend is the
 //! other). The buffer owns its allocation uniquely; while a write that refers
 //! to it is in flight the buffer is owned by the substrate's op slot, so the
 //! memory never moves or frees under the kernel.

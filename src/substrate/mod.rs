@@ -1,6 +1,6 @@
 //! Substrates: the engines that move bytes, behind one small seam.
 //!
-//! The driver (`journal::driver`) decides *what* to write and sync; a
+//! The journal's writer task (`journal::writer`) decides *what* to write and sync; a
 //! [`Backend`] only performs ops and reports their completions. Each op owns
 //! its buffer and its file until the completion is handed back, so memory
 //! and fds referenced by the kernel stay alive whatever happens to the future
@@ -40,7 +40,7 @@ pub enum SubstrateChoice {
 /// The substrate a journal actually runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Substrate {
-    /// One io_uring ring and a completion-driver task.
+    /// One io_uring ring, driven by the journal's writer task.
     IoUring,
     /// `spawn_blocking` around pwrite and fdatasync.
     Blocking,
@@ -144,7 +144,7 @@ pub(crate) struct Done {
     pub(crate) synced: Option<io::Result<()>>,
 }
 
-/// The seam between the driver and the OS.
+/// The seam between the writer and the OS.
 pub(crate) trait Backend: Send + 'static {
     /// Starts `op`. Failures come back as completions, never here.
     fn submit(&mut self, op: Op);

@@ -1,12 +1,12 @@
 //! The native substrate: one io_uring ring per journal, driven from the
-//! journal's driver task.
+//! journal's writer task.
 //!
-//! The driver task submits SQEs itself (no thread hop) and learns of
+//! The writer task submits SQEs itself (no thread hop) and learns of
 //! completions through `AsyncFd` readiness on the ring fd: clear readiness,
 //! then drain the CQ, so no completion posted between the two is missed.
 //! Nothing here blocks a tokio worker: `submit()` never waits for
 //! completions. The ring is built without `SINGLE_ISSUER`/`DEFER_TASKRUN`
-//! because the driver task may migrate between worker threads.
+//! because the writer task may migrate between worker threads.
 //!
 //! Memory: each op (its buffer and its file, through an `Arc`) lives in a
 //! slot until every CQE it produced has been reaped; only then is it handed
@@ -29,7 +29,7 @@ use super::{Backend, Done, Op, OpKind};
 /// The most one write SQE carries; the rest follows as a short-write
 /// continuation. Keeps lengths inside the `i32` result of a CQE.
 const MAX_WRITE_LEN: usize = 1 << 30;
-/// Ops the driver keeps in flight: one write and one sync (two SQEs when
+/// Ops the writer keeps in flight: one write and one sync (two SQEs when
 /// linked). The CQ is sized well above that, so it never overflows.
 const MAX_OPS: usize = 4;
 
@@ -84,7 +84,7 @@ pub(crate) struct UringBackend {
     /// (slot, how many SQEs of it).
     queued: VecDeque<(usize, u8)>,
     /// Since when `io_uring_enter` has failed transiently, and the timer
-    /// that retries it (nothing else would wake the driver if no op is in
+    /// that retries it (nothing else would wake the writer if no op is in
     /// the kernel).
     retrying: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
     /// The ring failed for good (a hard `io_uring_enter` or readiness
@@ -121,7 +121,7 @@ fn failed(op: &Op, kind: io::ErrorKind, why: &str) -> Done {
 }
 
 /// What an fsync CQE's result means. A linked sync cancelled because its
-/// write came up short did not run: no result, and the driver starts a new
+/// write came up short did not run: no result, and the writer starts a new
 /// round. A plain sync cannot be cancelled by a link: a cancellation there
 /// (the kernel tore the request down) is a failure, never silence.
 fn sync_result(linked: bool, res: i32) -> Option<io::Result<()>> {
@@ -220,7 +220,7 @@ impl UringBackend {
     }
 
     /// Hands queued SQEs to the kernel without waiting. Transient errors
-    /// leave them queued (`retrying` brings the driver back), for at most
+    /// leave them queued (`retrying` brings the writer back), for at most
     /// `SUBMIT_RETRY_FOR`; a hard error breaks the ring.
     fn flush(&mut self) {
         if self.queued.is_empty() {
@@ -250,7 +250,7 @@ impl UringBackend {
     }
 
     /// The ring cannot be used any more: every op in it is reported failed
-    /// now (the driver poisons the journal) and every later op fails at
+    /// now (the writer poisons the journal) and every later op fails at
     /// once. Their slots stay, buffers and files with them, until their
     /// CQEs are reaped (SQEs never accepted may still be, by a later enter:
     /// `Drop` waits for them or, if even that fails, leaks the slots).
@@ -315,7 +315,7 @@ impl UringBackend {
         if op.is_write() {
             let rw_flags = if dsync { libc::RWF_DSYNC } else { 0 };
             // At most MAX_WRITE_LEN per SQE: the rest comes back as a short
-            // write, which the driver continues.
+            // write, which the writer continues.
             let mut room = MAX_WRITE_LEN;
             let slices: Vec<&[u8]> = op
                 .slices()
@@ -357,7 +357,7 @@ impl Backend for UringBackend {
             return;
         }
         let Some(index) = self.slots.iter().position(Option::is_none) else {
-            // The driver never has more than MAX_OPS in flight; refuse loudly.
+            // The writer never has more than MAX_OPS in flight; refuse loudly.
             self.ready.push_back(failed(&op, io::ErrorKind::Other, "io_uring op slots exhausted"));
             return;
         };
@@ -399,7 +399,7 @@ impl Backend for UringBackend {
                 return Poll::Ready(done);
             }
             if self.in_flight == self.zombies {
-                return Poll::Pending; // nothing of the driver's in flight
+                return Poll::Pending; // nothing of the writer's in flight
             }
             self.reap();
             if let Some(done) = self.ready.pop_front() {
@@ -447,7 +447,7 @@ impl Backend for UringBackend {
 impl Drop for UringBackend {
     fn drop(&mut self) {
         // Reached with ops in flight only after a failure (on a thread of
-        // its own) or when the runtime drops the driver mid-flight: the
+        // its own) or when the runtime drops the writer mid-flight: the
         // kernel may still use their buffers, so wait. SQEs still queued
         // are submitted by this enter.
         while self.in_flight > 0 {

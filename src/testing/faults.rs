@@ -2,7 +2,7 @@
 //! `Seams::faults` runs on a [`FaultBackend`] and a [`FaultStorage`].
 //!
 //! [`FaultBackend`] wraps a real backend. Ops still reach the OS (so a failed
-//! write may well have reached the page cache, as in life); what the driver
+//! write may well have reached the page cache, as in life); what the writer
 //! is *told* is rewritten according to a [`FaultPlan`]: errors on the k-th
 //! write or sync, short writes, `EINTR`, slow syncs, completions reported
 //! out of order. [`FaultStorage`] wraps the file seam: it fails the n-th

@@ -1,0 +1,336 @@
+//! The writer's ops: writes (batched chunks, zeros ahead, linked syncs),
+//! sync rounds, their completions, and the watch on ops that take too long.
+
+use tokio::time::Instant;
+
+use super::super::Chunk;
+use super::Writer;
+use crate::format;
+use crate::storage::os;
+use crate::substrate::{AlignedBuf, Done, Op, OpKind};
+use crate::{Error, Lsn, Result};
+
+/// Transient errors (`EINTR`, `EAGAIN`) retried per write before giving up.
+const MAX_WRITE_RETRIES: u32 = 64;
+/// One write carries at most this many chunks (well under `IOV_MAX`)...
+const MAX_BATCH_CHUNKS: usize = 64;
+/// ... and at most this many bytes (unless one chunk alone is larger).
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// A small write that reaches past everything written so far into its
+/// segment carries zeros up to the next multiple of this. Blocks that
+/// `fallocate` reserved are unwritten extents (and a growing file grows):
+/// the first fdatasync after a write into one must also write the metadata
+/// of its conversion. Written ahead in one piece, the conversion is paid
+/// once per this many bytes and later rounds overwrite written blocks
+/// (docs/benchmarks.md has the measurements behind the size). Zeros past
+/// the written frontier are unused space to readers and recovery.
+const ZERO_AHEAD: u64 = 256 << 10;
+/// Writes at least this large convert their own extents; they go as they are.
+const ZERO_AHEAD_BELOW: usize = 32 << 10;
+
+/// The write in flight (at most one).
+#[derive(Debug)]
+pub(super) struct WriteInFlight {
+    /// Where its records begin, and end.
+    start: Lsn,
+    end: Lsn,
+    /// Bytes of zeros it carries past `end` (a direct-I/O seal's fill,
+    /// `ZERO_AHEAD`).
+    zeros: u64,
+    records: u64,
+    retries: u32,
+    pub(super) started: Instant,
+    /// Its sync travels with it: the sync's stall report and timeout watch
+    /// the op.
+    linked: bool,
+    pub(super) stall_logged: bool,
+}
+
+/// A sync round in flight.
+#[derive(Debug)]
+pub(super) struct SyncInFlight {
+    /// Which of the segment's sync descriptors it runs on.
+    lane: usize,
+    /// What it makes durable: everything below this.
+    covers: Lsn,
+    /// Records written below `covers`, for records-per-sync figures.
+    records: u64,
+    pub(super) started: Instant,
+    pub(super) stall_logged: bool,
+    /// A debug span from submission to completion, so a subscriber sees
+    /// each round's duration and what was logged inside it.
+    span: tracing::Span,
+}
+
+impl SyncInFlight {
+    fn new(lane: usize, covers: Lsn, records: u64, started: Instant, linked: bool) -> SyncInFlight {
+        let span = tracing::debug_span!("sync_round", covers = covers.as_u64(), linked, lane);
+        SyncInFlight { lane, covers, records, started, stall_logged: false, span }
+    }
+}
+
+impl Writer {
+    /// The next write: consecutive chunks of one segment, within bounds.
+    pub(super) fn next_batch(&mut self) -> Option<Vec<Chunk>> {
+        let first = self.queue.pop_front()?;
+        let mut bytes = first.buf.len();
+        let mut batch = vec![first];
+        while let Some(next) = self.queue.front() {
+            if next.seg_base != batch[0].seg_base
+                || batch.len() >= MAX_BATCH_CHUNKS
+                || bytes + next.buf.len() > MAX_BATCH_BYTES
+            {
+                break;
+            }
+            bytes += next.buf.len();
+            batch.extend(self.queue.pop_front());
+        }
+        Some(batch)
+    }
+
+    /// Writes `batch` (contiguous chunks of the active segment) with one op.
+    pub(super) fn submit_write(&mut self, mut batch: Vec<Chunk>) {
+        let first = &batch[0];
+        debug_assert_eq!(first.seg_base, self.active.key);
+        debug_assert_eq!(first.start_lsn, self.shared.gate.written_lsn().as_u64(), "writes stay in order");
+        let (offset, start) = (format::file_offset(first.seg_base, first.start_lsn), Lsn::new(first.start_lsn));
+        let last = batch.last_mut().expect("a batch is never empty");
+        let end = Lsn::new(last.end_lsn());
+        let block = self.shared.log.block() as usize;
+        // Bytes past `end` the write carries: zeros, never records.
+        let mut zeros = 0;
+        if block != 0 && last.buf.len() % block != 0 {
+            // Direct I/O: only a sealed segment's last chunk ends inside a
+            // block (the log buffer pads every other). Zeros past the seal
+            // are unused space to readers and recovery.
+            debug_assert_eq!(offset % block as u64, 0);
+            let fill = block - last.buf.len() % block;
+            last.buf.extend(fill).fill(0);
+            zeros = fill as u64;
+        }
+        let records: u64 = batch.iter().map(|c| c.records).sum();
+        let bytes: usize = batch.iter().map(|c| c.buf.len()).sum();
+        if let Some(buf) = self.zero_ahead(offset, bytes) {
+            zeros += buf.len() as u64;
+            batch.push(Chunk { seg_base: self.active.key, start_lsn: end.as_u64(), buf, records: 0 });
+        }
+        let linked = self.schedule.may_link(!self.queue.is_empty()) && self.shared.gate.begin_linked_sync(end.as_u64());
+        let kind = if linked { OpKind::WriteSync } else { OpKind::Write };
+        let now = Instant::now();
+        if linked {
+            self.schedule.round_started(0, now.into_std());
+            self.syncs.push(SyncInFlight::new(0, end, self.written_records + records, now, true));
+        }
+        self.write =
+            Some(WriteInFlight { start, end, zeros, records, retries: 0, started: now, linked, stall_logged: false });
+        let bufs = batch.into_iter().map(|c| c.buf).collect();
+        let mut op = Op::write(kind, self.active.clone(), offset, bufs);
+        // RWF_DSYNC makes only this write's bytes durable (a FUA write does
+        // not flush the device cache): it may stand for the sync only when
+        // everything before it is durable already.
+        op.dsync = linked && self.shared.opts.dsync_writes && self.shared.gate.durable_lsn() == start;
+        self.backend.submit(op);
+    }
+
+    /// The zeros a write of `bytes` at `offset` carries (see `ZERO_AHEAD`).
+    fn zero_ahead(&mut self, offset: u64, bytes: usize) -> Option<AlignedBuf> {
+        let end = offset + bytes as u64;
+        if end <= self.zeroed_to {
+            return None;
+        }
+        let opts = &self.shared.opts;
+        let block = self.shared.log.block().max(1);
+        let target = end.next_multiple_of(ZERO_AHEAD).min(opts.segment_size);
+        // Direct I/O keeps its promise that no block is written twice.
+        let wanted = opts.preallocate != crate::Preallocate::Zero && !opts.direct_io && bytes < ZERO_AHEAD_BELOW;
+        if !wanted || target <= end || end % block != 0 || target % block != 0 {
+            self.zeroed_to = end;
+            return None;
+        }
+        self.zeroed_to = target;
+        let len = (target - end) as usize;
+        let mut zeros = AlignedBuf::with_capacity(len, 4096);
+        zeros.extend(len).fill(0);
+        Some(zeros)
+    }
+
+    pub(super) fn start_sync(&mut self, lane: usize, covers: Lsn) {
+        let now = Instant::now();
+        self.schedule.round_started(lane, now.into_std());
+        self.syncs.push(SyncInFlight::new(lane, covers, self.written_records, now, false));
+        let mut op = Op::sync(self.active.clone());
+        op.lane = lane;
+        self.backend.submit(op);
+    }
+
+    /// Takes the sync in flight on `lane`.
+    fn take_sync(&mut self, lane: usize) -> Result<SyncInFlight> {
+        match self.syncs.iter().position(|s| s.lane == lane) {
+            Some(at) => Ok(self.syncs.swap_remove(at)),
+            None => Err(self.internal("a sync completed on a lane with no sync in flight")),
+        }
+    }
+
+    /// A linked sync that did not run: nothing became durable.
+    fn abandon_linked(&mut self, lane: usize) -> Result<()> {
+        let s = self.take_sync(lane)?;
+        self.schedule.round_abandoned(lane);
+        self.shared.gate.abandon_sync(s.covers.as_u64());
+        Ok(())
+    }
+
+    pub(super) fn complete(&mut self, done: Done) -> Result<()> {
+        let Done { op, written, synced } = done;
+        let (op_kind, lane) = (op.kind, op.lane);
+        if let Some(written) = written {
+            if !self.complete_write(op, written)? {
+                return Ok(()); // resubmitted: the linked sync did not run
+            }
+        }
+        match (synced, op_kind) {
+            (Some(synced), _) => self.complete_sync(lane, synced)?,
+            // The link was broken after a complete write: nothing became
+            // durable; the gate starts a new round for what it covered.
+            (None, OpKind::WriteSync) => self.abandon_linked(lane)?,
+            // A plain sync that reports no result did not run (cancelled):
+            // never silence, or its round would stay in flight forever.
+            (None, OpKind::Sync) => {
+                let s = self.take_sync(lane)?;
+                let e = std::io::Error::new(std::io::ErrorKind::Interrupted, "fdatasync was cancelled before it ran");
+                return Err(Error::io_at("fdatasync", &self.active.path, s.covers, e));
+            }
+            (None, OpKind::Write) => {}
+        }
+        Ok(())
+    }
+
+    /// Returns false when the write was resubmitted (short or interrupted).
+    fn complete_write(&mut self, mut op: Op, result: std::io::Result<usize>) -> Result<bool> {
+        let Some(w) = self.write.as_mut() else {
+            return Err(self.internal("a write completed with no write in flight"));
+        };
+        // Where the part not yet written begins (its zeros are not records).
+        let unwritten = (w.end.as_u64() + w.zeros).saturating_sub(op.write_len() as u64).min(w.end.as_u64());
+        let lsn = Lsn::new(unwritten);
+        match result {
+            Ok(n) if n == op.write_len() => {}
+            Ok(0) => {
+                let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "write made no progress");
+                return Err(Error::io_at("write", &op.file.path, lsn, e));
+            }
+            Ok(n) => {
+                op.start += n;
+                op.offset += n as u64;
+                self.resubmit(op)?;
+                return Ok(false);
+            }
+            Err(e) if os::is_transient(&e) && w.retries < MAX_WRITE_RETRIES => {
+                w.retries += 1;
+                self.resubmit(op)?;
+                return Ok(false);
+            }
+            Err(e) => return Err(Error::io_at("write", &op.file.path, lsn, e)),
+        }
+        let w = self.write.take().expect("checked above");
+        self.shared.stats.write_done(w.started.elapsed());
+        self.written_records += w.records;
+        self.shared.gate.advance_written(w.end.as_u64());
+        for buf in op.bufs.drain(..) {
+            self.shared.log.recycle(buf);
+        }
+        Ok(true)
+    }
+
+    /// Resubmits the rest of a write as a plain write. A linked sync is
+    /// abandoned (it was cancelled by the short write, or ran before all the
+    /// bytes it must cover were written); the gate starts a new round once
+    /// the write completes.
+    fn resubmit(&mut self, mut op: Op) -> Result<()> {
+        if op.kind == OpKind::WriteSync {
+            self.abandon_linked(op.lane)?;
+        }
+        if let Some(w) = self.write.as_mut() {
+            w.linked = false; // the write alone is watched from now on
+        }
+        op.kind = OpKind::Write;
+        self.backend.submit(op);
+        Ok(())
+    }
+
+    fn complete_sync(&mut self, lane: usize, result: std::io::Result<()>) -> Result<()> {
+        let s = self.take_sync(lane)?;
+        if let Err(e) = result {
+            return Err(Error::io_at("fdatasync", &self.active.path, s.covers, e));
+        }
+        let took = s.started.elapsed();
+        if !s.stall_logged && took >= self.shared.opts.stall_threshold {
+            self.shared.stats.stalled();
+            tracing::error!(dir = %self.shared.dir.display(), took_ms = took.as_millis() as u64, "sync stalled");
+        }
+        let records = s.records.saturating_sub(self.synced_records);
+        self.synced_records = self.synced_records.max(s.records);
+        let more_waiting = self.write.is_some()
+            || !self.queue.is_empty()
+            || self.shared.log.has_pending()
+            || self.shared.gate.written_lsn() > s.covers;
+        self.schedule.round_finished(lane, took, more_waiting);
+        self.shared.stats.sync_done(records, took);
+        tracing::debug!(parent: &s.span, covers = s.covers.as_u64(), records, took_us = took.as_micros() as u64, "sync round");
+        self.shared.gate.complete_sync(s.covers.as_u64());
+        Ok(())
+    }
+
+    /// When an op in flight (the write, a sync, the seal) next needs
+    /// attention: its stall report, or its timeout.
+    pub(super) fn io_deadline(&self) -> Option<Instant> {
+        let opts = &self.shared.opts;
+        let seal = self.seal.as_ref().map(|s| (s.started, s.stall_logged));
+        let write = self.write.as_ref().filter(|w| !w.linked).map(|w| (w.started, w.stall_logged));
+        self.syncs
+            .iter()
+            .map(|s| (s.started, s.stall_logged))
+            .chain(seal)
+            .chain(write)
+            .flat_map(|(started, stall_logged)| {
+                let stall = (!stall_logged).then(|| started + opts.stall_threshold);
+                let timeout = opts.sync_timeout.map(|t| started + t);
+                [stall, timeout]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Reports stalls of the ops in flight once each, and poisons the
+    /// journal when one has run past `sync_timeout`.
+    pub(super) fn io_overdue(&mut self) -> Result<()> {
+        let opts = &self.shared.opts;
+        let path = &self.active.path;
+        let mut late: Vec<(&'static str, Lsn, Instant, &mut bool)> = Vec::new();
+        for sync in &mut self.syncs {
+            late.push(("fdatasync", sync.covers, sync.started, &mut sync.stall_logged));
+        }
+        if let Some(seal) = &mut self.seal {
+            late.push(("seal segment", Lsn::new(self.active.key), seal.started, &mut seal.stall_logged));
+        }
+        if let Some(w) = self.write.as_mut().filter(|w| !w.linked) {
+            late.push(("write", w.start, w.started, &mut w.stall_logged));
+        }
+        for (op, lsn, started, stall_logged) in late {
+            let took = started.elapsed();
+            if !*stall_logged && took >= opts.stall_threshold {
+                *stall_logged = true;
+                self.shared.stats.stalled();
+                tracing::error!(
+                    dir = %self.shared.dir.display(), op, lsn = lsn.as_u64(), waited_ms = took.as_millis() as u64,
+                    "I/O stalled: the device has not completed an operation"
+                );
+            }
+            if opts.sync_timeout.is_some_and(|t| took >= t) {
+                let e =
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{op} did not complete within {took:?}"));
+                return Err(Error::io_at(op, path, lsn, e));
+            }
+        }
+        Ok(())
+    }
+}

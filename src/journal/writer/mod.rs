@@ -1,0 +1,283 @@
+//! The writer: one task per journal that owns every file and all its I/O.
+//!
+//! It takes what appenders left in the log buffer, writes it with one op per
+//! batch of chunks (`io.rs`), leads every sync round of the gate as the
+//! schedule allows (`super::schedule`), rolls segments (`roll.rs`), and on
+//! shutdown flushes and drains. At most one write is in flight, so the
+//! written frontier is simply the end of the last completed write. A sync
+//! covers what was written when it began; it may run while the next write
+//! does.
+//!
+//! It must never report an LSN written or durable before the bytes below it
+//! are, and never hand a buffer or file the kernel may still use back to
+//! anyone: ops own them until their completion is reaped.
+
+mod io;
+mod roll;
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::future::{pending, poll_fn};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::open::DirLock;
+use super::schedule::SyncSchedule;
+use super::{Chunk, Shared};
+use crate::segment::SegmentFile;
+use crate::substrate::threads::Running;
+use crate::substrate::{Backend, IoFile};
+use crate::{Error, Lsn, Result, Substrate, SyncPolicy};
+
+use io::{SyncInFlight, WriteInFlight};
+use roll::Seal;
+
+/// Sync rounds that may run at once, per substrate: overlapping fdatasyncs
+/// from the I/O threads raised throughput at 64 durable appenders, on the
+/// ring they lowered it (docs/benchmarks.md).
+fn sync_lanes(substrate: Substrate) -> usize {
+    match substrate {
+        Substrate::Blocking => 2,
+        Substrate::IoUring => 1,
+    }
+}
+
+pub(super) struct Writer {
+    shared: Arc<Shared>,
+    backend: Box<dyn Backend>,
+    /// The segment appends go to.
+    active: Arc<IoFile>,
+    journal_id: u64,
+    /// The next segment, being made or made, ahead of need.
+    spare: Option<Running<std::io::Result<File>>>,
+    seal: Option<Seal>,
+    /// Held until the writer (or its reaper) ends: the directory's lock.
+    lock: Option<DirLock>,
+    /// Chunks taken from the log buffer and not yet written.
+    queue: VecDeque<Chunk>,
+    write: Option<WriteInFlight>,
+    syncs: Vec<SyncInFlight>,
+    schedule: SyncSchedule,
+    interval: Option<Interval>,
+    written_records: u64,
+    synced_records: u64,
+    /// File offset up to which the active segment has been written, data
+    /// or zeros (`io::ZERO_AHEAD`).
+    zeroed_to: u64,
+}
+
+impl Writer {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        backend: Box<dyn Backend>,
+        active: SegmentFile,
+        journal_id: u64,
+        lock: DirLock,
+    ) -> Writer {
+        let lanes = sync_lanes(backend.substrate());
+        let active = IoFile::new(active.base, active.path, active.file, lanes - 1);
+        let interval = match shared.opts.sync_policy {
+            SyncPolicy::Interval(every) => {
+                let mut i = tokio::time::interval_at(Instant::now() + every, every);
+                i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                Some(i)
+            }
+            _ => None,
+        };
+        let schedule = SyncSchedule::new(lanes, shared.opts.group_commit_window);
+        Writer {
+            shared,
+            backend,
+            active: Arc::new(active),
+            journal_id,
+            spare: None,
+            seal: None,
+            lock: Some(lock),
+            queue: VecDeque::new(),
+            write: None,
+            syncs: Vec::new(),
+            schedule,
+            interval,
+            written_records: 0,
+            synced_records: 0,
+            zeroed_to: 0,
+        }
+    }
+
+    /// Serves until the journal closes or fails, then winds down: the
+    /// first failure poisons the journal; every waiter is answered.
+    pub(super) async fn run(mut self) -> Result<()> {
+        let result = self.serve().await.map_err(|err| {
+            tracing::error!(dir = %self.shared.dir.display(), error = %err, "journal poisoned");
+            self.shared.stats.poisoned();
+            let poisoned = Error::Poisoned(Arc::new(err));
+            self.shared.log.refuse(poisoned.clone());
+            self.shared.gate.fail(poisoned.clone());
+            poisoned
+        });
+        if self.spare.take().is_some() {
+            // The job making the spare runs on; once it (and every other
+            // I/O job) has ended, the spare is removed, and only then is
+            // the directory released (`release_lock`, below): it never
+            // writes into the next owner's spare.
+            self.shared.io.hold_until_idle(DiscardSpare(self.shared.dir.clone(), self.shared.storage.clone()));
+        }
+        if result.is_ok() {
+            // A clean close ends every job of ours (the spare's making, a
+            // truncation's deletions) before it returns, so that the lock
+            // is free when `close` returns. After a failure, `close`
+            // returns at once and the lock follows the wedged I/O.
+            self.shared.io.idle().await;
+        }
+        if !self.backend.settled() {
+            // Only after a failure (or a timed-out write or sync): a wedged
+            // syscall must not hold `close` hostage. A thread of its own
+            // drops the backend, which waits until the kernel has let go of
+            // every op's buffers and files.
+            let backend = self.take_backend();
+            let (io, lock) = (self.shared.io.clone(), self.lock.take());
+            let reaper = std::thread::Builder::new().name("tidelog-reaper".into()).spawn(move || {
+                drop(backend);
+                io.hold_until_idle(lock);
+            });
+            if let Err(e) = reaper {
+                tracing::error!(error = %e, "cannot start a reaper thread; waiting for the I/O in flight here");
+            }
+        }
+        self.release_lock();
+        self.shared.gate.fail(Error::Closed);
+        result
+    }
+
+    /// The backend, replaced by one with nothing in flight.
+    fn take_backend(&mut self) -> Box<dyn Backend> {
+        let idle = Box::new(crate::substrate::BlockingBackend::new(self.shared.io.clone()));
+        std::mem::replace(&mut self.backend, idle)
+    }
+
+    /// Hands the directory lock to the I/O threads, which release it once
+    /// every job running or queued (a rollover, a seal, the spare) has
+    /// ended: the next owner never shares the directory with our I/O.
+    fn release_lock(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            self.shared.io.hold_until_idle(Some(lock));
+        }
+    }
+
+    async fn serve(&mut self) -> Result<()> {
+        self.make_spare();
+        loop {
+            self.pump().await?;
+            if self.finished() {
+                return Ok(());
+            }
+            let deadline = self.io_deadline();
+            let wake_at = self.schedule.wake_at().map(Instant::from_std);
+            let interval = &mut self.interval;
+            let backend = &mut self.backend;
+            let wake = &self.shared.gate.writer_wake;
+            let seal = &mut self.seal;
+            tokio::select! {
+                done = poll_fn(|cx| backend.poll_complete(cx)) => self.complete(done)?,
+                sealed = async { match seal { Some(s) => (&mut s.task).await, None => pending().await } } => {
+                    self.sealed(sealed)?;
+                }
+                () = wake.notified() => {}
+                _ = async { match interval { Some(i) => i.tick().await, None => pending().await } } => {
+                    self.schedule.interval_ticked();
+                }
+                () = sleep_until(wake_at) => {}
+                () = sleep_until(deadline) => self.io_overdue()?,
+            }
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    fn final_sync_needed(&self) -> bool {
+        self.shared.close_sync.load(Ordering::Acquire) || self.shared.opts.sync_policy != SyncPolicy::Never
+    }
+
+    fn all_written(&self) -> bool {
+        self.write.is_none() && self.queue.is_empty() && !self.shared.log.has_pending()
+    }
+
+    fn finished(&self) -> bool {
+        if !self.shutting_down() || !self.all_written() || !self.syncs.is_empty() || self.seal.is_some() {
+            return false;
+        }
+        let gate = &self.shared.gate;
+        !self.final_sync_needed() || gate.durable_lsn() >= gate.written_lsn()
+    }
+
+    /// Submits whatever can be submitted now: the next write (switching
+    /// segments first if it belongs to the next one), then a sync round if
+    /// the schedule allows one and the gate wants one.
+    async fn pump(&mut self) -> Result<()> {
+        if self.write.is_none() {
+            if self.queue.is_empty() {
+                self.shared.log.take(&mut self.queue);
+            }
+            let next_base = self.queue.front().map(|c| c.seg_base);
+            if let Some(base) = next_base.filter(|&b| b != self.active.key) {
+                if !self.schedule.may_roll() {
+                    return Ok(()); // roll once the rounds in flight complete
+                }
+                self.rollover(base).await?;
+            }
+            if let Some(batch) = self.next_batch() {
+                self.submit_write(batch);
+            }
+        }
+        let forced =
+            self.schedule.interval_due() || (self.shutting_down() && self.final_sync_needed() && self.all_written());
+        let gate = &self.shared.gate;
+        let wanted = gate.sync_wanted() > gate.durable_lsn().as_u64();
+        let now = Instant::now().into_std();
+        if let Some(lane) = self.schedule.lane_for_round(now, self.active.sync_lanes(), wanted, forced) {
+            if let Some(covers) = self.shared.gate.begin_sync(forced) {
+                self.start_sync(lane, Lsn::new(covers));
+            }
+        }
+        Ok(())
+    }
+
+    fn internal(&self, what: &str) -> Error {
+        Error::Internal(format!("{}: {what}", self.shared.dir.display()))
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => pending().await,
+    }
+}
+
+/// Removes an unused spare segment when dropped.
+struct DiscardSpare(std::path::PathBuf, Arc<dyn crate::storage::Storage>);
+
+impl Drop for DiscardSpare {
+    fn drop(&mut self) {
+        if let Err(e) = crate::segment::discard_spare(self.1.as_ref(), &self.0) {
+            tracing::debug!(dir = %self.0.display(), error = %e, "the unused spare segment was not removed");
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Also reached when the runtime drops the task mid-flight: nobody
+        // may wait forever, and nothing more is accepted.
+        self.shared.log.refuse(Error::Closed);
+        self.shared.gate.fail(Error::Closed);
+        // The backend waits for its ops in flight as it drops; only then
+        // (and once the I/O threads are idle) is the directory released.
+        drop(self.take_backend());
+        self.release_lock();
+    }
+}
