@@ -101,6 +101,7 @@ mod substrate;
 pub use error::{Error, Result};
 pub use journal::options::{JournalOptions, SyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use journal::{Journal, Released, Ticket};
+pub(crate) use lsn::FileOffset;
 pub use lsn::Lsn;
 pub use read::{replay, verify, JournalReader, Reader, Record, ReplayReport, Subscription, VerifyReport};
 pub use recovery::{RecoveryMode, RecoveryReport};

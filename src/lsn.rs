@@ -1,4 +1,6 @@
-//! [`Lsn`]: a logical byte position in the journal's record stream.
+//! Positions: [`Lsn`], a logical byte position in the journal's record
+//! stream, and [`FileOffset`], a byte position in a segment file. Kept
+//! apart by type so that one is never passed for the other.
 
 use std::fmt;
 
@@ -39,5 +41,35 @@ impl fmt::Display for Lsn {
 impl From<u64> for Lsn {
     fn from(raw: u64) -> Lsn {
         Lsn(raw)
+    }
+}
+
+/// A byte position in a file (a segment's header block included): never an
+/// LSN. The frame starting at LSN `x` in the segment based at `b` lies at
+/// `4096 + (x - b)` (`format::file_offset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub(crate) struct FileOffset(u64);
+
+impl FileOffset {
+    pub(crate) const fn new(raw: u64) -> FileOffset {
+        FileOffset(raw)
+    }
+
+    pub(crate) const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::ops::Add<u64> for FileOffset {
+    type Output = FileOffset;
+
+    fn add(self, bytes: u64) -> FileOffset {
+        FileOffset(self.0 + bytes)
+    }
+}
+
+impl std::ops::AddAssign<u64> for FileOffset {
+    fn add_assign(&mut self, bytes: u64) {
+        self.0 += bytes;
     }
 }

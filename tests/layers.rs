@@ -35,7 +35,10 @@ fn root_reexports(lib: &str) -> BTreeMap<String, String> {
     let mut names = BTreeMap::new();
     let flat = lib.replace('\n', " ");
     for stmt in flat.split(';') {
-        let Some(rest) = stmt.trim().strip_prefix("pub use ") else { continue };
+        let stmt = stmt.trim();
+        let Some(rest) = stmt.strip_prefix("pub use ").or_else(|| stmt.strip_prefix("pub(crate) use ")) else {
+            continue;
+        };
         let module = rest.split("::").next().unwrap_or_default().trim().to_string();
         let items = match (rest.find('{'), rest.rfind('}')) {
             (Some(a), Some(b)) => rest[a + 1..b].to_string(),

@@ -20,6 +20,8 @@ use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::FileOffset;
+
 pub(crate) use blocking::BlockingBackend;
 pub(crate) use buf::AlignedBuf;
 pub(crate) use file::IoFile;
@@ -83,13 +85,15 @@ pub(crate) enum OpKind {
 pub(crate) struct Op {
     pub(crate) kind: OpKind,
     pub(crate) file: Arc<IoFile>,
-    pub(crate) offset: u64,
-    /// What a write writes: bytes `[start, end)` of these buffers laid end
-    /// to end (one `pwritev`/`Writev` when there are several). Empty for a
-    /// sync.
+    /// Where in the file the write's first byte (`buf_from`) goes.
+    pub(crate) offset: FileOffset,
+    /// What a write writes: bytes `[buf_from, buf_to)` of these buffers
+    /// laid end to end (one `pwritev`/`Writev` when there are several).
+    /// Empty for a sync.
     pub(crate) bufs: Vec<AlignedBuf>,
-    pub(crate) start: usize,
-    pub(crate) end: usize,
+    /// Positions in `bufs` laid end to end (not in the file, not LSNs).
+    pub(crate) buf_from: usize,
+    pub(crate) buf_to: usize,
     /// `WriteSync` as one write with `RWF_DSYNC` instead of a write and an
     /// `fdatasync`.
     pub(crate) dsync: bool,
@@ -99,13 +103,21 @@ pub(crate) struct Op {
 
 impl Op {
     pub(crate) fn sync(file: Arc<IoFile>) -> Op {
-        Op { kind: OpKind::Sync, file, offset: 0, bufs: Vec::new(), start: 0, end: 0, dsync: false, lane: 0 }
+        let offset = FileOffset::new(0);
+        Op { kind: OpKind::Sync, file, offset, bufs: Vec::new(), buf_from: 0, buf_to: 0, dsync: false, lane: 0 }
     }
 
     /// Writes all of `bufs`, contiguous from `offset`.
-    pub(crate) fn write(kind: OpKind, file: Arc<IoFile>, offset: u64, bufs: Vec<AlignedBuf>) -> Op {
-        let end = bufs.iter().map(AlignedBuf::len).sum();
-        Op { kind, file, offset, bufs, start: 0, end, dsync: false, lane: 0 }
+    pub(crate) fn write(kind: OpKind, file: Arc<IoFile>, offset: FileOffset, bufs: Vec<AlignedBuf>) -> Op {
+        let buf_to = bufs.iter().map(AlignedBuf::len).sum();
+        Op { kind, file, offset, bufs, buf_from: 0, buf_to, dsync: false, lane: 0 }
+    }
+
+    /// The write went `n` bytes: what is left starts `n` further on.
+    pub(crate) fn advance(&mut self, n: usize) {
+        debug_assert!(n <= self.write_len());
+        self.buf_from += n;
+        self.offset += n as u64;
     }
 
     pub(crate) fn is_write(&self) -> bool {
@@ -118,12 +130,12 @@ impl Op {
     }
 
     pub(crate) fn write_len(&self) -> usize {
-        self.end - self.start
+        self.buf_to - self.buf_from
     }
 
     /// The bytes still to write, as slices of the buffers, in order.
     pub(crate) fn slices(&self) -> impl Iterator<Item = &[u8]> {
-        let (start, end) = (self.start, self.end);
+        let (start, end) = (self.buf_from, self.buf_to);
         let mut at = 0;
         self.bufs.iter().filter_map(move |buf| {
             let (from, to) = (at, at + buf.len());
@@ -167,7 +179,7 @@ pub(crate) trait Backend: Send + 'static {
 pub(crate) fn perform(op: Op) -> Done {
     let written = op.is_write().then(|| {
         let slices: Vec<&[u8]> = op.slices().collect();
-        crate::storage::os::pwritev(&op.file.file, &slices, op.offset, op.is_dsync_write())
+        crate::storage::os::pwritev(&op.file.file, &slices, op.offset.get(), op.is_dsync_write())
     });
     let complete = match &written {
         None => true,

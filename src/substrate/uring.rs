@@ -326,13 +326,16 @@ impl UringBackend {
                 })
                 .collect();
             let write = if let [bytes] = slices[..] {
-                opcode::Write::new(fd, bytes.as_ptr(), bytes.len() as u32).offset(op.offset).rw_flags(rw_flags).build()
+                opcode::Write::new(fd, bytes.as_ptr(), bytes.len() as u32)
+                    .offset(op.offset.get())
+                    .rw_flags(rw_flags)
+                    .build()
             } else {
                 iovecs = crate::storage::os::iovecs(&slices);
                 // The Vec's heap array does not move when the Vec moves
                 // into the slot.
                 opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)
-                    .offset(op.offset)
+                    .offset(op.offset.get())
                     .rw_flags(rw_flags)
                     .build()
             };
@@ -496,7 +499,7 @@ mod tests {
     fn write_op(file: &Arc<IoFile>) -> Op {
         let mut buf = AlignedBuf::with_capacity(4096, 4096);
         buf.extend(4096).fill(7);
-        Op::write(OpKind::Write, file.clone(), 4096, vec![buf])
+        Op::write(OpKind::Write, file.clone(), crate::FileOffset::new(4096), vec![buf])
     }
 
     /// The next completion, or a loud failure after 10 s (a hang is the bug).

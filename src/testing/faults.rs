@@ -204,14 +204,14 @@ impl FaultBackend {
     }
 
     fn rewrite(&mut self, mut done: Done) -> Option<Done> {
-        if let Some(i) = self.shortened.iter().position(|s| (s.0, s.1) == (done.op.file.key, done.op.offset)) {
+        if let Some(i) = self.shortened.iter().position(|s| (s.0, s.1) == (done.op.file.key, done.op.offset.get())) {
             let (_, _, end, kind) = self.shortened.swap_remove(i);
-            done.op.end = end;
+            done.op.buf_to = end;
             done.op.kind = kind;
         }
         if let Some(Ok(bytes)) = &done.written {
             let mut log = self.plan.write_log.lock().unwrap_or_else(|p| p.into_inner());
-            log.push((done.op.file.key, done.op.offset, *bytes));
+            log.push((done.op.file.key, done.op.offset.get(), *bytes));
         }
         if done.written.is_some() {
             let n = self.plan.writes_seen.fetch_add(1, SeqCst) + 1;
@@ -274,8 +274,8 @@ impl Backend for FaultBackend {
             block => op.write_len() / 2 / block * block,
         };
         if op.is_write() && cut > 0 && take_one(&self.plan.short_writes) {
-            self.shortened.push((op.file.key, op.offset, op.end, op.kind));
-            op.end = op.start + cut;
+            self.shortened.push((op.file.key, op.offset.get(), op.buf_to, op.kind));
+            op.buf_to = op.buf_from + cut;
             if op.kind == OpKind::WriteSync {
                 op.kind = OpKind::Write; // as the kernel cancels a link after a short write
             }

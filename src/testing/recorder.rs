@@ -312,7 +312,7 @@ impl RecordingBackend {
     }
 
     fn key(op: &Op) -> OpKey {
-        (op.file.key, op.offset, op.kind, op.lane)
+        (op.file.key, op.offset.get(), op.kind, op.lane)
     }
 }
 
@@ -321,7 +321,7 @@ impl Backend for RecordingBackend {
         let file = self.rec.file_id(&op.file.file);
         let write = op.is_write().then(|| {
             let data: Vec<u8> = op.slices().flatten().copied().collect();
-            self.rec.write_started(file, op.offset, data.into())
+            self.rec.write_started(file, op.offset.get(), data.into())
         });
         let sync = (op.kind != OpKind::Write).then(|| self.rec.sync_started(file, write, op.is_dsync_write()));
         self.ids.entry(Self::key(&op)).or_default().push((write, sync));

@@ -8,7 +8,7 @@ use super::Writer;
 use crate::format;
 use crate::storage::os;
 use crate::substrate::{AlignedBuf, Done, Op, OpKind};
-use crate::{Error, Lsn, Result};
+use crate::{Error, FileOffset, Lsn, Result};
 
 /// Transient errors (`EINTR`, `EAGAIN`) retried per write before giving up.
 const MAX_WRITE_RETRIES: u32 = 64;
@@ -93,7 +93,8 @@ impl Writer {
         let first = &batch[0];
         debug_assert_eq!(first.seg_base, self.active.key);
         debug_assert_eq!(first.start_lsn, self.shared.gate.written_lsn().as_u64(), "writes stay in order");
-        let (offset, start) = (format::file_offset(first.seg_base, first.start_lsn), Lsn::new(first.start_lsn));
+        let offset = FileOffset::new(format::file_offset(first.seg_base, first.start_lsn));
+        let start = Lsn::new(first.start_lsn);
         let last = batch.last_mut().expect("a batch is never empty");
         let end = Lsn::new(last.end_lsn());
         let block = self.shared.log.block() as usize;
@@ -103,7 +104,7 @@ impl Writer {
             // Direct I/O: only a sealed segment's last chunk ends inside a
             // block (the log buffer pads every other). Zeros past the seal
             // are unused space to readers and recovery.
-            debug_assert_eq!(offset % block as u64, 0);
+            debug_assert_eq!(offset.get() % block as u64, 0);
             let fill = block - last.buf.len() % block;
             last.buf.extend(fill).fill(0);
             zeros = fill as u64;
@@ -133,22 +134,22 @@ impl Writer {
     }
 
     /// The zeros a write of `bytes` at `offset` carries (see `ZERO_AHEAD`).
-    fn zero_ahead(&mut self, offset: u64, bytes: usize) -> Option<AlignedBuf> {
+    fn zero_ahead(&mut self, offset: FileOffset, bytes: usize) -> Option<AlignedBuf> {
         let end = offset + bytes as u64;
         if end <= self.zeroed_to {
             return None;
         }
         let opts = &self.shared.opts;
         let block = self.shared.log.block().max(1);
-        let target = end.next_multiple_of(ZERO_AHEAD).min(opts.segment_size);
+        let target = FileOffset::new(end.get().next_multiple_of(ZERO_AHEAD).min(opts.segment_size));
         // Direct I/O keeps its promise that no block is written twice.
         let wanted = opts.preallocate != crate::Preallocate::Zero && !opts.direct_io && bytes < ZERO_AHEAD_BELOW;
-        if !wanted || target <= end || end % block != 0 || target % block != 0 {
+        if !wanted || target <= end || end.get() % block != 0 || target.get() % block != 0 {
             self.zeroed_to = end;
             return None;
         }
         self.zeroed_to = target;
-        let len = (target - end) as usize;
+        let len = (target.get() - end.get()) as usize;
         let mut zeros = AlignedBuf::with_capacity(len, 4096);
         zeros.extend(len).fill(0);
         Some(zeros)
@@ -219,8 +220,7 @@ impl Writer {
                 return Err(Error::io_at("write", &op.file.path, lsn, e));
             }
             Ok(n) => {
-                op.start += n;
-                op.offset += n as u64;
+                op.advance(n);
                 self.resubmit(op)?;
                 return Ok(false);
             }

@@ -29,7 +29,7 @@ use super::{Chunk, Shared};
 use crate::segment::SegmentFile;
 use crate::substrate::threads::Running;
 use crate::substrate::{Backend, IoFile};
-use crate::{Error, Lsn, Result, Substrate, SyncPolicy};
+use crate::{Error, FileOffset, Lsn, Result, Substrate, SyncPolicy};
 
 use io::{SyncInFlight, WriteInFlight};
 use roll::Seal;
@@ -63,9 +63,9 @@ pub(super) struct Writer {
     interval: Option<Interval>,
     written_records: u64,
     synced_records: u64,
-    /// File offset up to which the active segment has been written, data
-    /// or zeros (`io::ZERO_AHEAD`).
-    zeroed_to: u64,
+    /// How far into the active segment's file has been written, data or
+    /// zeros (`io::ZERO_AHEAD`).
+    zeroed_to: FileOffset,
 }
 
 impl Writer {
@@ -102,7 +102,7 @@ impl Writer {
             interval,
             written_records: 0,
             synced_records: 0,
-            zeroed_to: 0,
+            zeroed_to: FileOffset::default(),
         }
     }
 

@@ -72,7 +72,7 @@ impl Writer {
         let made = self.bounded("rollover", base, job).await??;
         self.shared.segments.write().unwrap_or_else(|p| p.into_inner()).push(base);
         self.active = Arc::new(made);
-        self.zeroed_to = 0;
+        self.zeroed_to = crate::FileOffset::default();
         debug_assert!(covers.is_none_or(|c| c == base), "a sealed segment ends where the next begins");
         if has_spare {
             let (new, dir, storage) = (self.active.clone(), self.shared.dir.clone(), self.shared.storage.clone());
