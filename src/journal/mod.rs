@@ -174,9 +174,8 @@ impl Shared {
     fn backpressure(&self) -> Option<u64> {
         let next = self.log.next_lsn_relaxed();
         // Read after `next`: the writer may have written past the `next` we
-        // saw, so the difference saturates (it once wrapped, and a stale
-        // `next` below the limit made an appender wait for an LSN near
-        // u64::MAX forever).
+        // saw, so the difference saturates; wrapping would make an appender
+        // wait forever for an LSN near u64::MAX.
         let written = self.gate.written_lsn().as_u64();
         must_wait(next, written, self.opts.buffer_size as u64)
     }

@@ -147,7 +147,7 @@ impl JournalOptions {
     }
 
     /// Benchmark seam: `false` makes each segment at rollover, on the
-    /// append path (the old way), instead of ahead of need. Not a stable API.
+    /// append path, instead of ahead of need. Not a stable API.
     #[doc(hidden)]
     pub fn precreate_segments(mut self, on: bool) -> Self {
         self.precreate = on;

@@ -49,8 +49,7 @@ pub(crate) fn scan_segment(file: &File, base: u64, path: &Path) -> Result<Scan> 
 pub(crate) fn nonzero_extent(file: &File, from: u64, len: u64) -> std::io::Result<u64> {
     // Without read-ahead, the pages a read brings in are only the ones it
     // asked for; the next SEEK_DATA then skips preallocated zeros instead
-    // of finding read-ahead pages there (which made reopening after a
-    // crash read the whole preallocated segment).
+    // of finding read-ahead pages there (and reading the whole segment).
     os::advise_random(file, true);
     let result = scan_nonzero(file, from, len);
     os::advise_random(file, false);
@@ -132,9 +131,9 @@ mod tests {
     }
 
     /// The scan past a torn tail must not read a preallocated segment's
-    /// zeros. It once did: each 1 MiB read ended inside a page, that page
-    /// was then cached, SEEK_DATA reported data there, and the chain went
-    /// to the end of the file (0.3–0.7 s per reopen of a 64 MiB segment).
+    /// zeros: a read that ended inside a page left that page cached,
+    /// SEEK_DATA then reported data there, and the chain of reads went on
+    /// to the end of the file.
     #[test]
     fn scanning_past_the_tail_skips_preallocated_zeros() {
         let dir = tempfile::tempdir().unwrap();
