@@ -1,8 +1,8 @@
 //! Direct I/O on both substrates: writes are whole blocks and never touch a
-//! block twice, records end on, before and after block boundaries, reopen
-//! continues after every kind of partial block, and a `kill -9` while padded
-//! blocks are being written loses nothing acknowledged. (The whole journal
-//! suite also runs with direct I/O: see the `*_direct` cells of `matrix!`.)
+//! block twice, records end on, before and after block boundaries, and
+//! reopen continues after every kind of partial block. (The whole journal
+//! suite also runs with direct I/O: see the `*_direct` cells of `matrix!`;
+//! process death with direct I/O is `tests/kill9.rs`'s.)
 
 mod common;
 
