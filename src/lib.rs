@@ -110,6 +110,6 @@ pub use stats::{Percentiles, Stats};
 pub use storage::StorageClass;
 pub use substrate::{Substrate, SubstrateChoice};
 
-/// Test seams. Not a stable API: it may change in any release.
+// Test seams (documented inside): not a stable API.
 #[doc(hidden)]
 pub mod testing;

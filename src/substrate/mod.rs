@@ -33,7 +33,7 @@ pub enum SubstrateChoice {
     /// Native io_uring where the kernel allows it, else `Blocking`.
     #[default]
     Auto,
-    /// Native io_uring or fail with [`Error::Unsupported`].
+    /// Native io_uring or fail with [`Error::Unsupported`](crate::Error::Unsupported).
     IoUring,
     /// `spawn_blocking` around pwrite and fdatasync.
     Blocking,
