@@ -197,7 +197,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
             ios.push((" direct+dsync", true, true));
         }
     }
-    let baselines = raws.len() + 1 + usize::from(cfg!(all(feature = "tokio-uring-baseline", target_os = "linux")));
+    let baselines = raws.len() + 1 + usize::from(cfg!(target_os = "linux"));
     // Asked for by name (a substrate, or --direct/--dsync): a cell that
     // cannot run fails the command instead of leaving a row out.
     let explicit = args.substrate.is_some();
@@ -221,7 +221,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
             }
             samples.push(tokio_fs_floor(&rt, &base.join(format!("tokio-fs-{record}")), record, cell, warmup)?);
             progress.inc(1);
-            #[cfg(all(feature = "tokio-uring-baseline", target_os = "linux"))]
+            #[cfg(target_os = "linux")]
             {
                 samples.push(tokio_uring_floor(&base.join(format!("tokio-uring-{record}")), record, cell, warmup)?);
                 progress.inc(1);
@@ -400,7 +400,7 @@ impl Timed {
 
 /// tokio-uring as its docs show it: `write_all_at` then `sync_data` per
 /// record, on its own runtime thread (it cannot share tokio's).
-#[cfg(all(feature = "tokio-uring-baseline", target_os = "linux"))]
+#[cfg(target_os = "linux")]
 fn tokio_uring_floor(path: &Path, record: usize, cell: Duration, warmup: Duration) -> Result<Sample, String> {
     let path = path.to_path_buf();
     let run = move || -> Result<Sample, String> {
