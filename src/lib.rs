@@ -64,9 +64,10 @@
 //!
 //! # Cargo features
 //!
-//! - `cli` (default): the `tidelog` binary (`bench`, `verify`, `inspect`,
-//!   `dump`, `repair`). Libraries depending on tidelog use
-//!   `default-features = false` for the lean dependency tree.
+//! None is on by default: the library's dependency tree is the journal's
+//! own. (The `tidelog` command — `bench`, `verify`, `inspect`, `dump`,
+//! `repair` — is the repository's `tidelog-cli` crate, not a feature.)
+//!
 //! - `metrics`: exports [`Stats`] through the `metrics` facade —
 //!   `tidelog_appends_total`, `tidelog_append_bytes_total`,
 //!   `tidelog_writes_total`, `tidelog_syncs_total`, `tidelog_stalls_total`

@@ -9,9 +9,6 @@ use std::time::Duration;
 use tidelog::testing::{skip, Capability};
 use tidelog::{Journal, JournalOptions, SubstrateChoice};
 
-#[cfg(all(feature = "cli", target_os = "linux"))]
-pub mod crash;
-
 /// Runtime flavour of a scenario.
 #[derive(Clone, Copy, Debug)]
 pub enum Flavor {

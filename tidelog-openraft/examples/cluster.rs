@@ -18,10 +18,15 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use support::cluster::{self, leader, members, KvRaft, Router, TidelogNode};
+use support::kv::{KvConfig, KvStateMachine, MemLogStore, Set};
 use tidelog::{JournalOptions, SubstrateChoice};
-use tidelog_openraft::cluster::{self, leader, members, KvRaft, Router, TidelogNode};
-use tidelog_openraft::kv::{KvConfig, KvStateMachine, MemLogStore, Set};
 use tidelog_openraft::LogStore;
+
+// The key-value application and the in-process network the tests use:
+// fixtures, not the crate's API.
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 

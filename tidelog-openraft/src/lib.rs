@@ -15,26 +15,33 @@
 //! forward. What is durable when is in `docs/replication.md`.
 //!
 //! ```no_run
+//! use std::io::Cursor; // openraft 0.9's macro names its default snapshot type unqualified
+//! use tidelog_openraft::LogStore;
+//!
+//! openraft::declare_raft_types!(
+//!     /// The application's Raft types: its commands (`D`) and responses
+//!     /// (`R`) must be serde-serializable.
+//!     pub MyConfig:
+//!         D = String,
+//!         R = String,
+//! );
+//!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use tidelog_openraft::{kv::KvConfig, LogStore};
-//! let store = LogStore::<KvConfig>::open("/var/lib/node1/raft-log", tidelog::JournalOptions::new()).await?;
+//! let store = LogStore::<MyConfig>::open("/var/lib/node1/raft-log", tidelog::JournalOptions::new()).await?;
 //! // hand `store` to `openraft::Raft::new(id, config, network, store, state_machine)`
 //! # drop(store);
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! The [`kv`] and [`cluster`] modules hold a small key-value state machine,
-//! an in-memory log store (the upper bound for benchmarks) and an
-//! in-process network: what the tests, the example and the benchmark use.
+//! The tests and the 3-node example share a small key-value state machine,
+//! an in-memory log store and an in-process network (`tests/support/` in
+//! the repository): fixtures, not this crate's API.
 
 #![warn(missing_docs)]
 // openraft's traits fix the error types (`StorageError`, `RPCError`); the
 // private helpers return what the trait methods must.
 #![allow(clippy::result_large_err)]
-
-pub mod cluster;
-pub mod kv;
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Debug};

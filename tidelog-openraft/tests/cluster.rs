@@ -4,12 +4,13 @@
 //! direct I/O where the filesystem allows.
 
 mod common;
+mod support;
 
 use std::time::Duration;
 
 use openraft::storage::RaftLogStorage;
-use tidelog_openraft::cluster::{leader, members, Router, TidelogNode};
-use tidelog_openraft::kv::{KvConfig, Set};
+use support::cluster::{leader, members, Router, TidelogNode};
+use support::kv::{KvConfig, Set};
 use tidelog_openraft::LogStore;
 
 const WAIT: Duration = Duration::from_secs(20);

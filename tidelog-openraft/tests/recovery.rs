@@ -4,14 +4,15 @@
 //! Every test runs on both substrates, and with direct I/O where allowed.
 
 mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
+use support::kv::{KvConfig, Set};
 use tidelog::{Journal, JournalOptions, JournalReader, Lsn};
-use tidelog_openraft::kv::{KvConfig, Set};
 use tidelog_openraft::LogStore;
 
 type Store = LogStore<KvConfig>;

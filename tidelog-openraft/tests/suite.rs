@@ -2,12 +2,13 @@
 //! the tidelog log store, on every journal configuration.
 
 mod common;
+mod support;
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{StorageError, StorageIOError};
+use support::kv::{KvConfig, KvStateMachine};
 use tempfile::TempDir;
 use tidelog::JournalOptions;
-use tidelog_openraft::kv::{KvConfig, KvStateMachine};
 use tidelog_openraft::LogStore;
 
 struct Builder {

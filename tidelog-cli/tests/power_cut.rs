@@ -15,8 +15,8 @@
 //!
 //! Needs root, `losetup`, `mkfs.ext4` and `mkfs.xfs` (`.ci/run` installs
 //! xfsprogs); elsewhere each test prints why it is skipped. More cuts:
-//! `TIDELOG_POWER_CUTS=50 cargo test --release --test power_cut -- --nocapture`.
-#![cfg(all(feature = "cli", target_os = "linux"))]
+//! `TIDELOG_POWER_CUTS=50 cargo test --release -p tidelog-cli --test power_cut -- --nocapture`.
+#![cfg(target_os = "linux")]
 
 mod common;
 

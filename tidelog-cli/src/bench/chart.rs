@@ -7,7 +7,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::bench::Cell;
+use super::report::Cell;
 
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),

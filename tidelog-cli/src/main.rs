@@ -3,11 +3,8 @@
 //! `inspect`, `dump` and `repair`.
 
 mod bench;
-mod bulk_bench;
-mod chart;
 mod child;
 mod ops;
-mod replay_bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,7 +6,7 @@
 //!
 //! This tests process death, not power loss: the kernel keeps what the dead
 //! process wrote. Power cuts are the reliability harness's job.
-#![cfg(all(feature = "cli", target_os = "linux"))]
+#![cfg(target_os = "linux")]
 
 mod common;
 

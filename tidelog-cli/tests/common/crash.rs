@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Must match the child's payload (`src/bin/tidelog/child.rs`).
+/// Must match the child's payload (`tidelog-cli/src/child.rs`).
 pub fn payload(tag: u32, task: u32, n: u64) -> Vec<u8> {
     let mut p = format!("tag {tag} task {task} n {n} ").into_bytes();
     let fill = ((n * 131 + u64::from(task) * 977) % 6000) as usize;

@@ -15,7 +15,9 @@ use openraft::raft::{
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, Config, Raft};
 
-use crate::kv::{KvConfig, KvStateMachine};
+use tidelog_openraft::LogStore;
+
+use super::kv::{KvConfig, KvStateMachine};
 
 /// A node of the key-value cluster.
 pub type KvRaft = Raft<KvConfig>;
@@ -183,14 +185,14 @@ impl TidelogNode {
         opts: tidelog::JournalOptions,
         router: &Router,
     ) -> Result<TidelogNode, Box<dyn std::error::Error + Send + Sync>> {
-        let store = crate::LogStore::<KvConfig>::open(dir, opts).await?;
+        let store = LogStore::<KvConfig>::open(dir, opts).await?;
         TidelogNode::start_on(id, store, router).await
     }
 
     /// Starts node `id` on an opened log store (as [`start`](Self::start)).
     pub async fn start_on(
         id: u64,
-        store: crate::LogStore<KvConfig>,
+        store: LogStore<KvConfig>,
         router: &Router,
     ) -> Result<TidelogNode, Box<dyn std::error::Error + Send + Sync>> {
         let journal = store.journal().clone();

@@ -1,7 +1,6 @@
 //! The `tidelog` command on real journals made here: exit codes and the key
 //! lines of `verify`, `inspect`, `dump`, `repair`, and a tiny `bench` run
 //! whose JSON parses.
-#![cfg(feature = "cli")]
 
 use std::path::Path;
 use std::process::{Command, Output};

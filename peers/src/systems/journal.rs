@@ -1,0 +1,65 @@
+//! tidelog itself, from tokio tasks.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tidelog::{Journal, JournalOptions, Lsn, Preallocate, SubstrateChoice};
+
+use super::{AsyncWal, Fut, System};
+
+/// tidelog on one substrate: `append_durable_async` / `append_async` from
+/// tokio tasks, with default options or with zero-filled segments
+/// (`Preallocate::Zero`: no extent conversion under each fdatasync).
+pub struct Tidelog(pub SubstrateChoice, pub Preallocate);
+
+impl Tidelog {
+    fn options(&self) -> JournalOptions {
+        JournalOptions::new().substrate(self.0).preallocate(self.1)
+    }
+}
+
+struct TidelogWal(Journal);
+
+impl AsyncWal for TidelogWal {
+    fn append_durable<'a>(&'a self, record: &'a [u8]) -> Fut<'a, ()> {
+        Box::pin(async move { self.0.append_durable_async(record).await.map(drop).map_err(io::Error::other) })
+    }
+    fn append_written<'a>(&'a self, record: &'a [u8]) -> Fut<'a, ()> {
+        Box::pin(async move { self.0.append_async(record).await.map(drop).map_err(io::Error::other) })
+    }
+    fn close(self: Box<Self>) -> Fut<'static, ()> {
+        Box::pin(async move { self.0.close().await.map_err(io::Error::other) })
+    }
+}
+
+impl System for Tidelog {
+    fn name(&self) -> String {
+        let substrate = match self.0 {
+            SubstrateChoice::IoUring => "io_uring",
+            _ => "blocking",
+        };
+        let zero = if self.1 == Preallocate::Zero { ", zero-filled" } else { "" };
+        format!("tidelog {substrate}{zero}")
+    }
+    fn open_async(&self, dir: PathBuf) -> Option<Fut<'static, Box<dyn AsyncWal>>> {
+        let opts = self.options();
+        Some(Box::pin(async move {
+            let journal = Journal::open(dir, opts).await.map_err(io::Error::other)?;
+            Ok(Box::new(TidelogWal(journal)) as Box<dyn AsyncWal>)
+        }))
+    }
+    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let opts = self.options();
+        rt.block_on(async {
+            let journal = Journal::open(dir, opts).await.map_err(io::Error::other)?;
+            let mut reader = journal.reader(Lsn::ZERO).map_err(io::Error::other)?;
+            let mut out = Vec::new();
+            while let Some(r) = reader.next_record().map_err(io::Error::other)? {
+                out.push(r.into_payload());
+            }
+            journal.close().await.map_err(io::Error::other)?;
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! The systems under test, each used the way its own docs recommend for the
+//! workload, behind one small interface. One file per system, named after
+//! it (`journal` is tidelog's); this file holds the interface and the list.
+
+mod commitlog;
+mod fsys;
+mod journal;
+mod nodedb;
+mod okaywal;
+mod raft_engine;
+mod raw;
+mod walrus;
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use tidelog::{Preallocate, SubstrateChoice};
+
+/// An open log that threads append to.
+pub trait Wal: Send + Sync {
+    /// Appends `record` and returns once it is durable.
+    fn append_durable(&self, record: &[u8]) -> io::Result<()>;
+    /// Appends `record` and returns once it is written (not synced).
+    fn append_written(&self, record: &[u8]) -> io::Result<()>;
+    /// Makes everything appended durable and closes the log.
+    fn close(self: Box<Self>) -> io::Result<()>;
+}
+
+/// A boxed future, for the async interface.
+pub type Fut<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>;
+
+/// An open log that tokio tasks append to (a system with an async API).
+pub trait AsyncWal: Send + Sync {
+    /// Appends `record` and resolves once it is durable.
+    fn append_durable<'a>(&'a self, record: &'a [u8]) -> Fut<'a, ()>;
+    /// Appends `record` and resolves once it is written (not synced).
+    fn append_written<'a>(&'a self, record: &'a [u8]) -> Fut<'a, ()>;
+    /// Makes everything appended durable and closes the log.
+    fn close(self: Box<Self>) -> Fut<'static, ()>;
+}
+
+/// One system: how to open it, what it can express, and its own reader.
+pub trait System: Sync {
+    fn name(&self) -> String;
+    /// Why it has no durable append, if it has none.
+    fn durable_na(&self) -> Option<&'static str> {
+        None
+    }
+    /// Why it has no written-not-durable append, if it has none.
+    fn written_na(&self) -> Option<&'static str> {
+        None
+    }
+    /// Why it cannot take concurrent writers, if it cannot.
+    fn concurrent_na(&self) -> Option<&'static str> {
+        None
+    }
+    /// Opens the log for threads (systems without an async API).
+    fn open(&self, _dir: &Path) -> io::Result<Box<dyn Wal>> {
+        Err(unsupported("driven from tasks"))
+    }
+    /// Opens the log for tokio tasks, if the system has an async API
+    /// (then the harness drives it from tasks, not threads).
+    fn open_async(&self, _dir: PathBuf) -> Option<Fut<'static, Box<dyn AsyncWal>>> {
+        None
+    }
+    /// Opens the log in `dir` with the system's own reader and returns every
+    /// record, in order (the honesty check and the recovery workload).
+    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>>;
+}
+
+fn unsupported(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, why.to_string())
+}
+
+/// Every system, in table order.
+pub fn all() -> Vec<Box<dyn System>> {
+    vec![
+        Box::new(journal::Tidelog(SubstrateChoice::IoUring, Preallocate::default())),
+        Box::new(journal::Tidelog(SubstrateChoice::Blocking, Preallocate::default())),
+        Box::new(journal::Tidelog(SubstrateChoice::IoUring, Preallocate::Zero)),
+        Box::new(journal::Tidelog(SubstrateChoice::Blocking, Preallocate::Zero)),
+        Box::new(raw::Raw),
+        Box::new(fsys::Fsys),
+        Box::new(fsys::FsysAsync { fallback: false }),
+        Box::new(fsys::FsysAsync { fallback: true }),
+        Box::new(raft_engine::RaftEngine),
+        Box::new(okaywal::OkayWal),
+        Box::new(walrus::Walrus),
+        Box::new(nodedb::NodeDb),
+        Box::new(commitlog::CommitLog),
+    ]
+}
+
+/// A directory for one cell.
+pub fn cell_dir(root: &Path, system: &str, workload: &str) -> PathBuf {
+    let clean: String =
+        format!("{system}-{workload}").chars().map(|c| if c.is_alphanumeric() { c } else { '_' }).collect();
+    root.join(clean)
+}

@@ -1,0 +1,72 @@
+//! okaywal 0.3.1, from threads.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::{unsupported, System, Wal};
+
+/// okaywal 0.3.1: one entry per record, `commit` (which fsyncs, sharing the
+/// sync among committing threads). Checkpointing is pushed out of reach so
+/// the honesty check can read every entry back.
+pub struct OkayWal;
+
+#[derive(Debug, Default)]
+struct Collect(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl okaywal::LogManager for Collect {
+    fn recover(&mut self, entry: &mut okaywal::Entry<'_>) -> io::Result<()> {
+        if let Some(chunks) = entry.read_all_chunks()? {
+            let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(chunks);
+        }
+        Ok(())
+    }
+    fn checkpoint_to(
+        &mut self,
+        _last: okaywal::EntryId,
+        _entries: &mut okaywal::SegmentReader,
+        _wal: &okaywal::WriteAheadLog,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct OkayWalWal(okaywal::WriteAheadLog);
+
+impl Wal for OkayWalWal {
+    fn append_durable(&self, record: &[u8]) -> io::Result<()> {
+        let mut entry = self.0.begin_entry()?;
+        entry.write_chunk(record)?;
+        entry.commit().map(drop)
+    }
+    fn append_written(&self, _record: &[u8]) -> io::Result<()> {
+        Err(unsupported("okaywal has no commit without fsync"))
+    }
+    fn close(self: Box<Self>) -> io::Result<()> {
+        self.0.shutdown()
+    }
+}
+
+fn okaywal_config(dir: &Path) -> okaywal::Configuration {
+    okaywal::Configuration::default_for(dir).checkpoint_after_bytes(u64::MAX / 4)
+}
+
+impl System for OkayWal {
+    fn name(&self) -> String {
+        "okaywal 0.3.1".into()
+    }
+    fn written_na(&self) -> Option<&'static str> {
+        Some("every commit fsyncs")
+    }
+    fn open(&self, dir: &Path) -> io::Result<Box<dyn Wal>> {
+        Ok(Box::new(OkayWalWal(okaywal_config(dir).open(Collect::default())?)))
+    }
+    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+        let collected = Arc::new(Mutex::new(Vec::new()));
+        let wal = okaywal_config(dir).open(Collect(collected.clone()))?;
+        wal.shutdown()?;
+        let out = std::mem::take(&mut *collected.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(out)
+    }
+}

@@ -1,0 +1,276 @@
+//! `tidelog bench`: durable append throughput and latency per substrate and
+//! task count, beside a raw pwrite+fdatasync loop on the same disk, in one
+//! run. The matrix runs several interleaved rounds and every figure is the
+//! median across rounds: shared VM disks are noisy, so only side-by-side
+//! comparisons from one run mean anything.
+//!
+//! The modes and outputs are files of their own: `floors` (the one-task
+//! baselines beside the journal), `journal_cell` (tasks appending to one
+//! journal), `report` (medians, the table, JSON), `chart` (SVG), `bulk`
+//! (`--bulk-mib`) and `replay` (`--replay-mib`).
+
+mod bulk;
+mod chart;
+mod floors;
+mod journal_cell;
+mod replay;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tidelog::{JournalOptions, SubstrateChoice, SyncPolicy};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// Directory to measure (default: a temporary directory here).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// A short run (~5 s): 0.5 s cells, one round (default: 1 s cells, three
+    /// rounds, ~30 s).
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per cell, after a warm-up that is not counted.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Interleaved rounds over the whole matrix; figures are medians.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Concurrent appending tasks, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 64, 256])]
+    tasks: Vec<usize>,
+    /// Record sizes in bytes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![128usize])]
+    record_size: Vec<usize>,
+    /// Substrates: io_uring, io_uring-sqpoll, blocking (comma-separated).
+    /// Default: io_uring and blocking, skipping (and saying so) one this
+    /// machine cannot run; a substrate named here that cannot run is an
+    /// error.
+    #[arg(long, value_delimiter = ',')]
+    substrate: Option<Vec<String>>,
+    /// What each task waits for: durable (append_durable_async), written
+    /// (append_async), submit (fire-and-forget tickets, awaited at the end).
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["durable".to_string()])]
+    mode: Vec<String>,
+    /// Journal sync policy: on-demand, or interval-<ms> (e.g. interval-1).
+    #[arg(long, default_value = "on-demand")]
+    policy: String,
+    /// Segment size in MiB (default 64); small segments show what rollover
+    /// costs appenders.
+    #[arg(long, default_value_t = 64)]
+    segment_mib: u64,
+    /// Make each segment at rollover instead of ahead of need (to measure
+    /// what pre-creation buys).
+    #[arg(long)]
+    no_precreate: bool,
+    /// How segments are reserved: fallocate (the default), zero (written
+    /// with zeros ahead of need, so fdatasync carries no extent
+    /// conversion), or none.
+    #[arg(long, default_value = "fallocate", value_parser = parse_preallocate)]
+    preallocate: tidelog::Preallocate,
+    /// Also run the raw floor into a preallocated file (fallocate, and
+    /// zero-filled): what segment preallocation does to fdatasync latency.
+    #[arg(long)]
+    raw_prealloc: bool,
+    /// Instead of the append matrix: write a journal of this many MiB per
+    /// record size, then time `tidelog::replay` of it against a raw
+    /// sequential read of the same files (both from a cold page cache).
+    #[arg(long)]
+    replay_mib: Option<u64>,
+    /// Instead of the append matrix: write this many MiB sequentially with
+    /// plain tokio::fs and with bulk::WritebackFile, each beside a journal
+    /// doing durable appends; report MB/s, peak Dirty memory, journal p99.
+    #[arg(long)]
+    bulk_mib: Option<u64>,
+    /// Also run every substrate with direct I/O (O_DIRECT segments), beside
+    /// raw O_DIRECT loops: aligned pwrite+fdatasync, and aligned pwrite alone
+    /// (sequential bandwidth, as fio measures it).
+    #[arg(long)]
+    direct: bool,
+    /// Also run every substrate with RWF_DSYNC writes (`dsync_writes`):
+    /// durable writes without a separate fdatasync.
+    #[arg(long)]
+    dsync: bool,
+    /// Draw throughput against tasks, one line per system, mode and record
+    /// size, as an SVG file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One measurement of one configuration.
+struct Sample {
+    system: String,
+    mode: String,
+    tasks: usize,
+    record: usize,
+    ops: u64,
+    secs: f64,
+    hist: Histogram<u64>,
+    cpu_secs: f64,
+    records_per_sync: f64,
+}
+
+pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
+    let cell_secs = args.duration.unwrap_or(if args.quick { 0.5 } else { 1.0 });
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let cell = Duration::from_secs_f64(cell_secs);
+    let warmup = Duration::from_secs_f64((cell_secs / 5.0).min(0.3));
+    let temp;
+    let base = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::Builder::new().prefix("tidelog-bench").tempdir_in(".").map_err(|e| e.to_string())?;
+            temp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    if let Some(mib) = args.bulk_mib {
+        eprintln!("tidelog bulk bench in {} ({mib} MiB per writer)", base.display());
+        return bulk::run(&rt, &base, mib);
+    }
+    if let Some(mib) = args.replay_mib {
+        eprintln!("tidelog replay bench in {} ({mib} MiB per record size)", base.display());
+        return replay::run(&rt, &base, mib, &args.record_size);
+    }
+    eprintln!("tidelog bench in {} ({cell_secs} s per cell, {rounds} interleaved rounds, medians)", base.display());
+    let policy = parse_policy(&args.policy)?;
+    for mode in &args.mode {
+        if !["durable", "written", "submit"].contains(&mode.as_str()) {
+            return Err(format!("unknown mode {mode:?} (durable, written, submit)"));
+        }
+    }
+    let mut raws = vec!["growing"];
+    if args.raw_prealloc {
+        raws.extend(["fallocate", "zeroed"]);
+    }
+    if args.direct {
+        raws.extend(["direct", "direct-nosync"]);
+    }
+    let mut ios = vec![("", false, false)];
+    if args.direct {
+        ios.push((" direct", true, false));
+    }
+    if args.dsync {
+        ios.push((" dsync", false, true));
+        if args.direct {
+            ios.push((" direct+dsync", true, true));
+        }
+    }
+    let baselines = raws.len() + 1 + usize::from(cfg!(target_os = "linux"));
+    // Asked for by name (a substrate, or --direct/--dsync): a cell that
+    // cannot run fails the command instead of leaving a row out.
+    let explicit = args.substrate.is_some();
+    let substrates = args.substrate.clone().unwrap_or_else(|| vec!["io_uring".into(), "blocking".into()]);
+    let journal_cells = substrates.len() * ios.len() * args.mode.len() * args.tasks.len();
+    let cells = rounds * args.record_size.len() * (baselines + journal_cells);
+    // Drawn on stderr only when it is a terminal (indicatif hides it
+    // otherwise); `suspend` keeps our own lines readable either way.
+    let progress = indicatif::ProgressBar::new(cells as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} cells, {elapsed} elapsed, ~{eta} left {msg}")
+            .expect("a valid template"),
+    );
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        progress.suspend(|| eprintln!("round {}/{rounds}", round + 1));
+        for &record in &args.record_size {
+            for &prealloc in &raws {
+                progress.set_message(format!("raw {prealloc}, {record} B"));
+                samples.push(floors::raw(&base.join(format!("raw-{record}")), record, cell, warmup, prealloc)?);
+                progress.inc(1);
+            }
+            samples.push(floors::tokio_fs(&rt, &base.join(format!("tokio-fs-{record}")), record, cell, warmup)?);
+            progress.inc(1);
+            #[cfg(target_os = "linux")]
+            {
+                samples.push(floors::tokio_uring(&base.join(format!("tokio-uring-{record}")), record, cell, warmup)?);
+                progress.inc(1);
+            }
+            for (name, &(io_label, direct, dsync)) in substrates.iter().flat_map(|n| ios.iter().map(move |io| (n, io)))
+            {
+                let (choice, sqpoll) = match name.as_str() {
+                    "io_uring" | "iouring" | "uring" => (SubstrateChoice::IoUring, None),
+                    "io_uring-sqpoll" => (SubstrateChoice::IoUring, Some(Duration::from_millis(2))),
+                    "blocking" => (SubstrateChoice::Blocking, None),
+                    other => return Err(format!("unknown substrate {other:?} (io_uring, io_uring-sqpoll, blocking)")),
+                };
+                let label = format!("{}{io_label}", if sqpoll.is_some() { "+SQPOLL" } else { "" });
+                for (mode, &tasks) in args.mode.iter().flat_map(|m| args.tasks.iter().map(move |t| (m, t))) {
+                    let dir = base.join(format!("{name}-{mode}-{tasks}-{record}"));
+                    let opts = JournalOptions::new()
+                        .substrate(choice)
+                        .sync_policy(policy)
+                        .sqpoll(sqpoll)
+                        .direct_io(direct)
+                        .dsync_writes(dsync)
+                        .segment_size(args.segment_mib << 20)
+                        .precreate_segments(!args.no_precreate)
+                        .preallocate(args.preallocate);
+                    progress.set_message(format!("{name}{label} {mode}, {tasks} tasks, {record} B"));
+                    match rt.block_on(journal_cell::run(&dir, (opts, &label), mode, tasks, record, cell, warmup)) {
+                        Ok(s) => samples.push(s),
+                        Err(tidelog::Error::Unsupported(why)) if explicit || !io_label.is_empty() => {
+                            return Err(format!("tidelog {name}{label} cannot run here: {why}"));
+                        }
+                        Err(tidelog::Error::Unsupported(why)) => {
+                            if round == 0 {
+                                progress.suspend(|| eprintln!("skipping {name}{label}: {why}"));
+                            }
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                    progress.inc(1);
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+        }
+    }
+    let cells = report::medians(&samples);
+    progress.finish_and_clear();
+    report::print_table(&cells);
+    if let Some(path) = args.json {
+        report::write_json(&path, &cells, &base)?;
+    }
+    if let Some(path) = args.svg {
+        chart::write_svg(&path, &cells)?;
+    }
+    Ok(())
+}
+
+/// CPU seconds this process has used, user and system.
+fn cpu_time() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is valid and exclusive for the duration of the call.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn parse_policy(text: &str) -> Result<SyncPolicy, String> {
+    match text {
+        "on-demand" => Ok(SyncPolicy::OnDemand),
+        other => other
+            .strip_prefix("interval-")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|ms| SyncPolicy::Interval(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("unknown policy {other:?} (on-demand, interval-<ms>)")),
+    }
+}
+
+fn parse_preallocate(s: &str) -> Result<tidelog::Preallocate, String> {
+    match s {
+        "none" => Ok(tidelog::Preallocate::None),
+        "fallocate" => Ok(tidelog::Preallocate::Fallocate),
+        "zero" => Ok(tidelog::Preallocate::Zero),
+        other => Err(format!("{other}: expected none, fallocate or zero")),
+    }
+}

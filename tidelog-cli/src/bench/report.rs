@@ -1,0 +1,202 @@
+//! What a bench run reports: the median of each configuration across
+//! rounds, the table with its ratios, and the JSON document.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::Sample;
+
+/// The medians across rounds of one configuration.
+pub(crate) struct Cell {
+    pub(crate) system: String,
+    pub(crate) mode: String,
+    pub(crate) tasks: usize,
+    pub(crate) record: usize,
+    rounds: usize,
+    samples: u64,
+    pub(crate) rate: f64,
+    p50: u64,
+    p99: u64,
+    max: u64,
+    cpu_us_per_op: f64,
+    records_per_sync: f64,
+}
+
+fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
+}
+
+impl Cell {
+    fn from_samples(group: &[&Sample]) -> Cell {
+        let first = group[0];
+        Cell {
+            system: first.system.clone(),
+            mode: first.mode.clone(),
+            tasks: first.tasks,
+            record: first.record,
+            rounds: group.len(),
+            samples: group.iter().map(|s| s.hist.len()).sum(),
+            rate: median(group.iter().map(|s| s.ops as f64 / s.secs).collect()),
+            p50: median(group.iter().map(|s| s.hist.value_at_quantile(0.5)).collect()),
+            p99: median(group.iter().map(|s| s.hist.value_at_quantile(0.99)).collect()),
+            max: group.iter().map(|s| s.hist.max()).max().unwrap_or(0),
+            cpu_us_per_op: median(group.iter().map(|s| s.cpu_secs * 1e6 / s.ops.max(1) as f64).collect()),
+            records_per_sync: median(group.iter().map(|s| s.records_per_sync).collect()),
+        }
+    }
+}
+
+/// One [`Cell`] per configuration, in the order first measured.
+pub(super) fn medians(samples: &[Sample]) -> Vec<Cell> {
+    let mut keys: Vec<(String, String, usize, usize)> = Vec::new();
+    for s in samples {
+        let key = (s.system.clone(), s.mode.clone(), s.tasks, s.record);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.iter()
+        .map(|(sys, m, t, r)| {
+            let group: Vec<&Sample> =
+                samples.iter().filter(|s| (&s.system, &s.mode, s.tasks, s.record) == (sys, m, *t, *r)).collect();
+            Cell::from_samples(&group)
+        })
+        .collect()
+}
+
+pub(super) fn print_table(cells: &[Cell]) {
+    // The native/fallback ratio of each IoUring row: against the Blocking
+    // row of the same variant, mode, tasks and record size.
+    let blocking_twin = |c: &Cell| {
+        let variant = c.system.strip_prefix("tidelog IoUring")?;
+        let twin = format!("tidelog Blocking{}", variant.trim_start_matches("+SQPOLL"));
+        cells.iter().find(|b| b.system == twin && (&b.mode, b.tasks, b.record) == (&c.mode, c.tasks, c.record))
+    };
+    println!(
+        "{:<30} {:>8} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7}",
+        "system",
+        "mode",
+        "tasks",
+        "bytes",
+        "ops/s",
+        "MB/s",
+        "p50 µs",
+        "p99 µs",
+        "max µs",
+        "cpu µs/op",
+        "rec/sync",
+        "io/blk"
+    );
+    for c in cells {
+        let ratio = blocking_twin(c).map_or(String::new(), |b| format!("{:.2}x", c.rate / b.rate));
+        println!(
+            "{:<30} {:>8} {:>5} {:>7} {:>10.0} {:>8.1} {:>8} {:>8} {:>8} {:>9.2} {:>8.1} {:>7}",
+            c.system,
+            c.mode,
+            c.tasks,
+            c.record,
+            c.rate,
+            c.rate * c.record as f64 / 1e6,
+            c.p50,
+            c.p99,
+            c.max,
+            c.cpu_us_per_op,
+            c.records_per_sync,
+            ratio,
+        );
+    }
+    // `sys` names a substrate and its I/O variant exactly ("IoUring",
+    // "Blocking direct"), so "IoUring" never matches "IoUring direct".
+    let find = |sys: &str, mode: &str, tasks: usize, record: usize| {
+        cells.iter().find(|c| {
+            c.system.strip_prefix("tidelog ") == Some(sys) && c.mode == mode && c.tasks == tasks && c.record == record
+        })
+    };
+    let variants: BTreeSet<&str> = cells
+        .iter()
+        .filter_map(|c| c.system.strip_prefix("tidelog "))
+        .filter_map(|s| s.split_once(' '))
+        .map(|(_, v)| v)
+        .collect();
+    for c in cells.iter().filter(|c| c.mode == "submit") {
+        println!("{} submit, {} tasks: {:.0} ns per record (aggregate)", c.system, c.tasks, 1e9 / c.rate);
+    }
+    let records: BTreeSet<usize> = cells.iter().map(|c| c.record).collect();
+    let tasks: BTreeSet<usize> = cells.iter().map(|c| c.tasks).collect();
+    let modes: BTreeSet<&str> = cells.iter().map(|c| c.mode.as_str()).collect();
+    for &record in &records {
+        let raw = cells.iter().find(|c| c.system.starts_with("raw") && c.record == record);
+        for sys in ["IoUring", "Blocking"] {
+            let Some(one) = find(sys, "durable", 1, record) else { continue };
+            if let Some(raw) = raw {
+                println!(
+                    "{sys}, {record} B: durable 1-task p50 / raw p50 = {:.2}",
+                    one.p50 as f64 / raw.p50.max(1) as f64
+                );
+            }
+            for &t in tasks.iter().filter(|&&t| t > 1) {
+                if let Some(many) = find(sys, "durable", t, record) {
+                    println!("{sys}, {record} B: durable {t} tasks / 1 task = {:.1}x", many.rate / one.rate);
+                }
+            }
+        }
+        for &mode in &modes {
+            for &t in &tasks {
+                if let (Some(n), Some(b)) = (find("IoUring", mode, t, record), find("Blocking", mode, t, record)) {
+                    println!("IoUring / Blocking, {mode}, {record} B, {t} tasks: {:.2}x", n.rate / b.rate);
+                }
+                for sys in ["IoUring", "Blocking"] {
+                    for v in &variants {
+                        let (Some(var), Some(plain)) =
+                            (find(&format!("{sys} {v}"), mode, t, record), find(sys, mode, t, record))
+                        else {
+                            continue;
+                        };
+                        println!("{sys} {v} / buffered, {mode}, {record} B, {t} tasks: {:.2}x", var.rate / plain.rate);
+                    }
+                }
+            }
+        }
+        let bandwidth = cells.iter().find(|c| c.system == "raw O_DIRECT pwrite" && c.record == record);
+        for c in cells
+            .iter()
+            .filter(|c| c.system.contains("direct") && c.mode == "durable" && c.system.starts_with("tidelog"))
+            .filter(|c| c.record == record)
+        {
+            if let Some(bw) = bandwidth {
+                println!(
+                    "{}, {record} B, {} tasks: durable MB/s / raw O_DIRECT bandwidth = {:.2}",
+                    c.system,
+                    c.tasks,
+                    c.rate / bw.rate
+                );
+            }
+        }
+    }
+}
+
+pub(super) fn write_json(path: &Path, cells: &[Cell], dir: &Path) -> Result<(), String> {
+    let rows: Vec<serde_json::Value> = cells
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "system": c.system, "mode": c.mode, "tasks": c.tasks, "record_bytes": c.record,
+                "rounds": c.rounds, "samples": c.samples, "ops_per_sec": c.rate,
+                "p50_us": c.p50, "p99_us": c.p99, "max_us": c.max,
+                "cpu_us_per_op": c.cpu_us_per_op, "records_per_sync": c.records_per_sync,
+            })
+        })
+        .collect();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let doc = serde_json::json!({
+        "dir": dir.display().to_string(),
+        "kernel": kernel.trim(),
+        "filesystem": tidelog::StorageClass::of(dir).map_or_else(|e| e.to_string(), |c| c.name()),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "figures": "medians across rounds; max is the largest seen",
+        "cells": rows,
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
