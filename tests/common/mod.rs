@@ -101,7 +101,8 @@ pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T
 /// window would find its directory `Locked`. `spawn` returns once the
 /// child's exec has begun, a moment before the kernel closes those copies,
 /// so the lock is held until the child has shown it is past that: it
-/// exited ([`output`]) or printed its first line (`crash::run_child`).
+/// exited ([`output`]) or printed its first line (tidelog-cli's crash-test
+/// children).
 pub static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `cmd` to completion under [`SPAWN`], returning its output.

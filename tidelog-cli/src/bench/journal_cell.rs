@@ -38,7 +38,7 @@ async fn appender(
                 hist.record_n(t.elapsed().as_micros() as u64 / 256, 256).ok();
                 ops += 256;
             }
-            tokio::task::yield_now().await; // let the driver and the timer run
+            tokio::task::yield_now().await; // let the writer and the timer run
         }
         return Ok((hist, ops, last));
     }
