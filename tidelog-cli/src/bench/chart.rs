@@ -25,7 +25,10 @@ pub(crate) fn write_svg(path: &Path, cells: &[Cell]) -> Result<(), String> {
     let tasks: Vec<usize> = cells.iter().map(|c| c.tasks).collect::<BTreeSet<_>>().into_iter().collect();
     // x is the position of a task count in `tasks` (they are far apart: 1, 64, 256).
     let x_of = |t: usize| tasks.iter().position(|&x| x == t).unwrap_or(0) as f64;
-    let top = cells.iter().map(|c| c.rate).fold(1.0, f64::max) * 1.1;
+    // A log-scale rate axis: one-task baselines (thousands per second) and
+    // 256-task journals (hundreds of thousands) are both readable.
+    let top = cells.iter().map(|c| c.rate).fold(1.0, f64::max) * 1.5;
+    let bottom = cells.iter().map(|c| c.rate).filter(|&r| r > 0.0).fold(top, f64::min) / 1.5;
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -33,13 +36,13 @@ pub(crate) fn write_svg(path: &Path, cells: &[Cell]) -> Result<(), String> {
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(-0.2..(tasks.len() as f64 - 0.8).max(0.2), 0.0..top)
+        .build_cartesian_2d(-0.2..(tasks.len() as f64 - 0.8).max(0.2), (bottom.max(1.0)..top).log_scale())
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
         .x_labels(tasks.len().max(2))
         .x_label_formatter(&|x| tasks.get(x.round() as usize).map_or(String::new(), |t| format!("{t} tasks")))
-        .y_desc("ops/s")
+        .y_desc("ops/s (log scale)")
         .draw()
         .map_err(|e| err(&e))?;
     let mut series: Vec<(String, String, usize)> = Vec::new();
@@ -54,7 +57,7 @@ pub(crate) fn write_svg(path: &Path, cells: &[Cell]) -> Result<(), String> {
         let mut points: Vec<(f64, f64)> = cells
             .iter()
             .filter(|c| (&c.system, &c.mode, c.record) == (system, mode, *record))
-            .map(|c| (x_of(c.tasks), c.rate))
+            .map(|c| (x_of(c.tasks), c.rate.max(1.0)))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         let label = format!("{system}, {mode}, {record} B");

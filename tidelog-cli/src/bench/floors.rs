@@ -109,7 +109,19 @@ impl Timed {
 
     fn sample(self, system: String, mode: &str, record: usize) -> Sample {
         let Timed { hist, ops, secs, cpu_secs } = self;
-        Sample { system, mode: mode.into(), tasks: 1, record, ops, secs, hist, cpu_secs, records_per_sync: 1.0 }
+        let records_per_sync = 1.0;
+        Sample {
+            system,
+            mode: mode.into(),
+            tasks: 1,
+            record,
+            ops,
+            secs,
+            hist,
+            cpu_secs,
+            records_per_sync,
+            punted: None,
+        }
     }
 }
 

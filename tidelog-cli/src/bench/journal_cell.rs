@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tidelog::{Journal, JournalOptions};
 
+use super::punts::{share, Punts};
 use super::{cpu_time, Sample};
 
 /// One appending task: loops until `stop`, recording per-op latency while
@@ -62,10 +63,9 @@ pub(super) async fn run(
     dir: &Path,
     (opts, label): (JournalOptions, &str),
     mode: &str,
-    tasks: usize,
-    record: usize,
-    cell: Duration,
-    warmup: Duration,
+    (tasks, record): (usize, usize),
+    (cell, warmup): (Duration, Duration),
+    punts: &Punts,
 ) -> tidelog::Result<Sample> {
     let _ = std::fs::remove_dir_all(dir);
     let journal = Journal::open(dir, opts).await?;
@@ -76,6 +76,7 @@ pub(super) async fn run(
         .collect();
     tokio::time::sleep(warmup).await;
     let before = journal.stats();
+    let punted_before = punts.read();
     let (t0, cpu0) = (Instant::now(), cpu_time());
     counting.store(true, Ordering::Relaxed);
     tokio::time::sleep(cell).await;
@@ -94,10 +95,12 @@ pub(super) async fn run(
     }
     let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_time() - cpu0);
     let after = journal.stats();
+    let punted_after = punts.read();
     for ticket in tickets {
         ticket.await?; // every submitted record is durable before we stop
     }
     let substrate = journal.substrate();
+    let punted = (substrate == tidelog::Substrate::IoUring).then(|| share(punted_before, punted_after)).flatten();
     journal.close().await?;
     let syncs = (after.syncs - before.syncs).max(1);
     Ok(Sample {
@@ -110,5 +113,6 @@ pub(super) async fn run(
         hist,
         cpu_secs: cpu,
         records_per_sync: (after.appends - before.appends) as f64 / syncs as f64,
+        punted,
     })
 }

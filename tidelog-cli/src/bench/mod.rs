@@ -13,6 +13,7 @@ mod bulk;
 mod chart;
 mod floors;
 mod journal_cell;
+mod punts;
 mod replay;
 mod report;
 
@@ -112,9 +113,14 @@ struct Sample {
     hist: Histogram<u64>,
     cpu_secs: f64,
     records_per_sync: f64,
+    /// The share of io_uring requests punted to io-wq (IoUring rows).
+    punted: Option<f64>,
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
+    // Before any thread exists: the counters are inherited by every thread
+    // made later, the runtime's and the journals'.
+    let punts = punts::Punts::open();
     let cell_secs = args.duration.unwrap_or(if args.quick { 0.5 } else { 1.0 });
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let cell = Duration::from_secs_f64(cell_secs);
@@ -142,6 +148,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         return replay::run(&rt, &base, mib, &args.record_size);
     }
     eprintln!("tidelog bench in {} ({cell_secs} s per cell, {rounds} interleaved rounds, medians)", base.display());
+    if let Some(why) = punts.unknown_because() {
+        eprintln!("io-wq punts per IoUring row: unknown ({why})");
+    }
     let policy = parse_policy(&args.policy)?;
     for mode in &args.mode {
         if !["durable", "written", "submit"].contains(&mode.as_str()) {
@@ -215,7 +224,14 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                         .precreate_segments(!args.no_precreate)
                         .preallocate(args.preallocate);
                     progress.set_message(format!("{name}{label} {mode}, {tasks} tasks, {record} B"));
-                    match rt.block_on(journal_cell::run(&dir, (opts, &label), mode, tasks, record, cell, warmup)) {
+                    match rt.block_on(journal_cell::run(
+                        &dir,
+                        (opts, &label),
+                        mode,
+                        (tasks, record),
+                        (cell, warmup),
+                        &punts,
+                    )) {
                         Ok(s) => samples.push(s),
                         Err(tidelog::Error::Unsupported(why)) if explicit || !io_label.is_empty() => {
                             return Err(format!("tidelog {name}{label} cannot run here: {why}"));

@@ -20,6 +20,8 @@ pub(crate) struct Cell {
     max: u64,
     cpu_us_per_op: f64,
     records_per_sync: f64,
+    /// The median share of io_uring requests punted to io-wq, where known.
+    punted: Option<f64>,
 }
 
 fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
@@ -43,6 +45,10 @@ impl Cell {
             max: group.iter().map(|s| s.hist.max()).max().unwrap_or(0),
             cpu_us_per_op: median(group.iter().map(|s| s.cpu_secs * 1e6 / s.ops.max(1) as f64).collect()),
             records_per_sync: median(group.iter().map(|s| s.records_per_sync).collect()),
+            punted: {
+                let known: Vec<f64> = group.iter().filter_map(|s| s.punted).collect();
+                (!known.is_empty()).then(|| median(known))
+            },
         }
     }
 }
@@ -74,7 +80,7 @@ pub(super) fn print_table(cells: &[Cell]) {
         cells.iter().find(|b| b.system == twin && (&b.mode, b.tasks, b.record) == (&c.mode, c.tasks, c.record))
     };
     println!(
-        "{:<30} {:>8} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7}",
+        "{:<30} {:>8} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}",
         "system",
         "mode",
         "tasks",
@@ -86,12 +92,18 @@ pub(super) fn print_table(cells: &[Cell]) {
         "max µs",
         "cpu µs/op",
         "rec/sync",
-        "io/blk"
+        "io/blk",
+        "punted"
     );
     for c in cells {
         let ratio = blocking_twin(c).map_or(String::new(), |b| format!("{:.2}x", c.rate / b.rate));
+        let punted = match (c.punted, c.system.starts_with("tidelog IoUring")) {
+            (Some(share), _) => format!("{:.0}%", share * 100.0),
+            (None, true) => "unknown".into(),
+            (None, false) => String::new(),
+        };
         println!(
-            "{:<30} {:>8} {:>5} {:>7} {:>10.0} {:>8.1} {:>8} {:>8} {:>8} {:>9.2} {:>8.1} {:>7}",
+            "{:<30} {:>8} {:>5} {:>7} {:>10.0} {:>8.1} {:>8} {:>8} {:>8} {:>9.2} {:>8.1} {:>7} {:>7}",
             c.system,
             c.mode,
             c.tasks,
@@ -104,6 +116,7 @@ pub(super) fn print_table(cells: &[Cell]) {
             c.cpu_us_per_op,
             c.records_per_sync,
             ratio,
+            punted,
         );
     }
     // `sys` names a substrate and its I/O variant exactly ("IoUring",
@@ -185,6 +198,7 @@ pub(super) fn write_json(path: &Path, cells: &[Cell], dir: &Path) -> Result<(), 
                 "rounds": c.rounds, "samples": c.samples, "ops_per_sec": c.rate,
                 "p50_us": c.p50, "p99_us": c.p99, "max_us": c.max,
                 "cpu_us_per_op": c.cpu_us_per_op, "records_per_sync": c.records_per_sync,
+                "punted_share": c.punted,
             })
         })
         .collect();
