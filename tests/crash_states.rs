@@ -636,7 +636,10 @@ fn run(substrate: SubstrateChoice, w: Workload) {
         let started = Instant::now();
         let Some((events, appended)) = record(substrate, w, dir.path()).await else { return };
         let recorded = started.elapsed();
-        let sweep = common::within(600, "crash-state sweep", sweep(substrate, &events, &appended, w.lie)).await;
+        // The sweep grows with the workload: 600 s at the default scale,
+        // more when TIDELOG_CRASH_RECORDS asks for more (the soak).
+        let bound = 600 * (records_per_task() as u64 / 80).max(1);
+        let sweep = common::within(bound, "crash-state sweep", sweep(substrate, &events, &appended, w.lie)).await;
         eprintln!(
             "{substrate:?} {w:?}: {} events, {} records ({} acknowledged) recorded in {:.1?}; \
              {} crash states at {} crash points checked in {:.1?}",
