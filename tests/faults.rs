@@ -535,7 +535,44 @@ async fn overlapping_sync_rounds_keep_every_promise(opts: JournalOptions) {
     poisoned_journal_kept_every_acknowledgement(j, dir.path(), &opts, &acked).await;
 }
 
-matrix!(small_writes_carry_zeros_ahead);
+matrix!(small_writes_carry_zeros_ahead, under_load_dsync_writes_carry_the_rounds);
+
+/// With `dsync_writes`, a write someone waits on is one `RWF_DSYNC` write
+/// (when everything before it is durable), under load too: there is no
+/// separate sync for a write to overlap, so writes do not go alone and
+/// leave the rounds to plain `fdatasync`s. Every acknowledgement is durable
+/// and reopens.
+async fn under_load_dsync_writes_carry_the_rounds(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone().dsync_writes(true)).await.unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let j = j.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..40 {
+                    let lsn = j.append_durable_async(format!("t{t}i{i}")).await.unwrap();
+                    assert!(j.durable_lsn() >= lsn, "acknowledged {lsn} before it was durable");
+                    acked.push(lsn);
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(within(60, "appender", t).await.unwrap());
+    }
+    let (dsync, plain) = (plan.dsync_writes_seen.load(SeqCst), plan.plain_syncs_seen.load(SeqCst));
+    assert!(dsync > 0 && plain * 4 <= dsync, "{dsync} RWF_DSYNC writes, {plain} plain fdatasyncs under load");
+    j.close().await.unwrap();
+    let j = common::reopen(dir.path(), &opts).await;
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
+    assert_eq!(kept, acked.into_iter().collect(), "exactly the acknowledged records reopen");
+    j.close().await.unwrap();
+}
 
 /// Small writes into reserved blocks carry zeros up to the next 256 KiB (one
 /// extent conversion per 256 KiB, not one per sync round); a zero-filled

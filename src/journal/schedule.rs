@@ -20,7 +20,9 @@
 //!   flight, no seal, nothing else waiting to be written, no window, and
 //!   the last round did not end with records already waiting behind it —
 //!   under load the write goes alone, so the next write can start while its
-//!   sync runs.
+//!   sync runs. With `dsync_writes` a linked write is one `RWF_DSYNC` write
+//!   (when everything before it is durable), so there is no separate sync
+//!   to overlap: every write someone waits on goes linked, loaded or not.
 
 use std::time::{Duration, Instant};
 
@@ -43,10 +45,12 @@ pub(super) struct SyncSchedule {
     stagger_until: Option<Instant>,
     /// Moving average of sync latency.
     sync_avg: Duration,
+    /// Writes that carry their sync are `RWF_DSYNC` writes.
+    dsync: bool,
 }
 
 impl SyncSchedule {
-    pub(super) fn new(lanes: usize, window: Duration) -> SyncSchedule {
+    pub(super) fn new(lanes: usize, window: Duration, dsync: bool) -> SyncSchedule {
         assert!(lanes >= 1, "a journal syncs on at least one lane");
         SyncSchedule {
             lanes,
@@ -58,6 +62,7 @@ impl SyncSchedule {
             window_until: None,
             stagger_until: None,
             sync_avg: Duration::ZERO,
+            dsync,
         }
     }
 
@@ -123,7 +128,8 @@ impl SyncSchedule {
     /// Whether a write about to be submitted may carry its sync (if one is
     /// wanted), given whether more chunks wait behind it.
     pub(super) fn may_link(&self, more_queued: bool) -> bool {
-        self.rounds.is_empty() && !self.busy && !self.sealing && !more_queued && self.window.is_zero()
+        let quiet = self.dsync || (!self.busy && !more_queued);
+        self.rounds.is_empty() && !self.sealing && self.window.is_zero() && quiet
     }
 
     /// Whether the writer may switch segments now.
@@ -192,7 +198,7 @@ mod tests {
     #[test]
     fn rounds_overlap_up_to_the_lanes_and_the_file_allows() {
         let t0 = Instant::now();
-        let mut s = SyncSchedule::new(2, Duration::ZERO);
+        let mut s = SyncSchedule::new(2, Duration::ZERO, false);
         assert_eq!(s.lane_for_round(t0, 2, true, false), Some(0));
         s.round_started(0, t0);
         assert_eq!(s.lane_for_round(t0, 2, true, false), Some(1), "no average yet: no stagger");
@@ -207,7 +213,7 @@ mod tests {
     #[test]
     fn an_overlapping_round_waits_half_the_average_sync() {
         let t0 = Instant::now();
-        let mut s = SyncSchedule::new(2, Duration::ZERO);
+        let mut s = SyncSchedule::new(2, Duration::ZERO, false);
         for _ in 0..50 {
             s.round_started(0, t0);
             s.round_finished(0, ms(8), false);
@@ -222,7 +228,7 @@ mod tests {
     #[test]
     fn a_window_holds_a_wanted_round_and_a_forced_one_goes_at_once() {
         let t0 = Instant::now();
-        let mut s = SyncSchedule::new(1, ms(2));
+        let mut s = SyncSchedule::new(1, ms(2), false);
         assert_eq!(s.lane_for_round(t0, 1, false, false), None, "nobody wants a sync");
         assert_eq!(s.wake_at(), None);
         assert_eq!(s.lane_for_round(t0, 1, true, false), None, "the window opens when first wanted");
@@ -235,7 +241,7 @@ mod tests {
     #[test]
     fn a_seal_holds_rounds_and_rollovers() {
         let t0 = Instant::now();
-        let mut s = SyncSchedule::new(1, Duration::ZERO);
+        let mut s = SyncSchedule::new(1, Duration::ZERO, false);
         assert!(s.may_roll());
         s.seal_started();
         assert_eq!(s.lane_for_round(t0, 1, true, true), None, "not even forced");
@@ -250,7 +256,7 @@ mod tests {
     #[test]
     fn writes_link_their_sync_only_when_nothing_would_be_held_up() {
         let t0 = Instant::now();
-        let mut s = SyncSchedule::new(1, Duration::ZERO);
+        let mut s = SyncSchedule::new(1, Duration::ZERO, false);
         assert!(s.may_link(false));
         assert!(!s.may_link(true), "more chunks wait behind the write");
         s.round_started(0, t0);
@@ -260,13 +266,27 @@ mod tests {
         s.round_started(0, t0);
         s.round_finished(0, ms(1), false);
         assert!(s.may_link(false));
-        assert!(!SyncSchedule::new(1, ms(1)).may_link(false), "a window: rounds start on their own time");
+        assert!(!SyncSchedule::new(1, ms(1), false).may_link(false), "a window: rounds start on their own time");
+    }
+
+    #[test]
+    fn with_dsync_writes_every_wanted_write_links_under_load_too() {
+        let t0 = Instant::now();
+        let mut s = SyncSchedule::new(1, Duration::ZERO, true);
+        s.round_started(0, t0);
+        s.round_finished(0, ms(1), true);
+        assert!(s.may_link(true), "busy, more queued: an RWF_DSYNC write has no sync to overlap");
+        s.round_started(0, t0);
+        assert!(!s.may_link(false), "but one round at a time");
+        s.round_finished(0, ms(1), true);
+        s.seal_started();
+        assert!(!s.may_link(false), "and not during a seal");
     }
 
     #[test]
     fn the_interval_is_due_until_a_round_starts_and_abandoned_rounds_free_their_lane() {
         let t0 = Instant::now();
-        let mut s = SyncSchedule::new(1, Duration::ZERO);
+        let mut s = SyncSchedule::new(1, Duration::ZERO, false);
         s.interval_ticked();
         assert!(s.interval_due());
         s.round_started(0, t0);

@@ -86,7 +86,7 @@ impl Writer {
             }
             _ => None,
         };
-        let schedule = SyncSchedule::new(lanes, shared.opts.group_commit_window);
+        let schedule = SyncSchedule::new(lanes, shared.opts.group_commit_window, shared.opts.dsync_writes);
         Writer {
             shared,
             backend,
