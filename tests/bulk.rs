@@ -40,6 +40,18 @@ async fn create(path: &Path, opts: WritebackOptions, substrate: SubstrateChoice)
     }
 }
 
+/// [`create`], for a test of writeback waits: `None` (said) also where the
+/// file's filesystem has no writeback to wait for (tmpfs).
+async fn create_waiting(path: &Path, opts: WritebackOptions, substrate: SubstrateChoice) -> Option<WritebackFile> {
+    let w = create(path, opts, substrate).await?;
+    if w.storage_class().is_memory() {
+        let why = format!("{} has no writeback to wait for", w.storage_class());
+        skip(Capability::Direct, "bulk writeback waits", &why);
+        return None;
+    }
+    Some(w)
+}
+
 fn pattern(at: u64, len: usize) -> Vec<u8> {
     (at..at + len as u64).map(|i| (i % 251) as u8).collect()
 }
@@ -90,15 +102,7 @@ fn a_stalled_wait_degrades_and_finish_still_makes_the_file_whole() {
                 .adaptive(false)
                 .wait_deadline(Duration::from_millis(50))
                 .inject_wait_delay(Duration::from_millis(400));
-            let Some(mut w) = create(&path, opts, substrate).await else { return };
-            if w.storage_class().is_memory() {
-                skip(
-                    Capability::Direct,
-                    "bulk writeback waits",
-                    &format!("{} has no writeback to stall", w.storage_class()),
-                );
-                return;
-            }
+            let Some(mut w) = create_waiting(&path, opts, substrate).await else { return };
             let block = vec![0xC3u8; 1 << 20];
             for _ in 0..((4 * MIN_CHUNK) >> 20) {
                 w.write_all(&block).await.unwrap();
@@ -177,15 +181,7 @@ fn a_failed_writeback_wait_fails_finish_with_an_error_naming_the_path() {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("snapshot");
             let opts = WritebackOptions::new().chunk(MIN_CHUNK).adaptive(false).inject_wait_failure(1);
-            let Some(mut w) = create(&path, opts, substrate).await else { return };
-            if w.storage_class().is_memory() {
-                skip(
-                    Capability::Direct,
-                    "bulk writeback waits",
-                    &format!("{} has no writeback to wait for", w.storage_class()),
-                );
-                return;
-            }
+            let Some(mut w) = create_waiting(&path, opts, substrate).await else { return };
             // The first wait (for chunk 1, when chunk 2 is complete) fails.
             let results = write_mib(&mut w, (3 * MIN_CHUNK) >> 20, 0x5A).await;
             let finished = w.finish().await;
@@ -211,15 +207,7 @@ fn a_failed_writeback_wait_never_publishes_an_atomic_snapshot() {
                     std::fs::write(&path, old).unwrap();
                 }
                 let opts = WritebackOptions::new().chunk(MIN_CHUNK).adaptive(false).atomic(true).inject_wait_failure(1);
-                let Some(mut w) = create(&path, opts, substrate).await else { return };
-                if w.storage_class().is_memory() {
-                    skip(
-                        Capability::Direct,
-                        "bulk writeback waits",
-                        &format!("{} has no writeback to wait for", w.storage_class()),
-                    );
-                    return;
-                }
+                let Some(mut w) = create_waiting(&path, opts, substrate).await else { return };
                 let _ = write_mib(&mut w, (3 * MIN_CHUNK) >> 20, 0x5A).await;
                 let finished = w.finish().await;
                 assert!(finished.is_err(), "atomic finish succeeded after a failed writeback wait: {finished:?}");
@@ -278,15 +266,7 @@ fn an_abandoned_wait_that_fails_later_fails_finish() {
                 .wait_deadline(Duration::from_millis(100))
                 .inject_wait_delay(Duration::from_millis(300))
                 .inject_wait_failure(1);
-            let Some(mut w) = create(&path, opts, substrate).await else { return };
-            if w.storage_class().is_memory() {
-                skip(
-                    Capability::Direct,
-                    "bulk writeback waits",
-                    &format!("{} has no writeback to stall", w.storage_class()),
-                );
-                return;
-            }
+            let Some(mut w) = create_waiting(&path, opts, substrate).await else { return };
             for r in write_mib(&mut w, (4 * MIN_CHUNK) >> 20, 0xE1).await {
                 r.unwrap(); // the wait's failure is not known yet
             }
