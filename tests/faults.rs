@@ -391,13 +391,7 @@ async fn completions_reported_out_of_order_keep_every_promise(opts: JournalOptio
         "no completion was ever reported out of order (at most {} ops were in flight)",
         plan.max_in_flight.load(SeqCst)
     );
-    j.close().await.unwrap();
-    let j = common::reopen(dir.path(), &opts).await;
-    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
-    let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
-    let acked: std::collections::HashSet<Lsn> = acked.into_iter().collect();
-    assert_eq!(kept, acked, "exactly the acknowledged records reopen");
-    j.close().await.unwrap();
+    exactly_the_acknowledged_reopen(j, dir.path(), &opts, acked).await;
 }
 
 /// A ring of one submission entry (two completion entries), completions out
@@ -410,23 +404,49 @@ async fn a_one_entry_ring_with_thousands_of_waiters_and_a_failed_sync(opts: Jour
     plan.reorder.store(true, SeqCst);
     plan.fail_sync_nth.store(3, SeqCst);
     let j = Seams::new().faults(&plan).open(dir.path(), opts.clone().ring_entries(1)).await.unwrap();
-    let tasks: Vec<_> = (0..1000)
+    let mut acked = Vec::new();
+    let poisoned = answers(durable_appenders(&j, "", 1000, 4), &mut acked).await;
+    assert_eq!(acked.len() + poisoned, 4000, "every waiter is answered");
+    assert!(poisoned > 0 && !acked.is_empty(), "{} acknowledged, {poisoned} poisoned", acked.len());
+    poisoned_journal_kept_every_acknowledgement(j, dir.path(), &opts, &acked).await;
+}
+
+/// `tasks` tasks, each making `per_task` durable appends (payloads
+/// `{prefix}t{t}i{i}`) and keeping every answer. An acknowledged append
+/// must already be under the durable frontier.
+fn durable_appenders(
+    j: &Journal,
+    prefix: &'static str,
+    tasks: usize,
+    per_task: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<tidelog::Result<Lsn>>>> {
+    (0..tasks)
         .map(|t| {
             let j = j.clone();
             tokio::spawn(async move {
                 let mut answers = Vec::new();
-                for i in 0..4 {
-                    answers.push(j.append_durable_async(format!("t{t}i{i}")).await);
+                for i in 0..per_task {
+                    let answer = j.append_durable_async(format!("{prefix}t{t}i{i}")).await;
+                    if let Ok(lsn) = answer {
+                        assert!(j.durable_lsn() >= lsn, "acknowledged {lsn} before it was durable");
+                    }
+                    answers.push(answer);
                 }
                 answers
             })
         })
-        .collect();
-    let mut acked = Vec::new();
-    let poisoned = answers(tasks, &mut acked).await;
-    assert_eq!(acked.len() + poisoned, 4000, "every waiter is answered");
-    assert!(poisoned > 0 && !acked.is_empty(), "{} acknowledged, {poisoned} poisoned", acked.len());
-    poisoned_journal_kept_every_acknowledgement(j, dir.path(), &opts, &acked).await;
+        .collect()
+}
+
+/// Closes `j`, reopens `dir` and checks that exactly the acknowledged
+/// records are there.
+async fn exactly_the_acknowledged_reopen(j: Journal, dir: &std::path::Path, opts: &JournalOptions, acked: Vec<Lsn>) {
+    j.close().await.unwrap();
+    let j = common::reopen(dir, opts).await;
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
+    assert_eq!(kept, acked.into_iter().collect(), "exactly the acknowledged records reopen");
+    j.close().await.unwrap();
 }
 
 /// Collects the answers of appending tasks: acknowledged LSNs into `acked`;
@@ -518,19 +538,7 @@ async fn overlapping_sync_rounds_keep_every_promise(opts: JournalOptions) {
     // Now a sync fails while others may be in flight.
     let failing = plan.syncs_seen.load(SeqCst) + 3;
     plan.fail_sync_nth.store(failing, SeqCst);
-    let tasks: Vec<_> = (0..48)
-        .map(|t| {
-            let j = j.clone();
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                for i in 0..20 {
-                    answers.push(j.append_durable_async(format!("late t{t}i{i}")).await);
-                }
-                answers
-            })
-        })
-        .collect();
-    let poisoned = answers(tasks, &mut acked).await;
+    let poisoned = answers(durable_appenders(&j, "late ", 48, 20), &mut acked).await;
     assert!(poisoned > 0, "the failed sync poisoned nobody");
     poisoned_journal_kept_every_acknowledgement(j, dir.path(), &opts, &acked).await;
 }
@@ -546,32 +554,12 @@ async fn under_load_dsync_writes_carry_the_rounds(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(FaultPlan::default());
     let j = Seams::new().faults(&plan).open(dir.path(), opts.clone().dsync_writes(true)).await.unwrap();
-    let tasks: Vec<_> = (0..32)
-        .map(|t| {
-            let j = j.clone();
-            tokio::spawn(async move {
-                let mut acked = Vec::new();
-                for i in 0..40 {
-                    let lsn = j.append_durable_async(format!("t{t}i{i}")).await.unwrap();
-                    assert!(j.durable_lsn() >= lsn, "acknowledged {lsn} before it was durable");
-                    acked.push(lsn);
-                }
-                acked
-            })
-        })
-        .collect();
     let mut acked = Vec::new();
-    for t in tasks {
-        acked.extend(within(60, "appender", t).await.unwrap());
-    }
+    let refused = answers(durable_appenders(&j, "", 32, 40), &mut acked).await;
+    assert_eq!(refused, 0, "nothing failed, nothing may be refused");
     let (dsync, plain) = (plan.dsync_writes_seen.load(SeqCst), plan.plain_syncs_seen.load(SeqCst));
     assert!(dsync > 0 && plain * 4 <= dsync, "{dsync} RWF_DSYNC writes, {plain} plain fdatasyncs under load");
-    j.close().await.unwrap();
-    let j = common::reopen(dir.path(), &opts).await;
-    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
-    let kept: std::collections::HashSet<Lsn> = records.iter().map(|r| r.lsn()).collect();
-    assert_eq!(kept, acked.into_iter().collect(), "exactly the acknowledged records reopen");
-    j.close().await.unwrap();
+    exactly_the_acknowledged_reopen(j, dir.path(), &opts, acked).await;
 }
 
 /// Small writes into reserved blocks carry zeros up to the next 256 KiB (one
