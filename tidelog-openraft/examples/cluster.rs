@@ -111,7 +111,7 @@ async fn demo() -> Result<()> {
 async fn write(router: &Router, range: std::ops::Range<usize>) -> Result<()> {
     for i in range {
         let leader = leader(router, WAIT).await?;
-        leader.client_write(Set { key: format!("key{}", i % 100), value: format!("value{i}") }).await?;
+        leader.client_write(Set { key: format!("key{}", i % 100), value: format!("value{i}") }.into()).await?;
     }
     Ok(())
 }
@@ -268,7 +268,7 @@ async fn run_once(kind: Kind, clients: usize, seconds: Duration, dir: Option<&st
             let mut i = 0u64;
             while Instant::now() < stop {
                 let t = Instant::now();
-                raft.client_write(Set { key: format!("c{c}-{}", i % 64), value: format!("{i}") }).await?;
+                raft.client_write(Set { key: format!("c{c}-{}", i % 64), value: format!("{i}") }.into()).await?;
                 latencies.push(t.elapsed());
                 i += 1;
             }
