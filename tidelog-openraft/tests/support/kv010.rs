@@ -140,3 +140,112 @@ impl RaftStateMachine<KvConfig> for KvStateMachine {
             .map(|(meta, bytes)| SnapshotOf::<KvConfig, Vec<u8>> { meta: meta.clone(), snapshot: bytes.clone() }))
     }
 }
+
+#[derive(Debug, Default)]
+struct MemInner {
+    log: BTreeMap<u64, openraft010::type_config::alias::EntryOf<KvConfig>>,
+    purged: Option<LogId>,
+    vote: Option<openraft010::type_config::alias::VoteOf<KvConfig>>,
+    committed: Option<LogId>,
+}
+
+/// A log store that keeps everything in memory and acknowledges appends at
+/// once: nothing is durable. The upper bound a durable store is measured
+/// against.
+#[derive(Clone, Debug, Default)]
+pub struct MemLogStore {
+    inner: Arc<Mutex<MemInner>>,
+}
+
+impl MemLogStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+mod mem {
+    use std::fmt::Debug;
+    use std::io;
+    use std::ops::RangeBounds;
+
+    use openraft010::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+    use openraft010::type_config::alias::{EntryOf, VoteOf};
+    use openraft010::OptionalSend;
+
+    use super::{KvConfig, LogId, MemLogStore};
+
+    impl RaftLogReader<KvConfig> for MemLogStore {
+        async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+            &mut self,
+            range: RB,
+        ) -> Result<Vec<EntryOf<KvConfig>>, io::Error> {
+            Ok(self.lock().log.range(range).map(|(_, e)| e.clone()).collect())
+        }
+
+        async fn read_vote(&mut self) -> Result<Option<VoteOf<KvConfig>>, io::Error> {
+            Ok(self.lock().vote)
+        }
+    }
+
+    impl RaftLogStorage<KvConfig> for MemLogStore {
+        type LogReader = Self;
+
+        async fn get_log_state(&mut self) -> Result<LogState<KvConfig>, io::Error> {
+            let inner = self.lock();
+            let last = inner.log.values().next_back().map(|e| e.log_id).or(inner.purged);
+            Ok(LogState { last_purged_log_id: inner.purged, last_log_id: last })
+        }
+
+        async fn get_log_reader(&mut self) -> Self::LogReader {
+            self.clone()
+        }
+
+        async fn save_vote(&mut self, vote: &VoteOf<KvConfig>) -> Result<(), io::Error> {
+            self.lock().vote = Some(*vote);
+            Ok(())
+        }
+
+        async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+            self.lock().committed = committed;
+            Ok(())
+        }
+
+        async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+            Ok(self.lock().committed)
+        }
+
+        async fn append<I>(&mut self, entries: I, callback: IOFlushed<KvConfig>) -> Result<(), io::Error>
+        where
+            I: IntoIterator<Item = EntryOf<KvConfig>> + OptionalSend,
+            I::IntoIter: OptionalSend,
+        {
+            {
+                let mut inner = self.lock();
+                for entry in entries {
+                    inner.log.insert(entry.log_id.index, entry);
+                }
+            }
+            callback.io_completed(Ok(()));
+            Ok(())
+        }
+
+        async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+            let from = last.map_or(0, |id| id.index + 1);
+            self.lock().log.split_off(&from);
+            Ok(())
+        }
+
+        async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+            let mut inner = self.lock();
+            let kept = inner.log.split_off(&(log_id.index + 1));
+            inner.log = kept;
+            inner.purged = Some(log_id);
+            Ok(())
+        }
+    }
+}
