@@ -88,8 +88,9 @@ pub async fn run_once(
     let before = status(&cluster.members[&leader]).await?;
     let (stop_tx, stop) = watch::channel(false);
     let members = cluster.members.clone();
-    let load =
-        tokio::spawn(async move { crate::load::run(&members, clients, value_len, "bench", u64::MAX, stop).await });
+    let load = tokio::spawn(async move {
+        crate::load::run(&members, clients, value_len, "bench", u64::MAX, stop, watch::channel(0).0).await
+    });
     // The run's length is the one place a timer is the point.
     tokio::time::sleep(seconds).await;
     let _ = stop_tx.send(true);

@@ -55,7 +55,8 @@ fn value(client: usize, n: u64, len: usize) -> String {
 
 /// Runs `clients` writers against `members` until `stop` turns true (or
 /// each has made `max_per_client` writes), with `value_len`-byte values and
-/// keys `PREFIX-cC-N`.
+/// keys `PREFIX-cC-N`; `acks` counts the acknowledged writes as they come
+/// (what a test awaits).
 pub async fn run(
     members: &BTreeMap<u64, String>,
     clients: usize,
@@ -63,6 +64,7 @@ pub async fn run(
     prefix: &str,
     max_per_client: u64,
     stop: watch::Receiver<bool>,
+    acks: watch::Sender<u64>,
 ) -> Report {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
@@ -70,6 +72,7 @@ pub async fn run(
         let mut client = Client::new(members.clone());
         let stop = stop.clone();
         let prefix = prefix.to_string();
+        let acks = acks.clone();
         tasks.push(tokio::spawn(async move {
             let mut report = Report::default();
             for n in 0..max_per_client {
@@ -82,6 +85,7 @@ pub async fn run(
                     Ok(_) => {
                         report.latencies.push(t.elapsed());
                         report.acked.insert(set.key, set.value);
+                        acks.send_modify(|n| *n += 1);
                     }
                     Err(e) => {
                         report.failed += 1;

@@ -83,7 +83,7 @@ async fn main() -> io::Result<()> {
             let members: BTreeMap<u64, String> = (1..).zip(nodes).collect();
             let (stop_tx, stop) = watch::channel(false);
             let run = tokio::spawn(async move {
-                tidelog_kv::load::run(&members, clients, value_len, "load", u64::MAX, stop).await
+                tidelog_kv::load::run(&members, clients, value_len, "load", u64::MAX, stop, watch::channel(0).0).await
             });
             tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
             let _ = stop_tx.send(true);
