@@ -63,6 +63,8 @@ pub struct Sample {
     pub p99: Duration,
     /// The leader's journal records per fdatasync during the run.
     pub records_per_sync: f64,
+    /// Acknowledged client writes per leader fdatasync.
+    pub writes_per_sync: f64,
 }
 
 async fn status(addr: &str) -> io::Result<Status> {
@@ -101,8 +103,14 @@ pub async fn run_once(
     }
     let syncs = after.syncs.saturating_sub(before.syncs);
     let records = after.records.saturating_sub(before.records);
-    let records_per_sync = if syncs == 0 { f64::NAN } else { records as f64 / syncs as f64 };
-    Ok(Sample { per_sec: report.per_sec(), p50: report.quantile(0.5), p99: report.quantile(0.99), records_per_sync })
+    let per_sync = |n: u64| if syncs == 0 { f64::NAN } else { n as f64 / syncs as f64 };
+    Ok(Sample {
+        per_sec: report.per_sec(),
+        p50: report.quantile(0.5),
+        p99: report.quantile(0.99),
+        records_per_sync: per_sync(records),
+        writes_per_sync: per_sync(report.latencies.len() as u64),
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -125,12 +133,13 @@ pub async fn bench(
         for (k, &kind) in kinds.iter().enumerate() {
             let s = run_once(exe, root, kind, clients, value_len, seconds).await?;
             println!(
-                "round {round} {:<48} {:>9.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.1} records/sync",
+                "round {round} {:<48} {:>9.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.1} records/sync {:>6.1} writes/sync",
                 kind.name(),
                 s.per_sec,
                 ms(s.p50),
                 ms(s.p99),
-                s.records_per_sync
+                s.records_per_sync,
+                s.writes_per_sync
             );
             samples[k].push(s);
         }
@@ -139,17 +148,18 @@ pub async fn bench(
         "\n3 processes, {clients} clients, {value_len} B values, {rounds} rounds of {seconds:?}, medians, in {}",
         root.display()
     );
-    println!("| log store | writes/s | p50 ms | p99 ms | leader records per fdatasync |");
-    println!("|---|---|---|---|---|");
+    println!("| log store | writes/s | p50 ms | p99 ms | leader records per fdatasync | writes per leader fdatasync |");
+    println!("|---|---|---|---|---|---|");
+    let shown = |v: f64| if v.is_nan() { "—".to_string() } else { format!("{v:.1}") };
     for (kind, s) in kinds.iter().zip(&samples) {
-        let rps = median(s.iter().map(|s| s.records_per_sync).collect());
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {} |",
             kind.name(),
             median(s.iter().map(|s| s.per_sec).collect()),
             median(s.iter().map(|s| ms(s.p50)).collect()),
             median(s.iter().map(|s| ms(s.p99)).collect()),
-            if rps.is_nan() { "—".to_string() } else { format!("{rps:.1}") }
+            shown(median(s.iter().map(|s| s.records_per_sync).collect())),
+            shown(median(s.iter().map(|s| s.writes_per_sync).collect()))
         );
     }
     Ok(())
