@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{self, leader, members, KvRaft, Router, TidelogNode};
 use support::kv::{KvConfig, KvStateMachine, MemLogStore, Set};
+use support::propose::Proposer;
 use tidelog::{JournalOptions, SubstrateChoice};
 use tidelog_openraft::LogStore;
 
@@ -111,7 +112,7 @@ async fn demo() -> Result<()> {
 async fn write(router: &Router, range: std::ops::Range<usize>) -> Result<()> {
     for i in range {
         let leader = leader(router, WAIT).await?;
-        leader.client_write(Set { key: format!("key{}", i % 100), value: format!("value{i}") }).await?;
+        leader.client_write(Set { key: format!("key{}", i % 100), value: format!("value{i}") }.into()).await?;
     }
     Ok(())
 }
@@ -125,6 +126,8 @@ enum Kind {
     Memory,
     /// The substrate, and whether `save_committed` waits for durability.
     Tidelog(SubstrateChoice, bool),
+    /// io_uring, with proposal batching (`support::propose`).
+    TidelogBatched,
 }
 
 impl Kind {
@@ -136,6 +139,7 @@ impl Kind {
             Kind::Tidelog(SubstrateChoice::IoUring, false) => "tidelog io_uring, lazy commit id",
             Kind::Tidelog(_, true) => "tidelog blocking",
             Kind::Tidelog(_, false) => "tidelog blocking, lazy commit id",
+            Kind::TidelogBatched => "tidelog io_uring, proposal batching",
         }
     }
 }
@@ -154,6 +158,7 @@ async fn bench(clients: usize, seconds: Duration, rounds: usize, dir: Option<Pat
         Kind::Tidelog(SubstrateChoice::IoUring, true),
         Kind::Tidelog(SubstrateChoice::Blocking, true),
         Kind::Tidelog(SubstrateChoice::IoUring, false),
+        Kind::TidelogBatched,
     ];
     let mut samples: Vec<Vec<Sample>> = kinds.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
@@ -179,7 +184,7 @@ async fn bench(clients: usize, seconds: Duration, rounds: usize, dir: Option<Pat
         let rps = match kind {
             Kind::Memory => "—".to_string(),
             Kind::RawFloor => "1".to_string(),
-            Kind::Tidelog(..) => format!("{:.1}", median(s.iter().map(|s| s.records_per_sync))),
+            Kind::Tidelog(..) | Kind::TidelogBatched => format!("{:.1}", median(s.iter().map(|s| s.records_per_sync))),
         };
         println!(
             "| {} | {:.0} | {:.2} | {:.2} | {} | {:.2}× |",
@@ -245,6 +250,13 @@ async fn run_once(kind: Kind, clients: usize, seconds: Duration, dir: Option<&st
                 let raft = cluster::start(id, &router, MemLogStore::<KvConfig>::new(), KvStateMachine::new()).await?;
                 rafts.push(raft);
             }
+            Kind::TidelogBatched => {
+                let dir = root.path().join(format!("node{id}"));
+                let opts = JournalOptions::new().substrate(SubstrateChoice::IoUring);
+                let node = TidelogNode::start(id, &dir, opts, &router).await?;
+                rafts.push(node.raft.clone());
+                tidelog_nodes.push(node);
+            }
             Kind::Tidelog(substrate, sync_committed) => {
                 let dir = root.path().join(format!("node{id}"));
                 let store = LogStore::<KvConfig>::open(&dir, JournalOptions::new().substrate(substrate)).await?;
@@ -260,15 +272,21 @@ async fn run_once(kind: Kind, clients: usize, seconds: Duration, dir: Option<&st
     let before = tidelog_nodes.iter().find(|n| n.id == lead_id).map(|n| n.journal().stats());
 
     let stop = Instant::now() + seconds;
+    let proposer = matches!(kind, Kind::TidelogBatched).then(|| Proposer::start(lead.clone()));
     let mut tasks = Vec::new();
     for c in 0..clients {
         let raft = lead.clone();
+        let proposer = proposer.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut i = 0u64;
             while Instant::now() < stop {
                 let t = Instant::now();
-                raft.client_write(Set { key: format!("c{c}-{}", i % 64), value: format!("{i}") }).await?;
+                let set = Set { key: format!("c{c}-{}", i % 64), value: format!("{i:0128}") };
+                match &proposer {
+                    Some(p) => drop(p.write(set).await?),
+                    None => drop(raft.client_write(set.into()).await?),
+                }
                 latencies.push(t.elapsed());
                 i += 1;
             }

@@ -2,6 +2,7 @@
 //! stopped, the others elect a new one and go on, and the old leader
 //! recovers its log from its journal and catches up. Both substrates, and
 //! direct I/O where the filesystem allows.
+#![cfg(feature = "openraft09")]
 
 mod common;
 mod support;
@@ -19,7 +20,7 @@ async fn write_n(router: &Router, from: usize, n: usize) {
     for i in from..from + n {
         let leader = leader(router, WAIT).await.expect("a leader");
         leader
-            .client_write(Set { key: format!("k{}", i % 50), value: format!("v{i}") })
+            .client_write(Set { key: format!("k{}", i % 50), value: format!("v{i}") }.into())
             .await
             .unwrap_or_else(|e| panic!("write {i}: {e}"));
     }

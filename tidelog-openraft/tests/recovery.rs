@@ -2,6 +2,7 @@
 //! state its acknowledged operations left — after a clean close, after a
 //! crash at every record boundary, and after purges that deleted segments.
 //! Every test runs on both substrates, and with direct I/O where allowed.
+#![cfg(feature = "openraft09")]
 
 mod common;
 mod support;
@@ -11,7 +12,7 @@ use std::path::Path;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
-use support::kv::{KvConfig, Set};
+use support::kv::{Cmd, KvConfig, Set};
 use tidelog::{Journal, JournalOptions, JournalReader, Lsn};
 use tidelog_openraft::LogStore;
 
@@ -39,7 +40,7 @@ async fn observe(store: &mut Store) -> Observed {
         entries: entries
             .into_iter()
             .map(|e| match e.payload {
-                EntryPayload::Normal(Set { value, .. }) => (e.log_id, value),
+                EntryPayload::Normal(Cmd::Set(Set { value, .. })) => (e.log_id, value),
                 other => panic!("unexpected payload {other:?}"),
             })
             .collect(),
@@ -76,7 +77,10 @@ fn log_id(term: u64, index: u64) -> LogId<u64> {
 }
 
 fn entry(id: LogId<u64>, value: &str) -> Entry<KvConfig> {
-    Entry { log_id: id, payload: EntryPayload::Normal(Set { key: format!("k{}", id.index), value: value.into() }) }
+    Entry {
+        log_id: id,
+        payload: EntryPayload::Normal(Cmd::Set(Set { key: format!("k{}", id.index), value: value.into() })),
+    }
 }
 
 /// A small deterministic generator (the workload must be reproducible).

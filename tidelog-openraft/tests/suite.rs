@@ -1,5 +1,6 @@
 //! openraft's own storage test suite (`openraft::testing::Suite`) against
 //! the tidelog log store, on every journal configuration.
+#![cfg(feature = "openraft09")]
 
 mod common;
 mod support;

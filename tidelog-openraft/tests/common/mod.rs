@@ -62,6 +62,25 @@ where
     }
 }
 
+/// Runs `body` with the options of the cell named `cell` on a multi-thread
+/// runtime if the machine can run it (else skips, saying why), failing
+/// loudly if it takes over two minutes.
+pub fn in_cell<F, Fut>(cell: &str, body: F)
+where
+    F: FnOnce(JournalOptions) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (name, opts) = cells().into_iter().find(|(name, _)| *name == cell).expect("a known cell");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        if let Some(why) = unavailable(&opts).await {
+            tidelog::testing::skip(capability(name), name, &why);
+            return;
+        }
+        within(120, name, body(opts)).await;
+    });
+}
+
 /// Awaits `fut` or fails loudly after `secs`.
 pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(secs), fut).await {

@@ -15,24 +15,13 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-/// A command: set `key` to `value`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Set {
-    /// The key.
-    pub key: String,
-    /// The new value.
-    pub value: String,
-}
-
-/// The value the key held before.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Previous(pub Option<String>);
+pub use super::cmd::{Cmd, Reply, Set};
 
 openraft::declare_raft_types!(
     /// The key-value application's Raft types.
     pub KvConfig:
-        D = Set,
-        R = Previous,
+        D = Cmd,
+        R = Reply,
 );
 
 type Nid = <KvConfig as RaftTypeConfig>::NodeId;
@@ -113,7 +102,7 @@ impl RaftStateMachine<KvConfig> for KvStateMachine {
         Ok((inner.data.last_applied, inner.data.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Previous>, StorageError<Nid>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError<Nid>>
     where
         I: IntoIterator<Item = Entry<KvConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -123,11 +112,11 @@ impl RaftStateMachine<KvConfig> for KvStateMachine {
         for entry in entries {
             inner.data.last_applied = Some(entry.log_id);
             out.push(match entry.payload {
-                EntryPayload::Blank => Previous(None),
-                EntryPayload::Normal(Set { key, value }) => Previous(inner.data.map.insert(key, value)),
+                EntryPayload::Blank => Reply::default(),
+                EntryPayload::Normal(cmd) => super::cmd::apply(&mut inner.data.map, &cmd),
                 EntryPayload::Membership(m) => {
                     inner.data.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Previous(None)
+                    Reply::default()
                 }
             });
         }
