@@ -44,8 +44,15 @@ pub async fn status(addr: &str) -> Status {
 /// Every node applies the leader's log, their state machines are equal,
 /// and each holds every acknowledged write.
 pub async fn all_agree_and_hold(cluster: &Cluster, acked: &BTreeMap<String, String>) {
-    let leader = cluster.leader(None).await.expect("a leader");
-    let target = status(&cluster.members[&leader]).await.last_applied.expect("the leader applied entries");
+    // The highest index any node has applied covers every acknowledged
+    // write (a write is acknowledged once its leader applied it). Not the
+    // leader's: a node restarted a moment ago may still report itself as
+    // the leader of its old term, with its old applied index.
+    let mut target = 0;
+    for proc in cluster.procs.values() {
+        target = target.max(status(&proc.addr).await.last_applied.unwrap_or(0));
+    }
+    assert!(target > 0, "no node applied an entry");
     let mut dumps: BTreeMap<u64, Dump> = BTreeMap::new();
     for (&id, proc) in &cluster.procs {
         let req = ClientReq::AwaitApplied { index: target, timeout_ms: 60_000 };
@@ -62,6 +69,11 @@ pub async fn all_agree_and_hold(cluster: &Cluster, acked: &BTreeMap<String, Stri
     // Writes may still land after `target` (none are in flight here: the
     // load has stopped), so the maps are compared as they are.
     let (first_id, first) = dumps.iter().next().expect("a node");
+    let summary: Vec<String> = dumps
+        .iter()
+        .map(|(id, d)| format!("node {id}: {} keys, applied through {:?}", d.map.len(), d.last_applied))
+        .collect();
+    eprintln!("state machines after applying through {target}: {}", summary.join("; "));
     for (id, d) in &dumps {
         assert_eq!(d.map.len(), first.map.len(), "nodes {first_id} and {id} hold different numbers of keys");
         assert!(d.map == first.map, "nodes {first_id} and {id}: the state machines differ");
