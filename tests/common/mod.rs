@@ -9,6 +9,9 @@ use std::time::Duration;
 mod shared;
 pub use shared::*;
 
+#[cfg(target_os = "linux")]
+pub mod disk;
+
 use tidelog::testing::{skip, Capability};
 use tidelog::{Journal, JournalOptions, SubstrateChoice};
 

@@ -21,102 +21,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::crash;
+use common::disk::Disk;
 use tidelog::testing::{skip, Capability};
 use tidelog::{Journal, JournalOptions, SubstrateChoice};
-
-/// `XFS_IOC_GOINGDOWN` / `EXT4_IOC_SHUTDOWN`: `_IOR('X', 125, __u32)`.
-const GOINGDOWN: libc::c_ulong = 0x8004_587d;
-/// Shut down without flushing the filesystem's log: a power cut.
-const NOLOGFLUSH: u32 = 0x2;
-
-fn sh(program: &str, args: &[&str]) -> String {
-    let out = common::output(Command::new(program).args(args)).unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A filesystem image on a loop device, mounted; torn down on drop.
-struct Disk {
-    device: String,
-    mnt: PathBuf,
-    mounted: bool,
-    _dir: tempfile::TempDir,
-}
-
-impl Disk {
-    fn new(fs: &str) -> Disk {
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("fs.img");
-        // Sparse; XFS wants at least 300 MiB.
-        std::fs::File::create(&image).unwrap().set_len(512 << 20).unwrap();
-        let device = sh("losetup", &["--find", "--show", image.to_str().unwrap()]);
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let mut disk = Disk { device, mnt, mounted: false, _dir: dir };
-        match fs {
-            "ext4" => sh("mkfs.ext4", &["-q", "-F", &disk.device]),
-            "xfs" => sh("mkfs.xfs", &["-q", "-f", &disk.device]),
-            other => panic!("unknown filesystem {other}"),
-        };
-        disk.mount();
-        disk
-    }
-
-    fn mount(&mut self) {
-        sh("mount", &[&self.device, self.mnt.to_str().unwrap()]);
-        self.mounted = true;
-    }
-
-    /// Unmounts, retrying while the filesystem is busy: a killed child's
-    /// io_uring is torn down asynchronously by the kernel, and its requests
-    /// hold the files open for a moment after the process is reaped. There
-    /// is nothing to await for that, so this polls, and fails loudly after
-    /// 30 s. (A lazy unmount would not do: mounting the device again would
-    /// reuse the still-live superblock and skip the log replay under test.)
-    fn unmount(&mut self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let out = common::output(Command::new("umount").arg(&self.mnt)).expect("umount");
-            if out.status.success() {
-                self.mounted = false;
-                return;
-            }
-            let busy = String::from_utf8_lossy(&out.stderr).contains("busy");
-            assert!(
-                busy && std::time::Instant::now() < deadline,
-                "umount {}: {}\n{}",
-                self.mnt.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    /// The power cut: nothing more reaches the device, the log is not
-    /// flushed.
-    fn shut_down(&self) {
-        let root = std::fs::File::open(&self.mnt).expect("open the mount point");
-        let flags = NOLOGFLUSH;
-        // SAFETY: the ioctl reads one u32 through the pointer, which is
-        // valid for the call; the fd is open for the call.
-        let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&root), GOINGDOWN, &flags) };
-        assert_eq!(rc, 0, "GOINGDOWN: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = common::output(Command::new("umount").arg("-l").arg(&self.mnt));
-        }
-        let _ = common::output(Command::new("losetup").args(["-d", &self.device]));
-    }
-}
 
 /// Cuts per configuration (`TIDELOG_POWER_CUTS`, default 3).
 fn cuts() -> u32 {
@@ -157,7 +67,7 @@ fn power_cuts(fs: &str, substrate: &str, direct: bool, control: bool) -> Option<
         disk.unmount();
         disk.mount();
         // The journal as the cut left it, before recovery touches it.
-        let before = disk._dir.path().join("before-recovery");
+        let before = disk.dir.path().join("before-recovery");
         let _ = std::fs::remove_dir_all(&before);
         copy_dir(&journal_dir, &before);
         let records = rt.block_on(reopen_and_read(&journal_dir, &opts));

@@ -125,8 +125,8 @@ async fn cluster(dir: Option<PathBuf>, raft: Version, batch: bool) -> io::Result
     let cluster = Cluster::start(&std::env::current_exe()?, &dirs, |_| args.clone()).await?;
     let leader = cluster.leader(None).await?;
     println!("3 nodes up, journals in {}; node {leader} leads", root.display());
-    for (id, addr) in &cluster.members {
-        println!("node {id}: {addr}");
+    for (id, proc) in &cluster.procs {
+        println!("node {id}: {} pid {}", proc.addr, proc.pid().map_or_else(|| "?".to_string(), |p| p.to_string()));
     }
     let nodes: Vec<String> = cluster.members.values().map(|a| format!("--node {a}")).collect();
     println!("load it: tidelog-kv load {}", nodes.join(" "));

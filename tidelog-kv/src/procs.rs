@@ -1,6 +1,7 @@
 //! Node processes: started from this crate's binary, their stdout read
-//! line by line, killed (SIGKILL) and reaped when dropped, so no test or
-//! benchmark leaves one behind.
+//! line by line, killed (SIGKILL) and reaped when dropped, and on Linux
+//! killed by the kernel when their parent dies, so no test, benchmark or
+//! `tidelog-kv cluster` leaves one behind.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -35,8 +36,8 @@ impl Proc {
     /// Starts `exe node --id ID --dir DIR --listen LISTEN ARGS...` and waits
     /// for its `listening ADDR` line.
     pub async fn start(exe: &Path, id: u64, dir: &Path, listen: &str, args: &[String]) -> io::Result<Proc> {
-        let mut child = Command::new(exe)
-            .arg("node")
+        let mut cmd = Command::new(exe);
+        cmd.arg("node")
             .args(["--id", &id.to_string(), "--listen", listen])
             .arg("--dir")
             .arg(dir)
@@ -44,8 +45,10 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()?;
+            .kill_on_drop(true);
+        #[cfg(target_os = "linux")]
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn()?;
         let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
         let (tx, mut lines) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -76,6 +79,38 @@ impl Proc {
     /// SIGKILL, and waits until it is reaped.
     pub async fn kill(mut self) -> io::Result<()> {
         self.child.kill().await
+    }
+}
+
+/// Makes the node get SIGKILL when its parent dies, however it dies:
+/// `kill_on_drop` and [`Proc`]'s `Drop` run only if the parent unwinds, so
+/// a parent killed with SIGKILL would leave its nodes running, holding
+/// their ports and journals.
+///
+/// The kernel sends the signal when the *thread* that spawned the child
+/// exits, not only the process. Nodes are spawned from the thread that
+/// polls [`Proc::start`]: a runtime's worker or its `block_on` thread, each
+/// of which outlives the cluster it starts.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed. It makes two syscalls,
+    // `prctl` and `getppid`, both async-signal-safe; it does not allocate
+    // (`io::Error::last_os_error` and `from_raw_os_error` carry an errno
+    // inline), takes no lock and touches no memory but its captured `u32`.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: the child was
+            // then reparented and no signal will come. Exit instead.
+            if libc::getppid() as u32 != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
     }
 }
 

@@ -16,97 +16,21 @@
 //! an acknowledged entry, or the harness proves nothing.
 //!
 //! Needs root, `losetup` and `mkfs.ext4` (`tidelog::testing::Capability::Ext4`);
-//! elsewhere it says why it is skipped. The `Disk` below is
-//! tidelog-cli/tests/power_cut.rs's: keep the two in step.
+//! elsewhere it says why it is skipped. The `Disk` is the library tests'
+//! (`common::disk`, one file included by every package's tests).
 #![cfg(target_os = "linux")]
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
+use common::disk::Disk;
 use openraft010::storage::{RaftLogReader, RaftLogStorage};
 use openraft010::type_config::alias::LogIdOf;
 use tidelog::testing::{skip, Capability};
 use tidelog_kv::procs::Cluster;
 use tidelog_kv::support::kv010::KvConfig;
 use tokio::sync::watch;
-
-/// `EXT4_IOC_SHUTDOWN`: `_IOR('X', 125, __u32)`.
-const GOINGDOWN: libc::c_ulong = 0x8004_587d;
-/// Shut down without flushing the filesystem's log: a power cut.
-const NOLOGFLUSH: u32 = 0x2;
-
-fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// An ext4 image on a loop device, mounted; torn down on drop.
-struct Disk {
-    device: String,
-    mnt: PathBuf,
-    mounted: bool,
-    _dir: tempfile::TempDir,
-}
-
-impl Disk {
-    fn new() -> Disk {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let image = dir.path().join("fs.img");
-        std::fs::File::create(&image).and_then(|f| f.set_len(256 << 20)).expect("a sparse image");
-        let device = sh("losetup", &["--find", "--show", image.to_str().expect("utf-8 path")]);
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).expect("mount point");
-        let mut disk = Disk { device, mnt, mounted: false, _dir: dir };
-        sh("mkfs.ext4", &["-q", "-F", &disk.device]);
-        disk.mount();
-        disk
-    }
-
-    fn mount(&mut self) {
-        sh("mount", &[&self.device, self.mnt.to_str().expect("utf-8 path")]);
-        self.mounted = true;
-    }
-
-    /// Unmounts, retrying while busy: a killed process's io_uring is torn
-    /// down asynchronously and holds the files for a moment after it is
-    /// reaped. Nothing can be awaited for that, so this polls, bounded.
-    fn unmount(&mut self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = Command::new("umount").arg(&self.mnt).output().expect("umount");
-            if out.status.success() {
-                self.mounted = false;
-                return;
-            }
-            let busy = String::from_utf8_lossy(&out.stderr).contains("busy");
-            assert!(busy && std::time::Instant::now() < deadline, "umount: {}", String::from_utf8_lossy(&out.stderr));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The power cut.
-    fn shut_down(&self) {
-        let root = std::fs::File::open(&self.mnt).expect("open the mount point");
-        let flags = NOLOGFLUSH;
-        // SAFETY: the ioctl reads one u32 through the pointer, valid for the
-        // call; the fd is open for the call.
-        let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&root), GOINGDOWN, &flags) };
-        assert_eq!(rc, 0, "GOINGDOWN: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
-        }
-        let _ = Command::new("losetup").args(["-d", &self.device]).output();
-    }
-}
 
 /// SIGSTOP `pid` and wait until it has stopped: whatever it printed is
 /// then in the pipe, and it does nothing more before the cut.
@@ -188,7 +112,7 @@ fn power_cut(control: bool) -> Option<Vec<String>> {
     }
     let mut result = None;
     common::run(300, &what, async {
-        let mut disks: Vec<Disk> = (0..3).map(|_| Disk::new()).collect();
+        let mut disks: Vec<Disk> = (0..3).map(|_| Disk::new("ext4")).collect();
         let dirs: Vec<PathBuf> = disks.iter().map(|d| d.mnt.join("journal")).collect();
         let mut args: Vec<String> = ["--raft", "v010", "--witness"].iter().map(|s| s.to_string()).collect();
         if control {

@@ -1,5 +1,6 @@
 //! What the cluster tests share: a runtime, the node binary, bounded
-//! waits, and the end-of-test checks.
+//! waits, the end-of-test checks, and the library tests' loop-device disk for
+//! the power cut.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -11,9 +12,23 @@ use tidelog_kv::api::{ClientReq, ClientResp, Dump, Status};
 use tidelog_kv::client::{call, CALL_TIMEOUT};
 use tidelog_kv::procs::Cluster;
 
+/// A filesystem on a loop device and its power cut: the library tests'
+/// file, one copy for every package's tests.
+#[cfg(target_os = "linux")]
+#[path = "../../../tests/common/disk.rs"]
+pub mod disk;
+
 /// The node binary cargo built for these tests.
 pub fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tidelog-kv"))
+}
+
+/// Runs `cmd` to completion (the [`disk`]'s commands). tidelog-cli's
+/// tests hold their spawn lock here; these do not, since the nodes start
+/// through `procs::Cluster`, which takes no such lock: one here would
+/// guard nothing.
+pub fn output(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
+    cmd.output()
 }
 
 /// Runs `body` on a runtime, failing loudly after `secs`.
