@@ -45,6 +45,10 @@ pub struct Stats {
     pub stalls: u64,
     /// The substrate in use.
     pub substrate: Substrate,
+    /// Why the journal runs on [`substrate`](Self::substrate): the choice
+    /// it was asked for, or the rule `SubstrateChoice::Auto` applied to
+    /// its filesystem and options (the table in `docs/benchmarks.md`).
+    pub substrate_reason: String,
     /// The journal was poisoned by an I/O failure.
     pub poisoned: bool,
 }
@@ -197,7 +201,7 @@ impl StatsInner {
         self.exported.poisoned.set(1.0);
     }
 
-    pub(crate) fn snapshot(&self, substrate: Substrate, poisoned: bool) -> Stats {
+    pub(crate) fn snapshot(&self, (substrate, reason): (Substrate, &str), poisoned: bool) -> Stats {
         let syncs = self.syncs.load(Relaxed);
         let synced = self.synced_records.load(Relaxed);
         Stats {
@@ -211,6 +215,7 @@ impl StatsInner {
             sync_latency: self.sync_latency.percentiles(),
             stalls: self.stalls.load(Relaxed),
             substrate,
+            substrate_reason: reason.to_string(),
             poisoned,
         }
     }

@@ -35,6 +35,8 @@ async fn append_sync_reopen_reads_back_in_order(opts: JournalOptions) {
     assert_eq!(stats.appends, 100);
     assert!(stats.syncs >= 1);
     assert_eq!(stats.substrate, j.substrate());
+    // The matrix names its substrate; the stats say it was asked for.
+    assert!(stats.substrate_reason.starts_with("asked for"), "{}", stats.substrate_reason);
     assert_eq!(j.storage_class(), tidelog::StorageClass::of(dir.path()).unwrap());
     j.close().await.unwrap();
     // The end is the last record's LSN, or past it by a padding frame with

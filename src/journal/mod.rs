@@ -4,6 +4,7 @@
 //! task (`writer/`) does all I/O. This module never touches a file
 //! descriptor on the append path.
 
+mod auto;
 mod logbuf;
 mod open;
 pub(crate) use open::{Hooks, LOCK_FILE};
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) opts: JournalOptions,
     pub(crate) substrate: Substrate,
+    /// Why it runs on `substrate` (for `Stats` and the open log line).
+    pub(crate) substrate_reason: String,
     /// The filesystem the journal lives on.
     pub(crate) class: crate::StorageClass,
     /// Where its file and directory operations go.
@@ -357,7 +360,7 @@ impl Journal {
     pub fn stats(&self) -> Stats {
         let shared = self.shared();
         let poisoned = matches!(shared.gate.failure(), Some(Error::Poisoned(_)));
-        shared.stats.snapshot(shared.substrate, poisoned)
+        shared.stats.snapshot((shared.substrate, &shared.substrate_reason), poisoned)
     }
 
     /// What recovery found and cut when this journal was opened.

@@ -59,7 +59,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions, hooks: Hooks) -> Resu
     let released = Arc::new(super::ReleaseSignal::default());
     let lock = DirLock { file: Some(take_lock(dir)?), released: released.clone() };
     let io = IoThreads::new(format!("tidelog-io {}", dir.display()), IO_THREADS);
-    let mut backend = choose_backend(&opts, &io)?;
+    let (mut backend, substrate_reason) = choose_backend(&opts, &io, class)?;
     if let Some(wrap) = hooks.wrap_backend {
         backend = wrap(backend, opts.direct_io);
     }
@@ -92,6 +92,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions, hooks: Hooks) -> Resu
         stats: StatsInner::new(dir, backend.substrate()),
         report: recovered.report,
         substrate: backend.substrate(),
+        substrate_reason,
         class,
         storage,
         shutdown: AtomicBool::new(false),
@@ -103,7 +104,8 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions, hooks: Hooks) -> Resu
     });
     tracing::info!(
         dir = %dir.display(), end_lsn = end, segments = shared.report.segments,
-        substrate = ?shared.substrate, storage = %class, direct_io_block = block, "journal open"
+        substrate = ?shared.substrate, because = %shared.substrate_reason, storage = %class,
+        direct_io_block = block, "journal open"
     );
     let writer = Writer::new(shared.clone(), backend, recovered.last, recovered.journal_id, lock);
     let task = runtime.spawn(writer.run());
@@ -239,15 +241,31 @@ fn take_lock(dir: &Path) -> Result<std::fs::File> {
     }
 }
 
-fn choose_backend(opts: &JournalOptions, io: &IoThreads) -> Result<Box<dyn Backend>> {
+/// The journal's backend, and why it is that one.
+fn choose_backend(
+    opts: &JournalOptions,
+    io: &IoThreads,
+    class: crate::StorageClass,
+) -> Result<(Box<dyn Backend>, String)> {
     let blocking = || -> Box<dyn Backend> { Box::new(BlockingBackend::new(io.clone())) };
     match opts.substrate {
-        SubstrateChoice::Blocking => Ok(blocking()),
-        SubstrateChoice::IoUring => native(opts).map_err(Error::Unsupported),
-        SubstrateChoice::Auto => Ok(native(opts).unwrap_or_else(|why| {
-            warn_fallback_once(&why);
-            blocking()
-        })),
+        SubstrateChoice::Blocking => Ok((blocking(), "asked for (SubstrateChoice::Blocking)".into())),
+        SubstrateChoice::IoUring => {
+            native(opts).map(|b| (b, "asked for (SubstrateChoice::IoUring)".into())).map_err(Error::Unsupported)
+        }
+        SubstrateChoice::Auto => {
+            let rule = super::auto::pick(class, opts);
+            if rule.substrate == crate::Substrate::Blocking {
+                return Ok((blocking(), format!("Auto: {}", rule.why)));
+            }
+            Ok(match native(opts) {
+                Ok(ring) => (ring, format!("Auto: {}", rule.why)),
+                Err(why) => {
+                    warn_fallback_once(&why);
+                    (blocking(), format!("Auto: io_uring unavailable ({why})"))
+                }
+            })
+        }
     }
 }
 

@@ -30,12 +30,20 @@ pub(crate) use threads::IoThreads;
 /// Which substrate to run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum SubstrateChoice {
-    /// Native io_uring where the kernel allows it, else `Blocking`.
+    /// The substrate that measured faster for this filesystem and these
+    /// I/O options: native io_uring where its writes need no fsync request
+    /// or go inline (`RWF_DSYNC` writes and direct overwrites of
+    /// zero-filled segments, on ext4 and XFS) and the kernel offers a ring;
+    /// `Blocking` elsewhere, where the ring's writes and syncs are punted
+    /// to io-wq workers and it loses at 64 durable appenders. The rule and the figures
+    /// behind it are in `docs/benchmarks.md` ("Auto's rule");
+    /// [`Stats::substrate_reason`](crate::Stats::substrate_reason) says
+    /// which applied.
     #[default]
     Auto,
     /// Native io_uring or fail with [`Error::Unsupported`](crate::Error::Unsupported).
     IoUring,
-    /// `spawn_blocking` around pwrite and fdatasync.
+    /// Pwrite and fdatasync on the journal's own I/O threads.
     Blocking,
 }
 
@@ -44,7 +52,7 @@ pub enum SubstrateChoice {
 pub enum Substrate {
     /// One io_uring ring, driven by the journal's writer task.
     IoUring,
-    /// `spawn_blocking` around pwrite and fdatasync.
+    /// Pwrite and fdatasync on the journal's own I/O threads.
     Blocking,
 }
 

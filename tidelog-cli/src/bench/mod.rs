@@ -65,11 +65,12 @@ pub(crate) struct BenchArgs {
     /// what pre-creation buys).
     #[arg(long)]
     no_precreate: bool,
-    /// How segments are reserved: fallocate (the default), zero (written
-    /// with zeros ahead of need, so fdatasync carries no extent
-    /// conversion), or none.
-    #[arg(long, default_value = "fallocate", value_parser = parse_preallocate)]
-    preallocate: tidelog::Preallocate,
+    /// How segments are reserved, comma-separated for a row each:
+    /// fallocate (the default), zero (written with zeros ahead of need, so
+    /// fdatasync carries no extent conversion), or none. Rows other than
+    /// fallocate's name theirs ("IoUring zero").
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["fallocate".to_string()])]
+    preallocate: Vec<String>,
     /// Also run the raw floor into a preallocated file (fallocate, and
     /// zero-filled): what segment preallocation does to fdatasync latency.
     #[arg(long)]
@@ -93,6 +94,12 @@ pub(crate) struct BenchArgs {
     /// durable writes without a separate fdatasync.
     #[arg(long)]
     dsync: bool,
+    /// Exactly these I/O variants, comma-separated, instead of buffered plus
+    /// what --direct and --dsync add: buffered, direct, dsync, direct+dsync.
+    /// `--io direct+dsync --preallocate zero` is the configuration whose
+    /// writes the kernel can issue inline from io_uring on ext4 and XFS.
+    #[arg(long, value_delimiter = ',')]
+    io: Option<Vec<String>>,
     /// Draw throughput against tasks, one line per system, mode and record
     /// size, as an SVG file.
     #[arg(long)]
@@ -161,19 +168,24 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     if args.raw_prealloc {
         raws.extend(["fallocate", "zeroed"]);
     }
-    if args.direct {
+    let ios = io_variants(&args)?;
+    if ios.iter().any(|&(_, direct, _)| direct) {
         raws.extend(["direct", "direct-nosync"]);
     }
-    let mut ios = vec![("", false, false)];
-    if args.direct {
-        ios.push((" direct", true, false));
-    }
-    if args.dsync {
-        ios.push((" dsync", false, true));
-        if args.direct {
-            ios.push((" direct+dsync", true, true));
-        }
-    }
+    let preallocs = args
+        .preallocate
+        .iter()
+        .map(|p| parse_preallocate(p).map(|how| (p.as_str(), how)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ios: Vec<(String, bool, bool, tidelog::Preallocate)> = ios
+        .iter()
+        .flat_map(|&(label, direct, dsync)| {
+            preallocs.iter().map(move |&(name, how)| {
+                let named = if how == tidelog::Preallocate::Fallocate { String::new() } else { format!(" {name}") };
+                (format!("{label}{named}"), direct, dsync, how)
+            })
+        })
+        .collect();
     let baselines = raws.len() + 1 + usize::from(cfg!(target_os = "linux"));
     // Asked for by name (a substrate, or --direct/--dsync): a cell that
     // cannot run fails the command instead of leaving a row out.
@@ -203,8 +215,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                 samples.push(floors::tokio_uring(&base.join(format!("tokio-uring-{record}")), record, cell, warmup)?);
                 progress.inc(1);
             }
-            for (name, &(io_label, direct, dsync)) in substrates.iter().flat_map(|n| ios.iter().map(move |io| (n, io)))
+            for (name, (io_label, direct, dsync, how)) in
+                substrates.iter().flat_map(|n| ios.iter().map(move |io| (n, io)))
             {
+                let (direct, dsync, how) = (*direct, *dsync, *how);
                 let (choice, sqpoll) = match name.as_str() {
                     "io_uring" | "iouring" | "uring" => (SubstrateChoice::IoUring, None),
                     "io_uring-sqpoll" => (SubstrateChoice::IoUring, Some(Duration::from_millis(2))),
@@ -222,7 +236,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                         .dsync_writes(dsync)
                         .segment_size(args.segment_mib << 20)
                         .precreate_segments(!args.no_precreate)
-                        .preallocate(args.preallocate);
+                        .preallocate(how);
                     progress.set_message(format!("{name}{label} {mode}, {tasks} tasks, {record} B"));
                     match rt.block_on(journal_cell::run(
                         &dir,
@@ -251,14 +265,72 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     }
     let cells = report::medians(&samples);
     progress.finish_and_clear();
-    report::print_table(&cells);
+    let picks = rt.block_on(auto_picks(&base, &ios, policy));
+    report::print_table(&cells, &picks);
     if let Some(path) = args.json {
-        report::write_json(&path, &cells, &base)?;
+        report::write_json(&path, &cells, &picks, &base)?;
     }
     if let Some(path) = args.svg {
         chart::write_svg(&path, &cells)?;
     }
     Ok(())
+}
+
+/// The I/O variants to run: (label, direct, dsync).
+fn io_variants(args: &BenchArgs) -> Result<Vec<(&'static str, bool, bool)>, String> {
+    const ALL: [(&str, &str, bool, bool); 4] = [
+        ("buffered", "", false, false),
+        ("direct", " direct", true, false),
+        ("dsync", " dsync", false, true),
+        ("direct+dsync", " direct+dsync", true, true),
+    ];
+    let Some(names) = &args.io else {
+        let wanted =
+            |&&(_, _, direct, dsync): &&(&str, &str, bool, bool)| (!direct || args.direct) && (!dsync || args.dsync);
+        return Ok(ALL.iter().filter(wanted).map(|&(_, label, d, s)| (label, d, s)).collect());
+    };
+    names
+        .iter()
+        .map(|n| {
+            ALL.iter()
+                .find(|(name, ..)| name == n)
+                .map(|&(_, label, d, s)| (label, d, s))
+                .ok_or_else(|| format!("unknown I/O variant {n:?} (buffered, direct, dsync, direct+dsync)"))
+        })
+        .collect()
+}
+
+/// What `SubstrateChoice::Auto` runs on for each I/O variant in this
+/// directory, and why: a journal opened with `Auto` is asked.
+async fn auto_picks(
+    base: &std::path::Path,
+    ios: &[(String, bool, bool, tidelog::Preallocate)],
+    policy: SyncPolicy,
+) -> Vec<report::AutoPick> {
+    let mut picks = Vec::new();
+    for (label, direct, dsync, how) in ios {
+        let dir = base.join("auto-pick");
+        let _ = std::fs::remove_dir_all(&dir);
+        // The pick does not depend on the segment size; small segments
+        // keep zero-filling quick.
+        let opts = JournalOptions::new()
+            .sync_policy(policy)
+            .direct_io(*direct)
+            .dsync_writes(*dsync)
+            .preallocate(*how)
+            .segment_size(1 << 20);
+        let pick = match tidelog::Journal::open(&dir, opts).await {
+            Ok(j) => {
+                let stats = j.stats();
+                let _ = j.close().await;
+                Ok((stats.substrate, stats.substrate_reason))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        picks.push(report::AutoPick { variant: label.clone(), pick });
+    }
+    picks
 }
 
 /// CPU seconds this process has used, user and system.

@@ -6,6 +6,14 @@ use std::path::Path;
 
 use super::Sample;
 
+/// What `SubstrateChoice::Auto` picked for one I/O variant, and why (or
+/// why a journal could not open).
+pub(crate) struct AutoPick {
+    /// The variant as rows name it after the substrate ("", " direct+dsync zero").
+    pub(crate) variant: String,
+    pub(crate) pick: Result<(tidelog::Substrate, String), String>,
+}
+
 /// The medians across rounds of one configuration.
 pub(crate) struct Cell {
     pub(crate) system: String,
@@ -71,7 +79,7 @@ pub(super) fn medians(samples: &[Sample]) -> Vec<Cell> {
         .collect()
 }
 
-pub(super) fn print_table(cells: &[Cell]) {
+pub(super) fn print_table(cells: &[Cell], picks: &[AutoPick]) {
     // The native/fallback ratio of each IoUring row: against the Blocking
     // row of the same variant, mode, tasks and record size.
     let blocking_twin = |c: &Cell| {
@@ -79,8 +87,13 @@ pub(super) fn print_table(cells: &[Cell]) {
         let twin = format!("tidelog Blocking{}", variant.trim_start_matches("+SQPOLL"));
         cells.iter().find(|b| b.system == twin && (&b.mode, b.tasks, b.record) == (&c.mode, c.tasks, c.record))
     };
+    let auto_row = |c: &Cell| {
+        picks
+            .iter()
+            .any(|p| matches!(&p.pick, Ok((substrate, _)) if c.system == format!("tidelog {substrate:?}{}", p.variant)))
+    };
     println!(
-        "{:<30} {:>8} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7}",
+        "{:<30} {:>8} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>4}",
         "system",
         "mode",
         "tasks",
@@ -93,7 +106,8 @@ pub(super) fn print_table(cells: &[Cell]) {
         "cpu µs/op",
         "rec/sync",
         "io/blk",
-        "punted"
+        "punted",
+        "auto"
     );
     for c in cells {
         let ratio = blocking_twin(c).map_or(String::new(), |b| format!("{:.2}x", c.rate / b.rate));
@@ -103,7 +117,7 @@ pub(super) fn print_table(cells: &[Cell]) {
             (None, false) => String::new(),
         };
         println!(
-            "{:<30} {:>8} {:>5} {:>7} {:>10.0} {:>8.1} {:>8} {:>8} {:>8} {:>9.2} {:>8.1} {:>7} {:>7}",
+            "{:<30} {:>8} {:>5} {:>7} {:>10.0} {:>8.1} {:>8} {:>8} {:>8} {:>9.2} {:>8.1} {:>7} {:>7} {:>4}",
             c.system,
             c.mode,
             c.tasks,
@@ -117,7 +131,15 @@ pub(super) fn print_table(cells: &[Cell]) {
             c.records_per_sync,
             ratio,
             punted,
+            if auto_row(c) { "*" } else { "" },
         );
+    }
+    for p in picks {
+        let variant = if p.variant.is_empty() { "buffered" } else { p.variant.trim() };
+        match &p.pick {
+            Ok((substrate, why)) => println!("Auto picks {substrate:?} for {variant} here: {why}"),
+            Err(e) => println!("Auto could not open a {variant} journal here: {e}"),
+        }
     }
     // `sys` names a substrate and its I/O variant exactly ("IoUring",
     // "Blocking direct"), so "IoUring" never matches "IoUring direct".
@@ -189,7 +211,16 @@ pub(super) fn print_table(cells: &[Cell]) {
     }
 }
 
-pub(super) fn write_json(path: &Path, cells: &[Cell], dir: &Path) -> Result<(), String> {
+pub(super) fn write_json(path: &Path, cells: &[Cell], picks: &[AutoPick], dir: &Path) -> Result<(), String> {
+    let auto: Vec<serde_json::Value> = picks
+        .iter()
+        .map(|p| match &p.pick {
+            Ok((substrate, why)) => {
+                serde_json::json!({ "variant": p.variant.trim(), "substrate": format!("{substrate:?}"), "reason": why })
+            }
+            Err(e) => serde_json::json!({ "variant": p.variant.trim(), "error": e }),
+        })
+        .collect();
     let rows: Vec<serde_json::Value> = cells
         .iter()
         .map(|c| {
@@ -210,6 +241,7 @@ pub(super) fn write_json(path: &Path, cells: &[Cell], dir: &Path) -> Result<(), 
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "figures": "medians across rounds; max is the largest seen",
         "cells": rows,
+        "auto": auto,
     });
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
