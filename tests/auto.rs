@@ -17,8 +17,11 @@ fn configurations() -> Vec<(&'static str, JournalOptions)> {
         ("buffered", base()),
         ("buffered, zero-filled", base().preallocate(Preallocate::Zero)),
         ("dsync", base().dsync_writes(true)),
+        ("dsync, zero-filled", base().dsync_writes(true).preallocate(Preallocate::Zero)),
+        ("dsync, growing", base().dsync_writes(true).preallocate(Preallocate::None)),
         ("direct", base().direct_io(true)),
         ("direct, zero-filled", base().direct_io(true).preallocate(Preallocate::Zero)),
+        ("direct+dsync", base().direct_io(true).dsync_writes(true)),
         ("direct+dsync, zero-filled", base().direct_io(true).dsync_writes(true).preallocate(Preallocate::Zero)),
     ]
 }
@@ -26,7 +29,9 @@ fn configurations() -> Vec<(&'static str, JournalOptions)> {
 /// What the rule in docs/benchmarks.md says for `fs` and configuration `what`.
 fn expected(fs: &str, what: &str) -> Substrate {
     match (fs, what) {
-        (_, "direct, zero-filled" | "dsync" | "direct+dsync, zero-filled") => Substrate::IoUring,
+        (_, "direct, zero-filled" | "dsync" | "dsync, zero-filled" | "direct+dsync" | "direct+dsync, zero-filled") => {
+            Substrate::IoUring
+        }
         _ => Substrate::Blocking,
     }
 }

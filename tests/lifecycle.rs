@@ -5,7 +5,8 @@
 mod common;
 
 use futures::FutureExt;
-use tidelog::{Error, Journal, JournalOptions, Lsn, Substrate, SubstrateChoice};
+use tidelog::testing::Capability;
+use tidelog::{Error, Journal, JournalOptions, Lsn, StorageClass, Substrate, SubstrateChoice};
 
 use common::{reopen, within};
 
@@ -240,7 +241,13 @@ async fn policy_on_demand_syncs_only_when_asked(opts: JournalOptions) {
 
 #[test]
 fn a_runtime_shut_down_mid_flight_loses_nothing_acknowledged() {
-    for choice in [SubstrateChoice::Blocking, SubstrateChoice::Auto] {
+    for choice in [SubstrateChoice::Blocking, SubstrateChoice::IoUring] {
+        if choice == SubstrateChoice::IoUring {
+            if let Err(why) = Capability::IoUring.present() {
+                tidelog::testing::skip(Capability::IoUring, "runtime shutdown on io_uring", &why);
+                continue;
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let opts = JournalOptions::new().substrate(choice);
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -326,10 +333,14 @@ fn a_runtime_without_io_forces_the_fallback() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path().join("auto"), JournalOptions::new()).await.unwrap();
-        assert_eq!(j.substrate(), Substrate::Blocking);
-        j.append_durable_async(b"fallback works").await.unwrap();
-        j.close().await.unwrap();
+        if let Some(opts) = options_auto_runs_on_the_ring(dir.path(), "Auto's fallback without an I/O driver") {
+            let j = Journal::open(dir.path().join("auto"), opts).await.unwrap();
+            assert_eq!(j.substrate(), Substrate::Blocking);
+            let reason = j.stats().substrate_reason;
+            assert!(reason.starts_with("Auto: io_uring unavailable") && reason.contains("enable_io"), "{reason}");
+            j.append_durable_async(b"fallback works").await.unwrap();
+            j.close().await.unwrap();
+        }
         let forced =
             Journal::open(dir.path().join("ring"), JournalOptions::new().substrate(SubstrateChoice::IoUring)).await;
         assert!(matches!(forced, Err(Error::Unsupported(_))), "{forced:?}");
@@ -415,13 +426,28 @@ fn a_runtime_without_its_drivers_gets_a_clear_error_not_a_panic() {
     let time_only = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     time_only.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let opts =
-            JournalOptions::new().sync_policy(tidelog::SyncPolicy::Interval(std::time::Duration::from_millis(5)));
+        let Some(opts) = options_auto_runs_on_the_ring(dir.path(), "a runtime with timers only") else { return };
+        let opts = opts.sync_policy(tidelog::SyncPolicy::Interval(std::time::Duration::from_millis(5)));
         let j = Journal::open(dir.path(), opts).await.unwrap();
         assert_eq!(j.substrate(), Substrate::Blocking, "no I/O driver: no ring to watch");
+        assert!(j.stats().substrate_reason.starts_with("Auto: io_uring unavailable"), "{:?}", j.stats());
         let lsn = j.append_durable_async(b"works").await.unwrap();
         let ticket = j.submit(b"interval").unwrap();
         assert!(within(10, "an Interval ticket", ticket).await.unwrap() > lsn);
         j.close().await.unwrap();
     });
+}
+
+/// Options for which Auto's rule picks the ring on `dir`'s filesystem
+/// (`RWF_DSYNC` writes on ext4 or XFS), so a fallback from it can be seen;
+/// `None`, saying why, where the rule never picks the ring.
+fn options_auto_runs_on_the_ring(dir: &std::path::Path, what: &str) -> Option<JournalOptions> {
+    match StorageClass::of(dir).unwrap() {
+        StorageClass::Ext4 | StorageClass::Xfs => Some(JournalOptions::new().dsync_writes(true)),
+        other => {
+            let why = format!("the temp dir is on {other}, where Auto never picks the ring");
+            tidelog::testing::skip(Capability::Direct, what, &why);
+            None
+        }
+    }
 }

@@ -4,12 +4,12 @@
 //!
 //! The ring wins where its writes need no separate fsync request or go
 //! inline (no io-wq worker between the submission and the device):
-//! `RWF_DSYNC` writes on ext4 and XFS (inline when direct, and buffered on
-//! XFS; one punted request doing write and flush on ext4's buffered path),
-//! and direct overwrites of zero-filled segments. Elsewhere the ring's
-//! writes and its fdatasync are punted to io-wq workers, and its single
-//! sync lane loses to the blocking substrate's two at 64 durable appenders
-//! — so Auto runs the blocking substrate there, and on filesystems nobody
+//! `RWF_DSYNC` writes on ext4 and XFS, and direct overwrites of zero-filled
+//! segments. Elsewhere the ring's requests are punted to io-wq workers
+//! (buffered writes on ext4 and tmpfs, fdatasync everywhere, direct writes
+//! into unwritten extents), or, on XFS's buffered path, its single sync
+//! lane loses to the blocking substrate's two at 64 durable appenders —
+//! so Auto runs the blocking substrate there, and on filesystems nobody
 //! measured.
 
 use crate::{JournalOptions, Preallocate, StorageClass, Substrate};
@@ -31,24 +31,39 @@ const fn blocking(why: &'static str) -> Pick {
 
 /// The rule; its table is `docs/benchmarks.md`'s "Auto's rule".
 pub(super) fn pick(class: StorageClass, opts: &JournalOptions) -> Pick {
-    let zero = opts.preallocate == Preallocate::Zero;
+    if opts.sqpoll_idle.is_some() {
+        return ring("SQPOLL was asked for (JournalOptions::sqpoll), which only a ring has");
+    }
+    let (zero, growing) = (opts.preallocate == Preallocate::Zero, opts.preallocate == Preallocate::None);
     match (class, opts.direct_io, opts.dsync_writes) {
-        (StorageClass::Ext4 | StorageClass::Xfs, true, true) => {
-            ring("direct RWF_DSYNC writes go inline from io_uring on ext4 and XFS: no fsync request, no io-wq worker")
-        }
-        (StorageClass::Ext4 | StorageClass::Xfs, false, true) => {
-            ring("RWF_DSYNC writes need no fsync request: inline on XFS, one io-wq request each on ext4")
-        }
+        (StorageClass::Ext4 | StorageClass::Xfs, _, true) if growing => blocking(
+            "RWF_DSYNC writes into growing segments (Preallocate::None) were not measured with io_uring",
+        ),
+        (StorageClass::Ext4 | StorageClass::Xfs, true, true) if zero => ring(
+            "direct RWF_DSYNC writes into zero-filled segments go inline from io_uring: no fsync request, no io-wq worker",
+        ),
+        (StorageClass::Ext4 | StorageClass::Xfs, true, true) => ring(
+            "direct RWF_DSYNC writes need no fsync request: io_uring measured faster on ext4 and XFS",
+        ),
+        (StorageClass::Ext4 | StorageClass::Xfs, false, true) => ring(
+            "RWF_DSYNC writes need no fsync request (inline on XFS, one io-wq request each on ext4): io_uring measured faster for durable appends",
+        ),
         (StorageClass::Ext4 | StorageClass::Xfs, true, false) if zero => {
             ring("direct overwrites of zero-filled segments go inline from io_uring on ext4 and XFS")
         }
         (StorageClass::Ext4 | StorageClass::Xfs, true, false) => blocking(
-            "direct writes into fallocated or growing segments are punted to io-wq; the blocking substrate's two sync lanes win",
+            "direct writes into fallocated or growing segments are punted to io-wq; the blocking substrate won at 64 durable appenders",
         ),
-        (StorageClass::Ext4 | StorageClass::Xfs | StorageClass::Tmpfs, _, _) => blocking(
-            "buffered writes and fdatasync are punted to io-wq here; the blocking substrate's two sync lanes win",
+        (StorageClass::Xfs, false, false) => blocking(
+            "XFS writes inline from io_uring, but the ring keeps one sync in flight where the blocking substrate overlaps two, and lost at 64 durable appenders",
         ),
-        _ => blocking("a filesystem not measured with io_uring: the blocking substrate, which never punts"),
+        (StorageClass::Ext4, false, false) => blocking(
+            "buffered writes and fdatasync are punted to io-wq on ext4; the blocking substrate won at 64 durable appenders",
+        ),
+        (StorageClass::Tmpfs, _, _) => {
+            blocking("tmpfs: the ring's requests are punted to io-wq; the blocking substrate won")
+        }
+        _ => blocking("a filesystem not measured with io_uring: the blocking substrate, which makes no punts"),
     }
 }
 
@@ -89,6 +104,10 @@ mod tests {
             (StorageClass::Ext4, true, true, Zero, R),
             (StorageClass::Xfs, true, true, Fallocate, R),
             (StorageClass::Xfs, true, true, Zero, R),
+            // RWF_DSYNC into growing segments: not measured
+            (StorageClass::Ext4, false, true, Grow, B),
+            (StorageClass::Xfs, true, true, Grow, B),
+            (StorageClass::Tmpfs, false, true, Zero, B),
             // not measured
             (StorageClass::Btrfs, true, true, Zero, B),
             (StorageClass::Nfs, false, false, Fallocate, B),
@@ -104,5 +123,7 @@ mod tests {
             );
             assert!(!got.why.is_empty());
         }
+        let sqpoll = opts(false, false, Fallocate).sqpoll(Some(std::time::Duration::from_millis(2)));
+        assert_eq!(pick(StorageClass::Ext4, &sqpoll).substrate, R, "SQPOLL asks for a ring");
     }
 }

@@ -158,8 +158,9 @@ impl JournalOptions {
     /// polls the submission queue and stays awake for `idle` after the last
     /// submission, so writes are issued without a syscall from the writer
     /// (default off). It spends a CPU while awake: worth it only with cores to
-    /// spare. A kernel that refuses SQPOLL makes `Auto` fall back like any
-    /// other ring failure.
+    /// spare. Under `Auto` it asks for the ring whatever the filesystem
+    /// (only a ring has SQPOLL); a kernel that refuses SQPOLL makes `Auto`
+    /// fall back to `Blocking` like any other ring failure.
     pub fn sqpoll(mut self, idle: Option<Duration>) -> Self {
         self.sqpoll_idle = idle;
         self

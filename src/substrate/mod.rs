@@ -34,8 +34,10 @@ pub enum SubstrateChoice {
     /// I/O options: native io_uring where its writes need no fsync request
     /// or go inline (`RWF_DSYNC` writes and direct overwrites of
     /// zero-filled segments, on ext4 and XFS) and the kernel offers a ring;
-    /// `Blocking` elsewhere, where the ring's writes and syncs are punted
-    /// to io-wq workers and it loses at 64 durable appenders. The rule and the figures
+    /// `Blocking` elsewhere: there the ring's requests are punted to io-wq
+    /// workers (ext4, tmpfs) or its single sync lane loses to the blocking
+    /// substrate's two (XFS), at 64 durable appenders. Setting
+    /// [`sqpoll`](crate::JournalOptions::sqpoll) asks for the ring. The rule and the figures
     /// behind it are in `docs/benchmarks.md` ("Auto's rule");
     /// [`Stats::substrate_reason`](crate::Stats::substrate_reason) says
     /// which applied.

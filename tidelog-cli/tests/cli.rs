@@ -233,6 +233,62 @@ fn a_tiny_bench_prints_a_table_and_valid_json() {
     }
 }
 
+/// `--io` and `--preallocate` lists give a row per variant and
+/// preallocation, and the table and JSON say what Auto picks for each.
+#[test]
+fn bench_rows_per_io_variant_and_preallocation_with_autos_pick() {
+    use tidelog::testing::{skip, Capability};
+    if let Err(why) = Capability::Direct.present() {
+        return skip(Capability::Direct, "the bench's direct+dsync rows", &why);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let work = dir.path().join("work");
+    let out = tidelog(&[
+        "bench",
+        "--quick",
+        "--duration",
+        "0.1",
+        "--tasks",
+        "2",
+        "--substrate",
+        "blocking",
+        "--io",
+        "buffered,direct+dsync",
+        "--preallocate",
+        "fallocate,zero",
+        "--dir",
+        work.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let table = stdout(&out);
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cells = doc["cells"].as_array().unwrap();
+    for system in [
+        "tidelog Blocking",
+        "tidelog Blocking zero",
+        "tidelog Blocking direct+dsync",
+        "tidelog Blocking direct+dsync zero",
+    ] {
+        assert!(cells.iter().any(|c| c["system"] == system && c["samples"].as_u64() > Some(0)), "no {system} row");
+    }
+    let picks = doc["auto"].as_array().unwrap();
+    let variants: Vec<&str> = picks.iter().map(|p| p["variant"].as_str().unwrap()).collect();
+    assert_eq!(variants, ["buffered", "buffered zero", "direct+dsync", "direct+dsync zero"], "{picks:?}");
+    for p in picks {
+        let reason = p["reason"].as_str().unwrap_or_else(|| panic!("no pick: {p}"));
+        assert!(reason.starts_with("Auto: "), "{p}");
+        let line = format!(
+            "Auto picks {} for {} here: {reason}",
+            p["substrate"].as_str().unwrap(),
+            p["variant"].as_str().unwrap()
+        );
+        assert!(table.contains(&line), "{line:?} missing from\n{table}");
+    }
+}
+
 /// A substrate asked for by name that cannot run is an error, not a row
 /// quietly left out.
 #[test]

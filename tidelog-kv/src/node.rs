@@ -27,9 +27,10 @@ pub enum StoreKind {
 /// The journal's substrate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Substrate {
-    /// io_uring where the kernel allows, else the blocking pool.
+    /// `SubstrateChoice::Auto`: tidelog's measured rule (the blocking
+    /// substrate for the buffered defaults on ext4 and XFS).
     Auto,
-    /// tokio's blocking pool.
+    /// pwrite and fdatasync on the journal's own I/O threads.
     Blocking,
     /// io_uring.
     IoUring,

@@ -114,7 +114,9 @@ fn power_cut(control: bool) -> Option<Vec<String>> {
     common::run(300, &what, async {
         let mut disks: Vec<Disk> = (0..3).map(|_| Disk::new("ext4")).collect();
         let dirs: Vec<PathBuf> = disks.iter().map(|d| d.mnt.join("journal")).collect();
-        let mut args: Vec<String> = ["--raft", "v010", "--witness"].iter().map(|s| s.to_string()).collect();
+        // The ring, asked for: Auto would run the blocking substrate here.
+        let mut args: Vec<String> =
+            ["--raft", "v010", "--witness", "--substrate", "io-uring"].iter().map(|s| s.to_string()).collect();
         if control {
             args.push("--ack-written".into());
         }

@@ -247,7 +247,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
                         &punts,
                     )) {
                         Ok(s) => samples.push(s),
-                        Err(tidelog::Error::Unsupported(why)) if explicit || !io_label.is_empty() => {
+                        // Asked for by name: a substrate, or direct I/O or
+                        // dsync (a preallocation alone is not a request for
+                        // a substrate).
+                        Err(tidelog::Error::Unsupported(why)) if explicit || direct || dsync => {
                             return Err(format!("tidelog {name}{label} cannot run here: {why}"));
                         }
                         Err(tidelog::Error::Unsupported(why)) => {

@@ -135,7 +135,7 @@ pub(super) fn print_table(cells: &[Cell], picks: &[AutoPick]) {
         );
     }
     for p in picks {
-        let variant = if p.variant.is_empty() { "buffered" } else { p.variant.trim() };
+        let variant = variant_name(&p.variant);
         match &p.pick {
             Ok((substrate, why)) => println!("Auto picks {substrate:?} for {variant} here: {why}"),
             Err(e) => println!("Auto could not open a {variant} journal here: {e}"),
@@ -216,9 +216,9 @@ pub(super) fn write_json(path: &Path, cells: &[Cell], picks: &[AutoPick], dir: &
         .iter()
         .map(|p| match &p.pick {
             Ok((substrate, why)) => {
-                serde_json::json!({ "variant": p.variant.trim(), "substrate": format!("{substrate:?}"), "reason": why })
+                serde_json::json!({ "variant": variant_name(&p.variant), "substrate": format!("{substrate:?}"), "reason": why })
             }
-            Err(e) => serde_json::json!({ "variant": p.variant.trim(), "error": e }),
+            Err(e) => serde_json::json!({ "variant": variant_name(&p.variant), "error": e }),
         })
         .collect();
     let rows: Vec<serde_json::Value> = cells
@@ -245,4 +245,17 @@ pub(super) fn write_json(path: &Path, cells: &[Cell], picks: &[AutoPick], dir: &
     });
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A row's I/O variant as a person reads it: "buffered" for the default,
+/// "buffered zero" for a preallocation alone, else as the rows name it.
+fn variant_name(variant: &str) -> String {
+    let v = variant.trim();
+    if v.is_empty() {
+        "buffered".to_string()
+    } else if v == "zero" || v == "none" {
+        format!("buffered {v}")
+    } else {
+        v.to_string()
+    }
 }
