@@ -152,7 +152,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     }
     if let Some(mib) = args.replay_mib {
         eprintln!("tidelog replay bench in {} ({mib} MiB per record size)", base.display());
-        return replay::run(&rt, &base, mib, &args.record_size);
+        let preallocs = args.preallocate.iter().map(|p| parse_preallocate(p)).collect::<Result<Vec<_>, _>>()?;
+        return replay::run(&rt, &base, mib, &args.record_size, &preallocs);
     }
     eprintln!("tidelog bench in {} ({cell_secs} s per cell, {rounds} interleaved rounds, medians)", base.display());
     if let Some(why) = punts.unknown_because() {

@@ -50,8 +50,8 @@ fn raw_read(files: &[PathBuf]) -> Result<u64, String> {
     Ok(total)
 }
 
-async fn build(dir: &Path, bytes: u64, record: usize) -> tidelog::Result<u64> {
-    let j = Journal::open(dir, JournalOptions::new()).await?;
+async fn build(dir: &Path, bytes: u64, record: usize, how: tidelog::Preallocate) -> tidelog::Result<u64> {
+    let j = Journal::open(dir, JournalOptions::new().preallocate(how)).await?;
     let payload = vec![0x5Au8; record];
     let n = bytes / tidelog::format::frame_len(record) as u64;
     let mut last = None;
@@ -65,14 +65,20 @@ async fn build(dir: &Path, bytes: u64, record: usize) -> tidelog::Result<u64> {
     Ok(n)
 }
 
-pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, records: &[usize]) -> Result<(), String> {
+pub(crate) fn run(
+    rt: &tokio::runtime::Runtime,
+    base: &Path,
+    mib: u64,
+    records: &[usize],
+    preallocs: &[tidelog::Preallocate],
+) -> Result<(), String> {
     println!(
-        "{:>7} {:>10} {:>12} {:>10} {:>12} {:>10} {:>8}",
-        "bytes", "records", "replay rec/s", "replay GB/s", "raw GB/s", "file GB", "ratio"
+        "{:>10} {:>7} {:>10} {:>12} {:>10} {:>12} {:>10} {:>8}",
+        "segments", "bytes", "records", "replay rec/s", "replay GB/s", "raw GB/s", "file GB", "ratio"
     );
-    for &record in records {
-        let dir = base.join(format!("replay-{record}"));
-        let n = rt.block_on(build(&dir, mib << 20, record)).map_err(|e| e.to_string())?;
+    for (&record, &how) in records.iter().flat_map(|r| preallocs.iter().map(move |p| (r, p))) {
+        let dir = base.join(format!("replay-{record}-{how:?}"));
+        let n = rt.block_on(build(&dir, mib << 20, record, how)).map_err(|e| e.to_string())?;
         let files = segment_files(&dir)?;
         drop_cache(&files)?;
         let t = Instant::now();
@@ -95,7 +101,8 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, records: 
         let log_bytes = report.end_lsn.as_u64() as f64;
         let (replay_gbs, raw_gbs) = (log_bytes / replay_secs / 1e9, log_bytes / raw_secs / 1e9);
         println!(
-            "{record:>7} {n:>10} {:>12.0} {replay_gbs:>10.2} {raw_gbs:>12.2} {:>10.2} {:>7.0}%",
+            "{:>10} {record:>7} {n:>10} {:>12.0} {replay_gbs:>10.2} {raw_gbs:>12.2} {:>10.2} {:>7.0}%",
+            format!("{how:?}"),
             n as f64 / replay_secs,
             file_bytes as f64 / 1e9,
             100.0 * replay_gbs / raw_gbs
