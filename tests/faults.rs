@@ -323,16 +323,8 @@ async fn a_real_full_filesystem_poisons_with_enospc(opts: JournalOptions) {
         j => j.unwrap(),
     };
     let payload = vec![0xEEu8; 64 << 10];
-    let mut acked = Vec::new();
-    let err = loop {
-        match within(10, "append on a filling disk", j.append_durable_async(&payload)).await {
-            Ok(lsn) => acked.push(lsn),
-            Err(e) => break e,
-        }
-        assert!(acked.len() < 100, "2 MiB cannot hold 100 × 64 KiB");
-    };
+    let (acked, err) = append_until_full(&j, &payload, 100).await;
     assert!(err.is_poisoned(), "{err}");
-    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC), "{err}");
     assert!(!acked.is_empty());
     assert!(j.append_async(b"more").await.unwrap_err().is_poisoned());
     let _ = j.close().await;
@@ -683,15 +675,7 @@ async fn full_disk_cycle(wal: &std::path::Path, opts: JournalOptions, fill: Opti
     }
     let j = common::reopen(wal, &opts).await;
     let payload = vec![0xABu8; 64 << 10];
-    let mut acked = Vec::new();
-    let err = loop {
-        match within(10, "append on a filling disk", j.append_durable_async(&payload)).await {
-            Ok(lsn) => acked.push(lsn),
-            Err(e) => break e,
-        }
-        assert!(acked.len() < 2000, "the last free MiBs cannot hold 2000 × 64 KiB");
-    };
-    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC), "{err}");
+    let (acked, _) = append_until_full(&j, &payload, 2000).await;
     // Truncation can free only a segment that holds no kept record.
     assert!(acked.last().unwrap().as_u64() > 2 << 20, "{} appends before the disk filled: one segment", acked.len());
     let _ = j.close().await;
@@ -715,4 +699,19 @@ async fn full_disk_cycle(wal: &std::path::Path, opts: JournalOptions, fill: Opti
         assert!(j.durable_lsn() >= lsn);
     }
     j.close().await.unwrap();
+}
+
+/// Appends `payload` durably until an append fails, which must be with
+/// ENOSPC before `most` appends: what was acknowledged, and the error.
+async fn append_until_full(j: &Journal, payload: &[u8], most: usize) -> (Vec<Lsn>, Error) {
+    let mut acked = Vec::new();
+    let err = loop {
+        match within(10, "append on a filling disk", j.append_durable_async(payload)).await {
+            Ok(lsn) => acked.push(lsn),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < most, "the disk did not fill within {most} appends of {} bytes", payload.len());
+    };
+    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC), "{err}");
+    (acked, err)
 }
