@@ -5,6 +5,7 @@
 //! are little-endian.
 
 mod frame;
+mod frontier;
 mod header;
 mod units;
 
@@ -13,6 +14,8 @@ pub use frame::{
     frame_len, FLAG_BATCH_CONTINUES, FRAME_ALIGN, FRAME_HEADER_LEN, KIND_PADDING, KIND_RECORD, KIND_REQUIRED,
     MAX_PAYLOAD_LEN,
 };
+pub(crate) use frontier::{decode_frontier, encode_frontier, Frontier};
+pub use frontier::{FRONTIER_FILE_NAME, FRONTIER_LEN, FRONTIER_MAGIC};
 pub(crate) use header::{decode_segment_header, encode_segment_header, SegmentHeader};
 pub use header::{FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
 pub(crate) use units::{Units, UnknownRequired};

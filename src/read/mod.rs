@@ -315,6 +315,31 @@ impl JournalReader {
     pub fn reader(&self, from: Lsn) -> Result<Reader> {
         Reader::new(self.dir.clone(), Source::Offline(self.bases.clone()), from)
     }
+
+    /// The durable frontier the journal's writer last published (the
+    /// `FRONTIER` file, rewritten after every sync round and at open):
+    /// every record ending at or below it is durable. `None` when no
+    /// frontier of this journal was published — a journal written before
+    /// this version, or a file a power cut left unreadable, which the next
+    /// open rewrites. A frontier left by a writer that has since died is
+    /// still true: durable records stay durable.
+    pub fn published_frontier(&self) -> Result<Option<Lsn>> {
+        let published = segment::frontier::read_published(&self.dir)
+            .map_err(|e| Error::io("read published frontier", &self.dir.join(format::FRONTIER_FILE_NAME), e))?;
+        let Some(published) = published else { return Ok(None) };
+        // The file speaks for the journal whose segments carry its id (not
+        // for one deleted and made again under the same name). Truncation
+        // may remove any segment meanwhile: the newest listed one that
+        // still opens says.
+        let bases = segment::list_to_read(&self.dir)?;
+        for &base in bases.iter().rev() {
+            let path = self.dir.join(format::segment_file_name(base));
+            let Ok(file) = File::open(&path) else { continue };
+            let header = segment::read_header(&file, &path, base)?;
+            return Ok((header.journal_id == published.journal_id).then(|| Lsn::new(published.durable)));
+        }
+        Ok(None)
+    }
 }
 
 /// What [`verify`] found.

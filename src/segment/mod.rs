@@ -10,6 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 mod cursor;
+pub(crate) mod frontier;
 pub(crate) mod retention;
 mod roll;
 pub(crate) mod scan;
@@ -110,7 +111,7 @@ pub(crate) fn open(
     Ok((SegmentFile::new(base, path, file), header))
 }
 
-fn read_header(file: &File, path: &Path, base: u64) -> Result<SegmentHeader> {
+pub(crate) fn read_header(file: &File, path: &Path, base: u64) -> Result<SegmentHeader> {
     use std::os::unix::fs::FileExt;
     let mut block = vec![0u8; format::SEGMENT_HEADER_LEN];
     let mut got = 0;

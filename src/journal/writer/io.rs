@@ -276,7 +276,7 @@ impl Writer {
         self.schedule.round_finished(lane, took, more_waiting);
         self.shared.stats.sync_done(records, took);
         tracing::debug!(parent: &s.span, covers = s.covers.as_u64(), records, took_us = took.as_micros() as u64, "sync round");
-        self.shared.gate.complete_sync(s.covers.as_u64());
+        self.made_durable(s.covers.as_u64());
         Ok(())
     }
 

@@ -26,6 +26,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use super::open::DirLock;
 use super::schedule::SyncSchedule;
 use super::{Chunk, Shared};
+use crate::segment::frontier::Publisher;
 use crate::segment::SegmentFile;
 use crate::substrate::threads::Running;
 use crate::substrate::{Backend, IoFile};
@@ -66,6 +67,8 @@ pub(super) struct Writer {
     /// How far into the active segment's file has been written, data or
     /// zeros (`io::ZERO_AHEAD`).
     zeroed_to: FileOffset,
+    /// Tells readers in other processes how far the log is durable.
+    frontier: Publisher,
 }
 
 impl Writer {
@@ -87,6 +90,7 @@ impl Writer {
             _ => None,
         };
         let schedule = SyncSchedule::new(lanes, shared.opts.group_commit_window, shared.opts.dsync_writes);
+        let frontier = Publisher::new(&shared.dir, journal_id, shared.gate.durable_lsn().as_u64());
         Writer {
             shared,
             backend,
@@ -103,7 +107,15 @@ impl Writer {
             written_records: 0,
             synced_records: 0,
             zeroed_to: FileOffset::default(),
+            frontier,
         }
+    }
+
+    /// A sync round (or a seal) made everything below `covers` durable:
+    /// waiters are told, and so are readers in other processes.
+    fn made_durable(&mut self, covers: u64) {
+        self.shared.gate.complete_sync(covers);
+        self.frontier.publish(self.shared.gate.durable_lsn().as_u64());
     }
 
     /// Serves until the journal closes or fails, then winds down: the

@@ -82,7 +82,7 @@ impl Writer {
             self.seal = Some(Seal { task, covers, records, started: Instant::now(), stall_logged: false });
         } else if let Some(covers) = covers {
             self.synced_records = self.written_records;
-            self.shared.gate.complete_sync(covers);
+            self.made_durable(covers);
         }
         self.make_spare();
         Ok(())
@@ -98,7 +98,7 @@ impl Writer {
         result.map_err(|why| self.internal(&format!("the seal job was lost: {why}")))??;
         if let Some(covers) = seal.covers {
             self.synced_records = self.synced_records.max(seal.records);
-            self.shared.gate.complete_sync(covers);
+            self.made_durable(covers);
         }
         Ok(())
     }
