@@ -7,9 +7,11 @@
 //! invalid frame is `Error::Corrupt` naming the file and LSN. Atomic batches
 //! are delivered only whole.
 
+mod follow;
 mod replay;
 mod subscribe;
 
+pub use follow::Follower;
 pub use replay::{replay, ReplayReport};
 pub use subscribe::Subscription;
 
@@ -87,6 +89,12 @@ enum Source {
     /// A live journal, read up to its written (or durable) frontier.
     Live(Arc<dyn LiveJournal>, Level),
     Offline(Vec<u64>),
+    /// A journal another process may be writing, read up to the durable
+    /// frontier its writer published (`follow.rs` moves it).
+    Published {
+        bases: Vec<u64>,
+        limit: u64,
+    },
 }
 
 impl Source {
@@ -102,6 +110,7 @@ impl Source {
                 (journal.segments(), limit)
             }
             Source::Offline(bases) => (bases.clone(), u64::MAX),
+            Source::Published { bases, limit } => (bases.clone(), *limit),
         }
     }
 }
@@ -210,7 +219,7 @@ impl Reader {
     fn open_segment(&self, base: u64) -> Result<OpenSegment> {
         let pin = match &self.source {
             Source::Live(journal, _) => Some(journal.pin(base)?),
-            Source::Offline(_) => None,
+            Source::Offline(_) | Source::Published { .. } => None,
         };
         let seg = segment::open_to_read(&self.dir, base)?;
         Ok(OpenSegment { base, next: None, path: seg.path, file: seg.file, cursor: FrameCursor::new(base), _pin: pin })
@@ -325,21 +334,24 @@ impl JournalReader {
     /// still true: durable records stay durable.
     pub fn published_frontier(&self) -> Result<Option<Lsn>> {
         let published = segment::frontier::read_published(&self.dir)
-            .map_err(|e| Error::io("read published frontier", &self.dir.join(format::FRONTIER_FILE_NAME), e))?;
+            .map_err(|e| Error::io("read published frontier", self.dir.join(format::FRONTIER_FILE_NAME), e))?;
         let Some(published) = published else { return Ok(None) };
-        // The file speaks for the journal whose segments carry its id (not
-        // for one deleted and made again under the same name). Truncation
-        // may remove any segment meanwhile: the newest listed one that
-        // still opens says.
-        let bases = segment::list_to_read(&self.dir)?;
-        for &base in bases.iter().rev() {
-            let path = self.dir.join(format::segment_file_name(base));
-            let Ok(file) = File::open(&path) else { continue };
-            let header = segment::read_header(&file, &path, base)?;
-            return Ok((header.journal_id == published.journal_id).then(|| Lsn::new(published.durable)));
-        }
-        Ok(None)
+        // The file speaks for the journal whose segments carry its id, not
+        // for one deleted and made again under the same name.
+        let ours = newest_journal_id(&self.dir)? == Some(published.journal_id);
+        Ok(ours.then(|| Lsn::new(published.durable)))
     }
+}
+
+/// The journal id in the header of the newest segment in `dir` that still
+/// opens (truncation may remove any segment meanwhile).
+fn newest_journal_id(dir: &Path) -> Result<Option<u64>> {
+    for &base in segment::list_to_read(dir)?.iter().rev() {
+        let path = dir.join(format::segment_file_name(base));
+        let Ok(file) = File::open(&path) else { continue };
+        return Ok(Some(segment::read_header(&file, &path, base)?.journal_id));
+    }
+    Ok(None)
 }
 
 /// What [`verify`] found.

@@ -350,3 +350,100 @@ pub(crate) fn drop_cache(file: &File) {
     #[cfg(not(tidelog_linux))]
     let _ = file;
 }
+
+/// Change notifications for a journal directory (Linux `inotify`): a
+/// non-blocking descriptor that becomes readable when the `FRONTIER` file
+/// is rewritten or a file is created or renamed in the directory.
+#[cfg(tidelog_linux)]
+#[derive(Debug)]
+pub(crate) struct DirWatch {
+    fd: std::os::fd::OwnedFd,
+    dir: std::path::PathBuf,
+    file: std::ffi::OsString,
+    /// Whether `file` is watched (it may not exist yet).
+    watching_file: bool,
+}
+
+#[cfg(tidelog_linux)]
+impl DirWatch {
+    /// Watches `dir` for creations and renames into it, and `dir/file` for
+    /// modifications (once it exists: see [`DirWatch::rearm`]).
+    pub(crate) fn new(dir: &Path, file: &str) -> io::Result<DirWatch> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: inotify_init1 takes flags only.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor inotify_init1 just returned, owned by
+        // nobody else; the OwnedFd closes it once.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let mut watch = DirWatch { fd, dir: dir.to_path_buf(), file: file.into(), watching_file: false };
+        watch.add(dir, libc::IN_CREATE | libc::IN_MOVED_TO)?;
+        watch.rearm();
+        Ok(watch)
+    }
+
+    fn add(&self, path: &Path, mask: u32) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+        // SAFETY: `path` is a NUL-terminated string that outlives the call;
+        // the descriptor is ours.
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), path.as_ptr(), mask) };
+        if wd == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Watches the file (again): after it was created, or replaced by a new
+    /// inode (adding a watch an inode already has is harmless).
+    pub(crate) fn rearm(&mut self) {
+        let path = self.dir.join(&self.file);
+        self.watching_file = self.add(&path, libc::IN_MODIFY).is_ok();
+    }
+
+    /// Whether the watched file exists and is watched.
+    pub(crate) fn watching_file(&self) -> bool {
+        self.watching_file
+    }
+
+    /// Reads (and discards) every queued event. `WouldBlock` when there was
+    /// none; returns whether a creation or rename in the directory was seen.
+    pub(crate) fn drain(&self) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 4096];
+        let (mut any, mut created) = (false, false);
+        loop {
+            // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`,
+            // which lives across the call.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock if any => return Ok(created),
+                    _ => return Err(err),
+                }
+            }
+            any = true;
+            // Events: wd (i32), mask (u32), cookie (u32), len (u32), name.
+            let mut at = 0;
+            while at + 16 <= n as usize {
+                let mask = u32::from_ne_bytes(buf[at + 4..at + 8].try_into().expect("4 bytes"));
+                let len = u32::from_ne_bytes(buf[at + 12..at + 16].try_into().expect("4 bytes")) as usize;
+                created |= mask & (libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_Q_OVERFLOW) != 0;
+                at += 16 + len;
+            }
+        }
+    }
+}
+
+#[cfg(tidelog_linux)]
+impl std::os::fd::AsRawFd for DirWatch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}

@@ -25,6 +25,11 @@ pub(crate) struct DumpArgs {
     /// line with the payload in hex).
     #[arg(long, default_value = "utf8", value_parser = ["hex", "utf8", "json"])]
     format: String,
+    /// Keep printing records as the journal's writer (in any process) makes
+    /// them durable, until interrupted or `--limit` records are printed.
+    /// Never prints a record that is not durable yet.
+    #[arg(long)]
+    follow: bool,
 }
 
 /// The error line every command prints, and its exit code.
@@ -108,6 +113,9 @@ pub(crate) fn dump(args: DumpArgs) -> ExitCode {
         Ok(j) => j,
         Err(e) => return fail("dump", e),
     };
+    if args.follow {
+        return dump_following(&journal, &args);
+    }
     let mut reader = match journal.reader(Lsn::new(args.from)) {
         Ok(r) => r,
         Err(e) => return fail("dump", e),
@@ -120,21 +128,52 @@ pub(crate) fn dump(args: DumpArgs) -> ExitCode {
             Ok(None) => break,
             Err(e) => return fail("dump", e),
         };
-        let (start, lsn, payload) = (rec.start_lsn(), rec.lsn(), rec.payload());
-        let line = match args.format.as_str() {
-            "hex" => format!("{start} {lsn} {} {}", payload.len(), hex(payload)),
-            "json" => serde_json::json!({
-                "start": start.as_u64(), "lsn": lsn.as_u64(), "len": payload.len(), "payload_hex": hex(payload),
-            })
-            .to_string(),
-            _ => format!("{start} {lsn} {} {}", payload.len(), String::from_utf8_lossy(payload)),
-        };
-        if writeln!(out, "{line}").is_err() {
+        if writeln!(out, "{}", dump_line(&args.format, &rec)).is_err() {
             return ExitCode::SUCCESS; // the reader went away (a pipe to `head`)
         }
         printed += 1;
     }
     ExitCode::SUCCESS
+}
+
+/// `dump --follow`: one line per record as it becomes durable, each
+/// flushed at once (a pipe sees it without waiting for a buffer to fill).
+fn dump_following(journal: &JournalReader, args: &DumpArgs) -> ExitCode {
+    use futures::StreamExt;
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail("dump", e),
+    };
+    rt.block_on(async {
+        let mut follower = journal.follow(Lsn::new(args.from));
+        let mut out = std::io::stdout().lock();
+        let mut printed = 0u64;
+        while args.limit.is_none_or(|l| printed < l) {
+            let rec = match follower.next().await {
+                Some(Ok(rec)) => rec,
+                Some(Err(e)) => return fail("dump", e),
+                None => break,
+            };
+            if writeln!(out, "{}", dump_line(&args.format, &rec)).and_then(|()| out.flush()).is_err() {
+                break; // the reader went away
+            }
+            printed += 1;
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// One record as `dump` prints it.
+fn dump_line(format: &str, rec: &tidelog::Record) -> String {
+    let (start, lsn, payload) = (rec.start_lsn(), rec.lsn(), rec.payload());
+    match format {
+        "hex" => format!("{start} {lsn} {} {}", payload.len(), hex(payload)),
+        "json" => serde_json::json!({
+            "start": start.as_u64(), "lsn": lsn.as_u64(), "len": payload.len(), "payload_hex": hex(payload),
+        })
+        .to_string(),
+        _ => format!("{start} {lsn} {} {}", payload.len(), String::from_utf8_lossy(payload)),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
