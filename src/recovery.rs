@@ -159,7 +159,23 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> 
         ));
     }
     if !tail.is_empty() {
-        report.sidecar = Some(save_sidecar(storage, dir, &last.path, scan.end, &tail)?);
+        report.sidecar = match try_save_sidecar(storage, dir, &last.path, scan.end, &tail) {
+            Ok(path) => Some(path),
+            // A full disk has no room for the evidence (an append that
+            // failed with ENOSPC can leave just such a torn frame). A torn
+            // final write, with no valid frame after it, holds nothing that
+            // was acknowledged durable: it is cut without a copy, and said
+            // so, so that the journal opens and truncation can free space.
+            // Damage with valid frames after it stays refused.
+            Err((e, _)) if e.raw_os_error() == Some(libc::ENOSPC) && !followed => {
+                tracing::error!(
+                    segment = %last.path.display(), end_lsn = scan.end, bytes = tail.len(),
+                    "no space to save the torn tail before cutting it: cut without a copy"
+                );
+                None
+            }
+            Err((e, path)) => return Err(Error::io_at("save cut tail", &path, Lsn::new(scan.end), e)),
+        };
         report.truncated_bytes += tail.len() as u64;
         report.valid_frames_followed = followed;
         tracing::warn!(
@@ -239,6 +255,19 @@ fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {
 }
 
 fn save_sidecar(storage: &dyn Storage, dir: &Path, segment: &Path, end: u64, bytes: &[u8]) -> Result<PathBuf> {
+    try_save_sidecar(storage, dir, segment, end, bytes)
+        .map_err(|(e, path)| Error::io_at("save cut tail", &path, Lsn::new(end), e))
+}
+
+/// Copies `bytes` to `<segment>.corrupt-<end>` (synced, name and all); on
+/// failure removes what it made and returns the error and the path.
+fn try_save_sidecar(
+    storage: &dyn Storage,
+    dir: &Path,
+    segment: &Path,
+    end: u64,
+    bytes: &[u8],
+) -> std::result::Result<PathBuf, (io::Error, PathBuf)> {
     let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
     let path = dir.join(format!("{name}.corrupt-{end}"));
     let saved = (|| -> io::Result<()> {
@@ -247,11 +276,13 @@ fn save_sidecar(storage: &dyn Storage, dir: &Path, segment: &Path, end: u64, byt
         storage.sync_data(&file)?;
         storage.sync_dir(dir)
     })();
-    saved.map_err(|e| {
-        let _ = storage.remove(&path);
-        Error::io_at("save cut tail", &path, Lsn::new(end), e)
-    })?;
-    Ok(path)
+    match saved {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            let _ = storage.remove(&path);
+            Err((e, path))
+        }
+    }
 }
 
 fn new_journal_id() -> u64 {

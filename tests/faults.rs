@@ -203,6 +203,7 @@ matrix!(
     a_real_full_filesystem_poisons_with_enospc,
     a_full_filesystem_opens_reads_and_truncation_frees_space_for_appends,
     a_full_ext4_opens_reads_and_truncation_frees_space_for_appends,
+    a_torn_tail_on_a_full_disk_is_cut_without_a_copy,
 );
 
 /// A plain `fdatasync` that completes without a result (the kernel
@@ -679,6 +680,10 @@ async fn full_disk_cycle(wal: &std::path::Path, opts: JournalOptions, fill: Opti
     // Truncation can free only a segment that holds no kept record.
     assert!(acked.last().unwrap().as_u64() > 2 << 20, "{} appends before the disk filled: one segment", acked.len());
     let _ = j.close().await;
+    // verify reads a journal on the full disk (it writes nothing).
+    let report = tidelog::verify(wal).unwrap();
+    assert!(report.corruption.is_empty(), "{:?}", report.corruption);
+    assert!(report.records >= acked.len() as u64, "verify counted {} of {} records", report.records, acked.len());
     // Open on the full disk, and read everything acknowledged.
     let j = common::reopen_dropped(j, wal, &opts).await;
     let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
@@ -714,4 +719,46 @@ async fn append_until_full(j: &Journal, payload: &[u8], most: usize) -> (Vec<Lsn
     };
     assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC), "{err}");
     (acked, err)
+}
+
+/// A torn final frame (as an append that failed with ENOSPC can leave)
+/// found on a full disk: recovery has no room for its sidecar copy, and
+/// cuts it without one, so that the journal opens; damage with valid
+/// frames after it is still refused rather than cut uncopied.
+async fn a_torn_tail_on_a_full_disk_is_cut_without_a_copy(opts: JournalOptions) {
+    use std::os::unix::fs::FileExt;
+    let Some((dir, _unmount)) = small_tmpfs(4) else { return };
+    let wal = dir.path().join("wal");
+    let opts = opts.segment_size(1 << 20);
+    let j = match Journal::open(&wal, opts.clone()).await {
+        Err(tidelog::Error::Unsupported(_)) => return, // no O_DIRECT on tmpfs
+        j => j.unwrap(),
+    };
+    let mut lsns = Vec::new();
+    for i in 0..20u32 {
+        lsns.push(j.append_durable_async(format!("record {i}")).await.unwrap());
+    }
+    let end = j.next_lsn().as_u64();
+    j.close().await.unwrap();
+    // A torn frame after the end, inside the segment's reserved space (no
+    // new space needed), then a disk filled to its last byte.
+    let segment = wal.join(format!("{:020}.tlog", 0));
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+    file.write_all_at(&[0x5A; 100], 4096 + end).unwrap();
+    drop(file);
+    let mut filler = std::fs::File::create(dir.path().join("filler")).unwrap();
+    let chunk = vec![1u8; 64 << 10];
+    while std::io::Write::write_all(&mut filler, &chunk).is_ok() {}
+    while std::io::Write::write_all(&mut filler, &[1]).is_ok() {}
+    drop(filler);
+    let report = tidelog::verify(&wal).unwrap();
+    assert_eq!(report.torn_tail_bytes, 100, "verify sees the torn tail on the full disk");
+    let j = common::reopen(&wal, &opts).await;
+    assert_eq!(j.recovery_report().end_lsn().as_u64(), end);
+    assert_eq!(j.recovery_report().truncated_bytes(), 100);
+    assert!(j.recovery_report().sidecar().is_none(), "no room for a sidecar");
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    assert_eq!(records.iter().map(|r| r.lsn()).collect::<Vec<_>>(), lsns);
+    j.close().await.unwrap();
+    assert!(tidelog::verify(&wal).unwrap().is_clean());
 }
