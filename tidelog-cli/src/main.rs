@@ -39,6 +39,12 @@ enum Command {
     /// Crash-test child: append durable records, print each acknowledgement, until killed.
     #[command(hide = true)]
     AppendUntilKilled(child::ChildArgs),
+    /// Benchmark child: follow a journal, print each record's LSN and arrival time.
+    #[command(hide = true)]
+    FollowTiming {
+        /// The journal directory.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,13 @@ fn main() -> ExitCode {
         Command::Inspect { dir } => ops::inspect(&dir),
         Command::Dump(args) => ops::dump(args),
         Command::Repair(args) => ops::repair(args),
+        Command::FollowTiming { dir } => match bench::follow::follow_timing(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tidelog follow-timing: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::AppendUntilKilled(args) => match child::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

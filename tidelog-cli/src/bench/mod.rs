@@ -12,6 +12,7 @@
 mod bulk;
 mod chart;
 mod floors;
+pub(crate) mod follow;
 mod journal_cell;
 mod punts;
 mod replay;
@@ -107,6 +108,13 @@ pub(crate) struct BenchArgs {
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Instead of the append matrix: durable appenders (--tasks, the first
+    /// --record-size) with and without a follower in another process
+    /// (`JournalReader::follow`), in interleaved rounds: the appenders'
+    /// rate either way, and how long after each acknowledgement the
+    /// follower had the record.
+    #[arg(long)]
+    follow: bool,
 }
 
 /// One measurement of one configuration.
@@ -154,6 +162,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         eprintln!("tidelog replay bench in {} ({mib} MiB per record size)", base.display());
         let preallocs = args.preallocate.iter().map(|p| parse_preallocate(p)).collect::<Result<Vec<_>, _>>()?;
         return replay::run(&rt, &base, mib, &args.record_size, &preallocs);
+    }
+    if args.follow {
+        eprintln!("tidelog follower bench in {} ({cell_secs} s per cell, {rounds} rounds)", base.display());
+        let record = args.record_size.first().copied().unwrap_or(128);
+        return follow::run(&rt, &base, &args.tasks, record, cell_secs, rounds);
     }
     eprintln!("tidelog bench in {} ({cell_secs} s per cell, {rounds} interleaved rounds, medians)", base.display());
     if let Some(why) = punts.unknown_because() {
