@@ -57,6 +57,9 @@
 //!   *written* record: what survives a crash of the process; bound them by
 //!   [`Journal::durable_lsn`] to read only what survives power loss), or
 //!   [`replay`] for a whole directory at start-up.
+//! - **Following from another process**: [`JournalReader::follow`] (a
+//!   `Stream` of the records the writer made durable, never one it has not;
+//!   `docs/operations.md`).
 //!
 //! A failed write or sync poisons the journal: every waiter and every later
 //! call gets [`Error::Poisoned`], and nothing is reported durable after it.

@@ -84,3 +84,30 @@ fn a_corrupted_vector_byte_is_never_a_record() {
         }
     }
 }
+
+#[test]
+fn the_frontier_vector_is_what_readers_accept() {
+    let doc = include_str!("../docs/format.md");
+    let block = doc.split("```hex frontier\n").nth(1).expect("the frontier vector").split("```").next().unwrap();
+    let bytes: Vec<u8> = block.split_whitespace().map(|h| u8::from_str_radix(h, 16).expect("hex byte")).collect();
+    assert_eq!(bytes.len(), tidelog::format::FRONTIER_LEN);
+    assert_eq!(bytes[..8], tidelog::format::FRONTIER_MAGIC);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("00000000000000000000.tlog"), segment_from_vectors()).unwrap();
+    let reader = JournalReader::open(dir.path()).unwrap();
+    assert_eq!(reader.published_frontier().unwrap(), None, "nothing published yet");
+    std::fs::write(dir.path().join(tidelog::format::FRONTIER_FILE_NAME), &bytes).unwrap();
+    assert_eq!(reader.published_frontier().unwrap(), Some(Lsn::new(120)));
+    // A torn or damaged record, and a whole one of another journal, are
+    // not this journal's frontier.
+    let mut torn = bytes.clone();
+    torn[16] ^= 1;
+    std::fs::write(dir.path().join(tidelog::format::FRONTIER_FILE_NAME), &torn).unwrap();
+    assert_eq!(reader.published_frontier().unwrap(), None, "a bad CRC");
+    let mut other = bytes.clone();
+    other[8] ^= 1;
+    let crc = crc32fast::hash(&other[..24]);
+    other[24..28].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.path().join(tidelog::format::FRONTIER_FILE_NAME), &other).unwrap();
+    assert_eq!(reader.published_frontier().unwrap(), None, "another journal's id");
+}
