@@ -1,8 +1,9 @@
-//! `tidelog bench --follow`: durable appenders with and without a follower
-//! in another process (`tidelog follow-timing`, a `JournalReader::follow`
+//! `tidelog bench --follow`: durable appenders without a follower, with an
+//! in-process subscriber (`Journal::subscribe`), and with a follower in
+//! another process (`tidelog follow-timing`, a `JournalReader::follow`
 //! that prints when each record reached it), in interleaved rounds. Reports
-//! the appenders' rate and p99 either way, and how long after its append
-//! was acknowledged each record reached the follower.
+//! the appenders' rate and p99 each way, and how long after its append was
+//! acknowledged each record reached the follower.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -56,8 +57,30 @@ struct Cell {
     lag: Option<Histogram<u64>>,
 }
 
-async fn cell(dir: &Path, tasks: usize, record: usize, secs: f64, follower: bool) -> Result<Cell, String> {
+/// Who follows the appenders.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Follower {
+    None,
+    /// `Journal::subscribe`, in this process.
+    Subscribe,
+    /// `JournalReader::follow`, in another process.
+    Process,
+}
+
+async fn cell(dir: &Path, tasks: usize, record: usize, secs: f64, who: Follower) -> Result<Cell, String> {
     let journal = Journal::open(dir, JournalOptions::new()).await.map_err(|e| e.to_string())?;
+    let subscriber = (who == Follower::Subscribe).then(|| {
+        let mut feed = journal.subscribe(Lsn::ZERO);
+        tokio::spawn(async move {
+            let mut seen = HashMap::new();
+            while let Some(rec) = feed.next().await {
+                let rec = rec?;
+                seen.insert(rec.lsn().as_u64(), now_ns());
+            }
+            Ok::<_, tidelog::Error>(seen)
+        })
+    });
+    let follower = who == Follower::Process;
     // The follower starts before the appenders, and has its first line to
     // prove it runs.
     let mut child = None;
@@ -120,6 +143,12 @@ async fn cell(dir: &Path, tasks: usize, record: usize, secs: f64, follower: bool
     let elapsed = start.elapsed().as_secs_f64();
     journal.close().await.map_err(|e| e.to_string())?;
     let mut lag = None;
+    if let Some(subscriber) = subscriber {
+        // The subscription ends when the journal closes, having delivered
+        // everything durable.
+        let seen = subscriber.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        lag = Some(lags(&acks, &seen)?);
+    }
     if let (Some(mut c), Some((furthest, lines))) = (child, lines) {
         // Everything acknowledged reaches the follower: wait for the last
         // one (bounded), then stop it.
@@ -140,16 +169,21 @@ async fn cell(dir: &Path, tasks: usize, record: usize, secs: f64, follower: bool
         if !caught_up {
             return Err(format!("the follower saw {} of {} acknowledged records within 20 s", seen.len(), acks.len()));
         }
-        let mut h = Histogram::<u64>::new(3).expect("histogram");
-        for (lsn, acked) in &acks {
-            let Some(&arrived) = seen.get(lsn) else {
-                return Err(format!("the follower never saw the record at LSN {lsn}"));
-            };
-            h.record(arrived.saturating_sub(*acked) / 1000).ok();
-        }
-        lag = Some(h);
+        lag = Some(lags(&acks, &seen)?);
     }
     Ok(Cell { appends: acks.len() as u64, secs: elapsed, hist, lag })
+}
+
+/// How long after its acknowledgement each record reached the follower (µs).
+fn lags(acks: &[(u64, u64)], seen: &HashMap<u64, u64>) -> Result<Histogram<u64>, String> {
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    for (lsn, acked) in acks {
+        let Some(&arrived) = seen.get(lsn) else {
+            return Err(format!("the follower never saw the record at LSN {lsn}"));
+        };
+        h.record(arrived.saturating_sub(*acked) / 1000).ok();
+    }
+    Ok(h)
 }
 
 /// Interleaved rounds of each task count without and with a follower.
@@ -161,11 +195,12 @@ pub(crate) fn run(
     secs: f64,
     rounds: usize,
 ) -> Result<(), String> {
-    let mut cells: HashMap<(usize, bool), Vec<Cell>> = HashMap::new();
+    const WHO: [Follower; 3] = [Follower::None, Follower::Subscribe, Follower::Process];
+    let mut cells: HashMap<(usize, Follower), Vec<Cell>> = HashMap::new();
     for round in 0..rounds {
         for &n in tasks {
-            for follower in [false, true] {
-                let dir = base.join(format!("follow-{round}-{n}-{follower}"));
+            for follower in WHO {
+                let dir = base.join(format!("follow-{round}-{n}-{follower:?}"));
                 let c = rt.block_on(cell(&dir, n, record, secs, follower))?;
                 let _ = std::fs::remove_dir_all(&dir);
                 cells.entry((n, follower)).or_default().push(c);
@@ -173,12 +208,12 @@ pub(crate) fn run(
         }
     }
     println!(
-        "{:>6} {:<9} {:>12} {:>9} {:>9} {:>11} {:>11} {:>11}",
+        "{:>6} {:<15} {:>12} {:>9} {:>9} {:>11} {:>11} {:>11}",
         "tasks", "follower", "appends/s", "p50 µs", "p99 µs", "lag p50 µs", "lag p99 µs", "lag max µs"
     );
     for &n in tasks {
-        let plain = median(cells[&(n, false)].iter().map(|c| c.appends as f64 / c.secs));
-        for follower in [false, true] {
+        let plain = median(cells[&(n, Follower::None)].iter().map(|c| c.appends as f64 / c.secs));
+        for follower in WHO {
             let runs = &cells[&(n, follower)];
             let rate = median(runs.iter().map(|c| c.appends as f64 / c.secs));
             let p = |q: f64| median(runs.iter().map(|c| c.hist.value_at_quantile(q) as f64));
@@ -191,9 +226,13 @@ pub(crate) fn run(
                     format!("{:.0}", median(v.into_iter()))
                 }
             };
-            let name = if follower { format!("yes {:>3.0}%", 100.0 * rate / plain) } else { "no".to_string() };
+            let name = match follower {
+                Follower::None => "none".to_string(),
+                Follower::Subscribe => format!("subscribe {:>3.0}%", 100.0 * rate / plain),
+                Follower::Process => format!("process {:>3.0}%", 100.0 * rate / plain),
+            };
             println!(
-                "{n:>6} {name:<9} {rate:>12.0} {:>9.0} {:>9.0} {:>11} {:>11} {:>11}",
+                "{n:>6} {name:<15} {rate:>12.0} {:>9.0} {:>9.0} {:>11} {:>11} {:>11}",
                 p(0.5),
                 p(0.99),
                 lag(0.5),
