@@ -83,6 +83,10 @@ impl crate::read::LiveJournal for Shared {
             Level::Durable
         }
     }
+
+    fn page_cached(&self) -> bool {
+        !self.opts.direct_io
+    }
 }
 
 /// Set once, when the directory lock has been released.

@@ -45,6 +45,9 @@ pub(crate) trait LiveJournal: Send + Sync + std::fmt::Debug {
     /// What a subscriber follows: the durable frontier (the written one
     /// when the journal never syncs on its own).
     fn follow_level(&self) -> Level;
+    /// Whether what was just written is in the page cache (not so with
+    /// direct I/O): reading it back then costs a copy, not a device read.
+    fn page_cached(&self) -> bool;
 }
 
 /// One record read back.
