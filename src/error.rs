@@ -144,3 +144,24 @@ impl std::error::Error for Error {
         }
     }
 }
+
+/// The runtime the caller runs on, checked for what tidelog needs of it:
+/// [`Error::RuntimeRequired`] outside one, and [`Error::Unsupported`]
+/// naming the builder call when it was built without its time driver
+/// (timeouts, stall reports, `SyncPolicy::Interval`, the group-commit
+/// window and followers need it). A runtime without its I/O driver is
+/// fine: `Auto` then runs the `Blocking` substrate, which needs none, and
+/// followers poll. It lives here, at the bottom layer, because every layer
+/// that runs on tokio asks it.
+pub(crate) fn runtime() -> Result<tokio::runtime::Handle> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::RuntimeRequired)?;
+    // tokio offers no query for its drivers; making a timer panics (inside
+    // tokio, before anything is registered) when the time driver is off.
+    let timer = std::panic::AssertUnwindSafe(|| drop(tokio::time::sleep(std::time::Duration::ZERO)));
+    if std::panic::catch_unwind(timer).is_err() {
+        return Err(Error::Unsupported(
+            "the tokio runtime has no time driver: build it with `enable_time()` (or `enable_all()`)".into(),
+        ));
+    }
+    Ok(handle)
+}

@@ -218,7 +218,7 @@ fn task_failed(path: &Path, e: tokio::task::JoinError) -> Error {
 impl WritebackFile {
     /// Creates (or truncates) `path` for writing. Needs a tokio runtime.
     pub async fn create(path: impl AsRef<Path>, opts: WritebackOptions) -> Result<WritebackFile> {
-        crate::substrate::runtime()?; // its deadlines need the time driver
+        crate::error::runtime()?; // its deadlines need the time driver
         let target = path.as_ref().to_path_buf();
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -47,7 +47,7 @@ impl std::fmt::Debug for Hooks {
 
 pub(super) async fn open(dir: &Path, opts: JournalOptions, hooks: Hooks) -> Result<Arc<Shared>> {
     opts.validate()?;
-    let runtime = crate::substrate::runtime()?;
+    let runtime = crate::error::runtime()?;
     prepare_dir(dir)?;
     let class = crate::StorageClass::of(dir)?;
     if opts.direct_io && class.is_memory() {

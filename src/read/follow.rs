@@ -95,7 +95,7 @@ struct State {
 
 enum Wake {
     #[cfg(tidelog_linux)]
-    Notify(tokio::io::unix::AsyncFd<crate::storage::os::DirWatch>),
+    Notify(tokio::io::unix::AsyncFd<frontier::DirWatch>),
     Poll,
 }
 
@@ -141,24 +141,22 @@ fn fail(mut st: State, err: Error) -> (Result<Record>, State) {
 
 /// How this follower learns that the frontier moved.
 fn wake(st: &State) -> Result<Wake> {
-    crate::substrate::runtime()?;
+    crate::error::runtime()?;
     #[cfg(tidelog_linux)]
     {
-        let watch = crate::storage::os::DirWatch::new(&st.dir, FRONTIER_FILE_NAME).map_err(|e| e.to_string()).and_then(
-            |watch| {
-                let register = std::panic::AssertUnwindSafe(|| {
-                    // SAFETY: the DirWatch owns its descriptor (an OwnedFd)
-                    // and is owned by the AsyncFd, so the fd stays open and
-                    // the same for the registration's whole life.
-                    unsafe { tokio::io::unix::AsyncFd::register(watch) }
-                });
-                // tokio panics (rather than erring) when the runtime has no
-                // I/O driver: the follower then polls.
-                std::panic::catch_unwind(register)
-                    .map_err(|_| "the tokio runtime has no I/O driver".to_string())?
-                    .map_err(|e| e.to_string())
-            },
-        );
+        let watch = frontier::DirWatch::new(&st.dir, FRONTIER_FILE_NAME).map_err(|e| e.to_string()).and_then(|watch| {
+            let register = std::panic::AssertUnwindSafe(|| {
+                // SAFETY: the DirWatch owns its descriptor (an OwnedFd)
+                // and is owned by the AsyncFd, so the fd stays open and
+                // the same for the registration's whole life.
+                unsafe { tokio::io::unix::AsyncFd::register(watch) }
+            });
+            // tokio panics (rather than erring) when the runtime has no
+            // I/O driver: the follower then polls.
+            std::panic::catch_unwind(register)
+                .map_err(|_| "the tokio runtime has no I/O driver".to_string())?
+                .map_err(|e| e.to_string())
+        });
         match watch {
             Ok(watch) => return Ok(Wake::Notify(watch)),
             Err(e) => tracing::debug!(dir = %st.dir.display(), error = %e, "no inotify: the follower polls"),

@@ -10,6 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::format::{self, Frontier, FRONTIER_FILE_NAME, FRONTIER_LEN};
+/// Wakes followers when the frontier file is rewritten (Linux).
+#[cfg(tidelog_linux)]
+pub(crate) use crate::storage::os::DirWatch;
 
 /// The writer's side: rewrites the record in place (one `pwrite` of 32
 /// bytes into the page cache, no sync).

@@ -58,26 +58,6 @@ pub enum Substrate {
     Blocking,
 }
 
-/// The runtime the caller runs on, checked for what tidelog needs of it:
-/// [`Error::RuntimeRequired`](crate::Error::RuntimeRequired) outside one,
-/// and [`Error::Unsupported`](crate::Error::Unsupported) naming the builder
-/// call when it was built without its time driver (timeouts, stall reports,
-/// `SyncPolicy::Interval` and the group-commit window need it). A runtime
-/// without its I/O driver is fine: `Auto` then runs the `Blocking`
-/// substrate, which needs none.
-pub(crate) fn runtime() -> crate::Result<tokio::runtime::Handle> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| crate::Error::RuntimeRequired)?;
-    // tokio offers no query for its drivers; making a timer panics (inside
-    // tokio, before anything is registered) when the time driver is off.
-    let timer = std::panic::AssertUnwindSafe(|| drop(tokio::time::sleep(std::time::Duration::ZERO)));
-    if std::panic::catch_unwind(timer).is_err() {
-        return Err(crate::Error::Unsupported(
-            "the tokio runtime has no time driver: build it with `enable_time()` (or `enable_all()`)".into(),
-        ));
-    }
-    Ok(handle)
-}
-
 /// What an op does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum OpKind {
