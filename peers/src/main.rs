@@ -550,7 +550,7 @@ fn main() {
     let mut records = Vec::new();
     let mut failed = false;
     for system in &systems {
-        let mut row = vec![system.name()];
+        let mut row = vec![system.name(), system.written_promise().to_string()];
         for workload in Workload::ALL {
             if args.workloads.as_ref().is_some_and(|w| !w.split(',').any(|k| k == workload.key())) {
                 row.push("-".into());
@@ -571,7 +571,7 @@ fn main() {
         if args.quick { " (--quick)" } else { "" },
         args.recovery_bytes >> 20
     );
-    let mut header = vec!["system".to_string()];
+    let mut header = vec!["system".to_string(), "(3) a written append returns with the record in".to_string()];
     header.extend(Workload::ALL.iter().map(|w| w.title(args.writers)));
     println!("| {} |", header.join(" | "));
     println!("|{}", "---|".repeat(header.len()));

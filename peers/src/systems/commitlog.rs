@@ -26,6 +26,9 @@ impl Wal for CommitLogWal {
 }
 
 impl System for CommitLog {
+    fn written_promise(&self) -> &'static str {
+        "page cache"
+    }
     fn name(&self) -> String {
         "commitlog 0.2.0".into()
     }

@@ -29,6 +29,9 @@ impl Wal for FsysWal {
 }
 
 impl System for Fsys {
+    fn written_promise(&self) -> &'static str {
+        "page cache"
+    }
     fn name(&self) -> String {
         "fsys 1.1.3 (sync API)".into()
     }
@@ -106,6 +109,9 @@ impl Drop for UringDisabled {
 }
 
 impl System for FsysAsync {
+    fn written_promise(&self) -> &'static str {
+        "page cache"
+    }
     fn name(&self) -> String {
         if self.fallback {
             "fsys 1.1.3 (async, fallback)".into()

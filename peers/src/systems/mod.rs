@@ -52,6 +52,11 @@ pub trait System: Sync {
     fn written_na(&self) -> Option<&'static str> {
         None
     }
+    /// Where a record is when its written (not durable) append returns, as
+    /// its source says (docs/peers.md cites the lines): "process memory"
+    /// (lost with the process), "page cache" (survives the process, not a
+    /// power cut), or what else.
+    fn written_promise(&self) -> &'static str;
     /// Why it cannot take concurrent writers, if it cannot.
     fn concurrent_na(&self) -> Option<&'static str> {
         None
@@ -81,6 +86,8 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(journal::Tidelog(SubstrateChoice::Blocking, Preallocate::default())),
         Box::new(journal::Tidelog(SubstrateChoice::IoUring, Preallocate::Zero)),
         Box::new(journal::Tidelog(SubstrateChoice::Blocking, Preallocate::Zero)),
+        Box::new(journal::TidelogSubmit(SubstrateChoice::IoUring)),
+        Box::new(journal::TidelogSubmit(SubstrateChoice::Blocking)),
         Box::new(raw::Raw),
         Box::new(fsys::Fsys),
         Box::new(fsys::FsysAsync { fallback: false }),

@@ -40,6 +40,9 @@ impl Wal for NodeDbWal {
 }
 
 impl System for NodeDb {
+    fn written_promise(&self) -> &'static str {
+        "process memory"
+    }
     fn name(&self) -> String {
         "nodedb-wal 0.4.0".into()
     }

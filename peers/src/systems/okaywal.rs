@@ -53,6 +53,9 @@ fn okaywal_config(dir: &Path) -> okaywal::Configuration {
 }
 
 impl System for OkayWal {
+    fn written_promise(&self) -> &'static str {
+        "-"
+    }
     fn name(&self) -> String {
         "okaywal 0.3.1".into()
     }

@@ -49,6 +49,9 @@ fn raft_engine_config(dir: &Path) -> raft_engine::Config {
 }
 
 impl System for RaftEngine {
+    fn written_promise(&self) -> &'static str {
+        "page cache"
+    }
     fn name(&self) -> String {
         "raft-engine 0.4.2".into()
     }

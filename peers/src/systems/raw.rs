@@ -46,6 +46,9 @@ impl Wal for RawWal {
 }
 
 impl System for Raw {
+    fn written_promise(&self) -> &'static str {
+        "page cache"
+    }
     fn name(&self) -> String {
         "raw pwrite+fdatasync".into()
     }

@@ -43,6 +43,9 @@ fn walrus_open(dir: &Path, schedule: walrus_rust::FsyncSchedule) -> io::Result<w
 }
 
 impl System for Walrus {
+    fn written_promise(&self) -> &'static str {
+        "on disk (O_SYNC; see docs/peers.md)"
+    }
     fn name(&self) -> String {
         "walrus-rust 0.2.0".into()
     }
