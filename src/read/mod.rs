@@ -325,7 +325,7 @@ impl JournalReader {
     /// still true: durable records stay durable.
     pub fn published_frontier(&self) -> Result<Option<Lsn>> {
         let published = segment::frontier::read_published(&self.dir)
-            .map_err(|e| Error::io("read published frontier", &self.dir.join(format::FRONTIER_FILE_NAME), e))?;
+            .map_err(|e| Error::io("read published frontier", self.dir.join(format::FRONTIER_FILE_NAME), e))?;
         let Some(published) = published else { return Ok(None) };
         // The file speaks for the journal whose segments carry its id (not
         // for one deleted and made again under the same name). Truncation
