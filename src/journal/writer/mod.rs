@@ -112,10 +112,15 @@ impl Writer {
     }
 
     /// A sync round (or a seal) made everything below `covers` durable:
-    /// waiters are told, and so are readers in other processes.
+    /// readers in other processes are told, then waiters. Published first,
+    /// so that a record acknowledged durable is already within the
+    /// published frontier (a backup or follower in another process started
+    /// after the acknowledgement sees it); never for a poisoned journal.
     fn made_durable(&mut self, covers: u64) {
+        if self.shared.gate.failure().is_none() {
+            self.frontier.publish(covers.max(self.shared.gate.durable_lsn().as_u64()));
+        }
         self.shared.gate.complete_sync(covers);
-        self.frontier.publish(self.shared.gate.durable_lsn().as_u64());
     }
 
     /// Serves until the journal closes or fails, then winds down: the
