@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::BackupReport;
 use crate::format;
-use crate::segment::{read_header, scan::scan_segment};
+use crate::segment::{read_header, scan::scan_segment_to};
 use crate::storage::os;
 use crate::{Error, Lsn, Result};
 
@@ -69,7 +69,8 @@ pub(super) fn check_absent(dest: &Path) -> Result<()> {
 }
 
 /// Opens the segments of `bases` (ascending) that hold LSNs below
-/// `frontier`, or the one that starts at it.
+/// `frontier`, or the one that starts at it, and finds how much of each
+/// the backup takes.
 pub(super) fn open_sources(dir: &Path, bases: &[u64], frontier: u64) -> Result<Opened> {
     let kept: Vec<u64> = bases.iter().copied().filter(|&b| b <= frontier).collect();
     if kept.is_empty() {
@@ -91,15 +92,16 @@ pub(super) fn open_sources(dir: &Path, bases: &[u64], frontier: u64) -> Result<O
         };
         read_header(&file, &path, base)?;
         let end = next.unwrap_or(frontier);
-        let len = format::file_offset(base, end);
         let have = file.metadata().map_err(|e| Error::io_at("stat segment", &path, Lsn::new(base), e))?.len();
-        if have < len {
+        if have < format::file_offset(base, end) {
             return Err(Error::corrupt(
                 &path,
                 Lsn::new(end),
-                format!("the file holds {have} bytes but LSN {end} lies at offset {len}"),
+                format!("the file holds {have} bytes but LSN {end} lies at offset {}", format::file_offset(base, end)),
             ));
         }
+        let end = if next.is_some() { end } else { record_end(&file, &path, base, frontier)? };
+        let len = format::file_offset(base, end);
         sources.push(Source { base, path, file, len, sealed: next.is_some() });
     }
     Ok(Opened::All(sources))
@@ -143,8 +145,7 @@ fn make_temp_dir(dest: &Path) -> Result<PathBuf> {
     Err(Error::io("create backup directory", temp, io::Error::from(io::ErrorKind::AlreadyExists)))
 }
 
-/// Links or copies every source into `temp`, ends the last copy at a
-/// record boundary, and syncs `temp`.
+/// Links or copies every source into `temp` and syncs `temp`.
 fn fill(temp: &Path, sources: &[Source], frontier: u64) -> Result<BackupReport> {
     let mut report = BackupReport { frontier: Lsn::new(frontier), ..BackupReport::default() };
     let last = sources.last().expect("open_sources returns at least one segment");
@@ -159,7 +160,7 @@ fn fill(temp: &Path, sources: &[Source], frontier: u64) -> Result<BackupReport> 
             report.bytes_copied += s.len;
         }
     }
-    report.end_lsn = Lsn::new(end_at_record(&temp.join(format::segment_file_name(last.base)), last.base)?);
+    report.end_lsn = Lsn::new(last.base + last.len - format::SEGMENT_HEADER_LEN as u64);
     os::sync_dir(temp).map_err(|e| Error::io("sync backup directory", temp, e))?;
     Ok(report)
 }
@@ -224,17 +225,15 @@ fn copy_prefix(s: &Source, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Ends the copied last segment at the end of its last whole record (or
-/// batch): the frontier may lie inside a batch whose rest was not yet
-/// durable. Returns that end.
-fn end_at_record(path: &Path, base: u64) -> Result<u64> {
-    let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::io("open", path, e))?;
-    let scan = scan_segment(&file, base, path)?;
-    let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
-    let end = format::file_offset(base, scan.end);
-    if end < len {
-        file.set_len(end).map_err(|e| Error::io_at("truncate", path, Lsn::new(scan.end), e))?;
-        os::sync_data(&file).map_err(|e| Error::io_at("fdatasync", path, Lsn::new(scan.end), e))?;
+/// The end of the last whole record (or batch) of the segment at or below
+/// `frontier`: the frontier may lie inside a batch whose rest was not yet
+/// durable, and the backup must end where a record does. Scans the
+/// source, whose pages a live journal has in the cache, never past the
+/// frontier.
+fn record_end(file: &File, path: &Path, base: u64, frontier: u64) -> Result<u64> {
+    let scan = scan_segment_to(file, base, path, frontier)?;
+    if scan.end < frontier {
+        tracing::info!(path = %path.display(), frontier, end = scan.end, "backup ends at the last whole record below the frontier");
     }
     Ok(scan.end)
 }
