@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,15 @@ use tidelog::{Journal, JournalOptions};
 
 const APPENDERS: usize = 64;
 /// How long each latency phase runs.
-const PHASE: Duration = Duration::from_secs(4);
+const PHASE: Duration = Duration::from_secs(2);
+/// Time between one backup's end and the next one's start, when spaced.
+const GAP: Duration = Duration::from_millis(250);
+
+/// A phase without a backup.
+async fn idle(how_long: Duration) -> Result<(), String> {
+    tokio::time::sleep(how_long).await;
+    Ok(())
+}
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -35,42 +43,99 @@ async fn fill(journal: &Journal, mib: u64) -> Result<(), String> {
     journal.sync_through_async(journal.written_lsn()).await.map_err(err)
 }
 
-/// Runs 64 durable appenders until `stop`; their latencies in µs.
+/// Whether a backup runs, and how many times that changed: an append
+/// overlapped a backup if one ran when it began or the count moved while
+/// it was in flight.
+#[derive(Debug, Default)]
+struct Backups {
+    running: AtomicBool,
+    changes: AtomicU64,
+}
+
+impl Backups {
+    fn set(&self, running: bool) {
+        self.running.store(running, Ordering::SeqCst);
+        self.changes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Latencies (µs) of appends clear of any backup, and of those that
+/// overlapped one.
+type Split = (Histogram<u64>, Histogram<u64>);
+
+/// Runs 64 durable appenders until `stop`.
 fn appenders(
     journal: &Journal,
     stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Result<Histogram<u64>, String>>> {
+    backups: &Arc<Backups>,
+) -> Vec<tokio::task::JoinHandle<Result<Split, String>>> {
     (0..APPENDERS)
         .map(|_| {
-            let (journal, stop) = (journal.clone(), stop.clone());
+            let (journal, stop, backups) = (journal.clone(), stop.clone(), backups.clone());
             tokio::spawn(async move {
-                let mut hist = Histogram::<u64>::new(3).map_err(err)?;
+                let mut clear = Histogram::<u64>::new(3).map_err(err)?;
+                let mut overlapped = clear.clone();
                 while !stop.load(Ordering::Relaxed) {
+                    let (during, seen) =
+                        (backups.running.load(Ordering::SeqCst), backups.changes.load(Ordering::SeqCst));
                     let t = Instant::now();
                     journal.append_durable_async([7u8; 128]).await.map_err(err)?;
-                    hist.record(t.elapsed().as_micros() as u64).ok();
+                    let us = t.elapsed().as_micros() as u64;
+                    let hist = if during || backups.changes.load(Ordering::SeqCst) != seen {
+                        &mut overlapped
+                    } else {
+                        &mut clear
+                    };
+                    hist.record(us).ok();
                 }
-                Ok(hist)
+                Ok((clear, overlapped))
             })
         })
         .collect()
 }
 
-/// Runs the appenders while `during` runs (at least [`PHASE`] when
-/// `during` is `None`); their merged histogram.
-async fn phase<F>(journal: &Journal, during: F) -> Result<Histogram<u64>, String>
+/// Runs the appenders while `during` runs; their merged histograms.
+async fn phase<F>(journal: &Journal, backups: &Arc<Backups>, during: F) -> Result<Split, String>
 where
     F: std::future::Future<Output = Result<(), String>>,
 {
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks = appenders(journal, &stop);
+    let tasks = appenders(journal, &stop, backups);
     let result = during.await;
     stop.store(true, Ordering::Relaxed);
-    let mut all = Histogram::<u64>::new(3).map_err(err)?;
+    let (mut clear, mut overlapped) = (Histogram::<u64>::new(3).map_err(err)?, Histogram::<u64>::new(3).map_err(err)?);
     for t in tasks {
-        all.add(t.await.map_err(err)??).map_err(err)?;
+        let (c, o) = t.await.map_err(err)??;
+        clear.add(c).map_err(err)?;
+        overlapped.add(o).map_err(err)?;
     }
-    result.map(|()| all)
+    result.map(|()| (clear, overlapped))
+}
+
+/// Backups into `base/NAME-N` for `how_long`, `gap` apart (none: back
+/// to back), flagged in `backups`; each one's time and report.
+async fn backups_for(
+    journal: &Journal,
+    base: &Path,
+    name: &str,
+    backups: &Backups,
+    how_long: Duration,
+    gap: Duration,
+    taken: &mut Vec<(Duration, tidelog::BackupReport)>,
+) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < how_long {
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
+        let dest = base.join(format!("{name}-{}", taken.len()));
+        backups.set(true);
+        let t = Instant::now();
+        let report = journal.backup(&dest).await.map_err(err);
+        backups.set(false);
+        taken.push((t.elapsed(), report?));
+    }
+    Ok(())
 }
 
 fn segment_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
@@ -121,30 +186,42 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, segment_m
     rt.block_on(fill(&journal, mib))?;
     eprintln!("filled {mib} MiB in {:.1} s ({:?})", t.elapsed().as_secs_f64(), journal.substrate());
     println!("{:<34} {:>10} {:>10} {:>10} {:>10}", "64 durable appenders", "p50 µs", "p99 µs", "max µs", "appends");
-    let quiet = rt.block_on(phase(&journal, async {
-        tokio::time::sleep(PHASE).await;
-        Ok(())
-    }))?;
-    row("no backup", &quiet);
-    // Back-to-back backups for a phase: the appenders' latency "during".
+    let none = Arc::new(Backups::default());
+    // Warm-up, uncounted: the fill's writeback and the first rounds' noise.
+    rt.block_on(phase(&journal, &none, idle(PHASE / 2)))?;
+    // A backup every GAP: appends that overlapped one against those that
+    // did not, interleaved in one phase.
+    let backups = Arc::new(Backups::default());
     let mut taken = Vec::new();
-    let during = rt.block_on(phase(&journal, async {
-        let start = Instant::now();
-        while start.elapsed() < PHASE {
-            let dest = base.join(format!("backup-{}", taken.len()));
-            let t = Instant::now();
-            let report = journal.backup(&dest).await.map_err(err)?;
-            taken.push((t.elapsed(), report));
-        }
-        Ok(())
-    }))?;
-    row(&format!("during {} backups", taken.len()), &during);
+    let (clear, overlapped) = rt.block_on(phase(
+        &journal,
+        &backups,
+        backups_for(&journal, base, "spaced", &backups, PHASE * 3, GAP, &mut taken),
+    ))?;
+    row("clear of any backup", &clear);
+    row(&format!("overlapping one of {} backups", taken.len()), &overlapped);
+    // Back to back: every append overlaps a backup.
+    let mut stress = Vec::new();
+    let (_, back_to_back) = rt.block_on(phase(
+        &journal,
+        &backups,
+        backups_for(&journal, base, "stress", &backups, PHASE, Duration::ZERO, &mut stress),
+    ))?;
+    row(&format!("during {} back-to-back backups", stress.len()), &back_to_back);
     let cp_dest = base.join("cp-during");
-    let during_cp = rt.block_on(phase(&journal, async { cp(&wal, &cp_dest, true).map(drop) }))?;
+    let (from, to) = (wal.clone(), cp_dest.clone());
+    let (during_cp, _) = rt.block_on(phase(&journal, &none, async move {
+        // Off the runtime's workers: they run the appenders.
+        tokio::task::spawn_blocking(move || cp(&from, &to, true).map(drop)).await.map_err(err)?
+    }))?;
     row("during cp + sync", &during_cp);
+    taken.extend(stress);
     let _ = std::fs::remove_dir_all(&cp_dest);
-    for i in 0..taken.len() {
-        let _ = std::fs::remove_dir_all(base.join(format!("backup-{i}")));
+    for entry in std::fs::read_dir(base).map_err(err)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("spaced-") || name.starts_with("stress-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
     rt.block_on(journal.close()).map_err(err)?;
     timings(rt, base, &wal, &taken)
