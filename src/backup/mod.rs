@@ -15,7 +15,6 @@ mod copy;
 
 use std::path::{Path, PathBuf};
 
-use crate::journal::LOCK_FILE;
 use crate::segment::{self, scan::scan_segment};
 use crate::storage::os;
 use crate::{Error, JournalReader, Lsn, Result};
@@ -95,7 +94,7 @@ pub(crate) fn backup_pinned(src: &Path, dest: &Path, bases: &[u64], frontier: u6
 /// must take it: the published frontier under a live writer, else the end
 /// of the valid log.
 fn durable_state(src: &Path) -> Result<u64> {
-    let lock = src.join(LOCK_FILE);
+    let lock = src.join(crate::format::LOCK_FILE_NAME);
     let holder = os::flock_holder(&lock);
     let published = JournalReader::open(src)?.published_frontier()?;
     match (holder, published) {
