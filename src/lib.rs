@@ -89,6 +89,7 @@
 #[cfg(not(unix))]
 compile_error!("tidelog currently builds on Unix only (Linux, macOS, BSDs)");
 
+mod backup;
 pub mod bulk;
 mod error;
 pub mod format;
@@ -102,6 +103,7 @@ mod stats;
 mod storage;
 mod substrate;
 
+pub use backup::{backup_dir, BackupReport};
 pub use error::{Error, Result};
 pub use journal::options::{JournalOptions, SyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use journal::{Journal, Released, Ticket};

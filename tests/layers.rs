@@ -22,7 +22,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("read", &["segment", "format", "gate", "error", "lsn"]),
     ("stats", &["substrate", "error", "lsn"]),
     ("bulk", &["storage", "substrate", "error", "lsn"]),
-    ("journal", &["read", "recovery", "segment", "stats", "substrate", "storage", "gate", "format", "error", "lsn"]),
+    ("backup", &["read", "segment", "storage", "format", "error", "lsn"]),
+    (
+        "journal",
+        &["backup", "read", "recovery", "segment", "stats", "substrate", "storage", "gate", "format", "error", "lsn"],
+    ),
     // Test seams wrap the library from outside; nothing imports them.
     (
         "testing",

@@ -16,6 +16,10 @@ pub use frame::{
 };
 pub(crate) use frontier::{decode_frontier, encode_frontier, Frontier};
 pub use frontier::{FRONTIER_FILE_NAME, FRONTIER_LEN, FRONTIER_MAGIC};
+
+/// The lock file's name in the journal directory: `flock`ed exclusively by
+/// the live journal that owns the directory.
+pub(crate) const LOCK_FILE_NAME: &str = "LOCK";
 pub(crate) use header::{decode_segment_header, encode_segment_header, SegmentHeader};
 pub use header::{FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
 pub(crate) use units::{Units, UnknownRequired};

@@ -460,6 +460,35 @@ impl Journal {
         Ok(())
     }
 
+    /// Makes a consistent copy of the journal at `dest` (a new directory)
+    /// up to its durable frontier as it stands at the call; appends go on
+    /// meanwhile. Sealed segments are hard-linked where the filesystem
+    /// allows (copied otherwise), the active segment's durable prefix is
+    /// copied, and the copy — files, directory, its name in `dest`'s parent
+    /// — is durable when this returns. The copy opens as a journal and
+    /// verifies clean. The segments it needs are pinned meanwhile, so
+    /// `truncate_before` defers their deletion until it is done. The file
+    /// work runs on tokio's blocking pool, never on a runtime worker.
+    ///
+    /// Under `SyncPolicy::Never` the durable frontier moves only when
+    /// asked: call [`sync_through_async`](Self::sync_through_async) first.
+    /// See [`backup_dir`](crate::backup_dir) for a journal another process
+    /// holds, and `docs/operations.md` for restoring.
+    pub async fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::BackupReport> {
+        let shared = self.shared();
+        shared.check_open()?;
+        // Frontier first: a segment it reaches is already listed.
+        let frontier = shared.gate.durable_lsn().as_u64();
+        let (bases, pins) = pin_through(shared, frontier)?;
+        let (dir, dest) = (shared.dir.clone(), dest.as_ref().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let _pins = pins; // held until the copy is complete
+            crate::backup::backup_pinned(&dir, &dest, &bases, frontier)
+        })
+        .await
+        .map_err(|e| Error::io("backup task", &shared.dir, std::io::Error::other(e.to_string())))?
+    }
+
     /// Flushes and syncs everything appended, stops the writer and releases
     /// the directory lock. Later calls on any clone return `Error::Closed`.
     pub async fn close(&self) -> Result<()> {
@@ -474,6 +503,23 @@ impl Journal {
             Err(join) => Err(Error::io("join the writer task", &shared.dir, std::io::Error::other(join.to_string()))),
         }
     }
+}
+
+/// The listed segments holding LSNs up to `frontier`, each pinned. A
+/// segment truncation deleted between the listing and its pin makes the
+/// listing stale: it is taken again (truncation deletes oldest first and
+/// never past the durable frontier, so a few rounds settle).
+fn pin_through(shared: &Shared, frontier: u64) -> Result<(Vec<u64>, Vec<crate::segment::retention::Pin>)> {
+    const ATTEMPTS: usize = 16;
+    for _ in 0..ATTEMPTS {
+        let bases: Vec<u64> =
+            crate::read::LiveJournal::segments(shared).into_iter().filter(|&b| b <= frontier).collect();
+        let pins: Result<Vec<_>> = bases.iter().map(|&b| shared.retention.pin(&shared.segments, b)).collect();
+        if let Ok(pins) = pins {
+            return Ok((bases, pins));
+        }
+    }
+    Err(Error::InvalidLsn { lsn: Lsn::new(frontier), reason: "segments kept being truncated during a backup".into() })
 }
 
 /// The written LSN an appender must wait for before adding more, if any.

@@ -17,7 +17,7 @@ use crate::substrate::{Backend, BlockingBackend, IoThreads};
 use crate::{Error, JournalOptions, Lsn, Result, SubstrateChoice};
 
 /// Name of the lock file inside a journal directory.
-pub(crate) const LOCK_FILE: &str = "LOCK";
+pub(crate) const LOCK_FILE: &str = crate::format::LOCK_FILE_NAME;
 /// The most I/O threads a journal runs at once: a write, two overlapping
 /// syncs, the next segment being made, and a truncation or seal beside them.
 const IO_THREADS: usize = 6;

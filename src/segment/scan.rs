@@ -25,12 +25,17 @@ pub(crate) struct Scan {
 /// Scans the segment in `file` (based at `base`) from its base to its
 /// first invalid frame.
 pub(crate) fn scan_segment(file: &File, base: u64, path: &Path) -> Result<Scan> {
+    scan_segment_to(file, base, path, u64::MAX)
+}
+
+/// [`scan_segment`], reading nothing at or beyond LSN `bound` (a live
+/// segment's frontier: what lies past it may be mid-write).
+pub(crate) fn scan_segment_to(file: &File, base: u64, path: &Path, bound: u64) -> Result<Scan> {
     let mut cursor = FrameCursor::new(base);
     let mut units = Units::default();
     let (mut pos, mut end, mut records) = (base, base, 0u64);
     loop {
-        let step =
-            cursor.step(file, pos, u64::MAX).map_err(|e| Error::io_at("read segment", path, Lsn::new(pos), e))?;
+        let step = cursor.step(file, pos, bound).map_err(|e| Error::io_at("read segment", path, Lsn::new(pos), e))?;
         let Step::Frame(frame) = step else { break };
         let fed = match units.feed(frame.kind, frame.flags) {
             Ok(fed) => fed,

@@ -447,3 +447,65 @@ impl std::os::fd::AsRawFd for DirWatch {
         self.fd.as_raw_fd()
     }
 }
+
+/// The process holding an `flock` on `path`, from `/proc/locks` (Linux):
+/// read-only, because taking the lock to test it would make its owner's
+/// next open fail meanwhile. `Ok(None)`: nobody holds it. Elsewhere there
+/// is no way to tell without taking it: `Unsupported`.
+pub(crate) fn flock_holder(path: &Path) -> io::Result<Option<u32>> {
+    #[cfg(tidelog_linux)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let locks = std::fs::read_to_string("/proc/locks")?;
+        let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+        Ok(locks.lines().find_map(|line| {
+            // "1: FLOCK  ADVISORY  WRITE 4910 fd:00:1234 0 EOF": device
+            // major and minor in hex, then the inode in decimal.
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let mut id = f.get(5)?.split(':');
+            let maj = u32::from_str_radix(id.next()?, 16).ok()?;
+            let min = u32::from_str_radix(id.next()?, 16).ok()?;
+            let ino = id.next()?.parse::<u64>().ok()?;
+            let ours = f.get(1) == Some(&"FLOCK") && (maj, min, ino) == (major, minor, meta.ino());
+            ours.then(|| f.get(4)?.parse().ok()).flatten()
+        }))
+    }
+    #[cfg(not(tidelog_linux))]
+    {
+        let _ = path;
+        Err(io::Error::new(io::ErrorKind::Unsupported, "lock holders are read from /proc/locks (Linux only)"))
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then). Where
+/// the kernel or filesystem lacks `RENAME_NOREPLACE`, a check then a plain
+/// rename (a race with a concurrent creator of `to` remains there).
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(tidelog_linux)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+        let (cfrom, cto) = (c(from)?, c(to)?);
+        // SAFETY: both strings are NUL-terminated and alive for the call;
+        // the kernel only reads them.
+        let rc = unsafe {
+            libc::renameat2(libc::AT_FDCWD, cfrom.as_ptr(), libc::AT_FDCWD, cto.as_ptr(), libc::RENAME_NOREPLACE)
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+            return Err(err);
+        }
+    }
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "the destination exists"));
+    }
+    std::fs::rename(from, to)
+}

@@ -1,6 +1,6 @@
 //! The `tidelog` command: `bench` (the substrates against a raw
 //! pwrite+fdatasync floor on your disk) and, for operators, `verify`,
-//! `inspect`, `dump` and `repair`.
+//! `inspect`, `dump`, `repair` and `backup`.
 
 mod bench;
 mod child;
@@ -36,6 +36,13 @@ enum Command {
     Dump(ops::DumpArgs),
     /// Cut a torn tail as recovery would, keeping a sidecar copy; --dry-run only reports.
     Repair(ops::RepairArgs),
+    /// Copy a journal (live or not) up to its durable frontier into a new directory, synced.
+    Backup {
+        /// The journal directory.
+        src: PathBuf,
+        /// The backup's directory: must not exist.
+        dest: PathBuf,
+    },
     /// Crash-test child: append durable records, print each acknowledgement, until killed.
     #[command(hide = true)]
     AppendUntilKilled(child::ChildArgs),
@@ -68,6 +75,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Backup { src, dest } => ops::backup(&src, &dest),
         Command::AppendUntilKilled(args) => match child::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

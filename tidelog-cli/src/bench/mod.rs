@@ -9,6 +9,7 @@
 //! journal), `report` (medians, the table, JSON), `chart` (SVG), `bulk`
 //! (`--bulk-mib`) and `replay` (`--replay-mib`).
 
+mod backup;
 mod bulk;
 mod chart;
 mod floors;
@@ -86,6 +87,12 @@ pub(crate) struct BenchArgs {
     /// doing durable appends; report MB/s, peak Dirty memory, journal p99.
     #[arg(long)]
     bulk_mib: Option<u64>,
+    /// Instead of the append matrix: fill a journal of this many MiB
+    /// (--segment-mib segments), then report 64 durable appenders' latency
+    /// without and during Journal::backup (and during cp), and one
+    /// backup's time beside cp of the same files.
+    #[arg(long)]
+    backup_mib: Option<u64>,
     /// Also run every substrate with direct I/O (O_DIRECT segments), beside
     /// raw O_DIRECT loops: aligned pwrite+fdatasync, and aligned pwrite alone
     /// (sequential bandwidth, as fio measures it).
@@ -154,6 +161,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    if let Some(mib) = args.backup_mib {
+        eprintln!("tidelog backup bench in {} ({mib} MiB journal)", base.display());
+        return backup::run(&rt, &base, mib, args.segment_mib);
+    }
     if let Some(mib) = args.bulk_mib {
         eprintln!("tidelog bulk bench in {} ({mib} MiB per writer)", base.display());
         return bulk::run(&rt, &base, mib);

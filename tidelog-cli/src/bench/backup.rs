@@ -1,0 +1,296 @@
+//! `tidelog bench --backup-mib N`: online backup of an N MiB journal while
+//! 64 tasks append durably to it. Reports the appenders' latency without a
+//! backup, during back-to-back `Journal::backup` calls and during a `cp`
+//! of the same segment files; and the time of one backup beside `cp` of
+//! those files (plain, and followed by `sync` of them, which the backup
+//! includes) — on the journal's filesystem, where sealed segments are
+//! hard-linked, and onto /dev/shm when it is another filesystem, where
+//! every segment is copied.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tidelog::{Journal, JournalOptions};
+
+const APPENDERS: usize = 64;
+/// How long each latency phase runs.
+const PHASE: Duration = Duration::from_secs(2);
+/// Time between one backup's end and the next one's start, when spaced.
+const GAP: Duration = Duration::from_millis(250);
+
+/// A phase without a backup.
+async fn idle(how_long: Duration) -> Result<(), String> {
+    tokio::time::sleep(how_long).await;
+    Ok(())
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Fills the journal with `mib` MiB of 4 KiB records, durable at the end.
+async fn fill(journal: &Journal, mib: u64) -> Result<(), String> {
+    let record = vec![0x5au8; 4096 - 32];
+    let batch: Vec<&[u8]> = std::iter::repeat_n(record.as_slice(), 256).collect();
+    let target = mib << 20;
+    while journal.next_lsn().as_u64() < target {
+        journal.append_batch_async(&batch).await.map_err(err)?;
+    }
+    journal.sync_through_async(journal.written_lsn()).await.map_err(err)
+}
+
+/// Whether a backup runs, and how many times that changed: an append
+/// overlapped a backup if one ran when it began or the count moved while
+/// it was in flight.
+#[derive(Debug, Default)]
+struct Backups {
+    running: AtomicBool,
+    changes: AtomicU64,
+}
+
+impl Backups {
+    fn set(&self, running: bool) {
+        self.running.store(running, Ordering::SeqCst);
+        self.changes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Latencies (µs) of appends clear of any backup, and of those that
+/// overlapped one.
+type Split = (Histogram<u64>, Histogram<u64>);
+
+/// Runs 64 durable appenders until `stop`.
+fn appenders(
+    journal: &Journal,
+    stop: &Arc<AtomicBool>,
+    backups: &Arc<Backups>,
+) -> Vec<tokio::task::JoinHandle<Result<Split, String>>> {
+    (0..APPENDERS)
+        .map(|_| {
+            let (journal, stop, backups) = (journal.clone(), stop.clone(), backups.clone());
+            tokio::spawn(async move {
+                let mut clear = Histogram::<u64>::new(3).map_err(err)?;
+                let mut overlapped = clear.clone();
+                while !stop.load(Ordering::Relaxed) {
+                    let (during, seen) =
+                        (backups.running.load(Ordering::SeqCst), backups.changes.load(Ordering::SeqCst));
+                    let t = Instant::now();
+                    journal.append_durable_async([7u8; 128]).await.map_err(err)?;
+                    let us = t.elapsed().as_micros() as u64;
+                    let hist = if during || backups.changes.load(Ordering::SeqCst) != seen {
+                        &mut overlapped
+                    } else {
+                        &mut clear
+                    };
+                    hist.record(us).ok();
+                }
+                Ok((clear, overlapped))
+            })
+        })
+        .collect()
+}
+
+/// Runs the appenders while `during` runs; their merged histograms.
+async fn phase<F>(journal: &Journal, backups: &Arc<Backups>, during: F) -> Result<Split, String>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = appenders(journal, &stop, backups);
+    let result = during.await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut clear, mut overlapped) = (Histogram::<u64>::new(3).map_err(err)?, Histogram::<u64>::new(3).map_err(err)?);
+    for t in tasks {
+        let (c, o) = t.await.map_err(err)??;
+        clear.add(c).map_err(err)?;
+        overlapped.add(o).map_err(err)?;
+    }
+    result.map(|()| (clear, overlapped))
+}
+
+/// Backups into `base/NAME-N` for `how_long`, `gap` apart (none: back
+/// to back), flagged in `backups`; each one's time and report.
+async fn backups_for(
+    journal: &Journal,
+    base: &Path,
+    name: &str,
+    backups: &Backups,
+    how_long: Duration,
+    gap: Duration,
+    taken: &mut Vec<(Duration, tidelog::BackupReport)>,
+) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < how_long {
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
+        let dest = base.join(format!("{name}-{}", taken.len()));
+        backups.set(true);
+        let t = Instant::now();
+        let report = journal.backup(&dest).await.map_err(err);
+        backups.set(false);
+        taken.push((t.elapsed(), report?));
+    }
+    Ok(())
+}
+
+fn segment_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tlog"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// `cp` of the journal's segment files into a new `dest` (and, with
+/// `sync`, coreutils `sync` of the copies); its time.
+fn cp(src: &Path, dest: &Path, sync: bool) -> Result<Duration, String> {
+    std::fs::create_dir(dest).map_err(err)?;
+    let files = segment_files(src)?;
+    let t = Instant::now();
+    let status = Command::new("cp").args(&files).arg(dest).status().map_err(err)?;
+    if !status.success() {
+        return Err(format!("cp: {status}"));
+    }
+    if sync {
+        let copies = segment_files(dest)?;
+        let status = Command::new("sync").args(&copies).arg(dest).status().map_err(err)?;
+        if !status.success() {
+            return Err(format!("sync: {status}"));
+        }
+    }
+    Ok(t.elapsed())
+}
+
+fn row(name: &str, hist: &Histogram<u64>) {
+    println!(
+        "{name:<34} {:>10} {:>10} {:>10} {:>10}",
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.max(),
+        hist.len()
+    );
+}
+
+pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, segment_mib: u64) -> Result<(), String> {
+    let wal = base.join("wal");
+    let opts = JournalOptions::new().segment_size(segment_mib << 20);
+    let journal = rt.block_on(Journal::open(&wal, opts)).map_err(err)?;
+    let t = Instant::now();
+    rt.block_on(fill(&journal, mib))?;
+    eprintln!("filled {mib} MiB in {:.1} s ({:?})", t.elapsed().as_secs_f64(), journal.substrate());
+    println!("{:<34} {:>10} {:>10} {:>10} {:>10}", "64 durable appenders", "p50 µs", "p99 µs", "max µs", "appends");
+    let none = Arc::new(Backups::default());
+    // Warm-up, uncounted: the fill's writeback and the first rounds' noise.
+    rt.block_on(phase(&journal, &none, idle(PHASE / 2)))?;
+    // A backup every GAP: appends that overlapped one against those that
+    // did not, interleaved in one phase.
+    let backups = Arc::new(Backups::default());
+    let mut taken = Vec::new();
+    let (clear, overlapped) = rt.block_on(phase(
+        &journal,
+        &backups,
+        backups_for(&journal, base, "spaced", &backups, PHASE * 3, GAP, &mut taken),
+    ))?;
+    row("clear of any backup", &clear);
+    row(&format!("overlapping one of {} backups", taken.len()), &overlapped);
+    // Back to back: every append overlaps a backup.
+    let mut stress = Vec::new();
+    let (_, back_to_back) = rt.block_on(phase(
+        &journal,
+        &backups,
+        backups_for(&journal, base, "stress", &backups, PHASE, Duration::ZERO, &mut stress),
+    ))?;
+    row(&format!("during {} back-to-back backups", stress.len()), &back_to_back);
+    let cp_dest = base.join("cp-during");
+    let (from, to) = (wal.clone(), cp_dest.clone());
+    let (during_cp, _) = rt.block_on(phase(&journal, &none, async move {
+        // Off the runtime's workers: they run the appenders.
+        tokio::task::spawn_blocking(move || cp(&from, &to, true).map(drop)).await.map_err(err)?
+    }))?;
+    row("during cp + sync", &during_cp);
+    taken.extend(stress);
+    let _ = std::fs::remove_dir_all(&cp_dest);
+    for entry in std::fs::read_dir(base).map_err(err)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("spaced-") || name.starts_with("stress-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    rt.block_on(journal.close()).map_err(err)?;
+    timings(rt, base, &wal, &taken)
+}
+
+/// One backup beside `cp` of the same files, here and onto /dev/shm.
+fn timings(
+    rt: &tokio::runtime::Runtime,
+    base: &Path,
+    wal: &Path,
+    taken: &[(Duration, tidelog::BackupReport)],
+) -> Result<(), String> {
+    let bytes: u64 = segment_files(wal)?.iter().map(|p| std::fs::metadata(p).map_or(0, |m| m.len())).sum();
+    println!();
+    println!(
+        "{:<34} {:>10} {:>8} {:>8} {:>12}",
+        "copy of the journal (idle)", "seconds", "linked", "copied", "MiB copied"
+    );
+    let mut shm = None;
+    if let Ok(t) = tempfile::tempdir_in("/dev/shm") {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(t.path()).map_err(err)?.dev() != std::fs::metadata(base).map_err(err)?.dev() {
+            shm = Some(t);
+        }
+    }
+    let mut targets = vec![("same filesystem", base.to_path_buf())];
+    if let Some(t) = &shm {
+        targets.push(("/dev/shm", t.path().to_path_buf()));
+    }
+    for (where_, dir) in targets {
+        let dest = dir.join("backup");
+        let journal = rt.block_on(Journal::open(wal, JournalOptions::new())).map_err(err)?;
+        let t = Instant::now();
+        let report = rt.block_on(journal.backup(&dest)).map_err(err)?;
+        let secs = t.elapsed().as_secs_f64();
+        rt.block_on(journal.close()).map_err(err)?;
+        println!(
+            "{:<34} {secs:>10.3} {:>8} {:>8} {:>12.0}",
+            format!("backup → {where_}"),
+            report.segments_linked,
+            report.segments_copied,
+            report.bytes_copied as f64 / 1048576.0
+        );
+        for sync in [false, true] {
+            let cp_dest = dir.join(if sync { "cp-sync" } else { "cp" });
+            let took = cp(wal, &cp_dest, sync)?;
+            let name = format!("cp{} → {where_}", if sync { " + sync" } else { "" });
+            println!(
+                "{name:<34} {:>10.3} {:>8} {:>8} {:>12.0}",
+                took.as_secs_f64(),
+                "-",
+                "-",
+                bytes as f64 / 1048576.0
+            );
+            let _ = std::fs::remove_dir_all(&cp_dest);
+        }
+        let _ = std::fs::remove_dir_all(&dest);
+    }
+    let mut under_load: Vec<f64> = taken.iter().map(|(d, _)| d.as_secs_f64()).collect();
+    under_load.sort_by(f64::total_cmp);
+    if let (Some(first), Some(last)) = (under_load.first(), under_load.last()) {
+        let (_, r) = &taken[0];
+        println!(
+            "\nbackups under load: {} taken, {first:.3}-{last:.3} s each ({} linked, {} copied, {:.0} MiB copied in the first)",
+            taken.len(),
+            r.segments_linked,
+            r.segments_copied,
+            r.bytes_copied as f64 / 1048576.0
+        );
+    }
+    Ok(())
+}
