@@ -11,7 +11,7 @@
 
 use std::path::Path;
 #[cfg(feature = "compression")]
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::format::{self, FrameView, KIND_COMPRESSED};
 use crate::{Error, Lsn, Result};
@@ -36,8 +36,9 @@ pub enum Compression {
 /// Consecutive incompressible records before the compressor backs off.
 #[cfg(feature = "compression")]
 const MISSES_BEFORE_BACKOFF: u32 = 8;
-/// Records stored plain without an attempt after the first back-off; the
-/// span doubles each time the probe after it fails too, up to the maximum.
+/// Records stored plain without an attempt after the first back-off (in
+/// log bytes: this many frames of the record that missed); the span
+/// doubles each time the probe after it fails too, up to the maximum.
 #[cfg(feature = "compression")]
 const BACKOFF_MIN: u32 = 16;
 #[cfg(feature = "compression")]
@@ -54,9 +55,10 @@ pub(crate) struct Compressor {
     min_bytes: usize,
     /// Incompressible records in a row (reset by a compressible one).
     misses: AtomicU32,
-    /// Attempts still to skip.
-    skip: AtomicU32,
-    /// The current back-off span (0 when not backing off).
+    /// No attempt until the log reaches this LSN: while backing off, an
+    /// append costs one load (the LSN comes from the log buffer's mirror).
+    resume_at: AtomicU64,
+    /// The current back-off span, in records (0 when not backing off).
     span: AtomicU32,
 }
 
@@ -69,16 +71,17 @@ impl Compressor {
             Compression::Lz4 => Some(Compressor {
                 min_bytes: min_bytes.max(1),
                 misses: AtomicU32::new(0),
-                skip: AtomicU32::new(0),
+                resume_at: AtomicU64::new(0),
                 span: AtomicU32::new(0),
             }),
         }
     }
 
     /// The payload of a `KIND_COMPRESSED` frame for `payload`, or `None`
-    /// to store it plain (too small, backing off, or not worth it).
-    pub(crate) fn compress(&self, payload: &[u8]) -> Option<Vec<u8>> {
-        if payload.len() < self.min_bytes || self.skip.fetch_update(Relaxed, Relaxed, |s| s.checked_sub(1)).is_ok() {
+    /// to store it plain (too small, backing off, or not worth it). `lsn`
+    /// is about where the log ends now (a relaxed read will do).
+    pub(crate) fn compress(&self, payload: &[u8], lsn: u64) -> Option<Vec<u8>> {
+        if payload.len() < self.min_bytes || lsn < self.resume_at.load(Relaxed) {
             return None;
         }
         // Worth storing only if it saves an eighth of the record, header
@@ -95,7 +98,7 @@ impl Compressor {
                 Some(out)
             }
             _ => {
-                self.missed();
+                self.missed(payload.len(), lsn);
                 None
             }
         }
@@ -103,7 +106,7 @@ impl Compressor {
 
     /// An attempt did not pay: after enough of them (or at once, when the
     /// attempt was the probe after a back-off) skip the next ones.
-    fn missed(&self) {
+    fn missed(&self, len: usize, lsn: u64) {
         let span = self.span.load(Relaxed);
         if span == 0 && self.misses.fetch_add(1, Relaxed) + 1 < MISSES_BEFORE_BACKOFF {
             return;
@@ -111,7 +114,8 @@ impl Compressor {
         let next = span.saturating_mul(2).clamp(BACKOFF_MIN, BACKOFF_MAX);
         self.misses.store(0, Relaxed);
         self.span.store(next, Relaxed);
-        self.skip.store(next, Relaxed);
+        let bytes = u64::from(next) * format::frame_len(len) as u64;
+        self.resume_at.store(lsn.saturating_add(bytes), Relaxed);
     }
 }
 
@@ -198,20 +202,22 @@ mod tests {
     fn compressible_records_round_trip_and_small_ones_stay_plain() {
         let c = Compressor::new(Compression::Lz4, 256).unwrap();
         let input = text(4096);
-        let packed = c.compress(&input).expect("text compresses");
+        let packed = c.compress(&input, 0).expect("text compresses");
         assert!(packed.len() < input.len() / 4, "{} bytes", packed.len());
         assert_eq!(record_payload(&view(&packed), Path::new("seg")).unwrap(), input);
-        assert!(c.compress(&text(255)).is_none(), "below the minimum");
+        assert!(c.compress(&text(255), 0).is_none(), "below the minimum");
     }
 
     #[test]
     fn random_records_make_the_compressor_back_off_and_probe_again() {
         let c = Compressor::new(Compression::Lz4, 1).unwrap();
+        let frame = format::frame_len(4096) as u64;
+        let mut lsn = 0u64;
         let mut attempts = 0;
         for i in 0..2000u64 {
-            let before = c.skip.load(Relaxed);
-            assert!(c.compress(&noise(4096, i + 1)).is_none());
-            attempts += u32::from(before == 0);
+            attempts += u32::from(lsn >= c.resume_at.load(Relaxed));
+            assert!(c.compress(&noise(4096, i + 1), lsn).is_none());
+            lsn += frame; // stored plain
         }
         // 8 misses, then spans of 16, 32, ..., 1024 with one probe each.
         assert!(attempts <= MISSES_BEFORE_BACKOFF + 8, "{attempts} attempts on 2000 random records");
@@ -219,17 +225,19 @@ mod tests {
         // and the compressor stops backing off.
         let mut hits = 0;
         for _ in 0..=BACKOFF_MAX {
-            hits += usize::from(c.compress(&text(4096)).is_some());
+            let packed = c.compress(&text(4096), lsn);
+            hits += usize::from(packed.is_some());
+            lsn += packed.map_or(frame, |p| format::frame_len(p.len()) as u64);
         }
         assert!(hits >= 1);
         assert_eq!(c.span.load(Relaxed), 0);
-        assert!(c.compress(&text(4096)).is_some());
+        assert!(c.compress(&text(4096), lsn).is_some());
     }
 
     #[test]
     fn bad_compressed_payloads_are_corrupt_not_panics() {
         let c = Compressor::new(Compression::Lz4, 1).unwrap();
-        let good = c.compress(&text(4096)).unwrap();
+        let good = c.compress(&text(4096), 0).unwrap();
         let mut wrong_len = good.clone();
         wrong_len[4..8].copy_from_slice(&4000u32.to_le_bytes());
         let mut garbage = good.clone();

@@ -167,14 +167,15 @@ impl Shared {
         // buffer's critical section.
         #[cfg(feature = "compression")]
         if let Some(compressor) = &self.compressor {
+            let lsn = self.log.next_lsn_relaxed();
             if let [one] = payloads {
                 // The common case, without the batch's vectors.
-                return match compressor.compress(one.as_ref()) {
+                return match compressor.compress(one.as_ref(), lsn) {
                     Some(packed) => self.place_frames(&[&packed], Some(&[format::KIND_COMPRESSED]), bytes, lsns),
                     None => self.place_frames(payloads, None, bytes, lsns),
                 };
             }
-            let packed: Vec<Option<Vec<u8>>> = payloads.iter().map(|p| compressor.compress(p.as_ref())).collect();
+            let packed: Vec<Option<Vec<u8>>> = payloads.iter().map(|p| compressor.compress(p.as_ref(), lsn)).collect();
             if packed.iter().any(Option::is_some) {
                 let bodies: Vec<&[u8]> =
                     packed.iter().zip(payloads).map(|(c, p)| c.as_deref().unwrap_or(p.as_ref())).collect();
