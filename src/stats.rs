@@ -27,8 +27,14 @@ pub struct Percentiles {
 pub struct Stats {
     /// Records appended (batch members count one each).
     pub appends: u64,
-    /// Payload bytes appended.
+    /// Payload bytes appended (as given, before any compression).
     pub bytes: u64,
+    /// Payload bytes stored in frames for those records: compressed
+    /// payloads (with their 8-byte codec header) plus plain ones. Equal to
+    /// [`bytes`](Self::bytes) without compression.
+    pub stored_bytes: u64,
+    /// Records stored compressed.
+    pub compressed_records: u64,
     /// Write operations completed.
     pub writes: u64,
     /// Sync rounds completed successfully.
@@ -51,6 +57,23 @@ pub struct Stats {
     pub substrate_reason: String,
     /// The journal was poisoned by an I/O failure.
     pub poisoned: bool,
+}
+
+impl Stats {
+    /// Payload bytes appended per payload byte stored: 2.0 means records
+    /// take half the space they would plain (1.0 when nothing was stored,
+    /// or nothing compressed). Frame headers are not counted on either side.
+    pub fn compression_ratio(&self) -> f64 {
+        ratio(self.bytes, self.stored_bytes)
+    }
+}
+
+fn ratio(bytes: u64, stored: u64) -> f64 {
+    if stored == 0 {
+        1.0
+    } else {
+        bytes as f64 / stored as f64
+    }
 }
 
 /// Log-linear histogram: 8 sub-buckets per power of two (≤ 12.5% error).
@@ -126,6 +149,8 @@ impl Histogram {
 pub(crate) struct StatsInner {
     pub(crate) appends: AtomicU64,
     pub(crate) bytes: AtomicU64,
+    pub(crate) stored_bytes: AtomicU64,
+    pub(crate) compressed_records: AtomicU64,
     pub(crate) writes: AtomicU64,
     pub(crate) syncs: AtomicU64,
     pub(crate) synced_records: AtomicU64,
@@ -144,6 +169,8 @@ impl StatsInner {
         StatsInner {
             appends: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            stored_bytes: AtomicU64::new(0),
+            compressed_records: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             synced_records: AtomicU64::new(0),
@@ -156,14 +183,27 @@ impl StatsInner {
         }
     }
 
-    pub(crate) fn appended(&self, records: u64, bytes: u64) {
+    /// `records` placed, `bytes` of payload as given, `stored` as framed
+    /// (after compression), `compressed` of them stored compressed.
+    pub(crate) fn appended(&self, records: u64, bytes: u64, stored: u64, compressed: u64) {
         self.appends.fetch_add(records, Relaxed);
-        self.bytes.fetch_add(bytes, Relaxed);
+        let total = self.bytes.fetch_add(bytes, Relaxed) + bytes;
+        let stored_total = self.stored_bytes.fetch_add(stored, Relaxed) + stored;
+        if compressed > 0 {
+            self.compressed_records.fetch_add(compressed, Relaxed);
+        }
         #[cfg(feature = "metrics")]
         {
             self.exported.appends.increment(records);
             self.exported.bytes.increment(bytes);
+            self.exported.stored_bytes.increment(stored);
+            self.exported.compressed_records.increment(compressed);
+            // Two loads that may straddle a concurrent append: a gauge,
+            // not an account.
+            self.exported.compression_ratio.set(ratio(total, stored_total));
         }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (total, stored_total);
     }
 
     pub(crate) fn write_done(&self, took: Duration) {
@@ -207,6 +247,8 @@ impl StatsInner {
         Stats {
             appends: self.appends.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
+            stored_bytes: self.stored_bytes.load(Relaxed),
+            compressed_records: self.compressed_records.load(Relaxed),
             writes: self.writes.load(Relaxed),
             syncs,
             records_per_sync_mean: if syncs == 0 { 0.0 } else { synced as f64 / syncs as f64 },
@@ -230,9 +272,11 @@ mod exported {
     use crate::Substrate;
 
     /// Names of everything exported, with their units and descriptions.
-    pub(super) const COUNTERS: [(&str, metrics::Unit, &str); 5] = [
+    pub(super) const COUNTERS: [(&str, metrics::Unit, &str); 7] = [
         ("tidelog_appends_total", metrics::Unit::Count, "Records appended (batch members count one each)."),
         ("tidelog_append_bytes_total", metrics::Unit::Bytes, "Payload bytes appended."),
+        ("tidelog_stored_bytes_total", metrics::Unit::Bytes, "Payload bytes stored in frames, after compression."),
+        ("tidelog_compressed_records_total", metrics::Unit::Count, "Records stored compressed."),
         ("tidelog_writes_total", metrics::Unit::Count, "Write operations completed."),
         ("tidelog_syncs_total", metrics::Unit::Count, "Sync rounds completed successfully."),
         ("tidelog_stalls_total", metrics::Unit::Count, "Syncs slower than the stall threshold."),
@@ -247,6 +291,8 @@ mod exported {
     pub(super) struct Exported {
         pub(super) appends: Counter,
         pub(super) bytes: Counter,
+        pub(super) stored_bytes: Counter,
+        pub(super) compressed_records: Counter,
         pub(super) writes: Counter,
         pub(super) syncs: Counter,
         pub(super) stalls: Counter,
@@ -254,6 +300,7 @@ mod exported {
         pub(super) sync_seconds: Histogram,
         pub(super) records_per_sync: Histogram,
         pub(super) poisoned: Gauge,
+        pub(super) compression_ratio: Gauge,
     }
 
     impl Exported {
@@ -267,6 +314,10 @@ mod exported {
                 metrics::describe_histogram!(name, unit, what);
             }
             metrics::describe_gauge!("tidelog_poisoned", "1 once the journal was poisoned by an I/O failure.");
+            metrics::describe_gauge!(
+                "tidelog_compression_ratio",
+                "Payload bytes appended per payload byte stored (1 without compression)."
+            );
             let labels = [
                 ("journal", dir.display().to_string()),
                 (
@@ -280,16 +331,21 @@ mod exported {
             ];
             let poisoned = metrics::gauge!("tidelog_poisoned", &labels);
             poisoned.set(0.0);
+            let compression_ratio = metrics::gauge!("tidelog_compression_ratio", &labels);
+            compression_ratio.set(1.0);
             Exported {
                 appends: metrics::counter!(COUNTERS[0].0, &labels),
                 bytes: metrics::counter!(COUNTERS[1].0, &labels),
-                writes: metrics::counter!(COUNTERS[2].0, &labels),
-                syncs: metrics::counter!(COUNTERS[3].0, &labels),
-                stalls: metrics::counter!(COUNTERS[4].0, &labels),
+                stored_bytes: metrics::counter!(COUNTERS[2].0, &labels),
+                compressed_records: metrics::counter!(COUNTERS[3].0, &labels),
+                writes: metrics::counter!(COUNTERS[4].0, &labels),
+                syncs: metrics::counter!(COUNTERS[5].0, &labels),
+                stalls: metrics::counter!(COUNTERS[6].0, &labels),
                 write_seconds: metrics::histogram!(HISTOGRAMS[0].0, &labels),
                 sync_seconds: metrics::histogram!(HISTOGRAMS[1].0, &labels),
                 records_per_sync: metrics::histogram!(HISTOGRAMS[2].0, &labels),
                 poisoned,
+                compression_ratio,
             }
         }
     }

@@ -15,6 +15,8 @@ use tidelog::testing::{FaultPlan, Seams};
 use tidelog::{Journal, JournalOptions};
 
 matrix!(exported_metrics_match_stats, poisoning_sets_the_gauge);
+#[cfg(feature = "compression")]
+matrix!(the_compression_ratio_is_exported);
 
 /// One recorded series.
 #[derive(Default)]
@@ -137,6 +139,10 @@ async fn exported_metrics_match_stats(opts: JournalOptions) {
     assert_eq!(rec.of("tidelog_writes_total", d).counter.load(SeqCst), stats.writes);
     assert_eq!(rec.of("tidelog_syncs_total", d).counter.load(SeqCst), stats.syncs);
     assert_eq!(rec.of("tidelog_stalls_total", d).counter.load(SeqCst), stats.stalls);
+    assert_eq!(rec.of("tidelog_stored_bytes_total", d).counter.load(SeqCst), stats.stored_bytes);
+    assert_eq!(stats.stored_bytes, stats.bytes, "nothing compressed");
+    assert_eq!(rec.of("tidelog_compressed_records_total", d).counter.load(SeqCst), 0);
+    assert_eq!(f64::from_bits(rec.of("tidelog_compression_ratio", d).gauge_bits.load(SeqCst)), 1.0);
     assert!(stats.syncs >= 1 && stats.writes >= 1, "{stats:?}");
 
     let sync_seconds = rec.of("tidelog_sync_seconds", d).samples.lock().unwrap().clone();
@@ -174,4 +180,29 @@ async fn poisoning_sets_the_gauge(opts: JournalOptions) {
     assert!(j.stats().poisoned);
     assert_eq!(f64::from_bits(rec.of("tidelog_poisoned", dir.path()).gauge_bits.load(SeqCst)), 1.0);
     let _ = j.close().await;
+}
+
+#[cfg(feature = "compression")]
+async fn the_compression_ratio_is_exported(opts: JournalOptions) {
+    let rec = recorder();
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.compression(tidelog::Compression::Lz4)).await.unwrap();
+    let line = b"{\"event\":\"view\",\"page\":\"/product/detail\",\"ok\":true}\n";
+    for i in 0..50u64 {
+        let mut record: Vec<u8> = line.iter().copied().cycle().take(4096).collect();
+        record[..8].copy_from_slice(&i.to_le_bytes());
+        j.append_async(record).await.unwrap();
+    }
+    j.append_async(b"short: stored plain").await.unwrap();
+    let stats = j.stats();
+    let d = dir.path();
+    assert_eq!((stats.compressed_records, stats.appends), (50, 51));
+    assert_eq!(rec.of("tidelog_compressed_records_total", d).counter.load(SeqCst), 50);
+    assert_eq!(rec.of("tidelog_stored_bytes_total", d).counter.load(SeqCst), stats.stored_bytes);
+    assert_eq!(rec.of("tidelog_append_bytes_total", d).counter.load(SeqCst), stats.bytes);
+    let gauge = f64::from_bits(rec.of("tidelog_compression_ratio", d).gauge_bits.load(SeqCst));
+    assert_eq!(gauge, stats.compression_ratio(), "no append raced the last one");
+    assert!(gauge > 10.0, "a repeated line compresses well: {gauge}");
+    assert!(rec.described.lock().unwrap().contains_key("tidelog_compression_ratio"));
+    j.close().await.unwrap();
 }

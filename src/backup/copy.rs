@@ -231,7 +231,7 @@ fn copy_prefix(s: &Source, to: &Path) -> Result<()> {
 /// source, whose pages a live journal has in the cache, never past the
 /// frontier.
 fn record_end(file: &File, path: &Path, base: u64, frontier: u64) -> Result<u64> {
-    let scan = scan_segment_to(file, base, path, frontier)?;
+    let scan = scan_segment_to(file, base, path, frontier, false)?;
     if scan.end < frontier {
         tracing::info!(path = %path.display(), frontier, end = scan.end, "backup ends at the last whole record below the frontier");
     }

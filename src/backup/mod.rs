@@ -126,7 +126,7 @@ fn offline_end(src: &Path) -> Result<u64> {
             }
             Err(e) => return Err(e),
         };
-        return Ok(scan_segment(&seg.file, base, &seg.path)?.end);
+        return Ok(scan_segment(&seg.file, base, &seg.path, false)?.end);
     }
     Err(Error::corrupt(src, Lsn::ZERO, "no readable segment: not a tidelog journal"))
 }

@@ -15,6 +15,10 @@ pub const MAX_PAYLOAD_LEN: usize = 1 << 30;
 pub const KIND_REQUIRED: u8 = 0x80;
 /// A user record (required).
 pub const KIND_RECORD: u8 = KIND_REQUIRED | 0x01;
+/// A user record whose payload is compressed (required): readers that do
+/// not know it stop instead of handing out compressed bytes as a record.
+/// Its payload is laid out in `format::compressed`.
+pub const KIND_COMPRESSED: u8 = KIND_REQUIRED | 0x03;
 /// Filler that readers skip (optional), used to pad direct-I/O blocks.
 pub const KIND_PADDING: u8 = 0x02;
 /// Flag: more frames of the same atomic batch follow.

@@ -4,15 +4,20 @@
 //! and carries test vectors checked by `tests/format_vectors.rs`. All integers
 //! are little-endian.
 
+mod compressed;
 mod frame;
 mod frontier;
 mod header;
 mod units;
 
+#[cfg(feature = "compression")]
+pub(crate) use compressed::encode_compressed_header;
+pub(crate) use compressed::{decode_compressed, Compressed};
+pub use compressed::{CODEC_LZ4, COMPRESSED_HEADER_LEN};
 pub(crate) use frame::{decode_frame, encode_frame, FrameError, FrameView};
 pub use frame::{
-    frame_len, FLAG_BATCH_CONTINUES, FRAME_ALIGN, FRAME_HEADER_LEN, KIND_PADDING, KIND_RECORD, KIND_REQUIRED,
-    MAX_PAYLOAD_LEN,
+    frame_len, FLAG_BATCH_CONTINUES, FRAME_ALIGN, FRAME_HEADER_LEN, KIND_COMPRESSED, KIND_PADDING, KIND_RECORD,
+    KIND_REQUIRED, MAX_PAYLOAD_LEN,
 };
 pub(crate) use frontier::{decode_frontier, encode_frontier, Frontier};
 pub use frontier::{FRONTIER_FILE_NAME, FRONTIER_LEN, FRONTIER_MAGIC};

@@ -6,7 +6,13 @@
 //! replay all feed their frames through [`Units`], so the rules are written
 //! once.
 
-use super::{FLAG_BATCH_CONTINUES, KIND_RECORD, KIND_REQUIRED};
+use super::{FLAG_BATCH_CONTINUES, KIND_COMPRESSED, KIND_RECORD, KIND_REQUIRED};
+
+/// The record kinds this version reads. Format version 1 as first released
+/// knew only `KIND_RECORD`; `KIND_COMPRESSED` came later and is required, so
+/// a reader from before it stops at a compressed record (`UnknownRequired`)
+/// instead of delivering its compressed bytes.
+const RECORD_KINDS: [u8; 2] = [KIND_RECORD, KIND_COMPRESSED];
 
 /// What one frame means, fed in LSN order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +42,14 @@ pub(crate) struct Units {
 impl Units {
     /// Feeds the next frame's kind and flags.
     pub(crate) fn feed(&mut self, kind: u8, flags: u8) -> Result<Fed, UnknownRequired> {
+        self.feed_knowing(&RECORD_KINDS, kind, flags)
+    }
+
+    /// [`feed`](Self::feed) for a reader that knows only `record_kinds`
+    /// (tests use it to play a reader of an earlier version).
+    fn feed_knowing(&mut self, record_kinds: &[u8], kind: u8, flags: u8) -> Result<Fed, UnknownRequired> {
         let record = match kind {
-            KIND_RECORD => true,
+            k if record_kinds.contains(&k) => true,
             other if other & KIND_REQUIRED != 0 => return Err(UnknownRequired(other)),
             _ => false, // padding, or an optional kind this version skips
         };
@@ -80,5 +92,16 @@ mod tests {
         assert_eq!(u.feed(KIND_PADDING, 0), Ok(skipped));
         assert_eq!(u.feed(0x7F, 0), Ok(skipped), "optional, unknown: skipped");
         assert_eq!(u.feed(KIND_REQUIRED | 0x42, 0), Err(UnknownRequired(0xC2)));
+    }
+
+    #[test]
+    fn compressed_records_are_records_here_and_stop_a_reader_that_predates_them() {
+        let mut u = Units::default();
+        let lone = Fed { record: true, unit_ends: true, unit_records: 1 };
+        assert_eq!(u.feed(KIND_COMPRESSED, 0), Ok(lone));
+        // A reader of format 1 as first released knew only plain records.
+        let mut old = Units::default();
+        assert_eq!(old.feed_knowing(&[KIND_RECORD], KIND_RECORD, 0), Ok(lone));
+        assert_eq!(old.feed_knowing(&[KIND_RECORD], KIND_COMPRESSED, 0), Err(UnknownRequired(KIND_COMPRESSED)));
     }
 }

@@ -122,8 +122,11 @@ impl LogBuffer {
     }
 
     /// Appends frames for `payloads` as one unit (an atomic batch when more
-    /// than one). `total` is the sum of their frame lengths.
-    pub(crate) fn append<P: AsRef<[u8]>>(&self, payloads: &[P], total: u64) -> Result<Placed> {
+    /// than one). `total` is the sum of their frame lengths. `kinds` gives
+    /// each frame's kind (payloads compressed by the caller, beforehand);
+    /// `None` makes them all plain records.
+    pub(crate) fn append<P: AsRef<[u8]>>(&self, payloads: &[P], kinds: Option<&[u8]>, total: u64) -> Result<Placed> {
+        debug_assert!(kinds.is_none_or(|k| k.len() == payloads.len()));
         debug_assert!(total <= self.capacity, "checked by the caller");
         let mut st = self.lock();
         if let Some(err) = &st.refused {
@@ -160,7 +163,8 @@ impl LogBuffer {
             let flags = if i < last { FLAG_BATCH_CONTINUES } else { 0 };
             let len = format::frame_len(payload.len());
             let dst = chunk.buf.extend(len); // encode_frame writes every byte
-            format::encode_frame(dst, lsn, KIND_RECORD, flags, payload);
+            let kind = kinds.map_or(KIND_RECORD, |k| k[i]);
+            format::encode_frame(dst, lsn, kind, flags, payload);
             lsn += len as u64;
         }
         debug_assert_eq!(lsn, start + total);
@@ -248,10 +252,10 @@ mod tests {
         let capacity = seg - 4096;
         let big = vec![1u8; 600_000];
         let f = format::frame_len(big.len()) as u64;
-        let a = log.append(&[&big], f).unwrap();
+        let a = log.append(&[&big], None, f).unwrap();
         assert_eq!(a.end, f);
         assert!(a.wake_writer);
-        let b = log.append(&[&big], f).unwrap();
+        let b = log.append(&[&big], None, f).unwrap();
         assert!(f * 2 > capacity);
         assert_eq!(b.end, 2 * f, "LSNs stay dense across the seal");
         assert!(!b.wake_writer);
@@ -281,18 +285,18 @@ mod tests {
         let log = LogBuffer::new(0, 0, seg, 4096, block);
         let mut taken = VecDeque::new();
         // 32-byte frame: padded with a 480-byte frame.
-        log.append(&[[1u8; 8]], 32).unwrap();
+        log.append(&[[1u8; 8]], None, 32).unwrap();
         log.take(&mut taken);
         assert_eq!(log.next_lsn(), 512);
         assert_eq!(frames(taken[0].buf.as_slice(), 0), [(KIND_RECORD, 32), (KIND_PADDING, 480)]);
         // A frame ending 8 bytes short of the boundary: too little room for
         // a frame header, so the padding runs to the boundary after next.
-        log.append(&[vec![2u8; 480]], 504).unwrap();
+        log.append(&[vec![2u8; 480]], None, 504).unwrap();
         log.take(&mut taken);
         assert_eq!(log.next_lsn(), 512 + 1024);
         assert_eq!(frames(taken[1].buf.as_slice(), 512), [(KIND_RECORD, 504), (KIND_PADDING, 520)]);
         // Exactly on the boundary: nothing to pad.
-        log.append(&[vec![3u8; 488]], 512).unwrap();
+        log.append(&[vec![3u8; 488]], None, 512).unwrap();
         log.take(&mut taken);
         assert_eq!(log.next_lsn(), 2048);
         assert_eq!(taken[2].buf.len(), 512);
@@ -309,11 +313,11 @@ mod tests {
         let log = LogBuffer::new(0, 0, seg, 4096, block);
         // Leave 8 bytes before the segment's end: no padding frame fits.
         let n = (capacity - 8) as usize - FRAME_HEADER_LEN;
-        log.append(&[vec![0u8; n]], capacity - 8).unwrap();
+        log.append(&[vec![0u8; n]], None, capacity - 8).unwrap();
         let mut taken = VecDeque::new();
         log.take(&mut taken);
         assert_eq!(log.next_lsn(), capacity - 8, "no padding: the segment is sealed instead");
-        let placed = log.append(&[[9u8; 8]], 32).unwrap();
+        let placed = log.append(&[[9u8; 8]], None, 32).unwrap();
         assert_eq!(placed.end, capacity - 8 + 32);
         log.take(&mut taken);
         assert_eq!(taken[1].seg_base, capacity - 8, "the next segment starts at the seal");

@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     pub(crate) released: Arc<ReleaseSignal>,
     /// The journal's own threads for blocking work (never tokio's pool).
     pub(crate) io: crate::substrate::IoThreads,
+    /// Compresses records before they are placed (`None`: stored plain).
+    #[cfg(feature = "compression")]
+    pub(crate) compressor: Option<crate::compress::Compressor>,
 }
 
 impl crate::read::LiveJournal for Shared {
@@ -151,27 +154,71 @@ impl Shared {
         self.gate.writer_wake.notify_one();
     }
 
-    /// Validates sizes and copies `payloads` into the log buffer.
-    pub(crate) fn place<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<u64> {
+    /// Validates sizes, compresses what the options ask to, and copies the
+    /// frames into the log buffer. Returns the end of the last frame; with
+    /// `lsns`, also each record's LSN.
+    pub(crate) fn place<P: AsRef<[u8]>>(&self, payloads: &[P], lsns: Option<&mut Vec<Lsn>>) -> Result<u64> {
         let max = self.opts.max_record_size;
-        let mut total = 0u64;
         let mut bytes = 0u64;
         for p in payloads {
             let len = p.as_ref().len();
             if len > max {
                 return Err(Error::RecordTooLarge { len, max });
             }
-            total += format::frame_len(len) as u64;
             bytes += len as u64;
         }
+        // Compressed here, on the appender's thread, before the log
+        // buffer's critical section.
+        #[cfg(feature = "compression")]
+        if let Some(compressor) = &self.compressor {
+            let lsn = self.log.next_lsn_relaxed();
+            if let [one] = payloads {
+                // The common case, without the batch's vectors.
+                return match compressor.compress(one.as_ref(), lsn) {
+                    Some(packed) => self.place_frames(&[&packed], Some(&[format::KIND_COMPRESSED]), bytes, lsns),
+                    None => self.place_frames(payloads, None, bytes, lsns),
+                };
+            }
+            let packed: Vec<Option<Vec<u8>>> = payloads.iter().map(|p| compressor.compress(p.as_ref(), lsn)).collect();
+            if packed.iter().any(Option::is_some) {
+                let bodies: Vec<&[u8]> =
+                    packed.iter().zip(payloads).map(|(c, p)| c.as_deref().unwrap_or(p.as_ref())).collect();
+                let kinds: Vec<u8> = packed
+                    .iter()
+                    .map(|c| if c.is_some() { format::KIND_COMPRESSED } else { format::KIND_RECORD })
+                    .collect();
+                return self.place_frames(&bodies, Some(&kinds), bytes, lsns);
+            }
+        }
+        self.place_frames(payloads, None, bytes, lsns)
+    }
+
+    /// [`place`](Self::place) once each frame's payload and kind are known.
+    fn place_frames<B: AsRef<[u8]>>(
+        &self,
+        bodies: &[B],
+        kinds: Option<&[u8]>,
+        bytes: u64,
+        lsns: Option<&mut Vec<Lsn>>,
+    ) -> Result<u64> {
+        let total: u64 = bodies.iter().map(|b| format::frame_len(b.as_ref().len()) as u64).sum();
         let capacity = self.opts.segment_size - format::SEGMENT_HEADER_LEN as u64;
         if total > capacity {
             return Err(Error::RecordTooLarge { len: total as usize, max: capacity as usize });
         }
-        let placed = self.log.append(payloads, total)?;
-        self.stats.appended(payloads.len() as u64, bytes);
+        let placed = self.log.append(bodies, kinds, total)?;
+        let stored: u64 = bodies.iter().map(|b| b.as_ref().len() as u64).sum();
+        let compressed = kinds.map_or(0, |k| k.iter().filter(|&&k| k == format::KIND_COMPRESSED).count() as u64);
+        self.stats.appended(bodies.len() as u64, bytes, stored, compressed);
         if placed.wake_writer {
             self.gate.writer_wake.notify_one();
+        }
+        if let Some(lsns) = lsns {
+            let mut lsn = placed.end - total;
+            for b in bodies {
+                lsn += format::frame_len(b.as_ref().len()) as u64;
+                lsns.push(Lsn::new(lsn));
+            }
         }
         Ok(placed.end)
     }
@@ -245,7 +292,7 @@ impl Journal {
         if let Some(lsn) = shared.backpressure() {
             Wait::new(&shared.gate, Level::Written, lsn).await?;
         }
-        let end = shared.place(&[payload])?;
+        let end = shared.place(&[payload], None)?;
         Wait::new(&shared.gate, shared.append_level(), end).await
     }
 
@@ -260,9 +307,10 @@ impl Journal {
         if let Some(lsn) = shared.backpressure() {
             Wait::new(&shared.gate, Level::Written, lsn).await?;
         }
-        let end = shared.place(payloads)?;
+        let mut lsns = Vec::with_capacity(payloads.len());
+        let end = shared.place(payloads, Some(&mut lsns))?;
         Wait::new(&shared.gate, shared.append_level(), end).await?;
-        Ok(batch_lsns(payloads, end))
+        Ok(lsns)
     }
 
     /// Resolves once every byte below `lsn` is durable.
@@ -280,7 +328,7 @@ impl Journal {
         if let Some(lsn) = shared.backpressure() {
             Wait::new(&shared.gate, Level::Written, lsn).await?;
         }
-        let end = shared.place(&[payload])?;
+        let end = shared.place(&[payload], None)?;
         Wait::new(&shared.gate, Level::Durable, end).await
     }
 
@@ -289,7 +337,7 @@ impl Journal {
     /// blocks; dropping the ticket does not drop the record.
     pub fn submit(&self, payload: impl AsRef<[u8]>) -> Result<Ticket> {
         let shared = self.shared();
-        let end = shared.place(&[payload])?;
+        let end = shared.place(&[payload], None)?;
         // The need for durability is registered when the ticket is first
         // polled: submit itself is one copy into the log buffer.
         let level = if shared.opts.sync_policy == SyncPolicy::Never { Level::Written } else { Level::Durable };
@@ -303,7 +351,7 @@ impl Journal {
         if let Some(lsn) = shared.backpressure() {
             shared.gate.wait_blocking(Level::Written, lsn)?;
         }
-        let end = shared.place(&[payload])?;
+        let end = shared.place(&[payload], None)?;
         shared.gate.wait_blocking(shared.append_level(), end)
     }
 
@@ -533,18 +581,6 @@ fn check_not_ahead(shared: &Shared, lsn: Lsn) -> Result<()> {
         return Err(Error::InvalidLsn { lsn, reason: format!("beyond the end of the journal ({next})") });
     }
     Ok(())
-}
-
-fn batch_lsns<P: AsRef<[u8]>>(payloads: &[P], end: u64) -> Vec<Lsn> {
-    let total: u64 = payloads.iter().map(|p| format::frame_len(p.as_ref().len()) as u64).sum();
-    let mut lsn = end - total;
-    payloads
-        .iter()
-        .map(|p| {
-            lsn += format::frame_len(p.as_ref().len()) as u64;
-            Lsn::new(lsn)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -100,6 +100,8 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions, hooks: Hooks) -> Resu
         writer: Mutex::new(None),
         released,
         io,
+        #[cfg(feature = "compression")]
+        compressor: crate::compress::Compressor::new(opts.compression, opts.compression_min_bytes),
         opts,
     });
     tracing::info!(

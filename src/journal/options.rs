@@ -39,6 +39,8 @@ pub struct JournalOptions {
     pub(crate) buffer_size: usize,
     pub(crate) stall_threshold: Duration,
     pub(crate) sync_timeout: Option<Duration>,
+    pub(crate) compression: crate::Compression,
+    pub(crate) compression_min_bytes: usize,
 }
 
 /// Smallest accepted segment: keeps the header overhead and rollover rate sane.
@@ -64,6 +66,8 @@ impl Default for JournalOptions {
             buffer_size: 4 << 20,
             stall_threshold: Duration::from_secs(5),
             sync_timeout: None,
+            compression: crate::Compression::None,
+            compression_min_bytes: 256,
         }
     }
 }
@@ -190,7 +194,33 @@ impl JournalOptions {
         self
     }
 
+    /// Compress the records this journal appends (default
+    /// [`Compression::None`](crate::Compression::None)). Each record of at
+    /// least [`compression_min_bytes`](Self::compression_min_bytes) is
+    /// compressed on the appending thread, before it takes its place in the
+    /// log, and stored compressed only when that saves at least an eighth of
+    /// it; after a run of incompressible records the journal stops trying
+    /// for a while. Record LSNs are the ends of the stored frames, so they
+    /// advance by the compressed size. Every reader decompresses; a journal
+    /// may hold plain and compressed records side by side, and reopening
+    /// with another setting is fine. Anything but `None` needs the
+    /// `compression` cargo feature: without it, open returns
+    /// `Error::Unsupported`.
+    pub fn compression(mut self, how: crate::Compression) -> Self {
+        self.compression = how;
+        self
+    }
+
+    /// Records shorter than this are stored plain whatever
+    /// [`compression`](Self::compression) says (default 256 bytes): a
+    /// small record saves little and costs the same attempt.
+    pub fn compression_min_bytes(mut self, bytes: usize) -> Self {
+        self.compression_min_bytes = bytes;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
+        crate::compress::check_available(self.compression)?;
         let bad = |why: String| Err(Error::InvalidOptions(why));
         if self.segment_size < MIN_SEGMENT_SIZE || self.segment_size > MAX_SEGMENT_SIZE {
             return bad(format!(

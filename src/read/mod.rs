@@ -252,11 +252,8 @@ impl Reader {
                     })?;
                     at = frame.end_lsn();
                     if fed.record {
-                        batch.push(Record {
-                            start: Lsn::new(frame.start_lsn),
-                            end: Lsn::new(at),
-                            payload: frame.payload.to_vec(),
-                        });
+                        let payload = crate::compress::record_payload(&frame, &seg.path)?;
+                        batch.push(Record { start: Lsn::new(frame.start_lsn), end: Lsn::new(at), payload });
                     }
                     if fed.unit_ends {
                         self.pos = at;
@@ -362,7 +359,9 @@ fn newest_journal_id(dir: &Path) -> Result<Option<u64>> {
 pub struct VerifyReport {
     /// Segment files checked.
     pub segments: usize,
-    /// Complete records found.
+    /// Complete records found (compressed ones are decompressed to check
+    /// them; one that does not decompress is counted and reported in
+    /// [`corruption`](Self::corruption)).
     pub records: u64,
     /// End of the valid log.
     pub end_lsn: Lsn,
@@ -391,8 +390,9 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
                 continue;
             }
         };
-        let scan = scan_segment(&seg.file, base, &seg.path)?;
+        let scan = scan_segment(&seg.file, base, &seg.path, true)?;
         report.records += scan.records;
+        report.corruption.extend(scan.undecodable.map(|e| e.to_string()));
         let len = seg.file.metadata().map_err(|e| Error::io("stat segment", &seg.path, e))?.len();
         let tail = nonzero_extent(&seg.file, format::file_offset(base, scan.end), len)
             .map_err(|e| Error::io("read segment", &seg.path, e))?;

@@ -153,7 +153,8 @@ impl Job {
                 )
             })?;
             if fed.record && frame.start_lsn >= self.from {
-                pending.push(Record { start: Lsn::new(lsn), end: Lsn::new(end), payload: frame.payload.to_vec() });
+                let payload = crate::compress::record_payload(&frame, &seg.path)?;
+                pending.push(Record { start: Lsn::new(lsn), end: Lsn::new(end), payload });
             }
             let batch_ends = fed.unit_ends;
             at += frame.len();

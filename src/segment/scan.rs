@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::Path;
 
 use super::cursor::{FrameCursor, Step};
-use crate::format::{Units, UnknownRequired};
+use crate::format::{Units, UnknownRequired, KIND_COMPRESSED};
 use crate::storage::os;
 use crate::{Error, Lsn, Result};
 
@@ -20,34 +20,50 @@ pub(crate) struct Scan {
     pub(crate) stop: u64,
     pub(crate) records: u64,
     pub(crate) unknown_required: Option<u8>,
+    /// The first record whose payload does not decode (a compressed
+    /// record that does not decompress), when asked to check payloads.
+    pub(crate) undecodable: Option<Error>,
 }
 
 /// Scans the segment in `file` (based at `base`) from its base to its
-/// first invalid frame.
-pub(crate) fn scan_segment(file: &File, base: u64, path: &Path) -> Result<Scan> {
-    scan_segment_to(file, base, path, u64::MAX)
+/// first invalid frame. With `check_payloads`, compressed records are
+/// decompressed too: the first that fails is kept in `undecodable` (its
+/// frame is valid, so the scan goes on), and a build that cannot
+/// decompress one fails the scan with `Error::Unsupported`.
+pub(crate) fn scan_segment(file: &File, base: u64, path: &Path, check_payloads: bool) -> Result<Scan> {
+    scan_segment_to(file, base, path, u64::MAX, check_payloads)
 }
 
 /// [`scan_segment`], reading nothing at or beyond LSN `bound` (a live
 /// segment's frontier: what lies past it may be mid-write).
-pub(crate) fn scan_segment_to(file: &File, base: u64, path: &Path, bound: u64) -> Result<Scan> {
+pub(crate) fn scan_segment_to(file: &File, base: u64, path: &Path, bound: u64, check_payloads: bool) -> Result<Scan> {
     let mut cursor = FrameCursor::new(base);
     let mut units = Units::default();
     let (mut pos, mut end, mut records) = (base, base, 0u64);
+    let mut undecodable = None;
     loop {
         let step = cursor.step(file, pos, bound).map_err(|e| Error::io_at("read segment", path, Lsn::new(pos), e))?;
         let Step::Frame(frame) = step else { break };
         let fed = match units.feed(frame.kind, frame.flags) {
             Ok(fed) => fed,
-            Err(UnknownRequired(kind)) => return Ok(Scan { end, stop: pos, records, unknown_required: Some(kind) }),
+            Err(UnknownRequired(kind)) => {
+                return Ok(Scan { end, stop: pos, records, unknown_required: Some(kind), undecodable })
+            }
         };
+        if check_payloads && fed.record && frame.kind == KIND_COMPRESSED && undecodable.is_none() {
+            match crate::compress::record_payload(&frame, path) {
+                Ok(_) => {}
+                Err(e @ Error::Corrupt { .. }) => undecodable = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
         pos = frame.end_lsn();
         if fed.unit_ends {
             end = pos;
             records += fed.unit_records;
         }
     }
-    Ok(Scan { end, stop: pos, records, unknown_required: None })
+    Ok(Scan { end, stop: pos, records, unknown_required: None, undecodable })
 }
 
 /// Bytes from `from` to the last non-zero byte before `len`.

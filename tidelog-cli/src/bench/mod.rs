@@ -7,11 +7,12 @@
 //! The modes and outputs are files of their own: `floors` (the one-task
 //! baselines beside the journal), `journal_cell` (tasks appending to one
 //! journal), `report` (medians, the table, JSON), `chart` (SVG), `bulk`
-//! (`--bulk-mib`) and `replay` (`--replay-mib`).
+//! (`--bulk-mib`), `replay` (`--replay-mib`) and `compress` (`--compress`).
 
 mod backup;
 mod bulk;
 mod chart;
+mod compress;
 mod floors;
 pub(crate) mod follow;
 mod journal_cell;
@@ -43,9 +44,10 @@ pub(crate) struct BenchArgs {
     /// Concurrent appending tasks, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 64, 256])]
     tasks: Vec<usize>,
-    /// Record sizes in bytes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![128usize])]
-    record_size: Vec<usize>,
+    /// Record sizes in bytes, comma-separated (default 128; with
+    /// --compress, one size, default 4096).
+    #[arg(long, value_delimiter = ',')]
+    record_size: Option<Vec<usize>>,
     /// Substrates: io_uring, io_uring-sqpoll, blocking (comma-separated).
     /// Default: io_uring and blocking, skipping (and saying so) one this
     /// machine cannot run; a substrate named here that cannot run is an
@@ -108,6 +110,14 @@ pub(crate) struct BenchArgs {
     /// writes the kernel can issue inline from io_uring on ext4 and XFS.
     #[arg(long, value_delimiter = ',')]
     io: Option<Vec<String>>,
+    /// Instead of the append matrix: durable appends of compressible
+    /// (JSON-like text) and random records, uncompressed and with
+    /// `Compression::Lz4`, per --tasks count, in interleaved rounds: payload
+    /// MB/s, log bytes per record and the compression ratio. Runs on the
+    /// first --substrate (default: Auto's pick) with the --io variant
+    /// given (default buffered).
+    #[arg(long)]
+    compress: bool,
     /// Draw throughput against tasks, one line per system, mode and record
     /// size, as an SVG file.
     #[arg(long)]
@@ -169,14 +179,18 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         eprintln!("tidelog bulk bench in {} ({mib} MiB per writer)", base.display());
         return bulk::run(&rt, &base, mib);
     }
+    let record_sizes = args.record_size.clone().unwrap_or_else(|| vec![128]);
     if let Some(mib) = args.replay_mib {
         eprintln!("tidelog replay bench in {} ({mib} MiB per record size)", base.display());
         let preallocs = args.preallocate.iter().map(|p| parse_preallocate(p)).collect::<Result<Vec<_>, _>>()?;
-        return replay::run(&rt, &base, mib, &args.record_size, &preallocs);
+        return replay::run(&rt, &base, mib, &record_sizes, &preallocs);
+    }
+    if args.compress {
+        return compress_bench(&args, &rt, &base, (rounds, cell, warmup));
     }
     if args.follow {
         eprintln!("tidelog follower bench in {} ({cell_secs} s per cell, {rounds} rounds)", base.display());
-        let record = args.record_size.first().copied().unwrap_or(128);
+        let record = record_sizes.first().copied().unwrap_or(128);
         return follow::run(&rt, &base, &args.tasks, record, cell_secs, rounds);
     }
     eprintln!("tidelog bench in {} ({cell_secs} s per cell, {rounds} interleaved rounds, medians)", base.display());
@@ -217,7 +231,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     let explicit = args.substrate.is_some();
     let substrates = args.substrate.clone().unwrap_or_else(|| vec!["io_uring".into(), "blocking".into()]);
     let journal_cells = substrates.len() * ios.len() * args.mode.len() * args.tasks.len();
-    let cells = rounds * args.record_size.len() * (baselines + journal_cells);
+    let cells = rounds * record_sizes.len() * (baselines + journal_cells);
     // Drawn on stderr only when it is a terminal (indicatif hides it
     // otherwise); `suspend` keeps our own lines readable either way.
     let progress = indicatif::ProgressBar::new(cells as u64).with_style(
@@ -227,7 +241,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     let mut samples = Vec::new();
     for round in 0..rounds {
         progress.suspend(|| eprintln!("round {}/{rounds}", round + 1));
-        for &record in &args.record_size {
+        for &record in &record_sizes {
             for &prealloc in &raws {
                 progress.set_message(format!("raw {prealloc}, {record} B"));
                 samples.push(floors::raw(&base.join(format!("raw-{record}")), record, cell, warmup, prealloc)?);
@@ -302,6 +316,45 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         chart::write_svg(&path, &cells)?;
     }
     Ok(())
+}
+
+/// `--compress`: one record size, one substrate, one I/O variant.
+fn compress_bench(
+    args: &BenchArgs,
+    rt: &tokio::runtime::Runtime,
+    base: &std::path::Path,
+    (rounds, cell, warmup): (usize, Duration, Duration),
+) -> Result<(), String> {
+    let record = match args.record_size.as_deref() {
+        None => 4096,
+        Some(&[one]) => one,
+        Some(_) => return Err("--compress measures one --record-size".into()),
+    };
+    let choice = match args.substrate.as_ref().and_then(|s| s.first()).map(String::as_str) {
+        None => SubstrateChoice::Auto,
+        Some("io_uring") => SubstrateChoice::IoUring,
+        Some("blocking") => SubstrateChoice::Blocking,
+        Some(other) => return Err(format!("--compress runs on io_uring or blocking, not {other:?}")),
+    };
+    let ios = io_variants(args)?;
+    let &[(label, direct, dsync)] = ios.as_slice() else {
+        return Err("--compress measures one I/O variant (--io)".into());
+    };
+    let how = parse_preallocate(args.preallocate.first().map_or("fallocate", String::as_str))?;
+    let opts = JournalOptions::new()
+        .substrate(choice)
+        .sync_policy(parse_policy(&args.policy)?)
+        .direct_io(direct)
+        .dsync_writes(dsync)
+        .segment_size(args.segment_mib << 20)
+        .preallocate(how);
+    eprintln!(
+        "tidelog compression bench in {} ({record} B records, {:?}{label}, {} s per cell, {rounds} interleaved rounds, medians)",
+        base.display(),
+        choice,
+        cell.as_secs_f64()
+    );
+    compress::run(rt, base, opts, (rounds, cell, warmup), &args.tasks, record)
 }
 
 /// The I/O variants to run: (label, direct, dsync).
