@@ -120,7 +120,10 @@ pub use journal::options::{JournalOptions, SyncPolicy, MAX_SEGMENT_SIZE, MIN_SEG
 pub use journal::{Journal, Released, Ticket};
 pub(crate) use lsn::FileOffset;
 pub use lsn::Lsn;
-pub use read::{replay, verify, Follower, JournalReader, Reader, Record, ReplayReport, Subscription, VerifyReport};
+pub use read::{
+    replay, replay_ref, verify, Follower, JournalReader, Reader, Record, RecordRef, ReplayReport, Subscription,
+    VerifyReport,
+};
 pub use recovery::{RecoveryMode, RecoveryReport};
 pub use segment::Preallocate;
 pub use stats::{Percentiles, Stats};

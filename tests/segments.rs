@@ -48,6 +48,19 @@ async fn replay_delivers_what_a_reader_reads_in_order(opts: JournalOptions) {
     assert!(got == expected, "same records, same order, across five segments");
     assert_eq!(report.records, lsns.len() as u64);
     assert_eq!(report.end_lsn, *lsns.last().unwrap());
+    // Borrowed payloads: the same records, each starting where the one
+    // before it ended.
+    let (mut borrowed, mut prev_end) = (Vec::new(), None);
+    let report_ref = tidelog::replay_ref(dir.path(), Lsn::ZERO, |r| {
+        assert!(prev_end.is_none_or(|e| r.start_lsn() >= e), "in order");
+        prev_end = Some(r.lsn());
+        assert_eq!(r.to_record().payload(), r.payload());
+        borrowed.push((r.lsn().as_u64(), r.payload().to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    assert!(borrowed == expected, "replay_ref delivers what replay does");
+    assert_eq!(report_ref, report);
     // From a record's LSN: the records after it.
     let mid = lsns[lsns.len() / 2];
     let mut after = Vec::new();

@@ -12,7 +12,7 @@ mod replay;
 mod subscribe;
 
 pub use follow::Follower;
-pub use replay::{replay, ReplayReport};
+pub use replay::{replay, replay_ref, RecordRef, ReplayReport};
 pub use subscribe::Subscription;
 
 use std::collections::VecDeque;

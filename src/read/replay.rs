@@ -1,5 +1,8 @@
 //! [`replay`]: read a whole journal directory fast — segments decoded in
 //! parallel threads, records delivered to one callback in LSN order.
+//! [`replay_ref`] hands the callback each payload borrowed from the mapped
+//! segment, with no allocation or copy per record; [`replay`] gives owned
+//! [`Record`]s.
 //!
 //! Sealed segments (every one but the last) are mapped read-only with
 //! `MADV_SEQUENTIAL` and dropped from the page cache
@@ -12,6 +15,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 
 use super::{JournalReader, Record};
 use crate::format::{self, FrameError, Units, UnknownRequired};
@@ -33,10 +37,56 @@ pub struct ReplayReport {
     pub end_lsn: Lsn,
 }
 
+/// One record as [`replay_ref`] hands it over: its payload borrowed from
+/// the mapped segment (or, for a compressed record, from a buffer holding
+/// it decompressed), valid for the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    start: Lsn,
+    end: Lsn,
+    payload: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// The record's LSN: the end of its frame, as `append` returned it.
+    pub fn lsn(&self) -> Lsn {
+        self.end
+    }
+
+    /// Where the record's frame starts.
+    pub fn start_lsn(&self) -> Lsn {
+        self.start
+    }
+
+    /// The payload, as appended.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record { start: self.start, end: self.end, payload: self.payload.to_vec() }
+    }
+}
+
 /// Replays every record of the journal in `dir` whose start is at or after
 /// `from`, calling `f` for each in LSN order. Needs no runtime and takes no
 /// lock (like [`JournalReader`]). Stops at the first error `f` returns.
+/// Each payload is copied into its own [`Record`]; [`replay_ref`] lends it
+/// instead.
 pub fn replay(dir: impl AsRef<Path>, from: Lsn, mut f: impl FnMut(Record) -> Result<()>) -> Result<ReplayReport> {
+    replay_ref(dir, from, |record| f(record.to_record()))
+}
+
+/// [`replay`] without an allocation or a copy per record: `f` gets each
+/// record's payload borrowed from the segment's read-only mapping (a
+/// compressed record's from the buffer it was decompressed into), valid
+/// for the call. Copy what must outlive it ([`RecordRef::to_record`]).
+pub fn replay_ref(
+    dir: impl AsRef<Path>,
+    from: Lsn,
+    mut f: impl FnMut(RecordRef<'_>) -> Result<()>,
+) -> Result<ReplayReport> {
     let journal = JournalReader::open(dir.as_ref())?;
     let bases = journal.segments().to_vec();
     // The first segment that can hold `from`.
@@ -51,8 +101,7 @@ pub fn replay(dir: impl AsRef<Path>, from: Lsn, mut f: impl FnMut(Record) -> Res
         .collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4).min(jobs.len().max(1));
     let mut report = ReplayReport { records: 0, bytes: 0, end_lsn: Lsn::new(bases[first].max(from.as_u64())) };
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        jobs.iter().map(|_| sync_channel::<Result<Vec<Record>>>(AHEAD)).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = jobs.iter().map(|_| sync_channel::<Result<Batch>>(AHEAD)).unzip();
     let next_job = AtomicUsize::new(0);
     std::thread::scope(|scope| -> Result<()> {
         let senders = &senders;
@@ -78,10 +127,61 @@ pub fn replay(dir: impl AsRef<Path>, from: Lsn, mut f: impl FnMut(Record) -> Res
     Ok(report)
 }
 
+/// A segment's read-only mapping, shared by the batches that borrow from
+/// it. When the last lets go it is unmapped, and the segment's pages are
+/// dropped from the page cache (a mapped page would not be).
+struct Mapped {
+    map: Option<memmap2::Mmap>,
+    seg: segment::SegmentFile,
+}
+
+impl Mapped {
+    fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        drop(self.map.take());
+        segment::release_cache(&self.seg);
+    }
+}
+
+/// Where one record's payload lies.
+struct Span {
+    start: u64,
+    end: u64,
+    /// In the mapping, or (`owned`) in the batch's own buffer.
+    at: usize,
+    len: usize,
+    owned: bool,
+}
+
+/// Records decoded from one segment, their payloads in its mapping. A
+/// batch with no spans ends its segment.
+struct Batch {
+    mapped: Arc<Mapped>,
+    spans: Vec<Span>,
+    /// Payloads that are not in the mapping as stored (decompressed).
+    owned: Vec<u8>,
+}
+
+impl Batch {
+    fn new(mapped: &Arc<Mapped>) -> Batch {
+        Batch { mapped: mapped.clone(), spans: Vec::with_capacity(BATCH), owned: Vec::new() }
+    }
+
+    fn payload(&self, span: &Span) -> &[u8] {
+        let bytes = if span.owned { &self.owned[..] } else { self.mapped.bytes() };
+        &bytes[span.at..span.at + span.len]
+    }
+}
+
 fn deliver(
     dir: &Path,
-    receivers: Vec<Receiver<Result<Vec<Record>>>>,
-    f: &mut impl FnMut(Record) -> Result<()>,
+    receivers: Vec<Receiver<Result<Batch>>>,
+    f: &mut impl FnMut(RecordRef<'_>) -> Result<()>,
     report: &mut ReplayReport,
 ) -> Result<()> {
     for rx in receivers {
@@ -91,14 +191,15 @@ fn deliver(
             let batch = rx
                 .recv()
                 .map_err(|_| Error::io("replay", dir, std::io::Error::other("a decoding thread ended early")))??;
-            if batch.is_empty() {
+            if batch.spans.is_empty() {
                 break;
             }
-            for record in batch {
+            for span in &batch.spans {
+                let payload = batch.payload(span);
                 report.records += 1;
-                report.bytes += record.payload().len() as u64;
-                report.end_lsn = record.lsn();
-                f(record)?;
+                report.bytes += payload.len() as u64;
+                report.end_lsn = Lsn::new(span.end);
+                f(RecordRef { start: Lsn::new(span.start), end: Lsn::new(span.end), payload })?;
             }
         }
     }
@@ -114,7 +215,7 @@ struct Job {
 }
 
 impl Job {
-    fn run(&self, tx: &SyncSender<Result<Vec<Record>>>) -> Result<()> {
+    fn run(&self, tx: &SyncSender<Result<Batch>>) -> Result<()> {
         let seg = segment::open_to_read(&self.dir, self.base)?;
         let len = seg.file.metadata().map_err(|e| Error::io("stat segment", &seg.path, e))?.len();
         let header = format::SEGMENT_HEADER_LEN as u64;
@@ -126,11 +227,17 @@ impl Job {
             return Err(Error::corrupt(&seg.path, Lsn::new(self.base), "segment is shorter than its successor's base"));
         }
         let map = map_sealed(&seg.file, bound).map_err(|e| Error::io("mmap segment", &seg.path, e))?;
-        let bytes = &map[header.min(bound) as usize..bound as usize];
+        let path = seg.path.clone();
+        let mapped = Arc::new(Mapped { map: Some(map), seg });
+        let from = header.min(bound) as usize;
+        let bytes = &mapped.bytes()[from..bound as usize];
         let sealed = self.next.is_some();
         let mut at = 0usize;
         let mut lsn = self.base;
-        let (mut out, mut pending) = (Vec::with_capacity(BATCH), Vec::new());
+        let mut out = Batch::new(&mapped);
+        // Spans of an atomic batch not yet whole (its owned bytes are in
+        // `out.owned` already: only spans wait).
+        let mut pending = Vec::new();
         let mut units = Units::default();
         loop {
             if at == bytes.len() {
@@ -140,41 +247,43 @@ impl Job {
                 Ok(frame) => frame,
                 Err(_) if !sealed => break, // the torn tail of the last segment
                 Err(FrameError::Truncated { .. }) => {
-                    return Err(Error::corrupt(&seg.path, Lsn::new(lsn), "frame extends past the end of its segment"))
+                    return Err(Error::corrupt(&path, Lsn::new(lsn), "frame extends past the end of its segment"))
                 }
-                Err(FrameError::Invalid(why)) => return Err(Error::corrupt(&seg.path, Lsn::new(lsn), why)),
+                Err(FrameError::Invalid(why)) => return Err(Error::corrupt(&path, Lsn::new(lsn), why)),
             };
             let end = frame.end_lsn();
             let fed = units.feed(frame.kind, frame.flags).map_err(|UnknownRequired(kind)| {
-                Error::corrupt(
-                    &seg.path,
-                    Lsn::new(lsn),
-                    format!("required frame kind {kind:#04x} unknown to this version"),
-                )
+                Error::corrupt(&path, Lsn::new(lsn), format!("required frame kind {kind:#04x} unknown to this version"))
             })?;
             if fed.record && frame.start_lsn >= self.from {
-                let payload = crate::compress::record_payload(&frame, &seg.path)?;
-                pending.push(Record { start: Lsn::new(lsn), end: Lsn::new(end), payload });
+                let span = if frame.kind == format::KIND_COMPRESSED {
+                    let payload = crate::compress::record_payload(&frame, &path)?;
+                    let span = Span { start: lsn, end, at: out.owned.len(), len: payload.len(), owned: true };
+                    out.owned.extend_from_slice(&payload);
+                    span
+                } else {
+                    let offset = from + at + format::FRAME_HEADER_LEN;
+                    Span { start: lsn, end, at: offset, len: frame.payload.len(), owned: false }
+                };
+                pending.push(span);
             }
             let batch_ends = fed.unit_ends;
             at += frame.len();
             lsn = end;
             if batch_ends {
-                out.append(&mut pending);
-                if out.len() >= BATCH && tx.send(Ok(std::mem::replace(&mut out, Vec::with_capacity(BATCH)))).is_err() {
+                out.spans.append(&mut pending);
+                if out.spans.len() >= BATCH && tx.send(Ok(std::mem::replace(&mut out, Batch::new(&mapped)))).is_err() {
                     return Ok(()); // the caller stopped
                 }
             }
         }
         if sealed && units.open() {
-            return Err(Error::corrupt(&seg.path, Lsn::new(lsn), "an atomic batch is cut by the segment's end"));
+            return Err(Error::corrupt(&path, Lsn::new(lsn), "an atomic batch is cut by the segment's end"));
         }
-        drop(map);
-        segment::release_cache(&seg);
-        if !out.is_empty() && tx.send(Ok(out)).is_err() {
+        if !out.spans.is_empty() && tx.send(Ok(std::mem::replace(&mut out, Batch::new(&mapped)))).is_err() {
             return Ok(());
         }
-        let _ = tx.send(Ok(Vec::new())); // end of this segment
+        let _ = tx.send(Ok(out)); // no spans: the end of this segment
         Ok(())
     }
 }
