@@ -28,6 +28,13 @@ use crate::storage::{OsStorage, Storage};
 use crate::substrate::Backend;
 use crate::{Journal, JournalOptions, Result};
 
+/// Whether backups pace their copies (the default) or copy as fast as
+/// the device takes it, as before pacing: for benchmarks comparing the
+/// two in one run. Process-wide.
+pub fn set_backup_pacing(paced: bool) {
+    crate::backup::set_paced(paced);
+}
+
 /// The seams a journal is opened with: see the module docs.
 #[derive(Debug, Clone, Default)]
 pub struct Seams {
