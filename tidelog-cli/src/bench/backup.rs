@@ -92,12 +92,12 @@ fn appenders(
     journal: &Journal,
     stop: &Arc<AtomicBool>,
     backups: &Arc<Backups>,
-) -> Vec<tokio::task::JoinHandle<Result<Split, String>>> {
+) -> Vec<tokio::task::JoinHandle<Result<(Split, Vec<Slow>), String>>> {
     (0..APPENDERS)
         .map(|_| {
             let (journal, stop, backups) = (journal.clone(), stop.clone(), backups.clone());
             tokio::spawn(async move {
-                let mut split = new_split()?;
+                let (mut split, mut slow) = (new_split()?, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
                     let (during, seen) =
                         (backups.running.load(Ordering::SeqCst), backups.changes.load(Ordering::SeqCst));
@@ -112,8 +112,11 @@ fn appenders(
                         0
                     };
                     split[which.min(2)].record(us).ok();
+                    if us >= SLOW_US {
+                        slow.push((t, us));
+                    }
                 }
-                Ok(split)
+                Ok((split, slow))
             })
         })
         .collect()
@@ -124,8 +127,13 @@ fn new_split() -> Result<Split, String> {
     Ok([h.clone(), h.clone(), h])
 }
 
-/// Runs the appenders while `during` runs; their merged histograms.
-async fn phase<F>(journal: &Journal, backups: &Arc<Backups>, during: F) -> Result<Split, String>
+/// An append that took at least [`SLOW_US`]: when it began, how long (µs).
+type Slow = (Instant, u64);
+const SLOW_US: u64 = 1000;
+
+/// Runs the appenders while `during` runs; their merged histograms and
+/// slow appends.
+async fn phase<F>(journal: &Journal, backups: &Arc<Backups>, during: F) -> Result<(Split, Vec<Slow>), String>
 where
     F: std::future::Future<Output = Result<(), String>>,
 {
@@ -133,17 +141,67 @@ where
     let tasks = appenders(journal, &stop, backups);
     let result = during.await;
     stop.store(true, Ordering::Relaxed);
-    let mut split = new_split()?;
+    let (mut split, mut slow) = (new_split()?, Vec::new());
     for t in tasks {
-        for (all, one) in split.iter_mut().zip(t.await.map_err(err)??) {
+        let (one, s) = t.await.map_err(err)??;
+        for (all, one) in split.iter_mut().zip(one) {
             all.add(one).map_err(err)?;
         }
+        slow.extend(s);
     }
-    result.map(|()| split)
+    result.map(|()| (split, slow))
 }
 
-/// A backup's kind, time and report.
-type Taken = (Kind, Duration, tidelog::BackupReport);
+/// The steps of a backup, in order, as `BackupTimings` times them; time
+/// not in any of them (making the temporary directory, the spawn) is
+/// "other".
+const STEPS: [&str; 7] = ["open", "link", "copy", "sync_data", "sync_dir", "publish", "other"];
+
+/// Slow appends overlapping each step of each kind's backups, filed under
+/// the step they overlap most; and the steps' total time (ms).
+fn attribute(taken: &[Taken], slow: &[Slow], counts: &mut [[(u64, f64); STEPS.len()]; 2]) {
+    for (kind, total, r, start) in taken {
+        let t = &r.timings;
+        let mut bounds = Vec::with_capacity(STEPS.len());
+        let mut at = *start;
+        for d in [t.open, t.link, t.copy, t.sync_data, t.sync_dir, t.publish] {
+            bounds.push((at, at + d));
+            at += d;
+        }
+        bounds.push((at, *start + *total));
+        let k = *kind as usize;
+        for (i, (a, b)) in bounds.iter().enumerate() {
+            counts[k][i].1 += b.saturating_duration_since(*a).as_secs_f64() * 1e3;
+        }
+        for (began, us) in slow {
+            let ended = *began + Duration::from_micros(*us);
+            let overlap = |(a, b): &(Instant, Instant)| (ended.min(*b)).saturating_duration_since((*began).max(*a));
+            let best = bounds.iter().enumerate().max_by_key(|(_, w)| overlap(w));
+            if let Some((i, w)) = best {
+                if !overlap(w).is_zero() {
+                    counts[k][i].0 += 1;
+                }
+            }
+        }
+    }
+}
+
+fn print_attribution(counts: &[[(u64, f64); STEPS.len()]; 2]) {
+    println!(
+        "\nappends ≥ {SLOW_US} µs, by the backup step they overlapped most: count (count per 100 ms of that step)"
+    );
+    println!("{:<10} {}", "", STEPS.iter().map(|s| format!("{s:>16}")).collect::<String>());
+    for kind in KINDS {
+        let row: String = counts[kind as usize]
+            .iter()
+            .map(|(n, ms)| format!("{:>16}", format!("{n} ({:.0})", *n as f64 * 100.0 / ms.max(1e-3))))
+            .collect();
+        println!("{:<10} {row}", kind.name());
+    }
+}
+
+/// A backup's kind, time, report and start.
+type Taken = (Kind, Duration, tidelog::BackupReport, Instant);
 
 /// Backups into `base/NAME-N` for `how_long`, `gap` apart (none: back
 /// to back), of the `kinds` in turn, flagged in `backups`.
@@ -172,7 +230,7 @@ async fn backups_for(
         let t = Instant::now();
         let report = journal.backup(&dest).await.map_err(err);
         backups.set(None);
-        taken.push((kind, t.elapsed(), report?));
+        taken.push((kind, t.elapsed(), report?, t));
     }
     tidelog::testing::set_backup_pacing(true);
     Ok(())
@@ -222,15 +280,17 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, segment_m
     let none = Arc::new(Backups::default());
     // Warm-up, uncounted: the fill's writeback and the first rounds' noise.
     rt.block_on(phase(&journal, &none, idle(PHASE / 2)))?;
+
     // A backup every GAP, paced and unpaced in turn: appends that
     // overlapped each kind against those that overlapped none, interleaved
     // in one phase, in several rounds.
     let backups = Arc::new(Backups::default());
     let mut taken = Vec::new();
     let mut ratios: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut counts = [[(0u64, 0f64); STEPS.len()]; 2];
     for round in 1..=ROUNDS {
         let mut spaced = Vec::new();
-        let split = rt.block_on(phase(
+        let (split, slow) = rt.block_on(phase(
             &journal,
             &backups,
             backups_for(&journal, base, "spaced", &backups, PHASE * 3, GAP, &KINDS, &mut spaced),
@@ -242,6 +302,7 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, segment_m
             row(&format!("round {round}: overlapping {n} {}", kind.name()), &split[i + 1]);
             ratios[i].push(split[i + 1].value_at_quantile(0.99) as f64 / clear_p99);
         }
+        attribute(&spaced, &slow, &mut counts);
         taken.extend(spaced);
         remove_backups(base)?;
     }
@@ -251,7 +312,7 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, segment_m
     // Back to back: every append overlaps a backup of one kind.
     for kind in KINDS {
         let mut stress = Vec::new();
-        let split = rt.block_on(phase(
+        let (split, _) = rt.block_on(phase(
             &journal,
             &backups,
             backups_for(&journal, base, "stress", &backups, PHASE, Duration::ZERO, &[kind], &mut stress),
@@ -262,13 +323,14 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, segment_m
     }
     let cp_dest = base.join("cp-during");
     let (from, to) = (wal.clone(), cp_dest.clone());
-    let split = rt.block_on(phase(&journal, &none, async move {
+    let (split, _) = rt.block_on(phase(&journal, &none, async move {
         // Off the runtime's workers: they run the appenders.
         tokio::task::spawn_blocking(move || cp(&from, &to, true).map(drop)).await.map_err(err)?
     }))?;
     row("during cp + sync", &split[0]);
     let _ = std::fs::remove_dir_all(&cp_dest);
     steps(&taken);
+    print_attribution(&counts);
     rt.block_on(journal.close()).map_err(err)?;
     timings(rt, base, &wal, &taken)
 }
@@ -378,10 +440,10 @@ fn timings(rt: &tokio::runtime::Runtime, base: &Path, wal: &Path, taken: &[Taken
             let _ = std::fs::remove_dir_all(&cp_dest);
         }
     }
-    let mut under_load: Vec<f64> = taken.iter().map(|(_, d, _)| d.as_secs_f64()).collect();
+    let mut under_load: Vec<f64> = taken.iter().map(|(_, d, ..)| d.as_secs_f64()).collect();
     under_load.sort_by(f64::total_cmp);
     if let (Some(first), Some(last)) = (under_load.first(), under_load.last()) {
-        let (_, _, r) = &taken[0];
+        let (_, _, r, _) = &taken[0];
         println!(
             "\nbackups under load: {} taken, {first:.3}-{last:.3} s each ({} linked, {} copied, {:.0} MiB copied in the first)",
             taken.len(),
