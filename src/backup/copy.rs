@@ -5,8 +5,8 @@
 //!    still read through its open file — the backup never has a gap;
 //! 2. the backup is made in a temporary directory beside `DEST`: sealed
 //!    segments hard-linked (copied where the filesystem refuses), the last
-//!    one's prefix copied — paced, one small chunk in flight, see `pace` —
-//!    and `fdatasync`ed;
+//!    one's prefix copied — paced on the journal's device, one small chunk
+//!    in flight, see `pace` — and `fdatasync`ed;
 //! 3. the temporary directory is synced, renamed to `DEST` (never over an
 //!    existing one), and `DEST`'s parent synced.
 //!
@@ -22,7 +22,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::pace::{self, Pacer, PACED_CHUNK};
+use super::pace::{self, Pacer, PACED_CHUNK_MAX};
 use super::{BackupReport, BackupTimings};
 use crate::format;
 use crate::segment::{read_header, scan::scan_segment_to};
@@ -31,11 +31,11 @@ use crate::{Error, Lsn, Result};
 
 /// Bytes per read and write of a copy.
 const COPY_BUF: usize = 1 << 20;
-/// Writeback unit of an unpaced copy (kept for benchmarks against the
-/// paced one): about two of these are ever dirty per copy.
+/// Writeback unit of an unpaced copy (onto another device than the
+/// journal's): about two of these are ever dirty per copy.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 const _: () = assert!(WRITEBACK_CHUNK % COPY_BUF as u64 == 0);
-const _: () = assert!(PACED_CHUNK % COPY_BUF as u64 == 0 && PACED_CHUNK <= WRITEBACK_CHUNK);
+const _: () = assert!(PACED_CHUNK_MAX <= COPY_BUF as u64);
 /// Temporary names tried beside `DEST`.
 const TEMP_ATTEMPTS: u32 = 64;
 
@@ -208,23 +208,24 @@ fn can_copy_instead(e: &io::Error) -> bool {
 }
 
 /// Copies `[0, s.len)` of the source to a new file `to` and syncs it,
-/// adding its steps' times to `t`. Paced (see `pace`): each chunk is
-/// written back and waited for before the next, then the device is left
-/// to the journal for about as long. Unpaced (benchmarks only): writeback
-/// starts behind each larger chunk and the chunk before is waited for, so
-/// about two chunks are ever dirty. Written pages are dropped from the
+/// adding its steps' times to `t`. Paced (onto the journal's device, see
+/// `pace`): each small chunk is written back and waited for before the
+/// next, then the device is left to the journal for about as long.
+/// Unpaced (onto another device): writeback starts behind each 8 MiB
+/// chunk and the chunk before is waited for, so about two chunks are ever
+/// dirty. Written pages are dropped from the
 /// cache (a backup's pages are not read again here).
 fn copy_prefix(s: &Source, to: &Path, t: &mut BackupTimings) -> Result<()> {
     let at = |lsn: u64| Lsn::new(s.base + lsn.saturating_sub(format::SEGMENT_HEADER_LEN as u64));
     let started = Instant::now();
     let out = OpenOptions::new().write(true).create_new(true).open(to).map_err(|e| Error::io("create", to, e))?;
-    let paced = pace::paced();
-    let chunk = if paced { PACED_CHUNK } else { WRITEBACK_CHUNK };
+    let paced = pace::chunk(same_device(s, &out, to)?);
+    let chunk = paced.unwrap_or(WRITEBACK_CHUNK);
     let mut pacer = Pacer::default();
     let mut buf = vec![0u8; COPY_BUF];
     let (mut off, mut chunk_start, mut behind) = (0u64, 0u64, None::<(u64, u64)>);
     while off < s.len {
-        let want = (s.len - off).min(COPY_BUF as u64) as usize;
+        let want = (s.len - off).min(chunk).min(COPY_BUF as u64) as usize;
         let n = match s.file.read_at(&mut buf[..want], off) {
             Ok(0) => return Err(Error::corrupt(&s.path, at(off), "the segment ended while being backed up")),
             Ok(n) => n,
@@ -237,7 +238,7 @@ fn copy_prefix(s: &Source, to: &Path, t: &mut BackupTimings) -> Result<()> {
             continue;
         }
         let len = off - chunk_start;
-        if paced {
+        if paced.is_some() {
             let waiting = Instant::now();
             os::wait_writeback(&out, chunk_start, len)
                 .map_err(|e| Error::io_at("writeback", to, at(chunk_start), e))?;
@@ -258,6 +259,14 @@ fn copy_prefix(s: &Source, to: &Path, t: &mut BackupTimings) -> Result<()> {
     t.sync_data += started.elapsed();
     os::drop_cache(&out);
     Ok(())
+}
+
+/// Whether the copy `out` (at `to`) lies on the source's device: only
+/// then does it queue beside the journal's syncs.
+fn same_device(s: &Source, out: &File, to: &Path) -> Result<bool> {
+    let src = s.file.metadata().map_err(|e| Error::io_at("stat segment", &s.path, Lsn::new(s.base), e))?;
+    let dst = out.metadata().map_err(|e| Error::io_at("stat", to, Lsn::new(s.base), e))?;
+    Ok(src.dev() == dst.dev())
 }
 
 /// The end of the last whole record (or batch) of the segment at or below

@@ -14,7 +14,7 @@
 mod copy;
 mod pace;
 
-pub(crate) use pace::set_paced;
+pub(crate) use pace::{set_chunk as set_paced_chunk, PACED_CHUNK};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
