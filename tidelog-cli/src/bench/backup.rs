@@ -54,21 +54,38 @@ struct Backups {
     changes: AtomicU64,
 }
 
-/// A backup's copy: paced (the default) or unpaced (as before pacing).
+/// A backup's copy: paced in the default chunk, unpaced (as before
+/// pacing), or paced in larger chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Paced,
     Unpaced,
+    Paced256k,
+    Paced1m,
 }
 
-const KINDS: [Kind; 2] = [Kind::Paced, Kind::Unpaced];
+const KINDS: [Kind; 4] = [Kind::Paced, Kind::Unpaced, Kind::Paced256k, Kind::Paced1m];
+/// Histograms per phase: the clear appends' and each kind's.
+const SPLIT: usize = KINDS.len() + 1;
 
 impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Paced => "paced",
             Kind::Unpaced => "unpaced",
+            Kind::Paced256k => "paced 256k",
+            Kind::Paced1m => "paced 1m",
         }
+    }
+
+    /// Makes the backups that follow copy this way.
+    fn select(self) {
+        tidelog::testing::set_backup_pacing(match self {
+            Kind::Paced => Some(tidelog::testing::BACKUP_PACED_CHUNK),
+            Kind::Unpaced => None,
+            Kind::Paced256k => Some(256 << 10),
+            Kind::Paced1m => Some(1 << 20),
+        });
     }
 }
 
@@ -84,8 +101,8 @@ impl Backups {
 }
 
 /// Latencies (µs) of appends clear of any backup, and of those that
-/// overlapped a paced and an unpaced one.
-type Split = [Histogram<u64>; 3];
+/// overlapped each kind.
+type Split = [Histogram<u64>; SPLIT];
 
 /// Runs 64 durable appenders until `stop`.
 fn appenders(
@@ -111,7 +128,7 @@ fn appenders(
                     } else {
                         0
                     };
-                    split[which.min(2)].record(us).ok();
+                    split[which.min(SPLIT - 1)].record(us).ok();
                     if us >= SLOW_US {
                         slow.push((t, us));
                     }
@@ -124,7 +141,7 @@ fn appenders(
 
 fn new_split() -> Result<Split, String> {
     let h = Histogram::<u64>::new(3).map_err(err)?;
-    Ok([h.clone(), h.clone(), h])
+    Ok(std::array::from_fn(|_| h.clone()))
 }
 
 /// An append that took at least [`SLOW_US`]: when it began, how long (µs).
@@ -159,7 +176,7 @@ const STEPS: [&str; 7] = ["open", "link", "copy", "sync_data", "sync_dir", "publ
 
 /// Slow appends overlapping each step of each kind's backups, filed under
 /// the step they overlap most; and the steps' total time (ms).
-fn attribute(taken: &[Taken], slow: &[Slow], counts: &mut [[(u64, f64); STEPS.len()]; 2]) {
+fn attribute(taken: &[Taken], slow: &[Slow], counts: &mut [[(u64, f64); STEPS.len()]; KINDS.len()]) {
     for (kind, total, r, start) in taken {
         let t = &r.timings;
         let mut bounds = Vec::with_capacity(STEPS.len());
@@ -186,7 +203,7 @@ fn attribute(taken: &[Taken], slow: &[Slow], counts: &mut [[(u64, f64); STEPS.le
     }
 }
 
-fn print_attribution(counts: &[[(u64, f64); STEPS.len()]; 2]) {
+fn print_attribution(counts: &[[(u64, f64); STEPS.len()]; KINDS.len()]) {
     println!(
         "\nappends ≥ {SLOW_US} µs, by the backup step they overlapped most: count (count per 100 ms of that step)"
     );
@@ -224,7 +241,7 @@ async fn backups_for(
         }
         let kind = kinds[n % kinds.len()];
         n += 1;
-        tidelog::testing::set_backup_pacing(kind == Kind::Paced);
+        kind.select();
         let dest = base.join(format!("{name}-{}", taken.len()));
         backups.set(Some(kind));
         let t = Instant::now();
@@ -232,7 +249,7 @@ async fn backups_for(
         backups.set(None);
         taken.push((kind, t.elapsed(), report?, t));
     }
-    tidelog::testing::set_backup_pacing(true);
+    Kind::Paced.select();
     Ok(())
 }
 
@@ -266,8 +283,8 @@ fn cp(src: &Path, dest: &Path, sync: bool) -> Result<Duration, String> {
     Ok(t.elapsed())
 }
 
-/// Rounds of the spaced phase: each interleaves paced and unpaced backups.
-const ROUNDS: usize = 3;
+/// Rounds of the spaced phase: each interleaves every kind of backup.
+const ROUNDS: usize = 5;
 
 pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, segment_mib: u64) -> Result<(), String> {
     let wal = base.join("wal");
@@ -286,8 +303,8 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, base: &Path, mib: u64, segment_m
     // in one phase, in several rounds.
     let backups = Arc::new(Backups::default());
     let mut taken = Vec::new();
-    let mut ratios: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut counts = [[(0u64, 0f64); STEPS.len()]; 2];
+    let mut ratios: [Vec<f64>; KINDS.len()] = Default::default();
+    let mut counts = [[(0u64, 0f64); STEPS.len()]; KINDS.len()];
     for round in 1..=ROUNDS {
         let mut spaced = Vec::new();
         let (split, slow) = rt.block_on(phase(
@@ -409,7 +426,7 @@ fn timings(rt: &tokio::runtime::Runtime, base: &Path, wal: &Path, taken: &[Taken
     }
     for (where_, dir) in targets {
         for kind in KINDS {
-            tidelog::testing::set_backup_pacing(kind == Kind::Paced);
+            kind.select();
             let dest = dir.join(format!("backup-{}", kind.name()));
             let journal = rt.block_on(Journal::open(wal, JournalOptions::new())).map_err(err)?;
             let t = Instant::now();
@@ -425,7 +442,7 @@ fn timings(rt: &tokio::runtime::Runtime, base: &Path, wal: &Path, taken: &[Taken
             );
             let _ = std::fs::remove_dir_all(&dest);
         }
-        tidelog::testing::set_backup_pacing(true);
+        Kind::Paced.select();
         for sync in [false, true] {
             let cp_dest = dir.join(if sync { "cp-sync" } else { "cp" });
             let took = cp(wal, &cp_dest, sync)?;
