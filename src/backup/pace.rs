@@ -45,8 +45,11 @@ static CHUNK: AtomicU64 = AtomicU64::new(PACED_CHUNK);
 /// `None`: copy unpaced; `Some(bytes)`: paced in chunks of about `bytes`
 /// (rounded down to 4 KiB, within [4 KiB, 1 MiB]). Process-wide.
 pub(crate) fn set_chunk(bytes: Option<u64>) {
-    let chunk = bytes.map_or(0, |b| (b - b % PACED_CHUNK_MIN).clamp(PACED_CHUNK_MIN, PACED_CHUNK_MAX));
-    CHUNK.store(chunk, Ordering::Relaxed);
+    CHUNK.store(bytes.map_or(0, bounded_chunk), Ordering::Relaxed);
+}
+
+fn bounded_chunk(bytes: u64) -> u64 {
+    (bytes - bytes % PACED_CHUNK_MIN).clamp(PACED_CHUNK_MIN, PACED_CHUNK_MAX)
 }
 
 /// The chunk to pace a copy in, `None` for an unpaced one: a copy onto
@@ -76,5 +79,37 @@ impl Pacer {
             self.slept += nap;
             self.owed = Duration::ZERO;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asked_chunks_are_rounded_to_4k_and_bounded() {
+        assert_eq!(bounded_chunk(0), PACED_CHUNK_MIN);
+        assert_eq!(bounded_chunk(100_000), 98_304);
+        assert_eq!(bounded_chunk(u64::MAX), PACED_CHUNK_MAX);
+        assert_eq!(bounded_chunk(PACED_CHUNK), PACED_CHUNK);
+    }
+
+    #[test]
+    fn short_waits_are_owed_until_they_add_up_to_one_sleep() {
+        let mut pacer = Pacer::default();
+        for _ in 0..3 {
+            pacer.after_chunk(Duration::from_micros(300));
+        }
+        assert_eq!(pacer.slept, Duration::ZERO);
+        pacer.after_chunk(Duration::from_micros(300));
+        assert_eq!(pacer.slept, Duration::from_micros(1200));
+        assert_eq!(pacer.owed, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_stalled_chunk_sleeps_at_most_the_bound() {
+        let mut pacer = Pacer::default();
+        pacer.after_chunk(Duration::from_secs(5));
+        assert_eq!(pacer.slept, PACE_SLEEP_MAX);
     }
 }
