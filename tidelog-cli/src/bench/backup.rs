@@ -1,11 +1,14 @@
 //! `tidelog bench --backup-mib N`: online backup of an N MiB journal while
-//! 64 tasks append durably to it. Reports the appenders' latency without a
-//! backup, during back-to-back `Journal::backup` calls and during a `cp`
-//! of the same segment files; and the time of one backup beside `cp` of
-//! those files (plain, and followed by `sync` of them, which the backup
-//! includes) — on the journal's filesystem, where sealed segments are
-//! hard-linked, and onto /dev/shm when it is another filesystem, where
-//! every segment is copied.
+//! 64 tasks append durably to it. Reports the appenders' latency clear of
+//! any backup and overlapping backups of each kind — the paced copy (the
+//! default), the unpaced one (as before pacing) and paced in larger chunks
+//! — interleaved in one phase, in several rounds; during back-to-back
+//! backups of each kind and during a `cp` of the same segment files; each
+//! step's time and which step the slow appends overlapped; and the time of
+//! one backup of each kind beside `cp` of those files (plain, and followed
+//! by `sync` of them, which the backup includes) — on the journal's
+//! filesystem, where sealed segments are hard-linked, and onto /dev/shm
+//! when it is another filesystem, where every segment is copied.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -109,7 +112,7 @@ fn appenders(
     journal: &Journal,
     stop: &Arc<AtomicBool>,
     backups: &Arc<Backups>,
-) -> Vec<tokio::task::JoinHandle<Result<(Split, Vec<Slow>), String>>> {
+) -> Vec<tokio::task::JoinHandle<Result<Appended, String>>> {
     (0..APPENDERS)
         .map(|_| {
             let (journal, stop, backups) = (journal.clone(), stop.clone(), backups.clone());
@@ -143,6 +146,9 @@ fn new_split() -> Result<Split, String> {
     let h = Histogram::<u64>::new(3).map_err(err)?;
     Ok(std::array::from_fn(|_| h.clone()))
 }
+
+/// One appender's histograms and slow appends.
+type Appended = (Split, Vec<Slow>);
 
 /// An append that took at least [`SLOW_US`]: when it began, how long (µs).
 type Slow = (Instant, u64);
