@@ -113,7 +113,7 @@ mod stats;
 mod storage;
 mod substrate;
 
-pub use backup::{backup_dir, BackupReport};
+pub use backup::{backup_dir, BackupReport, BackupTimings};
 pub use compress::Compression;
 pub use error::{Error, Result};
 pub use journal::options::{JournalOptions, SyncPolicy, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};

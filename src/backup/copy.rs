@@ -5,7 +5,8 @@
 //!    still read through its open file — the backup never has a gap;
 //! 2. the backup is made in a temporary directory beside `DEST`: sealed
 //!    segments hard-linked (copied where the filesystem refuses), the last
-//!    one's prefix copied with bounded dirty pages and `fdatasync`ed;
+//!    one's prefix copied — paced on the journal's device, one small chunk
+//!    in flight, see `pace` — and `fdatasync`ed;
 //! 3. the temporary directory is synced, renamed to `DEST` (never over an
 //!    existing one), and `DEST`'s parent synced.
 //!
@@ -19,8 +20,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use super::BackupReport;
+use super::pace::{self, Pacer, PACED_CHUNK_MAX};
+use super::{BackupReport, BackupTimings};
 use crate::format;
 use crate::segment::{read_header, scan::scan_segment_to};
 use crate::storage::os;
@@ -28,11 +31,11 @@ use crate::{Error, Lsn, Result};
 
 /// Bytes per read and write of a copy.
 const COPY_BUF: usize = 1 << 20;
-/// Writeback unit: about two of these are ever dirty per copy, so a copy
-/// does not pile up dirty pages that a writeback burst then pushes ahead
-/// of the journal's own syncs.
+/// Writeback unit of an unpaced copy (onto another device than the
+/// journal's): about two of these are ever dirty per copy.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 const _: () = assert!(WRITEBACK_CHUNK % COPY_BUF as u64 == 0);
+const _: () = assert!(PACED_CHUNK_MAX <= COPY_BUF as u64);
 /// Temporary names tried beside `DEST`.
 const TEMP_ATTEMPTS: u32 = 64;
 
@@ -108,15 +111,22 @@ pub(super) fn open_sources(dir: &Path, bases: &[u64], frontier: u64) -> Result<O
 }
 
 /// Makes the backup of `sources` at `dest` (see the module docs).
-pub(super) fn make(dest: &Path, sources: Vec<Source>, frontier: u64) -> Result<BackupReport> {
+/// `open` is how long opening `sources` took.
+pub(super) fn make(dest: &Path, sources: Vec<Source>, frontier: u64, open: Duration) -> Result<BackupReport> {
     let temp = make_temp_dir(dest)?;
-    match fill(&temp, &sources, frontier).and_then(|report| publish(&temp, dest).map(|()| report)) {
-        Ok(mut report) => {
+    let filled = fill(&temp, &sources, frontier).and_then(|report| {
+        let started = Instant::now();
+        publish(&temp, dest).map(|()| (report, started.elapsed()))
+    });
+    match filled {
+        Ok((mut report, publish)) => {
             report.dest = dest.to_path_buf();
+            report.timings.open = open;
+            report.timings.publish = publish;
             tracing::info!(
                 dest = %dest.display(), first_lsn = %report.first_lsn, end_lsn = %report.end_lsn,
                 linked = report.segments_linked, copied = report.segments_copied, bytes = report.bytes_copied,
-                "journal backed up"
+                timings = ?report.timings, "journal backed up"
             );
             Ok(report)
         }
@@ -150,18 +160,23 @@ fn fill(temp: &Path, sources: &[Source], frontier: u64) -> Result<BackupReport> 
     let mut report = BackupReport { frontier: Lsn::new(frontier), ..BackupReport::default() };
     let last = sources.last().expect("open_sources returns at least one segment");
     report.first_lsn = Lsn::new(sources[0].base);
+    let t = &mut report.timings;
     for s in sources {
         let to = temp.join(format::segment_file_name(s.base));
+        let started = Instant::now();
         if s.sealed && link(s, &to)? {
+            t.link += started.elapsed();
             report.segments_linked += 1;
         } else {
-            copy_prefix(s, &to)?;
+            copy_prefix(s, &to, t)?;
             report.segments_copied += 1;
             report.bytes_copied += s.len;
         }
     }
     report.end_lsn = Lsn::new(last.base + last.len - format::SEGMENT_HEADER_LEN as u64);
+    let started = Instant::now();
     os::sync_dir(temp).map_err(|e| Error::io("sync backup directory", temp, e))?;
+    report.timings.sync_dir = started.elapsed();
     Ok(report)
 }
 
@@ -192,17 +207,25 @@ fn can_copy_instead(e: &io::Error) -> bool {
         || e.raw_os_error() == Some(libc::EMLINK)
 }
 
-/// Copies `[0, s.len)` of the source to a new file `to` and syncs it.
-/// Writeback starts behind each chunk and the chunk before is waited for,
-/// so about two chunks are ever dirty; written pages are dropped from the
+/// Copies `[0, s.len)` of the source to a new file `to` and syncs it,
+/// adding its steps' times to `t`. Paced (onto the journal's device, see
+/// `pace`): each small chunk is written back and waited for before the
+/// next, then the device is left to the journal for about as long.
+/// Unpaced (onto another device): writeback starts behind each 8 MiB
+/// chunk and the chunk before is waited for, so about two chunks are ever
+/// dirty. Written pages are dropped from the
 /// cache (a backup's pages are not read again here).
-fn copy_prefix(s: &Source, to: &Path) -> Result<()> {
+fn copy_prefix(s: &Source, to: &Path, t: &mut BackupTimings) -> Result<()> {
     let at = |lsn: u64| Lsn::new(s.base + lsn.saturating_sub(format::SEGMENT_HEADER_LEN as u64));
+    let started = Instant::now();
     let out = OpenOptions::new().write(true).create_new(true).open(to).map_err(|e| Error::io("create", to, e))?;
+    let paced = pace::chunk(same_device(s, &out, to)?);
+    let chunk = paced.unwrap_or(WRITEBACK_CHUNK);
+    let mut pacer = Pacer::default();
     let mut buf = vec![0u8; COPY_BUF];
     let (mut off, mut chunk_start, mut behind) = (0u64, 0u64, None::<(u64, u64)>);
     while off < s.len {
-        let want = (s.len - off).min(COPY_BUF as u64) as usize;
+        let want = (s.len - off).min(chunk).min(COPY_BUF as u64) as usize;
         let n = match s.file.read_at(&mut buf[..want], off) {
             Ok(0) => return Err(Error::corrupt(&s.path, at(off), "the segment ended while being backed up")),
             Ok(n) => n,
@@ -211,18 +234,39 @@ fn copy_prefix(s: &Source, to: &Path) -> Result<()> {
         };
         os::pwrite_all(&out, &buf[..n], off).map_err(|e| Error::io_at("write", to, at(off), e))?;
         off += n as u64;
-        if off - chunk_start >= WRITEBACK_CHUNK || off == s.len {
-            os::start_writeback(&out, chunk_start, off - chunk_start)
+        if off - chunk_start < chunk && off < s.len {
+            continue;
+        }
+        let len = off - chunk_start;
+        if paced.is_some() {
+            let waiting = Instant::now();
+            os::wait_writeback(&out, chunk_start, len)
+                .map_err(|e| Error::io_at("writeback", to, at(chunk_start), e))?;
+            pacer.after_chunk(waiting.elapsed());
+        } else {
+            os::start_writeback(&out, chunk_start, len)
                 .map_err(|e| Error::io_at("start writeback", to, at(chunk_start), e))?;
-            if let Some((from, len)) = behind.replace((chunk_start, off - chunk_start)) {
+            if let Some((from, len)) = behind.replace((chunk_start, len)) {
                 os::wait_writeback(&out, from, len).map_err(|e| Error::io_at("writeback", to, at(from), e))?;
             }
-            chunk_start = off;
         }
+        chunk_start = off;
     }
+    t.copy += started.elapsed();
+    t.paced += pacer.slept;
+    let started = Instant::now();
     os::sync_data(&out).map_err(|e| Error::io_at("fdatasync", to, at(s.len), e))?;
+    t.sync_data += started.elapsed();
     os::drop_cache(&out);
     Ok(())
+}
+
+/// Whether the copy `out` (at `to`) lies on the source's device: only
+/// then does it queue beside the journal's syncs.
+fn same_device(s: &Source, out: &File, to: &Path) -> Result<bool> {
+    let src = s.file.metadata().map_err(|e| Error::io_at("stat segment", &s.path, Lsn::new(s.base), e))?;
+    let dst = out.metadata().map_err(|e| Error::io_at("stat", to, Lsn::new(s.base), e))?;
+    Ok(src.dev() == dst.dev())
 }
 
 /// The end of the last whole record (or batch) of the segment at or below

@@ -12,8 +12,12 @@
 //! writes into the source journal.
 
 mod copy;
+mod pace;
+
+pub(crate) use pace::{set_chunk as set_paced_chunk, PACED_CHUNK};
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::segment::{self, scan::scan_segment};
 use crate::storage::os;
@@ -44,6 +48,30 @@ pub struct BackupReport {
     pub segments_copied: usize,
     /// Bytes copied.
     pub bytes_copied: u64,
+    /// How long each step took.
+    pub timings: BackupTimings,
+}
+
+/// How long each step of a backup took (wall time, on the thread doing
+/// the file work).
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct BackupTimings {
+    /// Opening the segments and scanning the last one for its last whole
+    /// record at or below the frontier.
+    pub open: Duration,
+    /// Hard-linking the sealed segments.
+    pub link: Duration,
+    /// Copying (the pacing sleeps included).
+    pub copy: Duration,
+    /// Of `copy`, the time slept to leave the device to the journal.
+    pub paced: Duration,
+    /// The copies' `fdatasync`s.
+    pub sync_data: Duration,
+    /// The backup directory's `fsync`.
+    pub sync_dir: Duration,
+    /// The rename into place and the parent directory's `fsync`.
+    pub publish: Duration,
 }
 
 /// Backs up the journal in `src` to a new directory `dest`, without a
@@ -63,9 +91,10 @@ pub fn backup_dir(src: impl AsRef<Path>, dest: impl AsRef<Path>) -> Result<Backu
     copy::check_absent(dest)?;
     let frontier = durable_state(src)?;
     for _ in 0..RELIST_ATTEMPTS {
+        let started = Instant::now();
         let bases = segment::list_to_read(src)?;
         match copy::open_sources(src, &bases, frontier)? {
-            copy::Opened::All(sources) => return copy::make(dest, sources, frontier),
+            copy::Opened::All(sources) => return copy::make(dest, sources, frontier, started.elapsed()),
             // Truncation deleted a segment (and every one before it, oldest
             // first) after the listing: list again.
             copy::Opened::Vanished(base) => tracing::debug!(base, "segment truncated while listed; listing again"),
@@ -82,8 +111,9 @@ pub fn backup_dir(src: impl AsRef<Path>, dest: impl AsRef<Path>) -> Result<Backu
 /// are the segments up to `frontier`, pinned by the caller.
 pub(crate) fn backup_pinned(src: &Path, dest: &Path, bases: &[u64], frontier: u64) -> Result<BackupReport> {
     copy::check_absent(dest)?;
+    let started = Instant::now();
     match copy::open_sources(src, bases, frontier)? {
-        copy::Opened::All(sources) => copy::make(dest, sources, frontier),
+        copy::Opened::All(sources) => copy::make(dest, sources, frontier, started.elapsed()),
         copy::Opened::Vanished(base) => {
             Err(Error::Internal(format!("segment {base} of {} vanished while pinned for a backup", src.display())))
         }

@@ -28,6 +28,17 @@ use crate::storage::{OsStorage, Storage};
 use crate::substrate::Backend;
 use crate::{Journal, JournalOptions, Result};
 
+/// The chunk a backup paces its copy in by default (bytes).
+pub const BACKUP_PACED_CHUNK: u64 = crate::backup::PACED_CHUNK;
+
+/// How backups copy onto the journal's device: `Some(bytes)` paced in
+/// chunks of about that size (the default: [`BACKUP_PACED_CHUNK`]), `None`
+/// unpaced, as before pacing. For benchmarks comparing copies in one run;
+/// process-wide.
+pub fn set_backup_pacing(chunk_bytes: Option<u64>) {
+    crate::backup::set_paced_chunk(chunk_bytes);
+}
+
 /// The seams a journal is opened with: see the module docs.
 #[derive(Debug, Clone, Default)]
 pub struct Seams {
