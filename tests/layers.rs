@@ -45,6 +45,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "testing",
         &[
+            "backup",
             "journal",
             "read",
             "recovery",
