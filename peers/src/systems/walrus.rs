@@ -44,7 +44,7 @@ fn walrus_open(dir: &Path, schedule: walrus_rust::FsyncSchedule) -> io::Result<w
 
 impl System for Walrus {
     fn written_promise(&self) -> &'static str {
-        "on disk (O_SYNC; see docs/peers.md)"
+        "page cache; on disk (O_SYNC) once a durable cell ran: docs/peers.md"
     }
     fn name(&self) -> String {
         "walrus-rust 0.2.0".into()
