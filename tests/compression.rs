@@ -296,26 +296,9 @@ fn frame(lsn: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
     buf
 }
 
-/// The ```hex blocks of docs/format.md, in order.
-fn doc_blocks() -> Vec<Vec<u8>> {
-    let mut blocks = Vec::new();
-    let mut current: Option<Vec<u8>> = None;
-    for line in include_str!("../docs/format.md").lines() {
-        match (line.trim(), current.as_mut()) {
-            ("```hex", None) => current = Some(Vec::new()),
-            ("```", Some(_)) => blocks.push(current.take().expect("open block")),
-            (text, Some(bytes)) => {
-                bytes.extend(text.split_whitespace().map(|h| u8::from_str_radix(h, 16).expect("hex byte")))
-            }
-            _ => {}
-        }
-    }
-    blocks
-}
-
 /// A segment file: the header vector of docs/format.md, then `frames`.
 fn segment_with(frames: &[&[u8]]) -> Vec<u8> {
-    let mut file = doc_blocks()[0].clone();
+    let mut file = common::format_doc_hex_blocks()[0].clone();
     assert_eq!(file.len(), 64, "the header vector");
     file.resize(SEGMENT_HEADER_LEN, 0);
     for f in frames {
@@ -326,7 +309,7 @@ fn segment_with(frames: &[&[u8]]) -> Vec<u8> {
 
 /// The compressed record vector of docs/format.md (its last block).
 fn compressed_vector() -> Vec<u8> {
-    doc_blocks().pop().expect("blocks")
+    common::format_doc_hex_blocks().pop().expect("blocks")
 }
 
 const VECTOR_TEXT: &[u8] = b"tidelog tidelog tidelog tidelog tidelog tidelog ";

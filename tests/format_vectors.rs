@@ -1,22 +1,15 @@
 //! The test vectors of docs/format.md, decoded through the public readers.
 
+mod common;
+
 use tidelog::{Journal, JournalOptions, JournalReader, Lsn};
 
+/// The vectors of the segment (header and four frames): the hex blocks of
+/// docs/format.md before the compressed record's, which is
+/// tests/compression.rs's.
 fn vector_blocks() -> Vec<Vec<u8>> {
-    // The compressed record's vector, after these, is tests/compression.rs's.
-    let doc = include_str!("../docs/format.md").split("\n## Compressed record test vector").next().expect("text");
-    let mut blocks = Vec::new();
-    let mut current: Option<Vec<u8>> = None;
-    for line in doc.lines() {
-        match (line.trim(), current.as_mut()) {
-            ("```hex", None) => current = Some(Vec::new()),
-            ("```", Some(_)) => blocks.push(current.take().expect("open block")),
-            (text, Some(bytes)) => {
-                bytes.extend(text.split_whitespace().map(|h| u8::from_str_radix(h, 16).expect("hex byte")))
-            }
-            _ => {}
-        }
-    }
+    let mut blocks = common::format_doc_hex_blocks();
+    blocks.truncate(5);
     blocks
 }
 

@@ -124,3 +124,20 @@ pub fn physical_block_size(dir: &Path) -> Option<u64> {
     let read = |d: &Path| std::fs::read_to_string(d.join("queue/physical_block_size")).ok();
     read(&node).or_else(|| node.parent().and_then(read))?.trim().parse().ok()
 }
+
+/// The ```hex blocks of docs/format.md (its test vectors), in order.
+pub fn format_doc_hex_blocks() -> Vec<Vec<u8>> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    for line in include_str!("../../docs/format.md").lines() {
+        match (line.trim(), current.as_mut()) {
+            ("```hex", None) => current = Some(Vec::new()),
+            ("```", Some(_)) => blocks.push(current.take().expect("open block")),
+            (text, Some(bytes)) => {
+                bytes.extend(text.split_whitespace().map(|h| u8::from_str_radix(h, 16).expect("hex byte")))
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
