@@ -11,11 +11,9 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::stream::{self, Stream};
+use futures::stream;
 
 use super::{JournalReader, Reader, Record, Source};
 use crate::format::FRONTIER_FILE_NAME;
@@ -30,26 +28,12 @@ const POLL: Duration = Duration::from_millis(5);
 /// is known to be missed).
 const FALLBACK: Duration = Duration::from_millis(500);
 
-/// The stream [`JournalReader::follow`] returns:
-/// `Stream<Item = Result<Record>> + Send + Unpin + 'static`. It ends only
-/// with an error (after yielding it); drop it to stop following.
-pub struct Follower {
-    inner: Pin<Box<dyn Stream<Item = Result<Record>> + Send>>,
-}
-
-impl std::fmt::Debug for Follower {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Follower").finish_non_exhaustive()
-    }
-}
-
-impl Stream for Follower {
-    type Item = Result<Record>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Record>>> {
-        self.inner.as_mut().poll_next(cx)
-    }
-}
+record_stream!(
+    /// The stream [`JournalReader::follow`] returns:
+    /// `Stream<Item = Result<Record>> + Send + Unpin + 'static`. It ends only
+    /// with an error (after yielding it); drop it to stop following.
+    Follower
+);
 
 impl JournalReader {
     /// Follows the journal from `from` (which must start a record, or be

@@ -7,6 +7,34 @@
 //! invalid frame is `Error::Corrupt` naming the file and LSN. Atomic batches
 //! are delivered only whole.
 
+/// A public stream of records: a named type around a boxed `Stream`, so
+/// that it is `Send + Unpin + 'static` and its insides stay private.
+macro_rules! record_stream {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name {
+            inner: std::pin::Pin<Box<dyn futures::Stream<Item = crate::Result<super::Record>> + Send>>,
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
+        }
+
+        impl futures::Stream for $name {
+            type Item = crate::Result<super::Record>;
+
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                self.inner.as_mut().poll_next(cx)
+            }
+        }
+    };
+}
+
 mod follow;
 mod replay;
 mod subscribe;

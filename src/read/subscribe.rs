@@ -12,11 +12,9 @@
 //! blocks no runtime worker.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::stream::{self, Stream};
+use futures::stream;
 
 use super::{LiveJournal, Reader, Record};
 use crate::gate::Level;
@@ -28,25 +26,11 @@ const BATCH: usize = 512;
 /// bytes were written moments ago and are in the page cache.
 const HOT_BYTES: u64 = 8 << 20;
 
-/// The stream [`Journal::subscribe`](crate::Journal::subscribe) returns:
-/// `Stream<Item = Result<Record>> + Send + Unpin + 'static`.
-pub struct Subscription {
-    inner: Pin<Box<dyn Stream<Item = Result<Record>> + Send>>,
-}
-
-impl std::fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").finish_non_exhaustive()
-    }
-}
-
-impl Stream for Subscription {
-    type Item = Result<Record>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Record>>> {
-        self.inner.as_mut().poll_next(cx)
-    }
-}
+record_stream!(
+    /// The stream [`Journal::subscribe`](crate::Journal::subscribe) returns:
+    /// `Stream<Item = Result<Record>> + Send + Unpin + 'static`.
+    Subscription
+);
 
 /// Counts the subscriber as an observer of the gate while it lives.
 struct Observer(Arc<dyn LiveJournal>);
