@@ -69,6 +69,16 @@ pub enum Error {
         /// Why it cannot be served.
         reason: String,
     },
+    /// A stream index outside what the stream holds, or an operation its
+    /// state does not allow (see [`Streams`](crate::Streams)).
+    InvalidIndex {
+        /// The stream.
+        stream: u64,
+        /// The index asked for.
+        index: u64,
+        /// Why it cannot be served.
+        reason: String,
+    },
     /// The platform or filesystem cannot do what was asked.
     Unsupported(String),
     /// tidelog found its own state inconsistent (a bug, not a disk error).
@@ -129,6 +139,9 @@ impl fmt::Display for Error {
             }
             Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),
             Error::InvalidLsn { lsn, reason } => write!(f, "invalid LSN {lsn}: {reason}"),
+            Error::InvalidIndex { stream, index, reason } => {
+                write!(f, "invalid index {index} of stream {stream}: {reason}")
+            }
             Error::Unsupported(why) => write!(f, "unsupported: {why}"),
             Error::Internal(what) => write!(f, "internal error in tidelog (a bug; please report it): {what}"),
         }

@@ -111,6 +111,7 @@ mod recovery;
 mod segment;
 mod stats;
 mod storage;
+mod streams;
 mod substrate;
 
 pub use backup::{backup_dir, BackupReport, BackupTimings};
@@ -128,6 +129,7 @@ pub use recovery::{RecoveryMode, RecoveryReport};
 pub use segment::Preallocate;
 pub use stats::{Percentiles, Stats};
 pub use storage::StorageClass;
+pub use streams::{PurgeReport, StreamEntry, StreamInfo, Streams};
 pub use substrate::{Substrate, SubstrateChoice};
 
 // Test seams (documented inside): not a stable API.

@@ -19,6 +19,11 @@ pub const KIND_RECORD: u8 = KIND_REQUIRED | 0x01;
 /// not know it stop instead of handing out compressed bytes as a record.
 /// Its payload is laid out in `format::compressed`.
 pub const KIND_COMPRESSED: u8 = KIND_REQUIRED | 0x03;
+/// An entry of one stream (required): see `format::stream`. Plain
+/// readers skip it; a reader from before streams stops at it.
+pub const KIND_STREAM_ENTRY: u8 = KIND_REQUIRED | 0x04;
+/// An operation on one stream (required): see `format::stream`.
+pub const KIND_STREAM_CONTROL: u8 = KIND_REQUIRED | 0x05;
 /// Filler that readers skip (optional), used to pad direct-I/O blocks.
 pub const KIND_PADDING: u8 = 0x02;
 /// Flag: more frames of the same atomic batch follow.

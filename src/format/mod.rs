@@ -8,6 +8,7 @@ mod compressed;
 mod frame;
 mod frontier;
 mod header;
+mod stream;
 mod units;
 
 #[cfg(feature = "compression")]
@@ -17,10 +18,12 @@ pub use compressed::{CODEC_LZ4, COMPRESSED_HEADER_LEN};
 pub(crate) use frame::{decode_frame, encode_frame, FrameError, FrameView};
 pub use frame::{
     frame_len, FLAG_BATCH_CONTINUES, FRAME_ALIGN, FRAME_HEADER_LEN, KIND_COMPRESSED, KIND_PADDING, KIND_RECORD,
-    KIND_REQUIRED, MAX_PAYLOAD_LEN,
+    KIND_REQUIRED, KIND_STREAM_CONTROL, KIND_STREAM_ENTRY, MAX_PAYLOAD_LEN,
 };
 pub(crate) use frontier::{decode_frontier, encode_frontier, Frontier};
 pub use frontier::{FRONTIER_FILE_NAME, FRONTIER_LEN, FRONTIER_MAGIC};
+pub use stream::STREAM_ENTRY_HEADER_LEN;
+pub(crate) use stream::{decode_stream, encode_control, entry_header, StreamFrame, StreamOp};
 
 /// The lock file's name in the journal directory: `flock`ed exclusively by
 /// the live journal that owns the directory.

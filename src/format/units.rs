@@ -6,13 +6,19 @@
 //! replay all feed their frames through [`Units`], so the rules are written
 //! once.
 
-use super::{FLAG_BATCH_CONTINUES, KIND_COMPRESSED, KIND_RECORD, KIND_REQUIRED};
+use super::{
+    FLAG_BATCH_CONTINUES, KIND_COMPRESSED, KIND_RECORD, KIND_REQUIRED, KIND_STREAM_CONTROL, KIND_STREAM_ENTRY,
+};
 
 /// The record kinds this version reads. Format version 1 as first released
 /// knew only `KIND_RECORD`; `KIND_COMPRESSED` came later and is required, so
 /// a reader from before it stops at a compressed record (`UnknownRequired`)
 /// instead of delivering its compressed bytes.
 const RECORD_KINDS: [u8; 2] = [KIND_RECORD, KIND_COMPRESSED];
+/// Required kinds this version knows that are not records: stream frames,
+/// which `Streams` reads and plain readers skip (they belong to no plain
+/// record). A reader from before streams stops at them.
+const OTHER_KNOWN_KINDS: [u8; 2] = [KIND_STREAM_ENTRY, KIND_STREAM_CONTROL];
 
 /// What one frame means, fed in LSN order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +56,7 @@ impl Units {
     fn feed_knowing(&mut self, record_kinds: &[u8], kind: u8, flags: u8) -> Result<Fed, UnknownRequired> {
         let record = match kind {
             k if record_kinds.contains(&k) => true,
+            k if OTHER_KNOWN_KINDS.contains(&k) => false,
             other if other & KIND_REQUIRED != 0 => return Err(UnknownRequired(other)),
             _ => false, // padding, or an optional kind this version skips
         };
@@ -103,5 +110,14 @@ mod tests {
         let mut old = Units::default();
         assert_eq!(old.feed_knowing(&[KIND_RECORD], KIND_RECORD, 0), Ok(lone));
         assert_eq!(old.feed_knowing(&[KIND_RECORD], KIND_COMPRESSED, 0), Err(UnknownRequired(KIND_COMPRESSED)));
+    }
+
+    #[test]
+    fn stream_frames_are_skipped_by_plain_readers_but_keep_their_batch_whole() {
+        let mut u = Units::default();
+        let open = Fed { record: false, unit_ends: false, unit_records: 0 };
+        assert_eq!(u.feed(KIND_STREAM_CONTROL, FLAG_BATCH_CONTINUES), Ok(open));
+        assert!(u.open(), "a stream batch is atomic like any other");
+        assert_eq!(u.feed(KIND_STREAM_ENTRY, 0), Ok(Fed { record: false, unit_ends: true, unit_records: 0 }));
     }
 }

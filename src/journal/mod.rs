@@ -194,7 +194,7 @@ impl Shared {
     }
 
     /// [`place`](Self::place) once each frame's payload and kind are known.
-    fn place_frames<B: AsRef<[u8]>>(
+    pub(crate) fn place_frames<B: AsRef<[u8]>>(
         &self,
         bodies: &[B],
         kinds: Option<&[u8]>,
@@ -225,7 +225,7 @@ impl Shared {
 
     /// LSN an appender must see written before it may add more (the soft
     /// bound on unwritten bytes), if it must wait at all.
-    fn backpressure(&self) -> Option<u64> {
+    pub(crate) fn backpressure(&self) -> Option<u64> {
         let next = self.log.next_lsn_relaxed();
         // Read after `next`: the writer may have written past the `next` we
         // saw, so the difference saturates; wrapping would make an appender
@@ -234,7 +234,7 @@ impl Shared {
         must_wait(next, written, self.opts.buffer_size as u64)
     }
 
-    fn append_level(&self) -> Level {
+    pub(crate) fn append_level(&self) -> Level {
         match self.opts.sync_policy {
             SyncPolicy::Always => Level::Durable,
             _ => Level::Written,
@@ -281,8 +281,15 @@ impl Journal {
         Ok(Journal { handle: Arc::new(Handle { shared }) })
     }
 
-    fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
+    }
+
+    /// A ticket for what ends at `end` (already placed), as `submit` gives.
+    pub(crate) fn ticket(&self, end: u64) -> Ticket {
+        let shared = self.shared();
+        let level = if shared.opts.sync_policy == SyncPolicy::Never { Level::Written } else { Level::Durable };
+        Ticket::new(shared.clone(), level, end)
     }
 
     /// Appends one record; resolves with its LSN once *written* (durable
@@ -340,8 +347,7 @@ impl Journal {
         let end = shared.place(&[payload], None)?;
         // The need for durability is registered when the ticket is first
         // polled: submit itself is one copy into the log buffer.
-        let level = if shared.opts.sync_policy == SyncPolicy::Never { Level::Written } else { Level::Durable };
-        Ok(Ticket::new(shared.clone(), level, end))
+        Ok(self.ticket(end))
     }
 
     /// Blocking [`append_async`](Self::append_async), for threads that are

@@ -1,0 +1,336 @@
+//! The in-memory index of every stream: where each live entry's frame lies,
+//! each stream's range, metadata, and the oldest LSN it still needs.
+//!
+//! [`Index::apply`] is the one place stream frames take effect. Live
+//! operations check their arguments, write the frame, then apply it; open
+//! applies every frame it finds in LSN order. So what a journal holds after
+//! a reopen is what it held before, by construction.
+//!
+//! Segments are deleted oldest first, so open may see only the newer part
+//! of a stream's history. That part always holds what the stream needs (its
+//! *floor* is never deleted: its first live entry, its metadata frame, and,
+//! for an empty stream that has moved past index 1, the frame that moved
+//! it), and the rules below converge on the true state from any such part:
+//! a stream first seen mid-history starts where its first frame says.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::format::{StreamFrame, StreamOp};
+
+/// Where one entry's frame lies: its start LSN and its length on disk.
+/// Packed to 12 bytes: a journal may index millions of entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed(4))]
+pub(crate) struct Pos {
+    lsn: u64,
+    len: u32,
+}
+
+impl Pos {
+    pub(crate) fn new(lsn: u64, len: usize) -> Pos {
+        Pos { lsn, len: len as u32 }
+    }
+    pub(crate) fn lsn(&self) -> u64 {
+        self.lsn
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+    pub(crate) fn end(&self) -> u64 {
+        self.lsn + u64::from(self.len)
+    }
+}
+
+/// One stream's state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stream {
+    /// Index of the first live entry (or where the next goes, when empty).
+    pub(crate) first: u64,
+    /// Index the next append gets.
+    pub(crate) next: u64,
+    /// Entry `first + k` lies at `pos[k]`.
+    pub(crate) pos: VecDeque<Pos>,
+    pub(crate) meta: Option<Box<[u8]>>,
+    /// The frame that set `meta`.
+    meta_lsn: u64,
+    /// The latest frame that set `first`/`next` explicitly (truncation,
+    /// rewrite); what an empty stream past index 1 needs kept.
+    anchor: u64,
+    /// Bytes of the live entries' frames.
+    pub(crate) bytes: u64,
+    /// Counts every change, so a rewrite can tell whether the stream moved
+    /// while it read.
+    pub(crate) generation: u64,
+    /// The floor recorded in [`Index::floors`].
+    floor: Option<u64>,
+}
+
+impl Stream {
+    fn new(first: u64) -> Stream {
+        Stream { first, next: first, ..Stream::default() }
+    }
+
+    /// The oldest LSN this stream needs kept (see the module docs).
+    fn floor(&self) -> Option<u64> {
+        let entries = self.pos.front().map(|p| p.lsn());
+        let anchor = (self.pos.is_empty() && self.next > 1).then_some(self.anchor);
+        let meta = self.meta.is_some().then_some(self.meta_lsn);
+        [entries, anchor, meta].into_iter().flatten().min()
+    }
+
+    fn clear_from(&mut self, index: u64) {
+        let keep = index.saturating_sub(self.first).min(self.pos.len() as u64) as usize;
+        for p in self.pos.drain(keep..) {
+            self.bytes -= p.len() as u64;
+        }
+    }
+
+    fn clear_before(&mut self, index: u64) {
+        let drop = index.saturating_sub(self.first).min(self.pos.len() as u64) as usize;
+        for p in self.pos.drain(..drop) {
+            self.bytes -= p.len() as u64;
+        }
+    }
+
+    /// The oldest LSN it keeps from deletion.
+    pub(crate) fn floor_lsn(&self) -> Option<u64> {
+        self.floor
+    }
+
+    /// The position of entry `index`, if live.
+    pub(crate) fn get(&self, index: u64) -> Option<Pos> {
+        let k = index.checked_sub(self.first)?;
+        self.pos.get(usize::try_from(k).ok()?).copied()
+    }
+}
+
+/// Why a frame does not fit the stream it names (corruption, or a bug).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Misfit(pub(crate) String);
+
+/// Every stream, and the floors they hold.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pub(crate) streams: HashMap<u64, Stream>,
+    /// How many streams have each floor: the smallest is the oldest LSN
+    /// any stream needs.
+    floors: BTreeMap<u64, u32>,
+    /// Bytes of live entry frames across streams.
+    pub(crate) live_bytes: u64,
+}
+
+impl Index {
+    pub(crate) fn get(&self, stream: u64) -> Option<&Stream> {
+        self.streams.get(&stream)
+    }
+
+    /// The oldest LSN any stream needs, if any stream needs one.
+    pub(crate) fn floor(&self) -> Option<u64> {
+        self.floors.keys().next().copied()
+    }
+
+    /// Streams whose floor lies below `lsn`, oldest floor first.
+    pub(crate) fn pinning_below(&self, lsn: u64) -> Vec<u64> {
+        let mut out: Vec<(u64, u64)> =
+            self.streams.iter().filter_map(|(&id, s)| s.floor.filter(|&f| f < lsn).map(|f| (f, id))).collect();
+        out.sort_unstable();
+        out.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Applies the frame at `lsn` (`len` bytes on disk). Live callers have
+    /// checked the operation first, so a misfit there is a bug; at open it
+    /// means the journal's stream frames contradict each other.
+    pub(crate) fn apply(&mut self, frame: &StreamFrame<'_>, lsn: u64, len: usize) -> Result<(), Misfit> {
+        let id = frame.stream;
+        if let StreamOp::Remove = frame.op {
+            if let Some(s) = self.streams.remove(&id) {
+                self.live_bytes -= s.bytes;
+                self.set_floor(s.floor, None);
+            }
+            return Ok(());
+        }
+        let s = self.streams.entry(id).or_insert_with(|| match frame.op {
+            StreamOp::Entry { index, .. } => Stream::new(index),
+            StreamOp::TruncatePrefix { first } => Stream::new(first),
+            StreamOp::TruncateSuffix { from } => Stream::new(from),
+            StreamOp::State { first, .. } => Stream::new(first),
+            StreamOp::Meta { .. } | StreamOp::Remove => Stream::new(1),
+        });
+        let before = (s.floor, s.bytes);
+        match frame.op {
+            StreamOp::Entry { index, .. } => {
+                if s.pos.is_empty() && index > s.next {
+                    // Seen mid-history: the entries before it are gone
+                    // (truncated later, or in deleted segments).
+                    s.first = index;
+                    s.next = index;
+                }
+                if index != s.next {
+                    return Err(Misfit(format!(
+                        "stream {id}: entry {index} where entry {} was expected (live {}..{})",
+                        s.next, s.first, s.next
+                    )));
+                }
+                s.pos.push_back(Pos::new(lsn, len));
+                s.next += 1;
+                s.bytes += len as u64;
+            }
+            StreamOp::TruncatePrefix { first } => {
+                s.clear_before(first);
+                if first >= s.next {
+                    s.next = first;
+                }
+                s.first = s.first.max(first);
+                s.anchor = lsn;
+            }
+            StreamOp::TruncateSuffix { from } => {
+                if from <= s.first {
+                    s.clear_from(s.first);
+                    s.first = from;
+                } else {
+                    s.clear_from(from);
+                }
+                s.next = s.next.min(from).max(s.first);
+                s.anchor = lsn;
+            }
+            StreamOp::Meta { data } => {
+                s.meta = Some(data.into());
+                s.meta_lsn = lsn;
+            }
+            StreamOp::State { first, meta, .. } => {
+                s.clear_from(s.first);
+                s.first = first;
+                s.next = first;
+                s.meta = meta.map(Into::into);
+                s.meta_lsn = lsn;
+                s.anchor = lsn;
+            }
+            StreamOp::Remove => unreachable!("handled above"),
+        }
+        s.generation += 1;
+        let (floor, bytes) = (s.floor(), s.bytes);
+        s.floor = floor;
+        self.live_bytes = self.live_bytes + bytes - before.1;
+        self.set_floor(before.0, floor);
+        Ok(())
+    }
+
+    fn set_floor(&mut self, old: Option<u64>, new: Option<u64>) {
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            if let Some(n) = self.floors.get_mut(&old) {
+                *n -= 1;
+                if *n == 0 {
+                    self.floors.remove(&old);
+                }
+            }
+        }
+        if let Some(new) = new {
+            *self.floors.entry(new).or_default() += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(stream: u64, index: u64) -> StreamFrame<'static> {
+        StreamFrame { stream, op: StreamOp::Entry { index, data: b"" } }
+    }
+
+    fn op(stream: u64, op: StreamOp<'static>) -> StreamFrame<'static> {
+        StreamFrame { stream, op }
+    }
+
+    /// Applies `frames` at LSNs 0, 100, 200, ... (each 40 bytes long).
+    fn replay(index: &mut Index, frames: &[StreamFrame<'static>], from: usize) {
+        for (i, f) in frames.iter().enumerate().skip(from) {
+            index.apply(f, i as u64 * 100, 40).unwrap();
+        }
+    }
+
+    /// A stream's first and next index, entry LSNs and metadata.
+    type Summary = (u64, u64, Vec<u64>, Option<Vec<u8>>);
+
+    fn summary(index: &Index, id: u64) -> Option<Summary> {
+        index.get(id).map(|s| {
+            let lsns = s.pos.iter().map(|p| p.lsn()).collect();
+            (s.first, s.next, lsns, s.meta.as_deref().map(<[u8]>::to_vec))
+        })
+    }
+
+    #[test]
+    fn appends_truncations_and_metadata_move_the_range_and_the_floor() {
+        let mut ix = Index::default();
+        let frames = [
+            entry(7, 1),
+            entry(7, 2),
+            entry(7, 3),
+            op(7, StreamOp::Meta { data: b"v1" }),
+            op(7, StreamOp::TruncatePrefix { first: 2 }),
+            op(7, StreamOp::TruncateSuffix { from: 3 }),
+            entry(7, 3),
+        ];
+        replay(&mut ix, &frames, 0);
+        assert_eq!(summary(&ix, 7), Some((2, 4, vec![100, 600], Some(b"v1".to_vec()))));
+        assert_eq!(ix.floor(), Some(100), "entry 2 is the oldest frame stream 7 needs");
+        assert_eq!(ix.live_bytes, 80);
+        ix.apply(&op(7, StreamOp::TruncatePrefix { first: 10 }), 700, 40).unwrap();
+        assert_eq!(summary(&ix, 7), Some((10, 10, vec![], Some(b"v1".to_vec()))));
+        assert_eq!(ix.floor(), Some(300), "the metadata frame is still needed");
+        ix.apply(&op(7, StreamOp::Meta { data: b"v2" }), 800, 40).unwrap();
+        assert_eq!(ix.floor(), Some(700), "an empty stream past 1 keeps the frame that moved it");
+        ix.apply(&op(7, StreamOp::Remove), 900, 40).unwrap();
+        assert_eq!((ix.floor(), ix.get(7).is_none(), ix.live_bytes), (None, true, 0));
+    }
+
+    #[test]
+    fn open_from_any_segment_at_or_below_every_floor_finds_the_same_state() {
+        // Two streams, interleaved, with truncations both ways and a rewrite.
+        let frames = [
+            entry(1, 1),
+            entry(2, 1),
+            entry(1, 2),
+            entry(2, 2),
+            op(1, StreamOp::TruncatePrefix { first: 2 }),
+            entry(2, 3),
+            op(2, StreamOp::TruncateSuffix { from: 2 }),
+            entry(2, 2),
+            op(1, StreamOp::Meta { data: b"m" }),
+            entry(1, 3),
+            op(2, StreamOp::TruncatePrefix { first: 3 }),
+            op(2, StreamOp::State { first: 3, next: 3, meta: None }),
+            op(1, StreamOp::State { first: 2, next: 4, meta: Some(b"m") }),
+            entry(1, 2),
+            entry(1, 3),
+            entry(1, 4),
+            op(3, StreamOp::Meta { data: b"only meta" }),
+            entry(3, 1),
+        ];
+        let mut full = Index::default();
+        replay(&mut full, &frames, 0);
+        let floor = full.floor().unwrap();
+        assert_eq!(floor, 1100, "stream 2's rewrite is the oldest needed frame");
+        for from in 0..=(floor / 100) as usize {
+            let mut part = Index::default();
+            replay(&mut part, &frames, from);
+            for id in 1..=3 {
+                assert_eq!(summary(&part, id), summary(&full, id), "stream {id} opened from frame {from}");
+            }
+            assert_eq!(part.floor(), full.floor());
+        }
+        assert_eq!(summary(&full, 1), Some((2, 5, vec![1300, 1400, 1500], Some(b"m".to_vec()))));
+        assert_eq!(summary(&full, 2), Some((3, 3, vec![], None)));
+    }
+
+    #[test]
+    fn an_entry_that_skips_ahead_of_known_entries_is_a_misfit() {
+        let mut ix = Index::default();
+        ix.apply(&entry(5, 1), 0, 40).unwrap();
+        assert!(ix.apply(&entry(5, 3), 100, 40).is_err());
+        assert!(ix.apply(&entry(5, 1), 100, 40).is_err());
+    }
+}

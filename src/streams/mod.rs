@@ -1,0 +1,442 @@
+//! [`Streams`]: many logical logs in one journal, sharing its writes and
+//! syncs (group commit across streams).
+//!
+//! A stream is named by a `u64` and holds entries at dense indexes 1, 2,
+//! 3, … (or from wherever its prefix was truncated to). Every stream's
+//! entries and operations are frames of the one journal (`format::stream`),
+//! so appends to a thousand streams share one write and one `fdatasync`.
+//! An in-memory [`index`] maps each live entry to its frame; it is rebuilt
+//! at open by reading the journal's frames (`open`). Segments are deleted
+//! once no stream needs them ([`Streams::purge`]); streams that lag keep
+//! old segments alive until their live entries are copied forward
+//! (`rewrite`).
+
+pub(crate) mod index;
+mod open;
+mod purge;
+mod read;
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use purge::PurgeReport;
+
+use crate::format::{self, StreamOp};
+use crate::gate::{Level, Wait};
+use crate::journal::Shared;
+use crate::{Error, Journal, JournalOptions, Lsn, Result, Ticket};
+use index::Index;
+
+/// Many logs in one journal, each a `u64`-named stream of entries at dense
+/// indexes. Cheap to clone; clones share the journal and the index. See
+/// `docs/streams.md`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> tidelog::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use tidelog::{JournalOptions, Streams, SyncPolicy};
+///
+/// let opts = JournalOptions::default().sync_policy(SyncPolicy::Always);
+/// let streams = Streams::open(dir.path(), opts).await?;
+/// // Two Raft groups' logs, one journal: their appends share a sync.
+/// let (a, b) = tokio::join!(streams.append_async(1, b"a-1"), streams.append_async(2, b"b-1"));
+/// assert_eq!((a?, b?), (1, 1));
+/// assert_eq!(streams.append_async(1, b"a-2").await?, 2);
+/// streams.set_meta(1, b"vote: term 3").await?;
+/// streams.truncate_suffix(1, 2).await?; // a Raft conflict: entry 2 goes
+/// let entries = streams.read_async(1, 1, 100).await?;
+/// assert_eq!(entries.len(), 1);
+/// assert_eq!(entries[0].payload(), b"a-1");
+/// streams.close().await?;
+///
+/// let streams = Streams::open(dir.path(), JournalOptions::default()).await?;
+/// assert_eq!(streams.info(1).unwrap().next, 2);
+/// assert_eq!(streams.meta(1).as_deref(), Some(&b"vote: term 3"[..]));
+/// # streams.close().await }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Streams {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    journal: Journal,
+    index: Mutex<Index>,
+    files: read::Files,
+    /// One purge at a time.
+    purging: tokio::sync::Mutex<()>,
+}
+
+/// One entry read back from a stream.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    index: u64,
+    lsn: Lsn,
+    payload: Vec<u8>,
+}
+
+impl StreamEntry {
+    /// The entry's index in its stream.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+    /// The end of its frame in the journal (what `sync_through` takes).
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+    /// The bytes appended.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    /// The bytes appended, owned.
+    pub fn into_payload(self) -> Vec<u8> {
+        self.payload
+    }
+}
+
+impl std::fmt::Debug for StreamEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamEntry")
+            .field("index", &self.index)
+            .field("lsn", &self.lsn)
+            .field("len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// What one stream holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamInfo {
+    /// The stream's id.
+    pub id: u64,
+    /// Index of its first live entry (where the next goes, when empty).
+    pub first: u64,
+    /// Index the next append gets; live entries are `first..next`.
+    pub next: u64,
+    /// Bytes its live entries take in the journal (frames, headers included).
+    pub bytes: u64,
+    /// Length of its metadata, if it has any.
+    pub meta_len: Option<usize>,
+    /// The oldest LSN it keeps from deletion, if any.
+    pub floor: Option<Lsn>,
+}
+
+impl Streams {
+    /// Opens (or creates) the journal in `dir` and rebuilds every stream's
+    /// index from its frames. Needs a tokio runtime of either flavour.
+    pub async fn open(dir: impl AsRef<Path>, opts: JournalOptions) -> Result<Streams> {
+        let journal = Journal::open(dir, opts).await?;
+        let shared = journal.shared().clone();
+        let io = shared.io.clone();
+        let index = match io.run(move || open::rebuild(&shared)).await {
+            Ok(index) => index,
+            Err(panic) => Err(Error::Internal(format!("rebuilding the stream index: {panic}"))),
+        };
+        let index = match index {
+            Ok(index) => index,
+            Err(e) => {
+                let _ = journal.close().await;
+                return Err(e);
+            }
+        };
+        Ok(Streams {
+            inner: Arc::new(Inner {
+                journal,
+                index: Mutex::new(index),
+                files: read::Files::default(),
+                purging: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The journal underneath, for its frontiers, statistics, `sync_through`
+    /// and `close`. Plain records appended through it live among the
+    /// streams' frames but keep no segment from [`purge`](Self::purge).
+    pub fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        self.inner.journal.shared()
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.inner.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one entry to `stream` (creating it on first use); resolves
+    /// with its index once written (durable under `SyncPolicy::Always`).
+    pub async fn append_async(&self, stream: u64, payload: impl AsRef<[u8]>) -> Result<u64> {
+        let range = self.append_batch_async(stream, &[payload]).await?;
+        Ok(range.start)
+    }
+
+    /// Appends entries to `stream` as one atomic batch (after a crash all
+    /// or none are there); resolves with their indexes once written
+    /// (durable under `SyncPolicy::Always`).
+    pub async fn append_batch_async<P: AsRef<[u8]>>(&self, stream: u64, payloads: &[P]) -> Result<Range<u64>> {
+        let shared = self.shared();
+        if let Some(lsn) = shared.backpressure() {
+            Wait::new(&shared.gate, Level::Written, lsn).await?;
+        }
+        let (range, end) = self.place_entries(stream, payloads)?;
+        Wait::new(&shared.gate, shared.append_level(), end).await?;
+        Ok(range)
+    }
+
+    /// Appends one entry without waiting: returns its index now, and a
+    /// [`Ticket`] that resolves once it is durable (written, under
+    /// `SyncPolicy::Never`). Never blocks.
+    pub fn submit(&self, stream: u64, payload: impl AsRef<[u8]>) -> Result<(u64, Ticket)> {
+        let (range, end) = self.place_entries(stream, &[payload])?;
+        Ok((range.start, self.inner.journal.ticket(end)))
+    }
+
+    /// [`submit`](Self::submit) for an atomic batch.
+    pub fn submit_batch<P: AsRef<[u8]>>(&self, stream: u64, payloads: &[P]) -> Result<(Range<u64>, Ticket)> {
+        let (range, end) = self.place_entries(stream, payloads)?;
+        Ok((range, self.inner.journal.ticket(end)))
+    }
+
+    /// Blocking [`append_async`](Self::append_async), for threads that are
+    /// not tokio workers.
+    pub fn append(&self, stream: u64, payload: impl AsRef<[u8]>) -> Result<u64> {
+        let shared = self.shared();
+        if let Some(lsn) = shared.backpressure() {
+            shared.gate.wait_blocking(Level::Written, lsn)?;
+        }
+        let (range, end) = self.place_entries(stream, &[payload])?;
+        shared.gate.wait_blocking(shared.append_level(), end)?;
+        Ok(range.start)
+    }
+
+    /// Encodes `payloads` as entries `next..` of `stream`, places them and
+    /// indexes them, under the index lock (so a stream's indexes follow its
+    /// LSNs). Returns their indexes and the end of the last frame.
+    fn place_entries<P: AsRef<[u8]>>(&self, stream: u64, payloads: &[P]) -> Result<(Range<u64>, u64)> {
+        let shared = self.shared();
+        let max = shared.opts.max_record_size;
+        if payloads.is_empty() {
+            shared.check_open()?;
+            let next = self.index().get(stream).map_or(1, |s| s.next);
+            return Ok((next..next, shared.log.next_lsn_relaxed()));
+        }
+        if let Some(p) = payloads.iter().find(|p| p.as_ref().len() > max) {
+            return Err(Error::RecordTooLarge { len: p.as_ref().len(), max });
+        }
+        let mut index = self.index();
+        let first = index.get(stream).map_or(1, |s| s.next);
+        let bodies: Vec<Vec<u8>> = payloads
+            .iter()
+            .zip(first..)
+            .map(|(p, i)| {
+                let mut body = Vec::with_capacity(format::STREAM_ENTRY_HEADER_LEN + p.as_ref().len());
+                body.extend_from_slice(&format::entry_header(stream, i));
+                body.extend_from_slice(p.as_ref());
+                body
+            })
+            .collect();
+        let kinds = vec![format::KIND_STREAM_ENTRY; bodies.len()];
+        let end = self.place_and_apply(&mut index, &bodies, &kinds)?;
+        Ok((first..first + payloads.len() as u64, end))
+    }
+
+    /// Places frames (`bodies` with `kinds`) as one unit and applies each
+    /// to the index, which the caller holds locked.
+    fn place_and_apply<B: AsRef<[u8]>>(&self, index: &mut Index, bodies: &[B], kinds: &[u8]) -> Result<u64> {
+        let shared = self.shared();
+        let bytes = bodies.iter().map(|b| b.as_ref().len() as u64).sum();
+        let mut ends = Vec::with_capacity(bodies.len());
+        let end = shared.place_frames(bodies, Some(kinds), bytes, Some(&mut ends))?;
+        for ((body, &kind), lsn) in bodies.iter().zip(kinds).zip(ends) {
+            let body = body.as_ref();
+            let len = format::frame_len(body.len());
+            let frame = format::decode_stream(kind, body).map_err(|why| Error::Internal(why.into()))?;
+            if let Err(misfit) = index.apply(&frame, lsn.as_u64() - len as u64, len) {
+                // The frame is in the log buffer already: stop the journal
+                // rather than let memory and disk disagree.
+                let err = Error::Internal(misfit.0);
+                shared.gate.fail(err.clone());
+                return Err(err);
+            }
+        }
+        Ok(end)
+    }
+
+    /// Writes one control frame for `stream` under the index lock, if
+    /// `check` (which sees the stream, `None` if unknown) says it changes
+    /// anything; resolves once written (durable under `SyncPolicy::Always`).
+    async fn control(
+        &self,
+        stream: u64,
+        op: StreamOp<'_>,
+        check: impl FnOnce(Option<&index::Stream>) -> Result<bool>,
+    ) -> Result<()> {
+        let shared = self.shared();
+        shared.check_open()?;
+        if let Some(lsn) = shared.backpressure() {
+            Wait::new(&shared.gate, Level::Written, lsn).await?;
+        }
+        let end = {
+            let mut index = self.index();
+            if !check(index.get(stream))? {
+                return Ok(());
+            }
+            let body = format::encode_control(stream, &op);
+            if body.len() > shared.opts.max_record_size + format::STREAM_ENTRY_HEADER_LEN * 2 {
+                return Err(Error::RecordTooLarge { len: body.len(), max: shared.opts.max_record_size });
+            }
+            self.place_and_apply(&mut index, &[body], &[format::KIND_STREAM_CONTROL])?
+        };
+        Wait::new(&shared.gate, shared.append_level(), end).await.map(drop)
+    }
+
+    /// Drops the entries of `stream` below `first` (compaction: a Raft
+    /// log purged up to a snapshot). When `first` is past the stream's
+    /// end, the stream is left empty and its next entry gets index
+    /// `first`. Entries at or past `first` stay. Space comes back when
+    /// [`purge`](Self::purge) finds whole segments no stream needs.
+    pub async fn truncate_prefix(&self, stream: u64, first: u64) -> Result<()> {
+        if first == 0 {
+            return Err(invalid(stream, first, "indexes start at 1"));
+        }
+        self.control(stream, StreamOp::TruncatePrefix { first }, |s| Ok(s.map_or(first > 1, |s| first > s.first)))
+            .await?;
+        self.maybe_purge();
+        Ok(())
+    }
+
+    /// Drops the entries of `stream` at and after `from`, so that the next
+    /// append gets index `from` (a Raft follower discarding a conflicting
+    /// suffix). `from` below the stream's first live entry is an error;
+    /// past its end, nothing happens.
+    pub async fn truncate_suffix(&self, stream: u64, from: u64) -> Result<()> {
+        self.control(stream, StreamOp::TruncateSuffix { from }, |s| {
+            let (first, next) = s.map_or((1, 1), |s| (s.first, s.next));
+            if from < first {
+                return Err(invalid(stream, from, &format!("below the stream's first live entry {first}")));
+            }
+            Ok(from < next)
+        })
+        .await
+    }
+
+    /// Sets the metadata of `stream` (a Raft group's vote and committed
+    /// index, say): small bytes kept with the stream, written in the same
+    /// group commit as entries. Replaces what was there.
+    pub async fn set_meta(&self, stream: u64, meta: &[u8]) -> Result<()> {
+        self.control(stream, StreamOp::Meta { data: meta }, |_| Ok(true)).await
+    }
+
+    /// The metadata of `stream`, if it has any.
+    pub fn meta(&self, stream: u64) -> Option<Vec<u8>> {
+        self.index().get(stream).and_then(|s| s.meta.as_deref().map(<[u8]>::to_vec))
+    }
+
+    /// Removes `stream`: its entries and metadata. A later append to its id
+    /// starts a new stream at index 1.
+    pub async fn remove(&self, stream: u64) -> Result<()> {
+        self.control(stream, StreamOp::Remove, |s| Ok(s.is_some())).await?;
+        self.maybe_purge();
+        Ok(())
+    }
+
+    /// What `stream` holds, or `None` if it holds nothing (never used,
+    /// removed, or empty at index 1 without metadata).
+    pub fn info(&self, stream: u64) -> Option<StreamInfo> {
+        self.index().get(stream).map(|s| info(stream, s))
+    }
+
+    /// Every stream, by id.
+    pub fn list(&self) -> Vec<StreamInfo> {
+        let index = self.index();
+        let mut out: Vec<StreamInfo> = index.streams.iter().map(|(&id, s)| info(id, s)).collect();
+        out.sort_unstable_by_key(|s| s.id);
+        out
+    }
+
+    /// Every stream of the journal in `dir` as it lies on disk, by id:
+    /// for tools. Needs no runtime and takes no lock (like
+    /// [`JournalReader`](crate::JournalReader)); the last segment's first
+    /// invalid frame is taken as its end (a torn tail).
+    pub fn list_dir(dir: impl AsRef<Path>) -> Result<Vec<StreamInfo>> {
+        let index = open::rebuild_offline(dir.as_ref())?;
+        let mut out: Vec<StreamInfo> = index.streams.iter().map(|(&id, s)| info(id, s)).collect();
+        out.sort_unstable_by_key(|s| s.id);
+        Ok(out)
+    }
+
+    /// Up to `max_entries` entries of `stream` from index `from` on, in
+    /// order, waiting for them to be written if they are not yet (entries
+    /// are readable once appended, durable or not). `from` below the first
+    /// live entry is an error; at or past the end, the result is empty.
+    pub async fn read_async(&self, stream: u64, from: u64, max_entries: usize) -> Result<Vec<StreamEntry>> {
+        let plan = self.plan_read(stream, from, max_entries)?;
+        let shared = self.shared();
+        if plan.is_empty() {
+            return Ok(Vec::new());
+        }
+        Wait::new(&shared.gate, Level::Written, plan.end()).await?;
+        if plan.inline(shared.opts.direct_io) {
+            return plan.run(&self.inner.files, &shared.dir);
+        }
+        let (files, dir) = (self.inner.files.clone(), shared.dir.clone());
+        match shared.io.run(move || plan.run(&files, &dir)).await {
+            Ok(result) => result,
+            Err(panic) => Err(Error::Internal(format!("reading a stream: {panic}"))),
+        }
+    }
+
+    /// Blocking [`read_async`](Self::read_async).
+    pub fn read(&self, stream: u64, from: u64, max_entries: usize) -> Result<Vec<StreamEntry>> {
+        let plan = self.plan_read(stream, from, max_entries)?;
+        if plan.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shared = self.shared();
+        shared.gate.wait_blocking(Level::Written, plan.end())?;
+        plan.run(&self.inner.files, &shared.dir)
+    }
+
+    fn plan_read(&self, stream: u64, from: u64, max_entries: usize) -> Result<read::Plan> {
+        let shared = self.shared();
+        shared.check_open()?;
+        let index = self.index();
+        let Some(s) = index.get(stream) else {
+            return if from <= 1 { Ok(read::Plan::default()) } else { Err(invalid(stream, from, "no such stream")) };
+        };
+        if from < s.first {
+            return Err(invalid(stream, from, &format!("below the stream's first live entry {}", s.first)));
+        }
+        let wanted: Vec<(u64, index::Pos)> =
+            (from..s.next).take(max_entries).filter_map(|i| s.get(i).map(|p| (i, p))).collect();
+        // Pinned under the index lock: a live entry's segment is never
+        // condemned, and these stay undeleted until read.
+        read::Plan::new(stream, wanted, |base| shared.retention.pin(&shared.segments, base), &shared.segments)
+    }
+
+    /// Flushes and syncs everything, stops the writer and releases the
+    /// directory (see [`Journal::close`]).
+    pub async fn close(&self) -> Result<()> {
+        self.inner.journal.close().await
+    }
+}
+
+fn info(id: u64, s: &index::Stream) -> StreamInfo {
+    StreamInfo {
+        id,
+        first: s.first,
+        next: s.next,
+        bytes: s.bytes,
+        meta_len: s.meta.as_ref().map(|m| m.len()),
+        floor: s.floor_lsn().map(Lsn::new),
+    }
+}
+
+fn invalid(stream: u64, index: u64, reason: &str) -> Error {
+    Error::InvalidIndex { stream, index, reason: reason.to_string() }
+}

@@ -1,0 +1,293 @@
+//! Streams: many logs in one journal. Each scenario runs on both
+//! substrates, both runtime flavours, and with direct I/O; each checks the
+//! streams against a model, live and after a reopen.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use tidelog::{Error, Journal, JournalOptions, JournalReader, Lsn, Streams, SyncPolicy};
+
+matrix!(
+    streams_match_their_model_live_and_after_reopen,
+    concurrent_writers_on_many_streams_share_syncs,
+    purge_deletes_what_no_stream_needs_and_rewrites_laggards,
+    bad_indexes_are_errors_naming_the_stream,
+    plain_records_and_streams_share_a_journal,
+);
+
+/// What a stream should hold: its first index, its entries, its metadata.
+#[derive(Debug, Clone, PartialEq)]
+struct Model {
+    first: u64,
+    entries: Vec<Vec<u8>>,
+    meta: Option<Vec<u8>>,
+}
+
+impl Default for Model {
+    fn default() -> Model {
+        Model { first: 1, entries: Vec::new(), meta: None }
+    }
+}
+
+impl Model {
+    fn next(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+}
+
+/// Checks every stream of `models` against `s`, and that `s` holds no other.
+async fn check(s: &Streams, models: &BTreeMap<u64, Model>, when: &str) {
+    let listed: Vec<u64> = s.list().iter().map(|i| i.id).collect();
+    let expected: Vec<u64> = models
+        .iter()
+        .filter(|(_, m)| !(m.entries.is_empty() && m.first == 1 && m.meta.is_none()))
+        .map(|(&id, _)| id)
+        .collect();
+    assert_eq!(listed, expected, "{when}: the streams listed");
+    for (&id, m) in models {
+        let Some(info) = s.info(id) else {
+            assert!(!expected.contains(&id), "{when}: stream {id} missing");
+            continue;
+        };
+        assert_eq!((info.first, info.next), (m.first, m.next()), "{when}: stream {id}'s range");
+        assert_eq!(s.meta(id), m.meta, "{when}: stream {id}'s metadata");
+        // Read in pages of 7, async and blocking alike.
+        let mut got = Vec::new();
+        let mut from = m.first;
+        while from < m.next() {
+            let page = s.read_async(id, from, 7).await.unwrap();
+            assert!(!page.is_empty() && page.len() <= 7);
+            for e in &page {
+                assert_eq!(e.index(), from, "{when}: stream {id} pages in order");
+                from += 1;
+            }
+            got.extend(page.into_iter().map(|e| e.into_payload()));
+        }
+        assert_eq!(got, m.entries, "{when}: stream {id}'s entries");
+        assert!(s.read_async(id, m.next(), 10).await.unwrap().is_empty(), "{when}: nothing past the end");
+        let s2 = s.clone();
+        let (first, n) = (m.first, m.entries.len());
+        let blocking = tokio::task::spawn_blocking(move || s2.read(id, first, n)).await.unwrap().unwrap();
+        assert_eq!(blocking.len(), n, "{when}: blocking read of stream {id}");
+    }
+}
+
+fn payload(stream: u64, i: u64) -> Vec<u8> {
+    format!("stream {stream} entry {i} ").repeat(1 + (i % 5) as usize).into_bytes()
+}
+
+async fn streams_match_their_model_live_and_after_reopen(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.segment_size(1 << 20).sync_policy(SyncPolicy::Always);
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    let mut models: BTreeMap<u64, Model> = BTreeMap::new();
+    for round in 0..40u64 {
+        for id in [1u64, 2, 3, u64::MAX] {
+            let m = models.entry(id).or_default();
+            let i = m.next();
+            match round.wrapping_add(id) % 4 {
+                0 => {
+                    assert_eq!(s.append_async(id, payload(id, i)).await.unwrap(), i);
+                    m.entries.push(payload(id, i));
+                }
+                1 => {
+                    let batch = [payload(id, i), payload(id, i + 1), payload(id, i + 2)];
+                    assert_eq!(s.append_batch_async(id, &batch).await.unwrap(), i..i + 3);
+                    m.entries.extend(batch);
+                }
+                2 => {
+                    let (index, ticket) = s.submit(id, payload(id, i)).unwrap();
+                    assert_eq!(index, i);
+                    ticket.await.unwrap();
+                    m.entries.push(payload(id, i));
+                }
+                _ => {
+                    let s2 = s.clone();
+                    let p = payload(id, i);
+                    let index = tokio::task::spawn_blocking(move || s2.append(id, p)).await.unwrap().unwrap();
+                    assert_eq!(index, i);
+                    m.entries.push(payload(id, i));
+                }
+            }
+        }
+        if round % 7 == 3 {
+            // Compaction of stream 1 and a Raft conflict on stream 2.
+            let m = models.get_mut(&1).unwrap();
+            let to = m.first + m.entries.len() as u64 / 2;
+            s.truncate_prefix(1, to).await.unwrap();
+            m.entries.drain(..(to - m.first) as usize);
+            m.first = to;
+            let m = models.get_mut(&2).unwrap();
+            let from = m.next() - 2;
+            s.truncate_suffix(2, from).await.unwrap();
+            m.entries.truncate((from - m.first) as usize);
+        }
+        if round % 10 == 5 {
+            let meta = format!("vote {round}").into_bytes();
+            s.set_meta(3, &meta).await.unwrap();
+            models.get_mut(&3).unwrap().meta = Some(meta);
+        }
+    }
+    // A stream made empty past 1 (a snapshot installed), metadata on an
+    // empty stream, and a removed stream.
+    s.truncate_prefix(4, 1000).await.unwrap();
+    models.insert(4, Model { first: 1000, ..Model::default() });
+    s.set_meta(5, b"only metadata").await.unwrap();
+    models.insert(5, Model { meta: Some(b"only metadata".to_vec()), ..Model::default() });
+    s.remove(u64::MAX).await.unwrap();
+    models.insert(u64::MAX, Model::default());
+    assert_eq!(s.append_async(4, b"after the snapshot").await.unwrap(), 1000);
+    models.get_mut(&4).unwrap().entries.push(b"after the snapshot".to_vec());
+    check(&s, &models, "live").await;
+    s.close().await.unwrap();
+
+    let offline = Streams::list_dir(dir.path()).unwrap();
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    assert_eq!(offline, s.list(), "the offline listing agrees with the reopened journal");
+    check(&s, &models, "reopened").await;
+    // A removed stream's id starts afresh.
+    assert_eq!(s.append_async(u64::MAX, b"new life").await.unwrap(), 1);
+    s.close().await.unwrap();
+}
+
+async fn concurrent_writers_on_many_streams_share_syncs(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.sync_policy(SyncPolicy::Always);
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    const WRITERS: u64 = 64;
+    const EACH: u64 = 40;
+    let mut tasks = Vec::new();
+    for id in 0..WRITERS {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 1..=EACH {
+                // Each writer awaits its own durable append.
+                let index = s.append_async(id, payload(id, i)).await.unwrap();
+                assert_eq!(index, i, "stream {id}'s indexes are dense");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = s.journal().stats();
+    assert_eq!(stats.appends, WRITERS * EACH, "every entry counts as an append");
+    assert!(
+        stats.syncs < WRITERS * EACH / 2,
+        "{} syncs for {} durable appends: streams did not share syncs",
+        stats.syncs,
+        WRITERS * EACH
+    );
+    s.close().await.unwrap();
+    let s = Streams::open(dir.path(), opts).await.unwrap();
+    for id in 0..WRITERS {
+        let entries = s.read_async(id, 1, usize::MAX).await.unwrap();
+        let expected: Vec<Vec<u8>> = (1..=EACH).map(|i| payload(id, i)).collect();
+        assert_eq!(entries.into_iter().map(|e| e.into_payload()).collect::<Vec<_>>(), expected);
+    }
+    s.close().await.unwrap();
+}
+
+async fn purge_deletes_what_no_stream_needs_and_rewrites_laggards(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.segment_size(1 << 20);
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    let segments = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tlog"))
+            .count()
+    };
+    // A laggard that never compacts, with metadata, written first.
+    let mut laggard = Model::default();
+    for i in 1..=20 {
+        s.append_async(7, payload(7, i)).await.unwrap();
+        laggard.entries.push(payload(7, i));
+    }
+    s.set_meta(7, b"laggard").await.unwrap();
+    laggard.meta = Some(b"laggard".to_vec());
+    let laggard_floor = s.info(7).unwrap().floor.unwrap();
+    // A busy stream that compacts as it goes: ~12 MiB through 1 MiB
+    // segments. Purges start by themselves after its truncations.
+    let big = vec![0xA5u8; 8 << 10];
+    let mut busy = Model::default();
+    let mut most = 0;
+    for i in 1..=1500u64 {
+        s.append_async(8, &big).await.unwrap();
+        busy.entries.push(big.clone());
+        if i % 100 == 0 {
+            let to = i - 10;
+            s.truncate_prefix(8, to).await.unwrap();
+            busy.entries.drain(..(to - busy.first) as usize);
+            busy.first = to;
+            most = most.max(segments());
+        }
+    }
+    let report = s.purge().await.unwrap();
+    let after = segments();
+    // Live data is ~100 KiB: two segments of slack, one being written,
+    // one a purge may not have reached yet.
+    assert!(most <= 5 && after <= 3, "{most} segments at most, {after} after {report:?}");
+    let moved = s.info(7).unwrap().floor.unwrap();
+    assert!(
+        moved.as_u64() > laggard_floor.as_u64() + (4 << 20),
+        "the laggard was copied forward: {laggard_floor} -> {moved}"
+    );
+    assert_eq!(report.floor, s.list().iter().filter_map(|i| i.floor).min());
+    let models = BTreeMap::from([(7, laggard), (8, busy)]);
+    check(&s, &models, "after purge").await;
+    s.close().await.unwrap();
+    let s = Streams::open(dir.path(), opts).await.unwrap();
+    check(&s, &models, "reopened after purge").await;
+    s.close().await.unwrap();
+}
+
+async fn bad_indexes_are_errors_naming_the_stream(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Streams::open(dir.path(), opts).await.unwrap();
+    assert!(s.read_async(9, 1, 10).await.unwrap().is_empty(), "an unused stream reads empty");
+    assert!(matches!(s.read_async(9, 2, 10).await, Err(Error::InvalidIndex { stream: 9, index: 2, .. })));
+    for i in 1..=5 {
+        s.append_async(9, payload(9, i)).await.unwrap();
+    }
+    s.truncate_prefix(9, 3).await.unwrap();
+    let err = s.read_async(9, 2, 10).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidIndex { stream: 9, index: 2, .. }), "{err}");
+    assert!(err.to_string().contains("stream 9"), "{err}");
+    let err = s.truncate_suffix(9, 1).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidIndex { stream: 9, index: 1, .. }), "{err}");
+    assert!(matches!(s.truncate_prefix(9, 0).await, Err(Error::InvalidIndex { .. })));
+    // Past the end: nothing to drop, nothing written.
+    let before = s.journal().next_lsn();
+    s.truncate_suffix(9, 100).await.unwrap();
+    s.truncate_prefix(9, 2).await.unwrap();
+    assert_eq!(s.journal().next_lsn(), before, "no-op truncations write nothing");
+    let too_big = vec![0u8; (16 << 20) + 1];
+    assert!(matches!(s.append_async(9, &too_big).await, Err(Error::RecordTooLarge { .. })));
+    s.close().await.unwrap();
+    assert!(matches!(s.append_async(9, b"late").await, Err(Error::Closed)));
+}
+
+async fn plain_records_and_streams_share_a_journal(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    let j: Journal = s.journal().clone();
+    let plain = j.append_async(b"plain one").await.unwrap();
+    s.append_batch_async(1, &[b"s1", b"s2"]).await.unwrap();
+    j.append_async(b"plain two").await.unwrap();
+    s.set_meta(1, b"m").await.unwrap();
+    s.close().await.unwrap();
+    // Plain readers see the plain records only; verify passes.
+    let mut reader = JournalReader::open(dir.path()).unwrap().reader(Lsn::ZERO).unwrap();
+    let mut records = Vec::new();
+    while let Some(r) = reader.next_record().unwrap() {
+        records.push(r.into_payload());
+    }
+    assert_eq!(records, vec![b"plain one".to_vec(), b"plain two".to_vec()]);
+    assert!(plain > Lsn::ZERO);
+    tidelog::verify(dir.path()).unwrap();
+    let s = Streams::open(dir.path(), opts).await.unwrap();
+    assert_eq!(s.read_async(1, 1, 10).await.unwrap().len(), 2);
+    s.close().await.unwrap();
+}
