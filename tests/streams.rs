@@ -145,6 +145,9 @@ async fn streams_match_their_model_live_and_after_reopen(opts: JournalOptions) {
     let offline = Streams::list_dir(dir.path()).unwrap();
     let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
     assert_eq!(offline, s.list(), "the offline listing agrees with the reopened journal");
+    let m1 = &models[&1];
+    let read = Streams::read_dir(dir.path(), 1, m1.first, usize::MAX).unwrap();
+    assert_eq!(read.into_iter().map(|e| e.into_payload()).collect::<Vec<_>>(), m1.entries, "offline read");
     check(&s, &models, "reopened").await;
     // A removed stream's id starts afresh.
     assert_eq!(s.append_async(u64::MAX, b"new life").await.unwrap(), 1);

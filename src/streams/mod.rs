@@ -370,6 +370,26 @@ impl Streams {
         Ok(out)
     }
 
+    /// Up to `max_entries` entries of `stream` from index `from` on, read
+    /// from the journal in `dir` as it lies on disk: for tools, like
+    /// [`list_dir`](Self::list_dir) (it rebuilds the index first, so read
+    /// many entries per call).
+    pub fn read_dir(dir: impl AsRef<Path>, stream: u64, from: u64, max_entries: usize) -> Result<Vec<StreamEntry>> {
+        let dir = dir.as_ref();
+        let index = open::rebuild_offline(dir)?;
+        let Some(s) = index.get(stream) else {
+            return if from <= 1 { Ok(Vec::new()) } else { Err(invalid(stream, from, "no such stream")) };
+        };
+        if from < s.first {
+            return Err(invalid(stream, from, &format!("below the stream's first live entry {}", s.first)));
+        }
+        let wanted: Vec<(u64, index::Pos)> =
+            (from..s.next).take(max_entries).filter_map(|i| s.get(i).map(|p| (i, p))).collect();
+        let segments = std::sync::RwLock::new(crate::segment::list_to_read(dir)?);
+        let plan = read::Plan::new(stream, wanted, |_| Ok(None), &segments)?;
+        plan.run(&read::Files::default(), dir)
+    }
+
     /// Up to `max_entries` entries of `stream` from index `from` on, in
     /// order, waiting for them to be written if they are not yet (entries
     /// are readable once appended, durable or not). `from` below the first
@@ -416,7 +436,7 @@ impl Streams {
             (from..s.next).take(max_entries).filter_map(|i| s.get(i).map(|p| (i, p))).collect();
         // Pinned under the index lock: a live entry's segment is never
         // condemned, and these stay undeleted until read.
-        read::Plan::new(stream, wanted, |base| shared.retention.pin(&shared.segments, base), &shared.segments)
+        read::Plan::new(stream, wanted, |base| shared.retention.pin(&shared.segments, base).map(Some), &shared.segments)
     }
 
     /// Flushes and syncs everything, stops the writer and releases the

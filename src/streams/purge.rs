@@ -114,8 +114,12 @@ impl Streams {
                 return Ok(None);
             }
             let wanted: Vec<(u64, index::Pos)> = (s.first..s.next).filter_map(|i| s.get(i).map(|p| (i, p))).collect();
-            let plan =
-                read::Plan::new(id, wanted, |base| shared.retention.pin(&shared.segments, base), &shared.segments)?;
+            let plan = read::Plan::new(
+                id,
+                wanted,
+                |base| shared.retention.pin(&shared.segments, base).map(Some),
+                &shared.segments,
+            )?;
             (s.generation, s.first, s.next, s.meta.clone(), plan)
         };
         if !plan.is_empty() {

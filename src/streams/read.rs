@@ -67,7 +67,7 @@ impl Plan {
     pub(crate) fn new(
         stream: u64,
         wanted: Vec<(u64, Pos)>,
-        mut pin: impl FnMut(u64) -> Result<Pin>,
+        mut pin: impl FnMut(u64) -> Result<Option<Pin>>,
         segments: &RwLock<Vec<u64>>,
     ) -> Result<Plan> {
         let bases = segments.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -81,7 +81,7 @@ impl Plan {
                 Some((b, _, run)) if *b == base && run.last().is_some_and(|q| q.end() == p.lsn()) => run.push(p),
                 _ => {
                     if plan.runs.last().is_none_or(|(b, ..)| *b != base) {
-                        plan._pins.push(pin(base)?);
+                        plan._pins.extend(pin(base)?);
                     }
                     plan.runs.push((base, i, vec![p]));
                 }
