@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tidelog::testing::{skip, Capability, Event, FileId, Listing, Recorded, Recorder, Seams};
-use tidelog::{Journal, JournalOptions, Lsn, Preallocate, SubstrateChoice};
+use tidelog::{Journal, JournalOptions, Lsn, Preallocate, Streams, SubstrateChoice};
 
 /// Note tags.
 const ACKED: u64 = 1;
@@ -62,6 +62,10 @@ struct Workload {
     /// seal (slowed through the fault seam) is still making the new
     /// segment's header and name durable.
     checkpoint: bool,
+    /// Streams instead of plain records: four streams appended to (single
+    /// entries and batches), truncated both ways, with metadata, beside a
+    /// laggard stream that purges copy forward while the others run.
+    streams: bool,
 }
 
 /// What the workload appended: payload by record LSN, and atomic batches.
@@ -69,6 +73,29 @@ struct Workload {
 struct Appended {
     payloads: BTreeMap<u64, Vec<u8>>,
     batches: Vec<Vec<u64>>,
+    /// The streams workload: each stream's states, in order.
+    streams: BTreeMap<u64, Vec<Snapshot>>,
+}
+
+/// One stream's state after an operation whose frame ends at `end` (the
+/// first snapshot, at 0, is the stream before any).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Snapshot {
+    end: u64,
+    first: u64,
+    entries: Vec<Vec<u8>>,
+    meta: Option<Vec<u8>>,
+}
+
+impl Snapshot {
+    fn next(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    /// Same stream state (whatever the frame that made it).
+    fn same(&self, other: &Snapshot) -> bool {
+        (self.first, &self.entries, &self.meta) == (other.first, &other.entries, &other.meta)
+    }
 }
 
 /// Records per task: `TIDELOG_CRASH_RECORDS`, else 80 in an optimised
@@ -101,6 +128,19 @@ async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(
     let plan = Arc::new(tidelog::testing::FaultPlan::default());
     if w.checkpoint {
         plan.storage_sync_delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
+    }
+    if w.streams {
+        let streams = match Seams::new().record(&rec).faults(&plan).open_streams(dir, opts).await {
+            Ok(s) => s,
+            Err(e @ tidelog::Error::Unsupported(_)) => {
+                skip(Capability::IoUring, &format!("crash states ({substrate:?}, {w:?})"), &e.to_string());
+                return None;
+            }
+            Err(e) => panic!("open: {e}"),
+        };
+        let appended = streams_workload(&streams, &rec, w.lie).await;
+        streams.close().await.expect("close");
+        return Some((rec.events(), appended));
     }
     let journal = match Seams::new().record(&rec).faults(&plan).open(dir, opts).await {
         Ok(j) => Arc::new(j),
@@ -170,6 +210,190 @@ async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(
     journal.close().await.expect("close");
     let appended = std::mem::take(&mut *appended.lock().unwrap());
     Some((rec.events(), appended))
+}
+
+/// The laggard stream of the streams workload: a few entries and metadata,
+/// written first and never compacted.
+const LAGGARD: u64 = 100;
+
+/// The streams workload (see [`Workload::streams`]). Returns each stream's
+/// snapshots; notes each operation acknowledged durable (with `lie`, each
+/// entry as soon as it is submitted: the negative control).
+async fn streams_workload(streams: &Streams, rec: &Arc<Recorder>, lie: bool) -> Appended {
+    let history: Arc<Mutex<BTreeMap<u64, Vec<Snapshot>>>> = Arc::default();
+    let start = || Snapshot { first: 1, ..Snapshot::default() };
+    // Big payloads: the live data stays small (truncations) while the
+    // journal rolls through several segments, so purges copy the laggard.
+    let big = |task: usize, seq: usize| {
+        let mut p = payload(task, seq);
+        p.extend(payload(task, seq + 1_000));
+        p
+    };
+    {
+        let mut state = start();
+        let mut h = vec![state.clone()];
+        for seq in 0..3 {
+            let p = payload(9, seq);
+            let (_, ticket) = streams.submit(LAGGARD, &p).expect("submit");
+            state.entries.push(p);
+            state.end = ticket.lsn().as_u64();
+            h.push(state.clone());
+            rec.note(ACKED, ticket.await.expect("durable").as_u64());
+        }
+        let lsn = streams.set_meta(LAGGARD, b"laggard").await.expect("meta");
+        streams.journal().sync_through_async(lsn).await.expect("sync");
+        state.meta = Some(b"laggard".to_vec());
+        state.end = lsn.as_u64();
+        h.push(state);
+        rec.note(ACKED, lsn.as_u64());
+        history.lock().unwrap().insert(LAGGARD, h);
+    }
+    let per_task = records_per_task();
+    let mut tasks = Vec::new();
+    for task in 0..4usize {
+        let (streams, rec, history) = (streams.clone(), rec.clone(), history.clone());
+        tasks.push(tokio::spawn(async move {
+            let id = task as u64;
+            let mut state = start();
+            let mut h = vec![state.clone()];
+            for seq in 0..per_task {
+                let ticket;
+                match seq % 6 {
+                    2 => {
+                        let ps: Vec<Vec<u8>> = (0..3).map(|k| big(task, seq * 10 + k)).collect();
+                        let (range, t) = streams.submit_batch(id, &ps).expect("batch");
+                        assert_eq!(range.start, state.next());
+                        state.entries.extend(ps);
+                        state.end = t.lsn().as_u64();
+                        ticket = Some(t);
+                    }
+                    5 => {
+                        let lsn = if seq % 12 == 5 && state.entries.len() > 1 {
+                            let from = state.next() - 1;
+                            state.entries.pop();
+                            streams.truncate_suffix(id, from).await.expect("truncate suffix")
+                        } else {
+                            let to = state.next().saturating_sub(2).max(state.first + 1);
+                            let keep = state.entries.len().saturating_sub((to - state.first) as usize);
+                            state.entries.drain(..state.entries.len() - keep);
+                            state.first = to;
+                            streams.truncate_prefix(id, to).await.expect("truncate prefix")
+                        };
+                        state.end = lsn.as_u64();
+                        h.push(state.clone());
+                        streams.journal().sync_through_async(lsn).await.expect("sync");
+                        rec.note(ACKED, lsn.as_u64());
+                        continue;
+                    }
+                    _ => {
+                        let p = big(task, seq * 10);
+                        let (index, t) = streams.submit(id, &p).expect("submit");
+                        assert_eq!(index, state.next());
+                        state.entries.push(p);
+                        state.end = t.lsn().as_u64();
+                        if lie {
+                            rec.note(ACKED, t.lsn().as_u64());
+                        }
+                        // Every third single entry is never waited on.
+                        ticket = (seq % 6 != 3 && !lie).then_some(t);
+                    }
+                }
+                h.push(state.clone());
+                if let Some(t) = ticket {
+                    rec.note(ACKED, t.await.expect("durable").as_u64());
+                }
+                if seq % 10 == 7 {
+                    let meta = format!("meta {task}/{seq}").into_bytes();
+                    let lsn = streams.set_meta(id, &meta).await.expect("meta");
+                    state.meta = Some(meta);
+                    state.end = lsn.as_u64();
+                    h.push(state.clone());
+                }
+            }
+            history.lock().unwrap().insert(id, h);
+        }));
+    }
+    for t in tasks {
+        common::within(120, "workload task", t).await.expect("task");
+    }
+    // Whatever the background purges did, one more: the laggard must have
+    // been copied forward for this workload to cover rewrites.
+    streams.purge().await.expect("purge");
+    let laggard_floor = streams.info(LAGGARD).expect("laggard").floor.expect("floor").as_u64();
+    let history = std::mem::take(&mut *history.lock().unwrap());
+    let original = history[&LAGGARD][1].end;
+    assert!(laggard_floor > original + SEGMENT, "the laggard was never rewritten (floor {laggard_floor})");
+    Appended { streams: history, ..Appended::default() }
+}
+
+/// Checks a crash state of the streams workload: it opens; there is one
+/// cut of the log — a point every stream's state agrees with — at or past
+/// every operation acknowledged durable; a new entry lands after it and
+/// survives a reopen.
+async fn check_streams(
+    substrate: SubstrateChoice,
+    dir: &Path,
+    history: &BTreeMap<u64, Vec<Snapshot>>,
+    acked: &[u64],
+) -> Result<(), String> {
+    let opts = JournalOptions::new().substrate(substrate).segment_size(SEGMENT).precreate_segments(false);
+    let streams = Streams::open(dir, opts.clone()).await.map_err(|e| format!("open failed: {e}"))?;
+    // Each stream's possible cuts: the spans [end_k, end_k+1) of the
+    // snapshots its recovered state equals.
+    let mut spans: Vec<Vec<(u64, u64)>> = Vec::new();
+    for (&id, snaps) in history {
+        let got = recovered(&streams, id).await?;
+        let s: Vec<(u64, u64)> = snaps
+            .iter()
+            .enumerate()
+            .filter(|(_, snap)| snap.same(&got))
+            .map(|(k, snap)| (snap.end, snaps.get(k + 1).map_or(u64::MAX, |n| n.end)))
+            .collect();
+        if s.is_empty() {
+            return Err(format!(
+                "stream {id} recovered as first {} next {} meta {:?}, a state it never had",
+                got.first,
+                got.next(),
+                got.meta.as_deref().map(String::from_utf8_lossy)
+            ));
+        }
+        spans.push(s);
+    }
+    let durable = acked.iter().copied().max().unwrap_or(0);
+    let candidates = spans.iter().flatten().map(|&(from, _)| from).chain([durable]);
+    let cut = candidates
+        .filter(|&e| e >= durable)
+        .find(|&e| spans.iter().all(|s| s.iter().any(|&(from, to)| from <= e && e < to)));
+    if cut.is_none() {
+        return Err(format!(
+            "no cut of the log fits every stream at or past {durable}, the end of the last acknowledged durable record"
+        ));
+    }
+    let id = *history.keys().next().expect("streams");
+    let before = recovered(&streams, id).await?;
+    let index = streams.append_async(id, b"after the crash").await.map_err(|e| format!("append: {e}"))?;
+    if index != before.next() {
+        return Err(format!("new entry of stream {id} got index {index}, not {}", before.next()));
+    }
+    streams.close().await.map_err(|e| format!("close: {e}"))?;
+    let streams = Streams::open(dir, opts).await.map_err(|e| format!("second open failed: {e}"))?;
+    let again = recovered(&streams, id).await?;
+    streams.close().await.map_err(|e| format!("close: {e}"))?;
+    if again.entries.last().map(Vec::as_slice) != Some(&b"after the crash"[..]) || again.next() != index + 1 {
+        return Err(format!("after a second reopen stream {id}'s new entry {index} is not its last"));
+    }
+    Ok(())
+}
+
+/// A stream's state as a reopened journal holds it.
+async fn recovered(streams: &Streams, id: u64) -> Result<Snapshot, String> {
+    let Some(info) = streams.info(id) else { return Ok(Snapshot { first: 1, ..Snapshot::default() }) };
+    let entries = streams.read_async(id, info.first, usize::MAX).await.map_err(|e| format!("read stream {id}: {e}"))?;
+    if entries.len() as u64 != info.next - info.first {
+        return Err(format!("stream {id} lists {}..{} but reads {} entries", info.first, info.next, entries.len()));
+    }
+    let entries = entries.into_iter().map(|e| e.into_payload()).collect();
+    Ok(Snapshot { end: 0, first: info.first, entries, meta: streams.meta(id) })
 }
 
 /// The checkpointer workload: appends (every third durable, the rest only
@@ -514,7 +738,12 @@ async fn sweep(substrate: SubstrateChoice, events: &[Recorded], appended: &Appen
                 let dir = root.path().join(format!("s{}", out.states));
                 std::fs::create_dir(&dir).expect("state dir");
                 model.materialize(&dir, &names, &chosen);
-                match check(substrate, &dir, &all, appended, &acked, floor).await {
+                let checked = if appended.streams.is_empty() {
+                    check(substrate, &dir, &all, appended, &acked, floor).await
+                } else {
+                    check_streams(substrate, &dir, &appended.streams, &acked).await
+                };
+                match checked {
                     Ok(()) => {}
                     Err(why) if stop_at_failure => out.failures.push(why),
                     Err(why) if out.failures.len() < 5 => {
@@ -671,12 +900,20 @@ fn run(substrate: SubstrateChoice, w: Workload) {
     });
 }
 
-const BUFFERED: Workload =
-    Workload { direct: false, dsync: false, preallocate: Preallocate::Fallocate, lie: false, checkpoint: false };
+const BUFFERED: Workload = Workload {
+    direct: false,
+    dsync: false,
+    preallocate: Preallocate::Fallocate,
+    lie: false,
+    checkpoint: false,
+    streams: false,
+};
 const DIRECT: Workload = Workload { direct: true, ..BUFFERED };
 const DSYNC_GROWING: Workload = Workload { dsync: true, preallocate: Preallocate::None, ..BUFFERED };
 const CONTROL: Workload = Workload { lie: true, ..BUFFERED };
 const CHECKPOINT: Workload = Workload { checkpoint: true, ..BUFFERED };
+const STREAMS: Workload = Workload { streams: true, ..BUFFERED };
+const STREAMS_CONTROL: Workload = Workload { lie: true, ..STREAMS };
 
 #[test]
 fn blocking_buffered() {
@@ -716,6 +953,21 @@ fn blocking_checkpointer_truncating_at_each_rollover() {
 #[test]
 fn io_uring_checkpointer_truncating_at_each_rollover() {
     run(SubstrateChoice::IoUring, CHECKPOINT);
+}
+
+#[test]
+fn blocking_streams_with_truncations_and_rewrites() {
+    run(SubstrateChoice::Blocking, STREAMS)
+}
+
+#[test]
+fn io_uring_streams_with_truncations_and_rewrites() {
+    run(SubstrateChoice::IoUring, STREAMS)
+}
+
+#[test]
+fn negative_control_streams() {
+    run(SubstrateChoice::Blocking, STREAMS_CONTROL)
 }
 
 #[test]

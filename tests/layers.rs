@@ -46,6 +46,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "testing",
         &[
+            "streams",
             "backup",
             "journal",
             "read",

@@ -32,6 +32,12 @@ use index::Index;
 /// indexes. Cheap to clone; clones share the journal and the index. See
 /// `docs/streams.md`.
 ///
+/// Appends and operations on streams (truncations, metadata, removal)
+/// resolve once written, durable under `SyncPolicy::Always`; operations
+/// resolve with an LSN to pass to [`Journal::sync_through_async`] for
+/// durability otherwise: the end of the frame written, or, for one that
+/// changed nothing, the journal's end then.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> tidelog::Result<()> {
@@ -129,7 +135,12 @@ impl Streams {
     /// Opens (or creates) the journal in `dir` and rebuilds every stream's
     /// index from its frames. Needs a tokio runtime of either flavour.
     pub async fn open(dir: impl AsRef<Path>, opts: JournalOptions) -> Result<Streams> {
-        let journal = Journal::open(dir, opts).await?;
+        Self::over(Journal::open(dir, opts).await?).await
+    }
+
+    /// Streams over a journal just opened (nothing appended since): its
+    /// index rebuilt from the frames. Closes the journal on failure.
+    pub(crate) async fn over(journal: Journal) -> Result<Streams> {
         let shared = journal.shared().clone();
         let io = shared.io.clone();
         let index = match io.run(move || open::rebuild(&shared)).await {
@@ -269,13 +280,16 @@ impl Streams {
 
     /// Writes one control frame for `stream` under the index lock, if
     /// `check` (which sees the stream, `None` if unknown) says it changes
-    /// anything; resolves once written (durable under `SyncPolicy::Always`).
+    /// anything; resolves once written (durable under `SyncPolicy::Always`)
+    /// with the end of the frame — or, when nothing needed writing, the
+    /// journal's end as the check saw it: every frame the stream's state
+    /// rests on lies below the LSN returned.
     async fn control(
         &self,
         stream: u64,
         op: StreamOp<'_>,
         check: impl FnOnce(Option<&index::Stream>) -> Result<bool>,
-    ) -> Result<()> {
+    ) -> Result<Lsn> {
         let shared = self.shared();
         shared.check_open()?;
         if let Some(lsn) = shared.backpressure() {
@@ -284,7 +298,7 @@ impl Streams {
         let end = {
             let mut index = self.index();
             if !check(index.get(stream))? {
-                return Ok(());
+                return Ok(Lsn::new(shared.log.next_lsn()));
             }
             let body = format::encode_control(stream, &op);
             if body.len() > shared.opts.max_record_size + format::STREAM_ENTRY_HEADER_LEN * 2 {
@@ -292,7 +306,7 @@ impl Streams {
             }
             self.place_and_apply(&mut index, &[body], &[format::KIND_STREAM_CONTROL])?
         };
-        Wait::new(&shared.gate, shared.append_level(), end).await.map(drop)
+        Wait::new(&shared.gate, shared.append_level(), end).await
     }
 
     /// Drops the entries of `stream` below `first` (compaction: a Raft
@@ -300,21 +314,24 @@ impl Streams {
     /// end, the stream is left empty and its next entry gets index
     /// `first`. Entries at or past `first` stay. Space comes back when
     /// [`purge`](Self::purge) finds whole segments no stream needs.
-    pub async fn truncate_prefix(&self, stream: u64, first: u64) -> Result<()> {
+    /// Resolves with the LSN to sync through (see [`Streams`]).
+    pub async fn truncate_prefix(&self, stream: u64, first: u64) -> Result<Lsn> {
         if first == 0 {
             return Err(invalid(stream, first, "indexes start at 1"));
         }
-        self.control(stream, StreamOp::TruncatePrefix { first }, |s| Ok(s.map_or(first > 1, |s| first > s.first)))
+        let lsn = self
+            .control(stream, StreamOp::TruncatePrefix { first }, |s| Ok(s.map_or(first > 1, |s| first > s.first)))
             .await?;
         self.maybe_purge();
-        Ok(())
+        Ok(lsn)
     }
 
     /// Drops the entries of `stream` at and after `from`, so that the next
     /// append gets index `from` (a Raft follower discarding a conflicting
     /// suffix). `from` below the stream's first live entry is an error;
     /// past its end, nothing happens.
-    pub async fn truncate_suffix(&self, stream: u64, from: u64) -> Result<()> {
+    /// Resolves with the LSN to sync through (see [`Streams`]).
+    pub async fn truncate_suffix(&self, stream: u64, from: u64) -> Result<Lsn> {
         self.control(stream, StreamOp::TruncateSuffix { from }, |s| {
             let (first, next) = s.map_or((1, 1), |s| (s.first, s.next));
             if from < first {
@@ -328,7 +345,8 @@ impl Streams {
     /// Sets the metadata of `stream` (a Raft group's vote and committed
     /// index, say): small bytes kept with the stream, written in the same
     /// group commit as entries. Replaces what was there.
-    pub async fn set_meta(&self, stream: u64, meta: &[u8]) -> Result<()> {
+    /// Resolves with the LSN to sync through (see [`Streams`]).
+    pub async fn set_meta(&self, stream: u64, meta: &[u8]) -> Result<Lsn> {
         self.control(stream, StreamOp::Meta { data: meta }, |_| Ok(true)).await
     }
 
@@ -339,10 +357,11 @@ impl Streams {
 
     /// Removes `stream`: its entries and metadata. A later append to its id
     /// starts a new stream at index 1.
-    pub async fn remove(&self, stream: u64) -> Result<()> {
-        self.control(stream, StreamOp::Remove, |s| Ok(s.is_some())).await?;
+    /// Resolves with the LSN to sync through (see [`Streams`]).
+    pub async fn remove(&self, stream: u64) -> Result<Lsn> {
+        let lsn = self.control(stream, StreamOp::Remove, |s| Ok(s.is_some())).await?;
         self.maybe_purge();
-        Ok(())
+        Ok(lsn)
     }
 
     /// What `stream` holds, or `None` if it holds nothing (never used,

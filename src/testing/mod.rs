@@ -87,6 +87,11 @@ impl Seams {
         };
         Journal::open_with(dir.as_ref(), opts, Hooks { storage, wrap_backend: Some(Box::new(wrap)) }).await
     }
+
+    /// [`open`](Self::open), as [`Streams`](crate::Streams).
+    pub async fn open_streams(&self, dir: impl AsRef<Path>, opts: JournalOptions) -> Result<crate::Streams> {
+        crate::Streams::over(self.open(dir, opts).await?).await
+    }
 }
 
 /// Fuzz entry (`fuzz/`, property tests): decodes `bytes` as a frame at
