@@ -302,6 +302,10 @@ async fn streams_workload(streams: &Streams, rec: &Arc<Recorder>, lie: bool) -> 
                 if let Some(t) = ticket {
                     rec.note(ACKED, t.await.expect("durable").as_u64());
                 }
+                if task == 0 && seq == per_task / 2 {
+                    // Later opens start from this cut and apply what follows.
+                    streams.checkpoint().await.expect("checkpoint");
+                }
                 if seq % 10 == 7 {
                     let meta = format!("meta {task}/{seq}").into_bytes();
                     let lsn = streams.set_meta(id, &meta).await.expect("meta");

@@ -41,7 +41,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "lsn",
         ],
     ),
-    ("streams", &["journal", "read", "segment", "gate", "format", "error", "lsn"]),
+    ("streams", &["journal", "read", "segment", "storage", "gate", "format", "error", "lsn"]),
     // Test seams wrap the library from outside; nothing imports them.
     (
         "testing",

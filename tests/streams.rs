@@ -14,6 +14,7 @@ matrix!(
     purge_deletes_what_no_stream_needs_and_rewrites_laggards,
     bad_indexes_are_errors_naming_the_stream,
     plain_records_and_streams_share_a_journal,
+    open_reads_a_checkpoint_and_scans_only_what_follows,
 );
 
 /// What a stream should hold: its first index, its entries, its metadata.
@@ -292,5 +293,67 @@ async fn plain_records_and_streams_share_a_journal(opts: JournalOptions) {
     tidelog::verify(dir.path()).unwrap();
     let s = Streams::open(dir.path(), opts).await.unwrap();
     assert_eq!(s.read_async(1, 1, 10).await.unwrap().len(), 2);
+    s.close().await.unwrap();
+}
+
+async fn open_reads_a_checkpoint_and_scans_only_what_follows(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.segment_size(1 << 20);
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    assert_eq!(s.opened_from_checkpoint(), None, "a new journal has none");
+    let mut models: BTreeMap<u64, Model> = BTreeMap::new();
+    let write = |s: Streams, from: u64, to: u64| async move {
+        let mut written = Vec::new();
+        for i in from..to {
+            let id = i % 5;
+            let index = s.append_async(id, payload(id, i)).await.unwrap();
+            written.push((id, index, payload(id, i)));
+        }
+        written
+    };
+    for (id, index, p) in write(s.clone(), 0, 300).await {
+        let m = models.entry(id).or_default();
+        assert_eq!(index, m.next());
+        m.entries.push(p);
+    }
+    s.set_meta(2, b"before the cut").await.unwrap();
+    models.get_mut(&2).unwrap().meta = Some(b"before the cut".to_vec());
+    let cut = s.checkpoint().await.unwrap();
+    // After the cut: more entries, a truncation, metadata.
+    for (id, index, p) in write(s.clone(), 300, 400).await {
+        let m = models.get_mut(&id).unwrap();
+        assert_eq!(index, m.next());
+        m.entries.push(p);
+    }
+    s.truncate_prefix(1, 30).await.unwrap();
+    let m = models.get_mut(&1).unwrap();
+    m.entries.drain(..29);
+    m.first = 30;
+    s.set_meta(3, b"after the cut").await.unwrap();
+    models.get_mut(&3).unwrap().meta = Some(b"after the cut".to_vec());
+    // Dropped without close (no checkpoint at close): open must use the
+    // one at `cut` and apply what follows.
+    let released = s.journal().released();
+    drop(s);
+    released.await;
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    assert_eq!(s.opened_from_checkpoint(), Some(cut));
+    check(&s, &models, "reopened from a checkpoint").await;
+    assert_eq!(s.list(), Streams::list_dir(dir.path()).unwrap(), "a full scan agrees");
+    s.close().await.unwrap();
+    // close wrote a newer one.
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    assert!(s.opened_from_checkpoint().unwrap() > cut);
+    check(&s, &models, "reopened from the checkpoint close wrote").await;
+    s.close().await.unwrap();
+    // A damaged checkpoint is not used: open scans everything instead.
+    let path = dir.path().join("STREAMS");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let s = Streams::open(dir.path(), opts).await.unwrap();
+    assert_eq!(s.opened_from_checkpoint(), None, "a damaged checkpoint was used");
+    check(&s, &models, "reopened past a damaged checkpoint").await;
     s.close().await.unwrap();
 }

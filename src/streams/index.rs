@@ -52,10 +52,10 @@ pub(crate) struct Stream {
     pub(crate) pos: VecDeque<Pos>,
     pub(crate) meta: Option<Box<[u8]>>,
     /// The frame that set `meta`.
-    meta_lsn: u64,
+    pub(super) meta_lsn: u64,
     /// The latest frame that set `first`/`next` explicitly (truncation,
     /// rewrite); what an empty stream past index 1 needs kept.
-    anchor: u64,
+    pub(super) anchor: u64,
     /// Bytes of the live entries' frames.
     pub(crate) bytes: u64,
     /// Counts every change, so a rewrite can tell whether the stream moved
@@ -68,6 +68,19 @@ pub(crate) struct Stream {
 impl Stream {
     fn new(first: u64) -> Stream {
         Stream { first, next: first, ..Stream::default() }
+    }
+
+    /// A stream as a checkpoint recorded it (`pos` covers `first..next`).
+    pub(super) fn restored(
+        first: u64,
+        next: u64,
+        pos: VecDeque<Pos>,
+        meta: Option<Box<[u8]>>,
+        meta_lsn: u64,
+        anchor: u64,
+    ) -> Stream {
+        let bytes = pos.iter().map(|p| p.len() as u64).sum();
+        Stream { first, next, pos, meta, meta_lsn, anchor, bytes, generation: 0, floor: None }
     }
 
     /// The oldest LSN this stream needs kept (see the module docs).
@@ -109,7 +122,7 @@ impl Stream {
 pub(crate) struct Misfit(pub(crate) String);
 
 /// Every stream, and the floors they hold.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Index {
     pub(crate) streams: HashMap<u64, Stream>,
     /// How many streams have each floor: the smallest is the oldest LSN
@@ -127,6 +140,17 @@ impl Index {
     /// The oldest LSN any stream needs, if any stream needs one.
     pub(crate) fn floor(&self) -> Option<u64> {
         self.floors.keys().next().copied()
+    }
+
+    /// Adds a stream restored from a checkpoint.
+    pub(super) fn insert(&mut self, id: u64, mut stream: Stream) {
+        stream.floor = stream.floor();
+        self.live_bytes += stream.bytes;
+        self.set_floor(None, stream.floor);
+        if let Some(old) = self.streams.insert(id, stream) {
+            self.live_bytes -= old.bytes;
+            self.set_floor(old.floor, None);
+        }
     }
 
     /// Streams whose floor lies below `lsn`, oldest floor first.

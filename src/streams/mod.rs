@@ -11,6 +11,7 @@
 //! old segments alive until their live entries are copied forward
 //! (`rewrite`).
 
+mod checkpoint;
 pub(crate) mod index;
 mod open;
 mod purge;
@@ -18,6 +19,7 @@ mod read;
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use purge::PurgeReport;
@@ -74,6 +76,15 @@ struct Inner {
     files: read::Files,
     /// One purge at a time.
     purging: tokio::sync::Mutex<()>,
+    journal_id: u64,
+    /// The cut of the last checkpoint written (or read at open).
+    checkpointed: AtomicU64,
+    /// One checkpoint at a time.
+    checkpointing: tokio::sync::Mutex<()>,
+    opened_from_checkpoint: Option<Lsn>,
+    /// Where background purges and checkpoints run (the runtime that
+    /// opened the journal: blocking appenders have none of their own).
+    runtime: tokio::runtime::Handle,
 }
 
 /// One entry read back from a stream.
@@ -131,6 +142,10 @@ pub struct StreamInfo {
     pub floor: Option<Lsn>,
 }
 
+/// Log bytes between automatic checkpoints of the stream index: what open
+/// scans at most beyond the last one.
+const CHECKPOINT_EVERY: u64 = 64 << 20;
+
 impl Streams {
     /// Opens (or creates) the journal in `dir` and rebuilds every stream's
     /// index from its frames. Needs a tokio runtime of either flavour.
@@ -147,19 +162,25 @@ impl Streams {
             Ok(index) => index,
             Err(panic) => Err(Error::Internal(format!("rebuilding the stream index: {panic}"))),
         };
-        let index = match index {
-            Ok(index) => index,
+        let (index, rebuilt) = match index {
+            Ok(done) => done,
             Err(e) => {
                 let _ = journal.close().await;
                 return Err(e);
             }
         };
+        let checkpointed = rebuilt.from_checkpoint.unwrap_or(0);
         Ok(Streams {
             inner: Arc::new(Inner {
                 journal,
                 index: Mutex::new(index),
                 files: read::Files::default(),
                 purging: tokio::sync::Mutex::new(()),
+                journal_id: rebuilt.journal_id,
+                checkpointed: AtomicU64::new(checkpointed),
+                checkpointing: tokio::sync::Mutex::new(()),
+                opened_from_checkpoint: rebuilt.from_checkpoint.map(Lsn::new),
+                runtime: tokio::runtime::Handle::current(),
             }),
         })
     }
@@ -253,6 +274,8 @@ impl Streams {
             .collect();
         let kinds = vec![format::KIND_STREAM_ENTRY; bodies.len()];
         let end = self.place_and_apply(&mut index, &bodies, &kinds)?;
+        drop(index);
+        self.maybe_checkpoint(end);
         Ok((first..first + payloads.len() as u64, end))
     }
 
@@ -458,9 +481,70 @@ impl Streams {
         read::Plan::new(stream, wanted, |base| shared.retention.pin(&shared.segments, base).map(Some), &shared.segments)
     }
 
-    /// Flushes and syncs everything, stops the writer and releases the
-    /// directory (see [`Journal::close`]).
+    /// Writes a checkpoint of the stream index as of now, once everything
+    /// below that point is durable (it syncs), so that the next open reads
+    /// it and scans only what follows. Runs by itself every 64 MiB of log
+    /// and at [`close`](Self::close). Returns the checkpoint's cut.
+    pub async fn checkpoint(&self) -> Result<Lsn> {
+        let _one = self.inner.checkpointing.lock().await;
+        let shared = self.shared();
+        shared.check_open()?;
+        let (snapshot, cut) = {
+            let index = self.index();
+            (index.clone(), shared.log.next_lsn())
+        };
+        if cut <= self.inner.checkpointed.load(Ordering::Acquire) {
+            return Ok(Lsn::new(cut)); // nothing new since the last one
+        }
+        Wait::new(&shared.gate, Level::Durable, cut).await?;
+        let (storage, dir, id) = (shared.storage.clone(), shared.dir.clone(), self.inner.journal_id);
+        let written = shared.io.run(move || {
+            let bytes = checkpoint::encode(&snapshot, id, cut);
+            checkpoint::write(storage.as_ref(), &dir, &bytes).map(|()| bytes.len())
+        });
+        let len = match written.await {
+            Ok(Ok(len)) => len,
+            Ok(Err(e)) => return Err(Error::io("write stream checkpoint", shared.dir.join(checkpoint::FILE_NAME), e)),
+            Err(panic) => return Err(Error::Internal(format!("writing the stream checkpoint: {panic}"))),
+        };
+        self.inner.checkpointed.fetch_max(cut, Ordering::AcqRel);
+        tracing::debug!(dir = %shared.dir.display(), cut, bytes = len, "stream index checkpoint written");
+        Ok(Lsn::new(cut))
+    }
+
+    /// Starts a checkpoint in the background when the log has grown by
+    /// [`CHECKPOINT_EVERY`] since the last, and none is being written.
+    fn maybe_checkpoint(&self, end: u64) {
+        if end < self.inner.checkpointed.load(Ordering::Relaxed) + CHECKPOINT_EVERY {
+            return;
+        }
+        if self.inner.checkpointing.try_lock().is_err() {
+            return;
+        }
+        let this = self.clone();
+        self.inner.runtime.spawn(async move {
+            if let Err(e) = this.checkpoint().await {
+                tracing::warn!(dir = %this.shared().dir.display(), error = %e, "stream index checkpoint failed");
+            }
+        });
+    }
+
+    /// The cut of the checkpoint this journal's index was rebuilt from at
+    /// open, if one was usable (`None`: every segment was scanned).
+    pub fn opened_from_checkpoint(&self) -> Option<Lsn> {
+        self.inner.opened_from_checkpoint
+    }
+
+    /// Writes a checkpoint (so the next open is quick), then flushes and
+    /// syncs everything, stops the writer and releases the directory (see
+    /// [`Journal::close`]). A failed checkpoint is logged, not returned:
+    /// the journal closes whole either way.
     pub async fn close(&self) -> Result<()> {
+        if self.shared().check_open().is_ok() {
+            if let Err(e) = self.checkpoint().await {
+                tracing::warn!(dir = %self.shared().dir.display(), error = %e, "stream index checkpoint at close failed");
+            }
+        }
         self.inner.journal.close().await
     }
 }

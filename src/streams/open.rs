@@ -3,24 +3,70 @@
 
 use std::path::Path;
 
+use super::checkpoint;
 use super::index::Index;
 use crate::format::{self, Units, UnknownRequired};
 use crate::journal::Shared;
 use crate::segment::{self, FrameCursor, Step};
 use crate::{Error, Lsn, Result};
 
+/// How an index was rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rebuilt {
+    /// The checkpoint's cut, if one was used.
+    pub(crate) from_checkpoint: Option<u64>,
+    /// The journal's id (from its last segment's header).
+    pub(crate) journal_id: u64,
+}
+
 /// The index of a journal just opened: every frame below its end is
-/// written and valid (recovery cut what was not).
-pub(crate) fn rebuild(shared: &Shared) -> Result<Index> {
+/// written and valid (recovery cut what was not). Starts from the
+/// checkpoint when it is usable, else from the first segment.
+pub(crate) fn rebuild(shared: &Shared) -> Result<(Index, Rebuilt)> {
     let bases = crate::read::LiveJournal::segments(shared);
-    scan(&shared.dir, &bases, Some(shared.log.next_lsn()))
+    let end = shared.log.next_lsn();
+    let last = *bases.last().ok_or_else(|| Error::Internal("an open journal without a segment".into()))?;
+    let (_, header) = segment::open(shared.storage.as_ref(), &shared.dir, last, false)?;
+    let journal_id = header.journal_id;
+    let start = match usable_checkpoint(&shared.dir, journal_id, bases[0], end) {
+        Ok(ckpt) => Some(ckpt),
+        Err(why) => {
+            if why != "none" {
+                tracing::warn!(dir = %shared.dir.display(), why, "stream index checkpoint not used; scanning the journal");
+            }
+            None
+        }
+    };
+    let from_checkpoint = start.as_ref().map(|c| c.1);
+    let index = scan(&shared.dir, &bases, Some(end), start)?;
+    Ok((index, Rebuilt { from_checkpoint, journal_id }))
+}
+
+/// The checkpoint in `dir`, if it belongs to the journal and its cut lies
+/// within `first..=end` (a cut below the first segment is stale: frames
+/// after it are gone); else why not (`"none"` when there is none).
+fn usable_checkpoint(dir: &Path, journal_id: u64, first: u64, end: u64) -> Result<(Index, u64), &'static str> {
+    let bytes = match std::fs::read(dir.join(checkpoint::FILE_NAME)) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("none"),
+        Err(_) => return Err("unreadable"),
+    };
+    let ckpt = checkpoint::decode(&bytes)?;
+    if ckpt.journal_id != journal_id {
+        return Err("it belongs to another journal");
+    }
+    if ckpt.cut < first || ckpt.cut > end {
+        return Err("its cut lies outside the journal's segments");
+    }
+    Ok((ckpt.index, ckpt.cut))
 }
 
 /// The index of the journal in `dir` as it lies on disk, for tools: the
-/// last segment's first invalid frame is its end (a torn tail).
+/// last segment's first invalid frame is its end (a torn tail). Always
+/// scans every segment (it also checks what a checkpoint would skip).
 pub(crate) fn rebuild_offline(dir: &Path) -> Result<Index> {
     let bases = segment::list_to_read(dir)?;
-    scan(dir, &bases, None)
+    scan(dir, &bases, None, None)
 }
 
 /// A stream frame of a unit not yet complete: its kind and payload (for an
@@ -32,11 +78,17 @@ struct Held {
     len: usize,
 }
 
-fn scan(dir: &Path, bases: &[u64], end: Option<u64>) -> Result<Index> {
-    let mut index = Index::default();
+/// Applies the stream frames of `bases` (up to `end`, or to the last
+/// segment's first invalid frame) to `start`'s index from its cut, or to
+/// an empty index from the first segment.
+fn scan(dir: &Path, bases: &[u64], end: Option<u64>, start: Option<(Index, u64)>) -> Result<Index> {
+    let (mut index, from) = start.unwrap_or_default();
     let mut units = Units::default();
     let mut held: Vec<Held> = Vec::new();
-    for (k, &base) in bases.iter().enumerate() {
+    // The segment holding `from` (a cut at a sealed segment's end is the
+    // next one's base).
+    let skip = bases.partition_point(|&b| b <= from).saturating_sub(1);
+    for (k, &base) in bases.iter().enumerate().skip(skip) {
         let last = k + 1 == bases.len();
         let limit = match bases.get(k + 1) {
             Some(&next) => next,
@@ -44,7 +96,7 @@ fn scan(dir: &Path, bases: &[u64], end: Option<u64>) -> Result<Index> {
         };
         let seg = segment::open_to_read(dir, base)?;
         let mut cursor = FrameCursor::new(base);
-        let mut pos = base;
+        let mut pos = base.max(from);
         loop {
             let step = cursor
                 .step(&seg.file, pos, limit)

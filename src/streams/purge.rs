@@ -164,9 +164,8 @@ impl Streams {
         if self.inner.purging.try_lock().is_err() {
             return;
         }
-        let Ok(runtime) = crate::error::runtime() else { return };
         let this = self.clone();
-        runtime.spawn(async move {
+        self.inner.runtime.spawn(async move {
             if let Err(e) = this.purge().await {
                 tracing::warn!(dir = %this.shared().dir.display(), error = %e, "background purge of streams failed");
             }
