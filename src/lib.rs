@@ -60,6 +60,10 @@
 //! - **Following from another process**: [`JournalReader::follow`] (a
 //!   `Stream` of the records the writer made durable, never one it has not;
 //!   `docs/operations.md`).
+//! - **Many logs** (a Raft group per shard, a log per tenant): [`Streams`]
+//!   keeps each as a `u64`-named stream with dense indexes in one journal,
+//!   so appends to all of them share its writes and syncs
+//!   (`docs/streams.md`).
 //!
 //! A failed write or sync poisons the journal: every waiter and every later
 //! call gets [`Error::Poisoned`], and nothing is reported durable after it.

@@ -307,9 +307,10 @@ fn segment_with(frames: &[&[u8]]) -> Vec<u8> {
     file
 }
 
-/// The compressed record vector of docs/format.md (its last block).
+/// The compressed record vector of docs/format.md (its sixth block, after
+/// the segment's header and four frames).
 fn compressed_vector() -> Vec<u8> {
-    common::format_doc_hex_blocks().pop().expect("blocks")
+    common::format_doc_hex_blocks().swap_remove(5)
 }
 
 const VECTOR_TEXT: &[u8] = b"tidelog tidelog tidelog tidelog tidelog tidelog ";
@@ -399,7 +400,7 @@ fn a_corrupt_compressed_payload_with_a_valid_crc_is_corrupt_not_a_panic() {
 fn a_required_kind_this_version_does_not_know_stops_readers_with_corrupt() {
     let vector = compressed_vector();
     let payload_len = u32::from_le_bytes(vector[4..8].try_into().unwrap()) as usize;
-    let unknown = frame(32, 0x84, &vector[24..24 + payload_len]);
+    let unknown = frame(32, 0x86, &vector[24..24 + payload_len]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(segment0(dir.path()), segment_with(&[&frame(0, 0x81, b"first"), &unknown])).unwrap();
     let mut r = JournalReader::open(dir.path()).unwrap().reader(Lsn::ZERO).unwrap();
@@ -407,7 +408,7 @@ fn a_required_kind_this_version_does_not_know_stops_readers_with_corrupt() {
     match r.next_record() {
         Err(Error::Corrupt { lsn, reason, .. }) => {
             assert_eq!(lsn, Lsn::new(32));
-            assert!(reason.contains("0x84"), "{reason}");
+            assert!(reason.contains("0x86"), "{reason}");
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use tidelog::{Error, Journal, JournalOptions, JournalReader, Lsn, Streams, SyncPolicy};
+use tidelog::{Error, Journal, JournalOptions, JournalReader, Lsn, Streams, SubstrateChoice, SyncPolicy};
 
 matrix!(
     streams_match_their_model_live_and_after_reopen,
@@ -16,6 +16,49 @@ matrix!(
     plain_records_and_streams_share_a_journal,
     open_reads_a_checkpoint_and_scans_only_what_follows,
 );
+
+/// Buffered only: with direct I/O a padding frame follows each write.
+#[test]
+fn a_fresh_journal_writes_the_stream_vectors_of_format_md_blocking() {
+    common::run(
+        common::Flavor::Multi,
+        SubstrateChoice::Blocking,
+        a_fresh_journal_writes_the_stream_vectors_of_format_md,
+    )
+}
+
+#[test]
+fn a_fresh_journal_writes_the_stream_vectors_of_format_md_io_uring() {
+    common::run(common::Flavor::Multi, SubstrateChoice::IoUring, a_fresh_journal_writes_the_stream_vectors_of_format_md)
+}
+
+/// The segment of docs/format.md's stream frames vector: its header block
+/// (the first hex block) and the two stream frames (the last two).
+fn stream_vector_segment() -> (Vec<u8>, Vec<u8>) {
+    let mut blocks = common::format_doc_hex_blocks();
+    let frames: Vec<u8> = blocks.split_off(blocks.len() - 2).concat();
+    let mut file = blocks.swap_remove(0);
+    file.resize(tidelog::format::SEGMENT_HEADER_LEN, 0);
+    file.extend_from_slice(&frames);
+    (file, frames)
+}
+
+#[test]
+fn the_stream_vectors_of_format_md_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("00000000000000000000.tlog"), stream_vector_segment().0).unwrap();
+    let listed = Streams::list_dir(dir.path()).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id, listed[0].first, listed[0].next, listed[0].meta_len), (7, 1, 2, Some(6)));
+    let entries = Streams::read_dir(dir.path(), 7, 1, 10).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].index(), entries[0].lsn(), entries[0].payload()), (1, Lsn::new(48), &b"raft"[..]));
+    let mut plain = JournalReader::open(dir.path()).unwrap().reader(Lsn::ZERO).unwrap();
+    assert!(plain.next_record().unwrap().is_none(), "stream frames are not plain records");
+    let report = tidelog::verify(dir.path()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.records, report.end_lsn), (0, Lsn::new(96)));
+}
 
 /// What a stream should hold: its first index, its entries, its metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -355,5 +398,20 @@ async fn open_reads_a_checkpoint_and_scans_only_what_follows(opts: JournalOption
     let s = Streams::open(dir.path(), opts).await.unwrap();
     assert_eq!(s.opened_from_checkpoint(), None, "a damaged checkpoint was used");
     check(&s, &models, "reopened past a damaged checkpoint").await;
+    s.close().await.unwrap();
+}
+
+async fn a_fresh_journal_writes_the_stream_vectors_of_format_md(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    assert_eq!(s.append_async(7, b"raft").await.unwrap(), 1);
+    s.set_meta(7, b"vote 3").await.unwrap();
+    s.close().await.unwrap();
+    let segment = std::fs::read(dir.path().join("00000000000000000000.tlog")).unwrap();
+    let at = tidelog::format::SEGMENT_HEADER_LEN;
+    let frames = stream_vector_segment().1;
+    assert_eq!(&segment[at..at + frames.len()], &frames[..], "the writer's bytes are the documented ones");
+    let s = Streams::open(dir.path(), opts).await.unwrap();
+    assert_eq!(s.meta(7).as_deref(), Some(&b"vote 3"[..]));
     s.close().await.unwrap();
 }
