@@ -31,7 +31,16 @@ pub(crate) struct ChildArgs {
     /// negative control, which must then see records lost.
     #[arg(long)]
     ack_written: bool,
+    /// Append to streams instead (`tidelog::Streams`): task `t` appends to
+    /// stream `t`, and after every 16th entry truncates its prefix to keep
+    /// the last 12. The fourth field of each line is then the entry's
+    /// index in its stream, not an LSN.
+    #[arg(long)]
+    streams: bool,
 }
+
+/// Entries the streams mode keeps when it truncates a stream's prefix.
+pub(crate) const STREAM_KEEP: u64 = 12;
 
 /// The payload of record `n` of task `task` in child `tag`: its identity,
 /// then a filler whose length varies so writes end anywhere in a block.
@@ -53,6 +62,9 @@ pub(crate) fn run(args: ChildArgs) -> Result<(), String> {
     rt.block_on(async move {
         let opts =
             JournalOptions::new().substrate(substrate).direct_io(args.direct).segment_size(args.segment_kib << 10);
+        if args.streams {
+            return run_streams(&args, opts).await.map_err(|e| e.to_string());
+        }
         let journal = Journal::open(&args.dir, opts).await.map_err(|e| e.to_string())?;
         let tasks: Vec<_> = (0..args.tasks)
             .map(|task| {
@@ -81,4 +93,43 @@ pub(crate) fn run(args: ChildArgs) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// The streams mode: see [`ChildArgs::streams`].
+async fn run_streams(args: &ChildArgs, opts: JournalOptions) -> tidelog::Result<()> {
+    let streams = tidelog::Streams::open(&args.dir, opts).await?;
+    let tasks: Vec<_> = (0..args.tasks)
+        .map(|task| {
+            let (streams, tag, ack_written) = (streams.clone(), args.tag, args.ack_written);
+            tokio::spawn(async move {
+                let id = u64::from(task);
+                for n in 0.. {
+                    let record = payload(tag, task, n);
+                    let index = if ack_written {
+                        streams.append_async(id, record).await?
+                    } else {
+                        let (index, durable) = streams.submit(id, record)?;
+                        durable.await?;
+                        index
+                    };
+                    let printed = {
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "ack {task} {n} {index}").and_then(|()| out.flush())
+                    };
+                    if printed.is_err() {
+                        break;
+                    }
+                    if n % 16 == 15 {
+                        let lsn = streams.truncate_prefix(id, index.saturating_sub(STREAM_KEEP - 1).max(1)).await?;
+                        streams.journal().sync_through_async(lsn).await?;
+                    }
+                }
+                Ok::<(), tidelog::Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| tidelog::Error::Internal(e.to_string()))??;
+    }
+    Ok(())
 }
