@@ -57,11 +57,10 @@ fn unavailable(rt: &tokio::runtime::Runtime, dir: &Path, opts: &JournalOptions) 
 /// that are not there as acknowledged.
 fn check(rt: &tokio::runtime::Runtime, dir: &Path, opts: &JournalOptions, acked: &[crash::Ack]) -> Vec<crash::Ack> {
     for _ in 0..2 {
+        // Under `common::SPAWN`, as `common::reopen` does: a child spawned
+        // meanwhile holds a copy of the lock's descriptor until its exec.
+        let _no_spawn = common::SPAWN.lock().unwrap_or_else(|p| p.into_inner());
         rt.block_on(async {
-            // Under `common::SPAWN`, as `common::reopen` does: a child spawned
-            // meanwhile holds a copy of the lock's descriptor until its exec.
-            #[allow(clippy::await_holding_lock)]
-            let _no_spawn = common::SPAWN.lock().unwrap_or_else(|p| p.into_inner());
             let s = Streams::open(dir, opts.clone()).await.expect("reopen streams");
             s.close().await.expect("close");
         });
