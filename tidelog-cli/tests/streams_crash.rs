@@ -61,7 +61,24 @@ fn check(rt: &tokio::runtime::Runtime, dir: &Path, opts: &JournalOptions, acked:
         // meanwhile holds a copy of the lock's descriptor until its exec.
         let _no_spawn = common::SPAWN.lock().unwrap_or_else(|p| p.into_inner());
         rt.block_on(async {
-            let s = Streams::open(dir, opts.clone()).await.expect("reopen streams");
+            let s = match Streams::open(dir, opts.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Once seen (1 run in 20): name who holds the lock.
+                    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+                    let me = std::process::id();
+                    let procs: Vec<String> = locks
+                        .lines()
+                        .filter_map(|l| {
+                            l.split_whitespace().nth(4).map(|p| {
+                                let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                                format!("{p}:{}", comm.trim())
+                            })
+                        })
+                        .collect();
+                    panic!("reopen streams: {e}; me {me}; holders {procs:?}\n{locks}")
+                }
+            };
             s.close().await.expect("close");
         });
     }
