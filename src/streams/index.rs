@@ -60,14 +60,15 @@ pub(crate) struct Stream {
     pub(crate) bytes: u64,
     /// Counts every change, so a rewrite can tell whether the stream moved
     /// while it read.
-    pub(crate) generation: u64,
-    /// The floor recorded in [`Index::floors`].
-    floor: Option<u64>,
+    pub(crate) generation: u32,
+    /// The floor recorded in [`Index::floors`] (`NO_FLOOR`: none). Not an
+    /// `Option`: thousands of idle streams, 8 bytes each.
+    floor: u64,
 }
 
 impl Stream {
     fn new(first: u64) -> Stream {
-        Stream { first, next: first, ..Stream::default() }
+        Stream { first, next: first, floor: NO_FLOOR, ..Stream::default() }
     }
 
     /// A stream as a checkpoint recorded it (`pos` covers `first..next`).
@@ -80,7 +81,7 @@ impl Stream {
         anchor: u64,
     ) -> Stream {
         let bytes = pos.iter().map(|p| p.len() as u64).sum();
-        Stream { first, next, pos, meta, meta_lsn, anchor, bytes, generation: 0, floor: None }
+        Stream { first, next, pos, meta, meta_lsn, anchor, bytes, generation: 0, floor: NO_FLOOR }
     }
 
     /// The oldest LSN this stream needs kept (see the module docs).
@@ -107,7 +108,7 @@ impl Stream {
 
     /// The oldest LSN it keeps from deletion.
     pub(crate) fn floor_lsn(&self) -> Option<u64> {
-        self.floor
+        (self.floor != NO_FLOOR).then_some(self.floor)
     }
 
     /// The position of entry `index`, if live.
@@ -116,6 +117,8 @@ impl Stream {
         self.pos.get(usize::try_from(k).ok()?).copied()
     }
 }
+
+const NO_FLOOR: u64 = u64::MAX;
 
 /// Why a frame does not fit the stream it names (corruption, or a bug).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,19 +147,20 @@ impl Index {
 
     /// Adds a stream restored from a checkpoint.
     pub(super) fn insert(&mut self, id: u64, mut stream: Stream) {
-        stream.floor = stream.floor();
+        let floor = stream.floor();
+        stream.floor = floor.unwrap_or(NO_FLOOR);
         self.live_bytes += stream.bytes;
-        self.set_floor(None, stream.floor);
+        self.set_floor(None, floor);
         if let Some(old) = self.streams.insert(id, stream) {
             self.live_bytes -= old.bytes;
-            self.set_floor(old.floor, None);
+            self.set_floor(old.floor_lsn(), None);
         }
     }
 
     /// Streams whose floor lies below `lsn`, oldest floor first.
     pub(crate) fn pinning_below(&self, lsn: u64) -> Vec<u64> {
         let mut out: Vec<(u64, u64)> =
-            self.streams.iter().filter_map(|(&id, s)| s.floor.filter(|&f| f < lsn).map(|f| (f, id))).collect();
+            self.streams.iter().filter_map(|(&id, s)| s.floor_lsn().filter(|&f| f < lsn).map(|f| (f, id))).collect();
         out.sort_unstable();
         out.into_iter().map(|(_, id)| id).collect()
     }
@@ -169,7 +173,7 @@ impl Index {
         if let StreamOp::Remove = frame.op {
             if let Some(s) = self.streams.remove(&id) {
                 self.live_bytes -= s.bytes;
-                self.set_floor(s.floor, None);
+                self.set_floor(s.floor_lsn(), None);
             }
             return Ok(());
         }
@@ -180,7 +184,7 @@ impl Index {
             StreamOp::State { first, .. } => Stream::new(first),
             StreamOp::Meta { .. } | StreamOp::Remove => Stream::new(1),
         });
-        let before = (s.floor, s.bytes);
+        let before = (s.floor_lsn(), s.bytes);
         match frame.op {
             StreamOp::Entry { index, .. } => {
                 if s.pos.is_empty() && index > s.next {
@@ -231,9 +235,9 @@ impl Index {
             }
             StreamOp::Remove => unreachable!("handled above"),
         }
-        s.generation += 1;
+        s.generation = s.generation.wrapping_add(1);
         let (floor, bytes) = (s.floor(), s.bytes);
-        s.floor = floor;
+        s.floor = floor.unwrap_or(NO_FLOOR);
         self.live_bytes = self.live_bytes + bytes - before.1;
         self.set_floor(before.0, floor);
         Ok(())
