@@ -24,8 +24,8 @@ const OP_REMOVE: u8 = 4;
 const OP_STATE: u8 = 5;
 
 /// Bytes of a state op's fixed part after the control header: first, next,
-/// meta flag and 7 zero bytes.
-const STATE_FIXED_LEN: usize = 24;
+/// from, count, meta flag and 7 zero bytes.
+const STATE_FIXED_LEN: usize = 40;
 
 /// What one stream frame says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +41,11 @@ pub(crate) enum StreamOp<'a> {
     Meta { data: &'a [u8] },
     /// The stream is gone, metadata and all.
     Remove,
-    /// The stream is rewritten: it now starts at `first`, holds `meta`, and
-    /// the entries `first..next` follow in the same atomic batch (the
-    /// copies that let the old segments go).
-    State { first: u64, next: u64, meta: Option<&'a [u8]> },
+    /// Part of a stream is copied forward (a rewrite, so old segments can
+    /// go): its live entries are `first..next`, copies of entries
+    /// `from..from + count` follow in the same atomic batch, and its
+    /// metadata is now `meta` (unchanged when `None`).
+    State { first: u64, next: u64, from: u64, count: u64, meta: Option<&'a [u8]> },
 }
 
 /// One decoded stream frame.
@@ -89,9 +90,10 @@ pub(crate) fn encode_control(stream: u64, op: &StreamOp<'_>) -> Vec<u8> {
             out.extend_from_slice(&n.to_le_bytes())
         }
         StreamOp::Meta { data } => out.extend_from_slice(data),
-        StreamOp::State { first, next, meta } => {
-            out.extend_from_slice(&first.to_le_bytes());
-            out.extend_from_slice(&next.to_le_bytes());
+        StreamOp::State { first, next, from, count, meta } => {
+            for v in [first, next, from, count] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
             out.push(u8::from(meta.is_some()));
             out.extend_from_slice(&[0u8; 7]);
             out.extend_from_slice(meta.unwrap_or_default());
@@ -142,18 +144,20 @@ pub(crate) fn decode_stream(kind: u8, payload: &[u8]) -> Result<StreamFrame<'_>,
             let Some(fixed) = args.get(..STATE_FIXED_LEN) else {
                 return Err("stream state frame shorter than its fields");
             };
-            let (first, next, has_meta) = (le_u64(fixed), le_u64(&fixed[8..]), fixed[16]);
-            if first == 0 || next < first {
+            let (first, next, from, count) =
+                (le_u64(fixed), le_u64(&fixed[8..]), le_u64(&fixed[16..]), le_u64(&fixed[24..]));
+            let has_meta = fixed[32];
+            if first == 0 || next < first || from < first || from.checked_add(count).is_none_or(|end| end > next) {
                 return Err("stream state frame: indexes out of order");
             }
-            if has_meta > 1 || fixed[17..].iter().any(|&b| b != 0) {
+            if has_meta > 1 || fixed[33..].iter().any(|&b| b != 0) {
                 return Err("stream state frame: bad meta flag or non-zero reserved bytes");
             }
             let rest = &args[STATE_FIXED_LEN..];
             if has_meta == 0 && !rest.is_empty() {
                 return Err("stream state frame: metadata bytes without the meta flag");
             }
-            StreamOp::State { first, next, meta: (has_meta == 1).then_some(rest) }
+            StreamOp::State { first, next, from, count, meta: (has_meta == 1).then_some(rest) }
         }
         _ => return Err("stream control frame: unknown op"),
     };
@@ -173,8 +177,8 @@ mod tests {
             StreamOp::Meta { data: b"vote=5" },
             StreamOp::Meta { data: b"" },
             StreamOp::Remove,
-            StreamOp::State { first: 4, next: 9, meta: Some(b"m") },
-            StreamOp::State { first: 4, next: 4, meta: None },
+            StreamOp::State { first: 4, next: 9, from: 5, count: 3, meta: Some(b"m") },
+            StreamOp::State { first: 4, next: 4, from: 4, count: 0, meta: None },
         ];
         for op in ops {
             let bytes = encode_control(u64::MAX - 1, &op);
@@ -203,7 +207,9 @@ mod tests {
         assert!(decode_stream(KIND_STREAM_CONTROL, &bad).is_err(), "reserved bytes");
         let short = &encode_control(1, &StreamOp::TruncateSuffix { from: 2 })[..20];
         assert!(decode_stream(KIND_STREAM_CONTROL, short).is_err(), "short argument");
-        let state = encode_control(1, &StreamOp::State { first: 5, next: 4, meta: None });
+        let state = encode_control(1, &StreamOp::State { first: 5, next: 4, from: 5, count: 0, meta: None });
         assert!(decode_stream(KIND_STREAM_CONTROL, &state).is_err(), "next before first");
+        let state = encode_control(1, &StreamOp::State { first: 5, next: 9, from: 7, count: 3, meta: None });
+        assert!(decode_stream(KIND_STREAM_CONTROL, &state).is_err(), "copies past the end");
     }
 }

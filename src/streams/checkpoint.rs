@@ -55,7 +55,8 @@ pub(crate) fn encode(index: &Index, journal_id: u64, cut: u64) -> Vec<u8> {
         out.extend_from_slice(&(s.pos.len() as u64).to_le_bytes());
         let mut prev = 0u64;
         for p in &s.pos {
-            put_varint(&mut out, p.lsn() - prev);
+            // Copied-forward entries lie after later ones: signed deltas.
+            put_varint(&mut out, zigzag(p.lsn().wrapping_sub(prev) as i64));
             put_varint(&mut out, p.len() as u64);
             prev = p.lsn();
         }
@@ -95,7 +96,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
         let mut pos = VecDeque::with_capacity(n as usize);
         let mut lsn = 0u64;
         for _ in 0..n {
-            lsn = lsn.checked_add(r.varint()?).ok_or("an entry position past the end of LSNs")?;
+            lsn = lsn.wrapping_add(unzigzag(r.varint()?) as u64);
+            if lsn == u64::MAX {
+                return Err("an entry position past the end of LSNs");
+            }
             let len = usize::try_from(r.varint()?).map_err(|_| "an entry length out of range")?;
             pos.push_back(Pos::new(lsn, len));
         }
@@ -121,6 +125,14 @@ pub(crate) fn write(storage: &dyn crate::storage::Storage, dir: &Path, bytes: &[
     drop(file);
     storage.rename(&tmp, &dir.join(FILE_NAME))?;
     storage.sync_dir(dir)
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -175,6 +187,9 @@ mod tests {
             StreamFrame { stream: 1, op: StreamOp::Entry { index: 2, data: b"" } },
             StreamFrame { stream: 3, op: StreamOp::TruncatePrefix { first: 50 } },
             StreamFrame { stream: u64::MAX, op: StreamOp::Entry { index: 1, data: b"" } },
+            // Entry 1 of stream 1 copied forward: past entry 2.
+            StreamFrame { stream: 1, op: StreamOp::State { first: 1, next: 3, from: 1, count: 1, meta: None } },
+            StreamFrame { stream: 1, op: StreamOp::Entry { index: 1, data: b"" } },
         ];
         for (i, f) in frames.iter().enumerate() {
             ix.apply(f, (i as u64) << 20, 48 + i * 8).unwrap();

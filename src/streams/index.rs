@@ -27,8 +27,15 @@ pub(crate) struct Pos {
 }
 
 impl Pos {
+    /// An entry a state frame declared live whose frame open has not met
+    /// yet (a copy later in the log will say where it is).
+    const UNKNOWN: Pos = Pos { lsn: u64::MAX, len: 0 };
+
     pub(crate) fn new(lsn: u64, len: usize) -> Pos {
         Pos { lsn, len: len as u32 }
+    }
+    fn known(&self) -> bool {
+        self.lsn != u64::MAX
     }
     pub(crate) fn lsn(&self) -> u64 {
         self.lsn
@@ -52,10 +59,10 @@ pub(crate) struct Stream {
     pub(crate) pos: VecDeque<Pos>,
     pub(crate) meta: Option<Box<[u8]>>,
     /// The frame that set `meta`.
-    pub(super) meta_lsn: u64,
+    pub(crate) meta_lsn: u64,
     /// The latest frame that set `first`/`next` explicitly (truncation,
     /// rewrite); what an empty stream past index 1 needs kept.
-    pub(super) anchor: u64,
+    pub(crate) anchor: u64,
     /// Bytes of the live entries' frames.
     pub(crate) bytes: u64,
     /// Counts every change, so a rewrite can tell whether the stream moved
@@ -84,9 +91,12 @@ impl Stream {
         Stream { first, next, pos, meta, meta_lsn, anchor, bytes, generation: 0, floor: NO_FLOOR }
     }
 
-    /// The oldest LSN this stream needs kept (see the module docs).
+    /// The oldest LSN this stream needs kept (see the module docs). Its
+    /// entries' frames are not in index order once part of it was copied
+    /// forward, so this looks at each (callers skip it on a plain append,
+    /// which cannot lower it).
     fn floor(&self) -> Option<u64> {
-        let entries = self.pos.front().map(|p| p.lsn());
+        let entries = self.pos.iter().filter(|p| p.known()).map(Pos::lsn).min();
         let anchor = (self.pos.is_empty() && self.next > 1).then_some(self.anchor);
         let meta = self.meta.is_some().then_some(self.meta_lsn);
         [entries, anchor, meta].into_iter().flatten().min()
@@ -157,6 +167,12 @@ impl Index {
         }
     }
 
+    /// A live entry whose frame was never met (a state frame declared it and
+    /// no copy followed): what a complete journal never has.
+    pub(crate) fn first_unknown(&self) -> Option<(u64, u64)> {
+        self.streams.iter().find_map(|(&id, s)| s.pos.iter().position(|p| !p.known()).map(|k| (id, s.first + k as u64)))
+    }
+
     /// Streams whose floor lies below `lsn`, oldest floor first.
     pub(crate) fn pinning_below(&self, lsn: u64) -> Vec<u64> {
         let mut out: Vec<(u64, u64)> =
@@ -193,15 +209,28 @@ impl Index {
                     s.first = index;
                     s.next = index;
                 }
-                if index != s.next {
+                if index >= s.first && index < s.next {
+                    // A copy (after a state frame): the entry lies here now.
+                    let slot = &mut s.pos[(index - s.first) as usize];
+                    s.bytes = s.bytes - slot.len() as u64 + len as u64;
+                    *slot = Pos::new(lsn, len);
+                } else if index == s.next {
+                    let appended_to_entries = s.pos.back().is_some_and(Pos::known);
+                    s.pos.push_back(Pos::new(lsn, len));
+                    s.next += 1;
+                    s.bytes += len as u64;
+                    if appended_to_entries && s.floor != NO_FLOOR {
+                        // The newest frame: the floor stays where it was.
+                        s.generation = s.generation.wrapping_add(1);
+                        self.live_bytes += len as u64;
+                        return Ok(());
+                    }
+                } else {
                     return Err(Misfit(format!(
                         "stream {id}: entry {index} where entry {} was expected (live {}..{})",
                         s.next, s.first, s.next
                     )));
                 }
-                s.pos.push_back(Pos::new(lsn, len));
-                s.next += 1;
-                s.bytes += len as u64;
             }
             StreamOp::TruncatePrefix { first } => {
                 s.clear_before(first);
@@ -225,12 +254,34 @@ impl Index {
                 s.meta = Some(data.into());
                 s.meta_lsn = lsn;
             }
-            StreamOp::State { first, meta, .. } => {
-                s.clear_from(s.first);
-                s.first = first;
-                s.next = first;
-                s.meta = meta.map(Into::into);
-                s.meta_lsn = lsn;
+            StreamOp::State { first, next, meta, .. } => {
+                if s.next > next {
+                    return Err(Misfit(format!(
+                        "stream {id}: a state frame says its entries end at {next}, but it has {}..{}",
+                        s.first, s.next
+                    )));
+                }
+                // Its range is now first..next. Entries seen keep their
+                // places; the rest (met again later, as copies) are unknown.
+                if s.pos.is_empty() {
+                    s.first = first;
+                    s.next = first;
+                } else if s.first < first {
+                    s.clear_before(first);
+                    s.first = first;
+                }
+                while s.first > first {
+                    s.pos.push_front(Pos::UNKNOWN);
+                    s.first -= 1;
+                }
+                while s.next < next {
+                    s.pos.push_back(Pos::UNKNOWN);
+                    s.next += 1;
+                }
+                if let Some(meta) = meta {
+                    s.meta = Some(meta.into());
+                    s.meta_lsn = lsn;
+                }
                 s.anchor = lsn;
             }
             StreamOp::Remove => unreachable!("handled above"),
@@ -330,8 +381,8 @@ mod tests {
             op(1, StreamOp::Meta { data: b"m" }),
             entry(1, 3),
             op(2, StreamOp::TruncatePrefix { first: 3 }),
-            op(2, StreamOp::State { first: 3, next: 3, meta: None }),
-            op(1, StreamOp::State { first: 2, next: 4, meta: Some(b"m") }),
+            op(2, StreamOp::State { first: 3, next: 3, from: 3, count: 0, meta: None }),
+            op(1, StreamOp::State { first: 2, next: 4, from: 2, count: 2, meta: Some(b"m") }),
             entry(1, 2),
             entry(1, 3),
             entry(1, 4),
@@ -355,10 +406,51 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_copied_forward_in_chunks_opens_the_same_from_any_segment() {
+        // Entries 1-6, then copies of 1-3 and of 4-6, each after a state
+        // frame, then an append: entries' frames are out of index order.
+        let frames = [
+            entry(5, 1),
+            entry(5, 2),
+            entry(5, 3),
+            entry(5, 4),
+            entry(5, 5),
+            entry(5, 6),
+            op(5, StreamOp::State { first: 1, next: 7, from: 1, count: 3, meta: None }),
+            entry(5, 1),
+            entry(5, 2),
+            entry(5, 3),
+            op(5, StreamOp::State { first: 1, next: 7, from: 4, count: 3, meta: None }),
+            entry(5, 4),
+            entry(5, 5),
+            entry(5, 6),
+            entry(5, 7),
+        ];
+        let mut full = Index::default();
+        replay(&mut full, &frames, 0);
+        assert_eq!(summary(&full, 5), Some((1, 8, vec![700, 800, 900, 1100, 1200, 1300, 1400], None)));
+        assert_eq!(full.floor(), Some(700), "the oldest copy, not the first entry's");
+        for from in 0..=7 {
+            let mut part = Index::default();
+            replay(&mut part, &frames, from);
+            assert_eq!(summary(&part, 5), summary(&full, 5), "opened from frame {from}");
+            assert_eq!(part.first_unknown(), None);
+        }
+        // Opened from between the two copies' batches: nothing is missing.
+        // Without the second batch (cut off), entries 4-6 are unknown.
+        let mut torn = Index::default();
+        for (i, f) in frames.iter().enumerate().skip(6).take(5) {
+            torn.apply(f, i as u64 * 100, 40).unwrap();
+        }
+        assert_eq!(torn.first_unknown(), Some((5, 4)));
+    }
+
+    #[test]
     fn an_entry_that_skips_ahead_of_known_entries_is_a_misfit() {
         let mut ix = Index::default();
         ix.apply(&entry(5, 1), 0, 40).unwrap();
         assert!(ix.apply(&entry(5, 3), 100, 40).is_err());
-        assert!(ix.apply(&entry(5, 1), 100, 40).is_err());
+        assert!(ix.apply(&entry(5, 1), 100, 40).is_ok(), "a copy of a live entry");
+        assert!(ix.apply(&entry(5, 0), 100, 40).is_err());
     }
 }

@@ -137,5 +137,13 @@ fn scan(dir: &Path, bases: &[u64], end: Option<u64>, start: Option<(Index, u64)>
         }
     }
     // A unit still open here is a torn batch: it holds nothing.
+    if let Some((stream, at)) = index.first_unknown() {
+        let lsn = Lsn::new(end.unwrap_or(0));
+        return Err(Error::corrupt(
+            dir,
+            lsn,
+            format!("stream {stream} entry {at} is live but its frame was not found"),
+        ));
+    }
     Ok(index)
 }

@@ -3,12 +3,15 @@
 //! so that a stream which never compacts does not keep every segment after
 //! its first entry alive.
 //!
-//! A rewrite of a stream is one atomic batch: a state frame (its first
-//! index, next index and metadata) and a copy of each live entry. Applied,
-//! it replaces the stream wholesale, so its floor moves to the batch. The
-//! old segments are deleted only after the batch is durable; a crash before
-//! that leaves the old frames and possibly the batch, and either reads back
-//! as the same stream.
+//! A rewrite copies what of a stream lies below a boundary in batches: each
+//! an atomic batch of a state frame (the stream's range as it stands, and
+//! its metadata if that is old too) and copies of a run of its entries.
+//! Applied, each copy moves its entry's position, so the stream's floor
+//! climbs above the boundary once every old entry is copied. The old
+//! segments are deleted only after the copies are durable; a crash before
+//! that leaves the old frames and some of the copies, and either reads back
+//! as the same stream (a state frame names every live entry, so open knows
+//! which it must still meet).
 //!
 //! [`purge`]: Streams::purge
 
@@ -32,22 +35,24 @@ pub struct PurgeReport {
     pub floor: Option<Lsn>,
 }
 
-/// A stream is rewritten only if its live frames fit this share of a
-/// segment (the batch must fit one); larger laggards keep their segments.
-const REWRITE_MAX_SHARE: u64 = 4;
+/// Bytes of entries one rewrite batch copies at most (and at most a
+/// quarter of a segment: a batch must fit one).
+const CHUNK: u64 = 1 << 20;
 /// Bytes one purge may rewrite: the bound on the I/O a purge adds.
 const REWRITE_BUDGET: u64 = 16 << 20;
-/// Segments a purge always leaves alone besides the one being written:
-/// disk use beyond live data plus this slack starts rewriting.
+/// Segments a rewrite leaves alone (the newest, the one being written
+/// among them), and the slack beyond 1.5× the live bytes that disk use
+/// may reach before one starts.
 const SLACK_SEGMENTS: u64 = 2;
 
 impl Streams {
     /// Gives space back: copies forward the live entries of streams that
     /// pin old segments while most of the journal is dead (when its
     /// segments hold more than twice the live bytes, plus two segments of
-    /// slack; at most 16 MiB per call), makes the copies durable, then
-    /// deletes every whole segment below the oldest frame any stream still
-    /// needs. Runs by itself after truncations and removals; call it to
+    /// slack; at most 16 MiB per call), makes everything written so far
+    /// durable (the copies, and the truncations that let old frames go),
+    /// then deletes every whole segment below the oldest frame any stream
+    /// still needs. Runs by itself after truncations and removals; call it to
     /// force one. Appends go on meanwhile.
     pub async fn purge(&self) -> Result<PurgeReport> {
         let _one = self.inner.purging.lock().await;
@@ -56,26 +61,27 @@ impl Streams {
         let mut report = PurgeReport::default();
         if let Some(boundary) = self.rewrite_boundary() {
             let candidates = self.index().pinning_below(boundary);
-            let cap = (shared.opts.segment_size - format::SEGMENT_HEADER_LEN as u64) / REWRITE_MAX_SHARE;
-            let mut last_end = None;
             for id in candidates {
                 if report.bytes_rewritten >= REWRITE_BUDGET {
                     break;
                 }
-                if let Some((bytes, end)) = self.rewrite(id, cap).await? {
+                let budget = REWRITE_BUDGET - report.bytes_rewritten;
+                if let Some(bytes) = self.rewrite(id, boundary, budget).await? {
                     report.streams_rewritten += 1;
                     report.bytes_rewritten += bytes;
-                    last_end = Some(end);
                 }
-            }
-            if let Some(end) = last_end {
-                // The copies must be on disk before the originals go.
-                Wait::new(&shared.gate, Level::Durable, end).await?;
             }
         }
         let before = crate::read::LiveJournal::segments(shared.as_ref()).len();
-        let floor = self.index().floor();
-        let keep = floor.unwrap_or_else(|| shared.log.next_lsn_relaxed());
+        let (floor, end) = {
+            let index = self.index();
+            (index.floor(), shared.log.next_lsn())
+        };
+        // The frames that moved the floor (truncations, copies) must be on
+        // disk before what they make unnecessary goes: a crash must not
+        // bring back a stream whose old frames are deleted.
+        Wait::new(&shared.gate, Level::Durable, end).await?;
+        let keep = floor.unwrap_or(end);
         self.inner.journal.truncate_before(Lsn::new(keep)).await?;
         let bases = crate::read::LiveJournal::segments(shared.as_ref());
         if let Some(&first) = bases.first() {
@@ -94,61 +100,80 @@ impl Streams {
         let segment = shared.opts.segment_size;
         let live = self.index().live_bytes;
         let used = bases.len() as u64 * segment;
-        if bases.len() < 3 || used <= 2 * live + SLACK_SEGMENTS * segment {
+        if bases.len() < 3 || 2 * used <= 3 * live + 2 * SLACK_SEGMENTS * segment {
             return None;
         }
-        // The older half of the sealed segments.
-        Some(bases[(bases.len() - 1) / 2])
+        // Every segment but the newest few: what lags behind them is copied
+        // forward, so the purge can take all of them.
+        Some(bases[bases.len() - SLACK_SEGMENTS as usize])
     }
 
-    /// Copies stream `id` forward if its live frames fit `cap` bytes and it
-    /// does not change while read. Returns the bytes written and the end
-    /// of the batch.
-    async fn rewrite(&self, id: u64, cap: u64) -> Result<Option<(u64, u64)>> {
+    /// Copies forward what of stream `id` lies below `boundary` — entries,
+    /// its metadata, the frame that left it empty — in batches of at most
+    /// [`CHUNK`] bytes, each a state frame and the copies of a run of
+    /// entries, until nothing of it lies below `boundary` or `budget` bytes
+    /// are written. Returns the bytes written, if any. The caller makes
+    /// them durable before deleting anything.
+    async fn rewrite(&self, id: u64, boundary: u64, budget: u64) -> Result<Option<u64>> {
         let shared = self.shared();
-        let (generation, first, next, meta, plan) = {
-            let index = self.index();
-            let Some(s) = index.get(id) else { return Ok(None) };
-            if s.bytes > cap {
-                tracing::debug!(stream = id, bytes = s.bytes, cap, "stream too large to rewrite in one batch");
-                return Ok(None);
+        let chunk = CHUNK.min((shared.opts.segment_size - format::SEGMENT_HEADER_LEN as u64) / 4);
+        let mut written = 0u64;
+        while written < budget {
+            // Plan: the first run of entries below the boundary.
+            let (wanted, plan) = {
+                let index = self.index();
+                let Some(s) = index.get(id) else { break };
+                let start = (s.first..s.next).find(|&i| s.get(i).is_some_and(|p| p.lsn() < boundary));
+                let mut wanted = Vec::new();
+                let mut bytes = 0u64;
+                if let Some(start) = start {
+                    for i in start..s.next {
+                        match s.get(i) {
+                            Some(p) if p.lsn() < boundary && (wanted.is_empty() || bytes + p.len() as u64 <= chunk) => {
+                                bytes += p.len() as u64;
+                                wanted.push((i, p));
+                            }
+                            _ => break,
+                        }
+                    }
+                } else if !stale_meta(s, boundary) && !stale_anchor(s, boundary) {
+                    break; // nothing of it lies below the boundary
+                }
+                let pin = |base| shared.retention.pin(&shared.segments, base).map(Some);
+                let plan = read::Plan::new(id, wanted.clone(), pin, &shared.segments)?;
+                (wanted, plan)
+            };
+            if !plan.is_empty() {
+                Wait::new(&shared.gate, Level::Written, plan.end()).await?;
             }
-            let wanted: Vec<(u64, index::Pos)> = (s.first..s.next).filter_map(|i| s.get(i).map(|p| (i, p))).collect();
-            let plan = read::Plan::new(
-                id,
-                wanted,
-                |base| shared.retention.pin(&shared.segments, base).map(Some),
-                &shared.segments,
-            )?;
-            (s.generation, s.first, s.next, s.meta.clone(), plan)
-        };
-        if !plan.is_empty() {
-            Wait::new(&shared.gate, Level::Written, plan.end()).await?;
-        }
-        let (files, dir) = (self.inner.files.clone(), shared.dir.clone());
-        let entries = match shared.io.run(move || plan.run(&files, &dir)).await {
-            Ok(result) => result?,
-            Err(panic) => return Err(Error::Internal(format!("reading stream {id} to rewrite it: {panic}"))),
-        };
-        let mut bodies = Vec::with_capacity(entries.len() + 1);
-        bodies.push(format::encode_control(id, &StreamOp::State { first, next, meta: meta.as_deref() }));
-        for e in &entries {
-            let mut body = Vec::with_capacity(format::STREAM_ENTRY_HEADER_LEN + e.payload().len());
-            body.extend_from_slice(&format::entry_header(id, e.index()));
-            body.extend_from_slice(e.payload());
-            bodies.push(body);
-        }
-        let mut kinds = vec![format::KIND_STREAM_ENTRY; bodies.len()];
-        kinds[0] = format::KIND_STREAM_CONTROL;
-        let bytes: u64 = bodies.iter().map(|b| format::frame_len(b.len()) as u64).sum();
-        let end = {
+            let (files, dir) = (self.inner.files.clone(), shared.dir.clone());
+            let entries = match shared.io.run(move || plan.run(&files, &dir)).await {
+                Ok(result) => result?,
+                Err(panic) => return Err(Error::Internal(format!("reading stream {id} to rewrite it: {panic}"))),
+            };
+            // Place: only if those entries still lie where they were read.
             let mut index = self.index();
-            if index.get(id).is_none_or(|s| s.generation != generation) {
-                return Ok(None); // it moved meanwhile; the next purge tries again
+            let Some(s) = index.get(id) else { break };
+            if wanted.iter().any(|&(i, p)| s.get(i) != Some(p)) {
+                break; // truncated or rewritten meanwhile; the next purge looks again
             }
-            self.place_and_apply(&mut index, &bodies, &kinds)?
-        };
-        Ok(Some((bytes, end)))
+            let meta = stale_meta(s, boundary).then(|| s.meta.clone()).flatten();
+            let (from, count) = (wanted.first().map_or(s.first, |w| w.0), wanted.len() as u64);
+            let state = StreamOp::State { first: s.first, next: s.next, from, count, meta: meta.as_deref() };
+            let mut bodies = Vec::with_capacity(entries.len() + 1);
+            bodies.push(format::encode_control(id, &state));
+            for e in &entries {
+                let mut body = Vec::with_capacity(format::STREAM_ENTRY_HEADER_LEN + e.payload().len());
+                body.extend_from_slice(&format::entry_header(id, e.index()));
+                body.extend_from_slice(e.payload());
+                bodies.push(body);
+            }
+            let mut kinds = vec![format::KIND_STREAM_ENTRY; bodies.len()];
+            kinds[0] = format::KIND_STREAM_CONTROL;
+            written += bodies.iter().map(|b| format::frame_len(b.len()) as u64).sum::<u64>();
+            self.place_and_apply(&mut index, &bodies, &kinds)?;
+        }
+        Ok((written > 0).then_some(written))
     }
 
     /// Starts a purge in the background if one would delete a segment or
@@ -171,4 +196,15 @@ impl Streams {
             }
         });
     }
+}
+
+/// Whether the stream's metadata frame lies below `boundary`.
+fn stale_meta(s: &index::Stream, boundary: u64) -> bool {
+    s.meta.is_some() && s.meta_lsn < boundary
+}
+
+/// Whether the stream is empty past index 1 and the frame that left it so
+/// lies below `boundary`.
+fn stale_anchor(s: &index::Stream, boundary: u64) -> bool {
+    s.pos.is_empty() && s.next > 1 && s.anchor < boundary
 }
