@@ -59,11 +59,21 @@
 #[cfg(any(feature = "openraft09", feature = "openraft010"))]
 mod core;
 #[cfg(feature = "openraft010")]
+mod group010;
+#[cfg(feature = "openraft09")]
+mod group09;
+#[cfg(any(feature = "openraft09", feature = "openraft010"))]
+mod multi;
+#[cfg(feature = "openraft010")]
 pub mod v010;
 #[cfg(feature = "openraft09")]
 mod v09;
 
 #[cfg(any(feature = "openraft09", feature = "openraft010"))]
 pub use core::Error;
+#[cfg(feature = "openraft09")]
+pub use group09::{GroupReader, GroupStore};
+#[cfg(any(feature = "openraft09", feature = "openraft010"))]
+pub use multi::MultiLog;
 #[cfg(feature = "openraft09")]
 pub use v09::{LogReader, LogStore};
