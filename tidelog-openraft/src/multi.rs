@@ -1,8 +1,7 @@
 //! [`MultiLog`]: many Raft groups' logs in one tidelog journal, one
 //! [`Streams`] stream per group, so that every group's appends share the
 //! journal's writes and syncs. It hands out one store per group
-//! ([`GroupStore`](crate::GroupStore) for openraft 0.9,
-//! [`v010::GroupStore`](crate::v010::GroupStore) for 0.10) and never two
+//! (`GroupStore` for openraft 0.9, `v010::GroupStore` for 0.10) and never two
 //! at once for the same group: a store relies on being its stream's only
 //! writer.
 

@@ -154,6 +154,8 @@ impl<K: Codec, F: Flushed> GroupCore<K, F> {
         (state.meta.purged.clone(), state.last.clone().or_else(|| state.meta.purged.clone()))
     }
 
+    /// openraft 0.9's store reads the vote; 0.10's reads it from its reader.
+    #[cfg_attr(not(feature = "openraft09"), allow(dead_code))]
     pub(crate) fn vote(&self) -> Option<K::Vote> {
         read(&self.state).meta.vote.clone()
     }
