@@ -292,6 +292,10 @@ impl<K: Codec, F: Flushed> GroupCore<K, F> {
     }
 }
 
+/// Reads of one range retried after a purge raced them: a purge per retry
+/// would have to land between two reads for the bound to be reached.
+const READ_RACES_MAX: u32 = 4;
+
 /// A reader of one group's live entries and vote.
 pub(crate) struct GroupReader<K: Codec> {
     streams: Streams,
@@ -331,9 +335,20 @@ impl<K: Codec> GroupReader<K> {
         };
         let (mut from, end) = (start.max(first), end.min(next));
         let mut out = Vec::with_capacity(end.saturating_sub(from).min(4096) as usize);
+        let mut raced = 0;
         while from < end {
             let want = usize::try_from(end - from).unwrap_or(usize::MAX);
-            let got = self.streams.read_async(self.group, from, want).await.map_err(journal_error)?;
+            let got = match self.streams.read_async(self.group, from, want).await {
+                Ok(got) => got,
+                // A purge dropped the start meanwhile: read what is left,
+                // as a read that came after the purge would.
+                Err(tidelog::Error::InvalidIndex { .. }) if raced < READ_RACES_MAX => {
+                    raced += 1;
+                    from = from.max(self::range(&self.streams, self.group).0);
+                    continue;
+                }
+                Err(e) => return Err(journal_error(e)),
+            };
             if got.is_empty() {
                 break; // truncated meanwhile
             }
