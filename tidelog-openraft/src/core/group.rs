@@ -214,6 +214,8 @@ impl<K: Codec, F: Flushed> GroupCore<K, F> {
         }
         self.make_room(at).await?;
         let (placed, ticket) = self.streams.submit_batch(self.group, &payloads).map_err(journal_error)?;
+        // The store is its stream's only writer (`MultiLog::claim`) and
+        // `make_room` left the stream's next at `at` under `&mut self`.
         assert_eq!(placed.start, at, "group {}: the stream placed the batch elsewhere", self.group);
         write(&self.state).last = Some(last.clone());
         // If the flusher is gone (the runtime is shutting down), answer
@@ -247,7 +249,8 @@ impl<K: Codec, F: Flushed> GroupCore<K, F> {
         done.map_err(journal_error)
     }
 
-    /// Drops every entry at or after Raft index `index`; returns once the
+    /// Drops every entry at or after Raft index `index` (every live one,
+    /// if `index` is at or below the purged point); returns once the
     /// marker is durable. Nothing to drop writes nothing.
     pub(crate) async fn truncate_from(&mut self, index: u64) -> io::Result<()> {
         let from = position(index)?;
