@@ -6,6 +6,12 @@
 //! | `openraft09` (default) | 0.9, `storage-v2` | [`LogStore`] and [`LogReader`] |
 //! | `openraft010` | `=0.10.0-alpha.37` (the crate renamed `openraft010` here) | [`v010::LogStore`] and [`v010::LogReader`] |
 //!
+//! Many Raft groups can share one journal instead: [`MultiLog`] holds
+//! each group's log as one stream of a [`tidelog::Streams`] journal and
+//! hands out a store per group (`GroupStore` for 0.9, `v010::GroupStore`
+//! for 0.10), so that one `fdatasync` serves the appends of every group
+//! (`docs/replication.md`, "Many groups on one journal").
+//!
 //! Both are thin adapters over one version-independent core: every Raft
 //! append becomes one journal record per entry; the callback that tells
 //! openraft the entries are on disk fires from one flusher task that waits
@@ -59,11 +65,21 @@
 #[cfg(any(feature = "openraft09", feature = "openraft010"))]
 mod core;
 #[cfg(feature = "openraft010")]
+mod group010;
+#[cfg(feature = "openraft09")]
+mod group09;
+#[cfg(any(feature = "openraft09", feature = "openraft010"))]
+mod multi;
+#[cfg(feature = "openraft010")]
 pub mod v010;
 #[cfg(feature = "openraft09")]
 mod v09;
 
 #[cfg(any(feature = "openraft09", feature = "openraft010"))]
 pub use core::Error;
+#[cfg(feature = "openraft09")]
+pub use group09::{GroupReader, GroupStore};
+#[cfg(any(feature = "openraft09", feature = "openraft010"))]
+pub use multi::MultiLog;
 #[cfg(feature = "openraft09")]
 pub use v09::{LogReader, LogStore};

@@ -39,6 +39,7 @@ use openraft010::{OptionalSend, RaftTypeConfig};
 use tidelog::{Journal, JournalOptions};
 
 use crate::core::{self, Codec, Core, Error, Flushed};
+pub use crate::group010::{GroupReader, GroupStore};
 
 /// openraft 0.10's types, as the core sees them.
 pub(crate) struct V010<C>(PhantomData<C>);

@@ -48,7 +48,11 @@ impl<C: RaftTypeConfig> Flushed for LogFlushed<C> {
     }
 }
 
-fn failed<NID: openraft::NodeId>(subject: ErrorSubject<NID>, verb: ErrorVerb, e: io::Error) -> StorageError<NID> {
+pub(crate) fn failed<NID: openraft::NodeId>(
+    subject: ErrorSubject<NID>,
+    verb: ErrorVerb,
+    e: io::Error,
+) -> StorageError<NID> {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 

@@ -8,6 +8,7 @@
 //! the marker that drops it is durable.
 
 mod flusher;
+pub(crate) mod group;
 mod index;
 mod record;
 mod replay;
@@ -60,6 +61,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A Raft group of a [`MultiLog`](crate::MultiLog) cannot be opened:
+    /// its metadata is not this store's, or a store of it is open already.
+    Group {
+        /// The journal directory.
+        dir: PathBuf,
+        /// The group's id (its stream).
+        group: u64,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -69,6 +80,7 @@ impl fmt::Display for Error {
             Error::Decode { dir, lsn, reason } => {
                 write!(f, "raft log record at {} in {}: {reason}", lsn.as_u64(), dir.display())
             }
+            Error::Group { dir, group, reason } => write!(f, "raft group {group} in {}: {reason}", dir.display()),
         }
     }
 }
@@ -77,7 +89,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Journal(e) => Some(e),
-            Error::Decode { .. } => None,
+            Error::Decode { .. } | Error::Group { .. } => None,
         }
     }
 }
