@@ -234,3 +234,38 @@ fn verify_finds_stream_frames_that_contradict_each_other() {
     let at = format!("corrupt: stream index: corrupt journal at {} (LSN {lsn})", first.display());
     assert!(text.contains(&at) && text.contains("stream 2: entry 9 where entry 7 was expected"), "{text}");
 }
+
+#[test]
+fn a_tiny_streams_bench_prints_its_rows_and_the_open_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = tidelog(&[
+        "bench",
+        "--streams",
+        "3",
+        "--dir",
+        d,
+        "--duration",
+        "0.05",
+        "--rounds",
+        "1",
+        "--substrate",
+        "blocking",
+        "--segment-mib",
+        "1",
+        "--open-streams",
+        "50x3",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).take(3).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.iter().map(|r| r[1]).collect::<Vec<_>>(), ["streams,", "journals,", "writers,"], "{text}");
+    // A journal per writer syncs once per record (rec/sync: the third of
+    // the eight figures that end each row).
+    assert_eq!(rows[1][rows[1].len() - 6], "1.0", "{text}");
+    assert!(text.contains("open of 50 streams x 3 entries"), "{text}");
+    assert!(text.contains("index heap per stream: ") || text.contains("not measured"), "{text}");
+    let out = tidelog(&["bench", "--streams", "2", "--dir", d, "--open-streams", "many"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("STREAMSxENTRIES"), "{}", stderr(&out));
+}
