@@ -136,10 +136,11 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     follow: bool,
     /// Instead of the append matrix: this many writers, each awaiting its
-    /// own durable append (the first --record-size), into as many streams
-    /// of one journal (`tidelog::Streams`) beside as many journals of
-    /// their own, SyncPolicy::Always, in interleaved rounds; then the open
-    /// time and index heap of --open-streams.
+    /// own durable append (the --record-size given, default 128), into as
+    /// many streams of one journal (`tidelog::Streams`), beside as many
+    /// journals of their own and beside one journal of plain records,
+    /// SyncPolicy::Always, in interleaved rounds; then the open time and
+    /// index heap of --open-streams.
     #[arg(long)]
     streams: Option<usize>,
     /// With --streams: the journal whose warm `Streams::open` is timed,
