@@ -5,6 +5,7 @@
 mod bench;
 mod child;
 mod ops;
+mod streams;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,17 +23,17 @@ struct Cli {
 enum Command {
     /// Measure durable appends per substrate beside a raw pwrite+fdatasync loop.
     Bench(Box<bench::BenchArgs>),
-    /// Check every frame of a journal: exit 0 clean, 1 torn tail only, 2 corruption.
+    /// Check every frame of a journal and the stream index: exit 0 clean, 1 torn tail only, 2 corruption.
     Verify {
         /// The journal directory.
         dir: PathBuf,
     },
-    /// Show segments, LSN ranges, record counts, sizes and the lock holder (read-only).
+    /// Show segments, LSN ranges, record counts, sizes, the lock holder and streams (read-only).
     Inspect {
         /// The journal directory.
         dir: PathBuf,
     },
-    /// Print records: start LSN, record LSN, length, payload (read-only).
+    /// Print records: start LSN, record LSN, length, payload; or one stream's entries (read-only).
     Dump(ops::DumpArgs),
     /// Cut a torn tail as recovery would, keeping a sidecar copy; --dry-run only reports.
     Repair(ops::RepairArgs),
@@ -99,7 +100,8 @@ fn verify(dir: &std::path::Path) -> ExitCode {
             for problem in &report.corruption {
                 println!("corrupt: {problem}");
             }
-            if !report.corruption.is_empty() {
+            let index_consistent = streams::verify(dir, !report.corruption.is_empty());
+            if !report.corruption.is_empty() || !index_consistent {
                 ExitCode::from(2)
             } else if report.torn_tail_bytes > 0 {
                 println!("torn tail: {} bytes after LSN {}", report.torn_tail_bytes, report.end_lsn);

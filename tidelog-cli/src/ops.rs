@@ -1,4 +1,5 @@
-//! Operator commands: `inspect`, `dump`, `repair`, `backup`. `inspect`,
+//! Operator commands: `inspect`, `dump`, `repair`, `backup` (what they
+//! show of streams is in `crate::streams`). `inspect`,
 //! `dump` and `backup` only read the journal (no lock, so they work beside a
 //! live journal in another process);
 //! `repair` opens the journal, which runs recovery exactly as an application
@@ -16,9 +17,14 @@ pub(crate) struct DumpArgs {
     /// The journal directory.
     dir: PathBuf,
     /// Start at this LSN: 0 (the oldest record), or where a record starts
-    /// (the LSN `dump` prints for the record before it).
+    /// (the LSN `dump` prints for the record before it). With --stream, an
+    /// entry index (0: the stream's first live entry).
     #[arg(long, default_value_t = 0)]
     from: u64,
+    /// Print the entries of this stream (`tidelog::Streams`) instead of
+    /// records: index, LSN (the end of its frame), length, payload.
+    #[arg(long, conflicts_with = "follow")]
+    stream: Option<u64>,
     /// Print at most this many records.
     #[arg(long)]
     limit: Option<u64>,
@@ -34,7 +40,7 @@ pub(crate) struct DumpArgs {
 }
 
 /// The error line every command prints, and its exit code.
-fn fail(cmd: &str, e: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(cmd: &str, e: impl std::fmt::Display) -> ExitCode {
     eprintln!("tidelog {cmd}: {e}");
     ExitCode::from(2)
 }
@@ -98,13 +104,16 @@ pub(crate) fn inspect(dir: &Path) -> ExitCode {
         records += n;
         bytes += size;
     }
-    let end = per_segment.values().last().map_or(bases[0], |v| v.2);
+    // Where reading stopped: past stream frames too, which are no records.
+    let end = reader.position().as_u64();
     println!("{} segments, {records} records, {bytes} bytes on disk, LSNs [{}, {end})", bases.len(), bases[0]);
+    let streams_ok = crate::streams::inspect(dir);
     match problem {
         Some(p) => {
             println!("reading stopped early: {p} (run `tidelog verify`)");
             ExitCode::from(2)
         }
+        None if !streams_ok => ExitCode::from(2),
         None => ExitCode::SUCCESS,
     }
 }
@@ -114,6 +123,9 @@ pub(crate) fn dump(args: DumpArgs) -> ExitCode {
         Ok(j) => j,
         Err(e) => return fail("dump", e),
     };
+    if let Some(id) = args.stream {
+        return crate::streams::dump(&args.dir, id, args.from, args.limit, &args.format);
+    }
     if args.follow {
         return dump_following(&journal, &args);
     }
@@ -177,7 +189,7 @@ fn dump_line(format: &str, rec: &tidelog::Record) -> String {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

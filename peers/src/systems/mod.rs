@@ -9,6 +9,7 @@ mod nodedb;
 mod okaywal;
 mod raft_engine;
 mod raw;
+mod streams;
 mod walrus;
 
 use std::future::Future;
@@ -88,6 +89,7 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(journal::Tidelog(SubstrateChoice::Blocking, Preallocate::Zero)),
         Box::new(journal::TidelogSubmit(SubstrateChoice::IoUring)),
         Box::new(journal::TidelogSubmit(SubstrateChoice::Blocking)),
+        Box::new(streams::TidelogStreams),
         Box::new(raw::Raw),
         Box::new(fsys::Fsys),
         Box::new(fsys::FsysAsync { fallback: false }),

@@ -7,7 +7,8 @@
 //! The modes and outputs are files of their own: `floors` (the one-task
 //! baselines beside the journal), `journal_cell` (tasks appending to one
 //! journal), `report` (medians, the table, JSON), `chart` (SVG), `bulk`
-//! (`--bulk-mib`), `replay` (`--replay-mib`) and `compress` (`--compress`).
+//! (`--bulk-mib`), `replay` (`--replay-mib`), `compress` (`--compress`)
+//! and `streams` with `streams_open` (`--streams`).
 
 mod backup;
 mod bulk;
@@ -19,6 +20,8 @@ mod journal_cell;
 mod punts;
 mod replay;
 mod report;
+mod streams;
+mod streams_open;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -132,6 +135,18 @@ pub(crate) struct BenchArgs {
     /// follower had the record.
     #[arg(long)]
     follow: bool,
+    /// Instead of the append matrix: this many writers, each awaiting its
+    /// own durable append (the --record-size given, default 128), into as
+    /// many streams of one journal (`tidelog::Streams`), beside as many
+    /// journals of their own and beside one journal of plain records,
+    /// SyncPolicy::Always, in interleaved rounds; then the open time and
+    /// index heap of --open-streams.
+    #[arg(long)]
+    streams: Option<usize>,
+    /// With --streams: the journal whose warm `Streams::open` is timed,
+    /// STREAMSxENTRIES (0 skips it).
+    #[arg(long, default_value = "10000x100")]
+    open_streams: String,
 }
 
 /// One measurement of one configuration.
@@ -187,6 +202,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     }
     if args.compress {
         return compress_bench(&args, &rt, &base, (rounds, cell, warmup));
+    }
+    if let Some(writers) = args.streams {
+        return streams_bench(&args, &rt, &base, writers, (rounds, cell, warmup));
     }
     if args.follow {
         eprintln!("tidelog follower bench in {} ({cell_secs} s per cell, {rounds} rounds)", base.display());
@@ -355,6 +373,55 @@ fn compress_bench(
         cell.as_secs_f64()
     );
     compress::run(rt, base, opts, (rounds, cell, warmup), &args.tasks, record)
+}
+
+/// `--streams`: one record size, one substrate (default: Auto's pick),
+/// the --io variant given (default buffered).
+fn streams_bench(
+    args: &BenchArgs,
+    rt: &tokio::runtime::Runtime,
+    base: &std::path::Path,
+    writers: usize,
+    window: (usize, Duration, Duration),
+) -> Result<(), String> {
+    let record = match args.record_size.as_deref() {
+        None => 128,
+        Some(&[one]) => one,
+        Some(_) => return Err("--streams measures one --record-size".into()),
+    };
+    let choice = match args.substrate.as_ref().and_then(|s| s.first()).map(String::as_str) {
+        None => SubstrateChoice::Auto,
+        Some("io_uring") => SubstrateChoice::IoUring,
+        Some("blocking") => SubstrateChoice::Blocking,
+        Some(other) => return Err(format!("--streams runs on io_uring or blocking, not {other:?}")),
+    };
+    let &[(label, direct, dsync)] = io_variants(args)?.as_slice() else {
+        return Err("--streams measures one I/O variant (--io)".into());
+    };
+    let open = match args.open_streams.as_str() {
+        "0" => None,
+        text => match text.split_once('x').map(|(s, e)| (s.parse::<u64>(), e.parse::<u64>())) {
+            Some((Ok(s), Ok(e))) => Some((s, e)),
+            _ => return Err(format!("--open-streams {text:?}: expected STREAMSxENTRIES, e.g. 10000x100, or 0")),
+        },
+    };
+    let opts = JournalOptions::new()
+        .substrate(choice)
+        .direct_io(direct)
+        .dsync_writes(dsync)
+        .segment_size(args.segment_mib << 20)
+        .preallocate(parse_preallocate(args.preallocate.first().map_or("fallocate", String::as_str))?);
+    eprintln!(
+        "tidelog streams bench in {} ({writers} writers, {record} B, {choice:?}{label}, {} s per cell, {} rounds)",
+        base.display(),
+        window.1.as_secs_f64(),
+        window.0
+    );
+    streams::run(rt, base, opts.clone(), writers, record, window)?;
+    match open {
+        Some(shape) => streams_open::run(rt, base, opts, shape, record),
+        None => Ok(()),
+    }
 }
 
 /// The I/O variants to run: (label, direct, dsync).
