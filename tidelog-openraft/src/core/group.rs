@@ -239,9 +239,9 @@ impl<K: Codec, F: Flushed> GroupCore<K, F> {
         let done = if at == next {
             Ok(())
         } else if at > next && (first == next || all_purged) {
-            self.streams.truncate_prefix(self.group, at).await
+            self.streams.truncate_prefix(self.group, at).await.map(drop)
         } else if at < next && at >= first {
-            self.streams.truncate_suffix(self.group, at).await
+            self.streams.truncate_suffix(self.group, at).await.map(drop)
         } else {
             let what = format!("an append at stream index {at} would leave a hole in {first}..{next}");
             return Err(invalid(self.group, &what));
