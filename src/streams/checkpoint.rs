@@ -45,13 +45,13 @@ pub(crate) fn encode(index: &Index, journal_id: u64, cut: u64) -> Vec<u8> {
     ids.sort_unstable(); // one journal state, one file
     for id in ids {
         let s = &index.streams[&id];
-        for v in [id, s.first, s.next, s.anchor, s.meta_lsn] {
+        for v in [id, s.first, s.next(), s.anchor, s.meta_lsn().unwrap_or(0)] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        let meta_len = s.meta.as_ref().map_or(NO_META, |m| m.len() as u32);
+        let meta_len = s.meta().map_or(NO_META, |m| m.len() as u32);
         out.extend_from_slice(&meta_len.to_le_bytes());
         out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(s.meta.as_deref().unwrap_or_default());
+        out.extend_from_slice(s.meta().unwrap_or_default());
         out.extend_from_slice(&(s.pos.len() as u64).to_le_bytes());
         let mut prev = 0u64;
         for p in &s.pos {
@@ -87,7 +87,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
         r.u32()?;
         let meta = match meta_len {
             NO_META => None,
-            n => Some(r.take(n as usize)?.into()),
+            n => Some((meta_lsn, r.take(n as usize)?.into())),
         };
         let n = r.u64()?;
         if first == 0 || next < first || n != next - first {
@@ -103,7 +103,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
             let len = usize::try_from(r.varint()?).map_err(|_| "an entry length out of range")?;
             pos.push_back(Pos::new(lsn, len));
         }
-        let stream = Stream::restored(first, next, pos, meta, meta_lsn, anchor);
+        let stream = Stream::restored(first, pos, meta, anchor);
         if index.streams.contains_key(&id) {
             return Err("a stream listed twice");
         }
@@ -208,8 +208,8 @@ mod tests {
         for (id, s) in &ix.streams {
             let b = &back.index.streams[id];
             assert_eq!(
-                (b.first, b.next, &b.pos, &b.meta, b.floor_lsn()),
-                (s.first, s.next, &s.pos, &s.meta, s.floor_lsn())
+                (b.first, b.next(), &b.pos, b.meta(), b.meta_lsn(), b.floor_lsn()),
+                (s.first, s.next(), &s.pos, s.meta(), s.meta_lsn(), s.floor_lsn())
             );
         }
         assert_eq!(encode(&back.index, 0xFEED, 1 << 30), bytes, "one index, one encoding");

@@ -48,47 +48,65 @@ impl Pos {
     }
 }
 
-/// One stream's state.
+/// A stream's metadata and the frame that set it: boxed, so a stream
+/// without any pays 8 bytes for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Meta {
+    lsn: u64,
+    bytes: Box<[u8]>,
+}
+
+/// One stream's state. Kept small: a journal may hold 10^4 idle streams
+/// (the next index is `first + pos.len()`, not a field).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Stream {
     /// Index of the first live entry (or where the next goes, when empty).
     pub(crate) first: u64,
-    /// Index the next append gets.
-    pub(crate) next: u64,
     /// Entry `first + k` lies at `pos[k]`.
     pub(crate) pos: VecDeque<Pos>,
-    pub(crate) meta: Option<Box<[u8]>>,
-    /// The frame that set `meta`.
-    pub(crate) meta_lsn: u64,
-    /// The latest frame that set `first`/`next` explicitly (truncation,
+    meta: Option<Box<Meta>>,
+    /// The latest frame that set the range explicitly (truncation,
     /// rewrite); what an empty stream past index 1 needs kept.
     pub(crate) anchor: u64,
     /// Bytes of the live entries' frames.
     pub(crate) bytes: u64,
+    /// The floor recorded in [`Index::floors`] (`NO_FLOOR`: none; not an
+    /// `Option`, which would cost 8 bytes more).
+    floor: u64,
     /// Counts every change, so a rewrite can tell whether the stream moved
     /// while it read.
     pub(crate) generation: u32,
-    /// The floor recorded in [`Index::floors`] (`NO_FLOOR`: none). Not an
-    /// `Option`: thousands of idle streams, 8 bytes each.
-    floor: u64,
 }
 
 impl Stream {
     fn new(first: u64) -> Stream {
-        Stream { first, next: first, floor: NO_FLOOR, ..Stream::default() }
+        Stream { first, floor: NO_FLOOR, ..Stream::default() }
     }
 
-    /// A stream as a checkpoint recorded it (`pos` covers `first..next`).
-    pub(super) fn restored(
-        first: u64,
-        next: u64,
-        pos: VecDeque<Pos>,
-        meta: Option<Box<[u8]>>,
-        meta_lsn: u64,
-        anchor: u64,
-    ) -> Stream {
+    /// A stream as a checkpoint recorded it (`pos` covers its live range).
+    pub(super) fn restored(first: u64, pos: VecDeque<Pos>, meta: Option<(u64, Box<[u8]>)>, anchor: u64) -> Stream {
         let bytes = pos.iter().map(|p| p.len() as u64).sum();
-        Stream { first, next, pos, meta, meta_lsn, anchor, bytes, generation: 0, floor: NO_FLOOR }
+        let meta = meta.map(|(lsn, bytes)| Box::new(Meta { lsn, bytes }));
+        Stream { first, pos, meta, anchor, bytes, floor: NO_FLOOR, generation: 0 }
+    }
+
+    /// Index the next append gets; live entries are `first..next()`.
+    pub(crate) fn next(&self) -> u64 {
+        self.first + self.pos.len() as u64
+    }
+
+    /// Its metadata, if any.
+    pub(crate) fn meta(&self) -> Option<&[u8]> {
+        self.meta.as_ref().map(|m| &m.bytes[..])
+    }
+
+    /// The frame that set its metadata, if it has any.
+    pub(crate) fn meta_lsn(&self) -> Option<u64> {
+        self.meta.as_ref().map(|m| m.lsn)
+    }
+
+    fn set_meta(&mut self, bytes: &[u8], lsn: u64) {
+        self.meta = Some(Box::new(Meta { lsn, bytes: bytes.into() }));
     }
 
     /// The oldest LSN this stream needs kept (see the module docs). Its
@@ -97,9 +115,8 @@ impl Stream {
     /// which cannot lower it).
     fn floor(&self) -> Option<u64> {
         let entries = self.pos.iter().filter(|p| p.known()).map(Pos::lsn).min();
-        let anchor = (self.pos.is_empty() && self.next > 1).then_some(self.anchor);
-        let meta = self.meta.is_some().then_some(self.meta_lsn);
-        [entries, anchor, meta].into_iter().flatten().min()
+        let anchor = (self.pos.is_empty() && self.first > 1).then_some(self.anchor);
+        [entries, anchor, self.meta_lsn()].into_iter().flatten().min()
     }
 
     fn clear_from(&mut self, index: u64) {
@@ -155,6 +172,15 @@ impl Index {
         self.floors.keys().next().copied()
     }
 
+    /// Gives back the spare capacity the entry lists grew while open read
+    /// the journal (a list that doubled holds up to twice its entries).
+    pub(crate) fn shrink(&mut self) {
+        for s in self.streams.values_mut() {
+            s.pos.shrink_to_fit();
+        }
+        self.streams.shrink_to_fit();
+    }
+
     /// Adds a stream restored from a checkpoint.
     pub(super) fn insert(&mut self, id: u64, mut stream: Stream) {
         let floor = stream.floor();
@@ -203,21 +229,19 @@ impl Index {
         let before = (s.floor_lsn(), s.bytes);
         match frame.op {
             StreamOp::Entry { index, .. } => {
-                if s.pos.is_empty() && index > s.next {
+                if s.pos.is_empty() && index > s.first {
                     // Seen mid-history: the entries before it are gone
                     // (truncated later, or in deleted segments).
                     s.first = index;
-                    s.next = index;
                 }
-                if index >= s.first && index < s.next {
+                if index >= s.first && index < s.next() {
                     // A copy (after a state frame): the entry lies here now.
                     let slot = &mut s.pos[(index - s.first) as usize];
                     s.bytes = s.bytes - slot.len() as u64 + len as u64;
                     *slot = Pos::new(lsn, len);
-                } else if index == s.next {
+                } else if index == s.next() {
                     let appended_to_entries = s.pos.back().is_some_and(Pos::known);
                     s.pos.push_back(Pos::new(lsn, len));
-                    s.next += 1;
                     s.bytes += len as u64;
                     if appended_to_entries && s.floor != NO_FLOOR {
                         // The newest frame: the floor stays where it was.
@@ -226,17 +250,16 @@ impl Index {
                         return Ok(());
                     }
                 } else {
+                    let next = s.next();
                     return Err(Misfit(format!(
-                        "stream {id}: entry {index} where entry {} was expected (live {}..{})",
-                        s.next, s.first, s.next
+                        "stream {id}: entry {index} where entry {next} was expected (live {}..{next})",
+                        s.first
                     )));
                 }
             }
             StreamOp::TruncatePrefix { first } => {
+                // Past the end, the stream is left empty, continuing there.
                 s.clear_before(first);
-                if first >= s.next {
-                    s.next = first;
-                }
                 s.first = s.first.max(first);
                 s.anchor = lsn;
             }
@@ -247,25 +270,21 @@ impl Index {
                 } else {
                     s.clear_from(from);
                 }
-                s.next = s.next.min(from).max(s.first);
                 s.anchor = lsn;
             }
-            StreamOp::Meta { data } => {
-                s.meta = Some(data.into());
-                s.meta_lsn = lsn;
-            }
+            StreamOp::Meta { data } => s.set_meta(data, lsn),
             StreamOp::State { first, next, meta, .. } => {
-                if s.next > next {
+                if s.next() > next {
                     return Err(Misfit(format!(
                         "stream {id}: a state frame says its entries end at {next}, but it has {}..{}",
-                        s.first, s.next
+                        s.first,
+                        s.next()
                     )));
                 }
                 // Its range is now first..next. Entries seen keep their
                 // places; the rest (met again later, as copies) are unknown.
                 if s.pos.is_empty() {
                     s.first = first;
-                    s.next = first;
                 } else if s.first < first {
                     s.clear_before(first);
                     s.first = first;
@@ -274,13 +293,11 @@ impl Index {
                     s.pos.push_front(Pos::UNKNOWN);
                     s.first -= 1;
                 }
-                while s.next < next {
+                while s.next() < next {
                     s.pos.push_back(Pos::UNKNOWN);
-                    s.next += 1;
                 }
                 if let Some(meta) = meta {
-                    s.meta = Some(meta.into());
-                    s.meta_lsn = lsn;
+                    s.set_meta(meta, lsn);
                 }
                 s.anchor = lsn;
             }
@@ -337,7 +354,7 @@ mod tests {
     fn summary(index: &Index, id: u64) -> Option<Summary> {
         index.get(id).map(|s| {
             let lsns = s.pos.iter().map(|p| p.lsn()).collect();
-            (s.first, s.next, lsns, s.meta.as_deref().map(<[u8]>::to_vec))
+            (s.first, s.next(), lsns, s.meta().map(<[u8]>::to_vec))
         })
     }
 

@@ -254,14 +254,14 @@ impl Streams {
         let max = shared.opts.max_record_size;
         if payloads.is_empty() {
             shared.check_open()?;
-            let next = self.index().get(stream).map_or(1, |s| s.next);
+            let next = self.index().get(stream).map_or(1, |s| s.next());
             return Ok((next..next, shared.log.next_lsn_relaxed()));
         }
         if let Some(p) = payloads.iter().find(|p| p.as_ref().len() > max) {
             return Err(Error::RecordTooLarge { len: p.as_ref().len(), max });
         }
         let mut index = self.index();
-        let first = index.get(stream).map_or(1, |s| s.next);
+        let first = index.get(stream).map_or(1, |s| s.next());
         let bodies: Vec<Vec<u8>> = payloads
             .iter()
             .zip(first..)
@@ -356,7 +356,7 @@ impl Streams {
     /// Resolves with the LSN to sync through (see [`Streams`]).
     pub async fn truncate_suffix(&self, stream: u64, from: u64) -> Result<Lsn> {
         self.control(stream, StreamOp::TruncateSuffix { from }, |s| {
-            let (first, next) = s.map_or((1, 1), |s| (s.first, s.next));
+            let (first, next) = s.map_or((1, 1), |s| (s.first, s.next()));
             if from < first {
                 return Err(invalid(stream, from, &format!("below the stream's first live entry {first}")));
             }
@@ -375,7 +375,7 @@ impl Streams {
 
     /// The metadata of `stream`, if it has any.
     pub fn meta(&self, stream: u64) -> Option<Vec<u8>> {
-        self.index().get(stream).and_then(|s| s.meta.as_deref().map(<[u8]>::to_vec))
+        self.index().get(stream).and_then(|s| s.meta().map(<[u8]>::to_vec))
     }
 
     /// Removes `stream`: its entries and metadata. A later append to its id
@@ -426,7 +426,7 @@ impl Streams {
             return Err(invalid(stream, from, &format!("below the stream's first live entry {}", s.first)));
         }
         let wanted: Vec<(u64, index::Pos)> =
-            (from..s.next).take(max_entries).filter_map(|i| s.get(i).map(|p| (i, p))).collect();
+            (from..s.next()).take(max_entries).filter_map(|i| s.get(i).map(|p| (i, p))).collect();
         let segments = std::sync::RwLock::new(crate::segment::list_to_read(dir)?);
         let plan = read::Plan::new(stream, wanted, |_| Ok(None), &segments)?;
         plan.run(&read::Files::default(), dir)
@@ -475,7 +475,7 @@ impl Streams {
             return Err(invalid(stream, from, &format!("below the stream's first live entry {}", s.first)));
         }
         let wanted: Vec<(u64, index::Pos)> =
-            (from..s.next).take(max_entries).filter_map(|i| s.get(i).map(|p| (i, p))).collect();
+            (from..s.next()).take(max_entries).filter_map(|i| s.get(i).map(|p| (i, p))).collect();
         // Pinned under the index lock: a live entry's segment is never
         // condemned, and these stay undeleted until read.
         read::Plan::new(stream, wanted, |base| shared.retention.pin(&shared.segments, base).map(Some), &shared.segments)
@@ -553,9 +553,9 @@ fn info(id: u64, s: &index::Stream) -> StreamInfo {
     StreamInfo {
         id,
         first: s.first,
-        next: s.next,
+        next: s.next(),
         bytes: s.bytes,
-        meta_len: s.meta.as_ref().map(|m| m.len()),
+        meta_len: s.meta().map(<[u8]>::len),
         floor: s.floor_lsn().map(Lsn::new),
     }
 }

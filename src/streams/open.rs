@@ -145,5 +145,6 @@ fn scan(dir: &Path, bases: &[u64], end: Option<u64>, start: Option<(Index, u64)>
             format!("stream {stream} entry {at} is live but its frame was not found"),
         ));
     }
+    index.shrink();
     Ok(index)
 }

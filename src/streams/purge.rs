@@ -123,11 +123,11 @@ impl Streams {
             let (wanted, plan) = {
                 let index = self.index();
                 let Some(s) = index.get(id) else { break };
-                let start = (s.first..s.next).find(|&i| s.get(i).is_some_and(|p| p.lsn() < boundary));
+                let start = (s.first..s.next()).find(|&i| s.get(i).is_some_and(|p| p.lsn() < boundary));
                 let mut wanted = Vec::new();
                 let mut bytes = 0u64;
                 if let Some(start) = start {
-                    for i in start..s.next {
+                    for i in start..s.next() {
                         match s.get(i) {
                             Some(p) if p.lsn() < boundary && (wanted.is_empty() || bytes + p.len() as u64 <= chunk) => {
                                 bytes += p.len() as u64;
@@ -157,9 +157,9 @@ impl Streams {
             if wanted.iter().any(|&(i, p)| s.get(i) != Some(p)) {
                 break; // truncated or rewritten meanwhile; the next purge looks again
             }
-            let meta = stale_meta(s, boundary).then(|| s.meta.clone()).flatten();
+            let meta = stale_meta(s, boundary).then(|| s.meta().map(<[u8]>::to_vec)).flatten();
             let (from, count) = (wanted.first().map_or(s.first, |w| w.0), wanted.len() as u64);
-            let state = StreamOp::State { first: s.first, next: s.next, from, count, meta: meta.as_deref() };
+            let state = StreamOp::State { first: s.first, next: s.next(), from, count, meta: meta.as_deref() };
             let mut bodies = Vec::with_capacity(entries.len() + 1);
             bodies.push(format::encode_control(id, &state));
             for e in &entries {
@@ -200,11 +200,11 @@ impl Streams {
 
 /// Whether the stream's metadata frame lies below `boundary`.
 fn stale_meta(s: &index::Stream, boundary: u64) -> bool {
-    s.meta.is_some() && s.meta_lsn < boundary
+    s.meta_lsn().is_some_and(|lsn| lsn < boundary)
 }
 
 /// Whether the stream is empty past index 1 and the frame that left it so
 /// lies below `boundary`.
 fn stale_anchor(s: &index::Stream, boundary: u64) -> bool {
-    s.pos.is_empty() && s.next > 1 && s.anchor < boundary
+    s.pos.is_empty() && s.first > 1 && s.anchor < boundary
 }
