@@ -262,18 +262,15 @@ impl Streams {
         }
         let mut index = self.index();
         let first = index.get(stream).map_or(1, |s| s.next());
-        let bodies: Vec<Vec<u8>> = payloads
-            .iter()
-            .zip(first..)
-            .map(|(p, i)| {
-                let mut body = Vec::with_capacity(format::STREAM_ENTRY_HEADER_LEN + p.as_ref().len());
-                body.extend_from_slice(&format::entry_header(stream, i));
-                body.extend_from_slice(p.as_ref());
-                body
-            })
-            .collect();
-        let kinds = vec![format::KIND_STREAM_ENTRY; bodies.len()];
-        let end = self.place_and_apply(&mut index, &bodies, &kinds)?;
+        let body = |(p, i): (&P, u64)| EntryBody::new(stream, i, p.as_ref());
+        let end = if let [one] = payloads {
+            // The common case: no allocation (small entries are encoded on
+            // the stack).
+            self.place_and_apply(&mut index, &[body((one, first))], &[format::KIND_STREAM_ENTRY])?
+        } else {
+            let bodies: Vec<EntryBody> = payloads.iter().zip(first..).map(body).collect();
+            self.place_and_apply(&mut index, &bodies, &vec![format::KIND_STREAM_ENTRY; bodies.len()])?
+        };
         drop(index);
         self.maybe_checkpoint(end);
         Ok((first..first + payloads.len() as u64, end))
@@ -284,13 +281,16 @@ impl Streams {
     fn place_and_apply<B: AsRef<[u8]>>(&self, index: &mut Index, bodies: &[B], kinds: &[u8]) -> Result<u64> {
         let shared = self.shared();
         let bytes = bodies.iter().map(|b| b.as_ref().len() as u64).sum();
-        let mut ends = Vec::with_capacity(bodies.len());
-        let end = shared.place_frames(bodies, Some(kinds), bytes, Some(&mut ends))?;
-        for ((body, &kind), lsn) in bodies.iter().zip(kinds).zip(ends) {
+        let end = shared.place_frames(bodies, Some(kinds), bytes, None)?;
+        // The frames are contiguous and end at `end`.
+        let mut at = end - bodies.iter().map(|b| format::frame_len(b.as_ref().len()) as u64).sum::<u64>();
+        for (body, &kind) in bodies.iter().zip(kinds) {
             let body = body.as_ref();
             let len = format::frame_len(body.len());
+            let lsn = at;
+            at += len as u64;
             let frame = format::decode_stream(kind, body).map_err(|why| Error::Internal(why.into()))?;
-            if let Err(misfit) = index.apply(&frame, lsn.as_u64() - len as u64, len) {
+            if let Err(misfit) = index.apply(&frame, lsn, len) {
                 // The frame is in the log buffer already: stop the journal
                 // rather than let memory and disk disagree.
                 let err = Error::Internal(misfit.0);
@@ -546,6 +546,43 @@ impl Streams {
             }
         }
         self.inner.journal.close().await
+    }
+}
+
+/// An entry frame's payload (stream id, index, bytes), on the stack when
+/// small: most entries are, and an allocation per append shows.
+#[allow(clippy::large_enum_variant)] // on the stack for one append, on purpose
+enum EntryBody {
+    Inline { buf: [u8; EntryBody::INLINE], len: usize },
+    Heap(Vec<u8>),
+}
+
+impl EntryBody {
+    const INLINE: usize = 256;
+
+    fn new(stream: u64, index: u64, data: &[u8]) -> EntryBody {
+        let header = format::entry_header(stream, index);
+        let len = header.len() + data.len();
+        if len <= Self::INLINE {
+            let mut buf = [0u8; Self::INLINE];
+            buf[..header.len()].copy_from_slice(&header);
+            buf[header.len()..len].copy_from_slice(data);
+            EntryBody::Inline { buf, len }
+        } else {
+            let mut body = Vec::with_capacity(len);
+            body.extend_from_slice(&header);
+            body.extend_from_slice(data);
+            EntryBody::Heap(body)
+        }
+    }
+}
+
+impl AsRef<[u8]> for EntryBody {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            EntryBody::Inline { buf, len } => &buf[..*len],
+            EntryBody::Heap(body) => body,
+        }
     }
 }
 
