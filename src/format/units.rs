@@ -48,15 +48,22 @@ pub(crate) struct Units {
 impl Units {
     /// Feeds the next frame's kind and flags.
     pub(crate) fn feed(&mut self, kind: u8, flags: u8) -> Result<Fed, UnknownRequired> {
-        self.feed_knowing(&RECORD_KINDS, kind, flags)
+        self.feed_knowing(&RECORD_KINDS, &OTHER_KNOWN_KINDS, kind, flags)
     }
 
     /// [`feed`](Self::feed) for a reader that knows only `record_kinds`
-    /// (tests use it to play a reader of an earlier version).
-    fn feed_knowing(&mut self, record_kinds: &[u8], kind: u8, flags: u8) -> Result<Fed, UnknownRequired> {
+    /// and `other_kinds` (tests use it to play a reader of an earlier
+    /// version).
+    fn feed_knowing(
+        &mut self,
+        record_kinds: &[u8],
+        other_kinds: &[u8],
+        kind: u8,
+        flags: u8,
+    ) -> Result<Fed, UnknownRequired> {
         let record = match kind {
             k if record_kinds.contains(&k) => true,
-            k if OTHER_KNOWN_KINDS.contains(&k) => false,
+            k if other_kinds.contains(&k) => false,
             other if other & KIND_REQUIRED != 0 => return Err(UnknownRequired(other)),
             _ => false, // padding, or an optional kind this version skips
         };
@@ -108,8 +115,8 @@ mod tests {
         assert_eq!(u.feed(KIND_COMPRESSED, 0), Ok(lone));
         // A reader of format 1 as first released knew only plain records.
         let mut old = Units::default();
-        assert_eq!(old.feed_knowing(&[KIND_RECORD], KIND_RECORD, 0), Ok(lone));
-        assert_eq!(old.feed_knowing(&[KIND_RECORD], KIND_COMPRESSED, 0), Err(UnknownRequired(KIND_COMPRESSED)));
+        assert_eq!(old.feed_knowing(&[KIND_RECORD], &[], KIND_RECORD, 0), Ok(lone));
+        assert_eq!(old.feed_knowing(&[KIND_RECORD], &[], KIND_COMPRESSED, 0), Err(UnknownRequired(KIND_COMPRESSED)));
     }
 
     #[test]
@@ -119,5 +126,11 @@ mod tests {
         assert_eq!(u.feed(KIND_STREAM_CONTROL, FLAG_BATCH_CONTINUES), Ok(open));
         assert!(u.open(), "a stream batch is atomic like any other");
         assert_eq!(u.feed(KIND_STREAM_ENTRY, 0), Ok(Fed { record: false, unit_ends: true, unit_records: 0 }));
+        // A reader from before streams stops at either kind.
+        let mut old = Units::default();
+        let before_streams = [KIND_RECORD, KIND_COMPRESSED];
+        for kind in [KIND_STREAM_ENTRY, KIND_STREAM_CONTROL] {
+            assert_eq!(old.feed_knowing(&before_streams, &[], kind, 0), Err(UnknownRequired(kind)));
+        }
     }
 }
