@@ -186,6 +186,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> 
             segment = %last.path.display(), end_lsn = scan.end, bytes = tail.len(), valid_frames_followed = followed,
             "recovery cut a damaged tail"
         );
+        discard_streams_checkpoint(storage, dir)?;
         storage
             .set_len(&last.file, end_offset)
             .map_err(|e| Error::io_at("truncate segment", &last.path, Lsn::new(scan.end), e))?;
@@ -247,8 +248,22 @@ fn drop_unsealed_segment(
         report.truncated_bytes += bytes.len() as u64 - header_len;
     }
     tracing::warn!(segment = %path.display(), reason, saved_bytes = data, "dropping a segment whose rollover never became durable");
+    discard_streams_checkpoint(storage, dir)?;
     storage.remove(&path).map_err(|e| Error::io_at("remove segment", &path, lsn, e))?;
     storage.sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e))
+}
+
+/// Deletes the stream index checkpoint, durably, before recovery cuts the
+/// log: it may describe frames past the cut, and a log that grows back past
+/// its cut must not make it look valid again. Durably first, so that a crash
+/// cannot leave the cut done and the checkpoint back.
+fn discard_streams_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let path = dir.join(format::STREAMS_CHECKPOINT_FILE_NAME);
+    match storage.remove(&path) {
+        Ok(()) => storage.sync_dir(dir).map_err(|e| Error::io("sync journal directory", dir, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove the stream index checkpoint", &path, e)),
+    }
 }
 
 fn read_tail(file: &File, from: u64, file_len: u64) -> io::Result<Vec<u8>> {

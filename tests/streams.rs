@@ -15,6 +15,10 @@ matrix!(
     bad_indexes_are_errors_naming_the_stream,
     plain_records_and_streams_share_a_journal,
     open_reads_a_checkpoint_and_scans_only_what_follows,
+    an_entry_reads_back_at_once_across_rollovers,
+    indexes_near_the_top_are_refused_not_wrapped,
+    a_purge_gets_past_a_laggard_it_cannot_copy,
+    a_checkpoint_goes_when_recovery_cuts_the_log,
 );
 
 /// Buffered only: with direct I/O a padding frame follows each write.
@@ -413,5 +417,99 @@ async fn a_fresh_journal_writes_the_stream_vectors_of_format_md(opts: JournalOpt
     assert_eq!(&segment[at..at + frames.len()], &frames[..], "the writer's bytes are the documented ones");
     let s = Streams::open(dir.path(), opts).await.unwrap();
     assert_eq!(s.meta(7).as_deref(), Some(&b"vote 3"[..]));
+    s.close().await.unwrap();
+}
+
+async fn an_entry_reads_back_at_once_across_rollovers(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Streams::open(dir.path(), opts.segment_size(1 << 20)).await.unwrap();
+    // ~5 MiB through 1 MiB segments: each read asks for an entry the log
+    // buffer may have placed in a segment the writer has not made yet.
+    for i in 0..1200u64 {
+        let p = payload(3, i).repeat(40);
+        let (index, _ticket) = s.submit(3, &p).unwrap();
+        let got = s.read_async(3, index, 1).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload(), &p[..], "entry {index}");
+    }
+    s.close().await.unwrap();
+}
+
+async fn indexes_near_the_top_are_refused_not_wrapped(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    s.truncate_prefix(1, u64::MAX).await.unwrap();
+    let err = s.append_async(1, b"past the top").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidIndex { stream: 1, index: u64::MAX, .. }), "{err}");
+    s.truncate_prefix(2, u64::MAX - 1).await.unwrap();
+    assert_eq!(s.append_async(2, b"the last").await.unwrap(), u64::MAX - 1);
+    assert!(matches!(s.append_async(2, b"one more").await, Err(Error::InvalidIndex { stream: 2, .. })));
+    assert!(matches!(s.append_batch_async(3, &[b"a", b"b"]).await, Ok(r) if r == (1..3)));
+    assert_eq!(s.info(2).unwrap().next, u64::MAX);
+    s.close().await.unwrap();
+    let s = Streams::open(dir.path(), opts).await.unwrap();
+    assert_eq!((s.info(1).unwrap().first, s.info(1).unwrap().next), (u64::MAX, u64::MAX));
+    assert_eq!(s.read_async(2, u64::MAX - 1, 10).await.unwrap()[0].payload(), b"the last");
+    // Empty at index 1 without metadata: the same as never used.
+    s.truncate_suffix(3, 1).await.unwrap();
+    assert_eq!(s.info(3), None);
+    s.close().await.unwrap();
+}
+
+async fn a_purge_gets_past_a_laggard_it_cannot_copy(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Streams::open(dir.path(), opts.segment_size(1 << 20)).await.unwrap();
+    // Metadata so large that no state frame carrying it fits a segment
+    // beside its header: this laggard cannot be copied forward.
+    let capacity = (1 << 20) - tidelog::format::SEGMENT_HEADER_LEN;
+    let meta = vec![7u8; capacity - tidelog::format::FRAME_HEADER_LEN - 40];
+    s.set_meta(1, &meta).await.unwrap();
+    s.append_async(2, b"a second laggard, small").await.unwrap();
+    let big = vec![1u8; 8 << 10];
+    for i in 1..=700u64 {
+        s.append_async(3, &big).await.unwrap();
+        if i % 50 == 0 {
+            s.truncate_prefix(3, i).await.unwrap();
+        }
+    }
+    let report = s.purge().await.unwrap();
+    assert!(report.streams_skipped >= 1, "{report:?}");
+    assert_eq!(s.meta(1).as_deref(), Some(&meta[..]));
+    let again = s.purge().await.unwrap();
+    assert!(again.floor.is_some(), "{again:?}");
+    s.close().await.unwrap();
+    let s = Streams::open(dir.path(), JournalOptions::new().segment_size(1 << 20)).await.unwrap();
+    assert_eq!(s.meta(1).as_deref(), Some(&meta[..]));
+    assert_eq!(s.read_async(2, 1, 1).await.unwrap()[0].payload(), b"a second laggard, small");
+    s.close().await.unwrap();
+}
+
+async fn a_checkpoint_goes_when_recovery_cuts_the_log(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    for i in 1..=50u64 {
+        s.append_async(1, payload(1, i)).await.unwrap();
+    }
+    s.close().await.unwrap();
+    let ckpt = dir.path().join("STREAMS");
+    assert!(ckpt.exists(), "close writes a checkpoint");
+    // Damage the last entries (a torn tail): recovery cuts below the cut.
+    let seg = dir.path().join("00000000000000000000.tlog");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let end = tidelog::format::SEGMENT_HEADER_LEN
+        + bytes[tidelog::format::SEGMENT_HEADER_LEN..].iter().rposition(|&b| b != 0).unwrap();
+    bytes[end - 100] ^= 0xFF;
+    std::fs::write(&seg, bytes).unwrap();
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    assert!(j.recovery_report().truncated_bytes() > 0);
+    assert!(!ckpt.exists(), "recovery cut the log and kept a checkpoint of frames past the cut");
+    j.close().await.unwrap();
+    let s = Streams::open(dir.path(), opts).await.unwrap();
+    assert_eq!(s.opened_from_checkpoint(), None);
+    // The damaged entry and any after it are gone; the rest are intact.
+    let next = s.info(1).unwrap().next;
+    assert!((45..51).contains(&next), "entries up to {next} left");
+    let read: Vec<Vec<u8>> = s.read_async(1, 1, 100).await.unwrap().into_iter().map(|e| e.into_payload()).collect();
+    assert_eq!(read, (1..next).map(|i| payload(1, i)).collect::<Vec<_>>());
     s.close().await.unwrap();
 }

@@ -28,6 +28,10 @@ pub(crate) use stream::{decode_stream, encode_control, entry_header, StreamFrame
 /// The lock file's name in the journal directory: `flock`ed exclusively by
 /// the live journal that owns the directory.
 pub(crate) const LOCK_FILE_NAME: &str = "LOCK";
+/// The stream index checkpoint's name in the journal directory (written by
+/// `Streams`; recovery deletes it when it cuts the log, which it may
+/// describe frames of).
+pub(crate) const STREAMS_CHECKPOINT_FILE_NAME: &str = "STREAMS";
 pub(crate) use header::{decode_segment_header, encode_segment_header, SegmentHeader};
 pub use header::{FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
 pub(crate) use units::{Units, UnknownRequired};

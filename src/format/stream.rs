@@ -111,8 +111,8 @@ pub(crate) fn decode_stream(kind: u8, payload: &[u8]) -> Result<StreamFrame<'_>,
             return Err("stream entry shorter than its header");
         };
         let (stream, index) = (le_u64(header), le_u64(&header[8..]));
-        if index == 0 {
-            return Err("stream entry with index 0 (indexes start at 1)");
+        if index == 0 || index == u64::MAX {
+            return Err("stream entry with index 0 or u64::MAX (indexes are 1 to u64::MAX - 1)");
         }
         return Ok(StreamFrame { stream, op: StreamOp::Entry { index, data: &payload[STREAM_ENTRY_HEADER_LEN..] } });
     }
@@ -147,7 +147,12 @@ pub(crate) fn decode_stream(kind: u8, payload: &[u8]) -> Result<StreamFrame<'_>,
             let (first, next, from, count) =
                 (le_u64(fixed), le_u64(&fixed[8..]), le_u64(&fixed[16..]), le_u64(&fixed[24..]));
             let has_meta = fixed[32];
-            if first == 0 || next < first || from < first || from.checked_add(count).is_none_or(|end| end > next) {
+            if first == 0
+                || next < first
+                || next == u64::MAX
+                || from < first
+                || from.checked_add(count).is_none_or(|end| end > next)
+            {
                 return Err("stream state frame: indexes out of order");
             }
             if has_meta > 1 || fixed[33..].iter().any(|&b| b != 0) {

@@ -15,7 +15,7 @@ use std::path::Path;
 use super::index::{Index, Pos, Stream};
 
 /// The checkpoint's file name in the journal directory.
-pub(crate) const FILE_NAME: &str = "STREAMS";
+pub(crate) const FILE_NAME: &str = crate::format::STREAMS_CHECKPOINT_FILE_NAME;
 const TEMP_NAME: &str = "STREAMS.tmp";
 const MAGIC: &[u8; 8] = b"TLSTRMCK";
 const VERSION: u32 = 1;
@@ -90,15 +90,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
             n => Some((meta_lsn, r.take(n as usize)?.into())),
         };
         let n = r.u64()?;
-        if first == 0 || next < first || n != next - first {
+        if first == 0 || next < first || n != next - first || next == u64::MAX {
             return Err("a stream whose range and entry count disagree");
+        }
+        if n > (body.len() - r.at) as u64 / 2 {
+            return Err("more entries than the bytes left could hold"); // each takes two varints
         }
         let mut pos = VecDeque::with_capacity(n as usize);
         let mut lsn = 0u64;
         for _ in 0..n {
             lsn = lsn.wrapping_add(unzigzag(r.varint()?) as u64);
-            if lsn == u64::MAX {
-                return Err("an entry position past the end of LSNs");
+            if lsn >= cut {
+                return Err("an entry position at or past the checkpoint's cut");
             }
             let len = usize::try_from(r.varint()?).map_err(|_| "an entry length out of range")?;
             pos.push_back(Pos::new(lsn, len));
@@ -113,6 +116,16 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
         return Err("bytes after the last stream");
     }
     Ok(Checkpoint { journal_id, cut, index })
+}
+
+/// Deletes the checkpoint in `dir`, durably, if there is one: it may
+/// describe frames that are no longer in the log.
+pub(crate) fn discard(storage: &dyn crate::storage::Storage, dir: &Path) -> std::io::Result<()> {
+    match storage.remove(&dir.join(FILE_NAME)) {
+        Ok(()) => storage.sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes `bytes` as the checkpoint of the journal in `dir`, durably: a

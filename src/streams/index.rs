@@ -274,6 +274,12 @@ impl Index {
             }
             StreamOp::Meta { data } => s.set_meta(data, lsn),
             StreamOp::State { first, next, meta, .. } => {
+                // Entries it declares and open has not met yet; each must
+                // come as a copy, so a count no journal could hold is damage.
+                let unmet = (next - first).saturating_sub(s.pos.len() as u64);
+                if unmet > u64::from(u32::MAX) {
+                    return Err(Misfit(format!("stream {id}: a state frame declares {unmet} entries not yet seen")));
+                }
                 if s.next() > next {
                     return Err(Misfit(format!(
                         "stream {id}: a state frame says its entries end at {next}, but it has {}..{}",
@@ -306,8 +312,13 @@ impl Index {
         s.generation = s.generation.wrapping_add(1);
         let (floor, bytes) = (s.floor(), s.bytes);
         s.floor = floor.unwrap_or(NO_FLOOR);
+        let holds_nothing = s.pos.is_empty() && s.first == 1 && s.meta.is_none();
         self.live_bytes = self.live_bytes + bytes - before.1;
         self.set_floor(before.0, floor);
+        if holds_nothing {
+            // Empty at index 1, no metadata: the same as never used.
+            self.streams.remove(&id);
+        }
         Ok(())
     }
 

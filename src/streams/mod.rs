@@ -19,7 +19,7 @@ mod read;
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use purge::PurgeReport;
@@ -81,6 +81,10 @@ struct Inner {
     checkpointed: AtomicU64,
     /// One checkpoint at a time.
     checkpointing: tokio::sync::Mutex<()>,
+    /// A background checkpoint is scheduled or running.
+    checkpoint_scheduled: AtomicBool,
+    /// A background purge is scheduled or running.
+    purge_scheduled: AtomicBool,
     opened_from_checkpoint: Option<Lsn>,
     /// Where background purges and checkpoints run (the runtime that
     /// opened the journal: blocking appenders have none of their own).
@@ -142,6 +146,10 @@ pub struct StreamInfo {
     pub floor: Option<Lsn>,
 }
 
+/// The largest index an entry may have (so that the next index after it
+/// still fits a `u64`, and `u64::MAX` is never one).
+const LAST_INDEX: u64 = u64::MAX - 1;
+
 /// Log bytes between automatic checkpoints of the stream index: what open
 /// scans at most beyond the last one.
 const CHECKPOINT_EVERY: u64 = 64 << 20;
@@ -179,6 +187,8 @@ impl Streams {
                 journal_id: rebuilt.journal_id,
                 checkpointed: AtomicU64::new(checkpointed),
                 checkpointing: tokio::sync::Mutex::new(()),
+                checkpoint_scheduled: AtomicBool::new(false),
+                purge_scheduled: AtomicBool::new(false),
                 opened_from_checkpoint: rebuilt.from_checkpoint.map(Lsn::new),
                 runtime: tokio::runtime::Handle::current(),
             }),
@@ -188,6 +198,9 @@ impl Streams {
     /// The journal underneath, for its frontiers, statistics, `sync_through`
     /// and `close`. Plain records appended through it live among the
     /// streams' frames but keep no segment from [`purge`](Self::purge).
+    /// Do not call its `truncate_before`: it knows nothing of the streams'
+    /// floors and would delete their live entries; `purge` deletes what no
+    /// stream needs.
     pub fn journal(&self) -> &Journal {
         &self.inner.journal
     }
@@ -262,6 +275,10 @@ impl Streams {
         }
         let mut index = self.index();
         let first = index.get(stream).map_or(1, |s| s.next());
+        // The next index after them must still fit: the last is LAST_INDEX.
+        if first.checked_add(payloads.len() as u64).is_none() {
+            return Err(invalid(stream, first, &format!("entries past index {LAST_INDEX}, the largest")));
+        }
         let body = |(p, i): (&P, u64)| EntryBody::new(stream, i, p.as_ref());
         let end = if let [one] = payloads {
             // The common case: no allocation (small entries are encoded on
@@ -281,6 +298,10 @@ impl Streams {
     fn place_and_apply<B: AsRef<[u8]>>(&self, index: &mut Index, bodies: &[B], kinds: &[u8]) -> Result<u64> {
         let shared = self.shared();
         let bytes = bodies.iter().map(|b| b.as_ref().len() as u64).sum();
+        // Checked before anything is placed: what is placed is written.
+        for (body, &kind) in bodies.iter().zip(kinds) {
+            format::decode_stream(kind, body.as_ref()).map_err(|why| Error::Internal(why.into()))?;
+        }
         let end = shared.place_frames(bodies, Some(kinds), bytes, None)?;
         // The frames are contiguous and end at `end`.
         let mut at = end - bodies.iter().map(|b| format::frame_len(b.as_ref().len()) as u64).sum::<u64>();
@@ -289,7 +310,7 @@ impl Streams {
             let len = format::frame_len(body.len());
             let lsn = at;
             at += len as u64;
-            let frame = format::decode_stream(kind, body).map_err(|why| Error::Internal(why.into()))?;
+            let frame = format::decode_stream(kind, body).expect("decoded above");
             if let Err(misfit) = index.apply(&frame, lsn, len) {
                 // The frame is in the log buffer already: stop the journal
                 // rather than let memory and disk disagree.
@@ -437,12 +458,16 @@ impl Streams {
     /// are readable once appended, durable or not). `from` below the first
     /// live entry is an error; at or past the end, the result is empty.
     pub async fn read_async(&self, stream: u64, from: u64, max_entries: usize) -> Result<Vec<StreamEntry>> {
-        let plan = self.plan_read(stream, from, max_entries)?;
         let shared = self.shared();
+        let plan = loop {
+            match self.plan_read(stream, from, max_entries)? {
+                Planned::Ready(plan) => break plan,
+                Planned::Unwritten(end) => Wait::new(&shared.gate, Level::Written, end).await?,
+            };
+        };
         if plan.is_empty() {
             return Ok(Vec::new());
         }
-        Wait::new(&shared.gate, Level::Written, plan.end()).await?;
         if plan.inline(shared.opts.direct_io) {
             return plan.run(&self.inner.files, &shared.dir);
         }
@@ -455,30 +480,47 @@ impl Streams {
 
     /// Blocking [`read_async`](Self::read_async).
     pub fn read(&self, stream: u64, from: u64, max_entries: usize) -> Result<Vec<StreamEntry>> {
-        let plan = self.plan_read(stream, from, max_entries)?;
-        if plan.is_empty() {
-            return Ok(Vec::new());
-        }
         let shared = self.shared();
-        shared.gate.wait_blocking(Level::Written, plan.end())?;
+        let plan = loop {
+            match self.plan_read(stream, from, max_entries)? {
+                Planned::Ready(plan) => break plan,
+                Planned::Unwritten(end) => shared.gate.wait_blocking(Level::Written, end)?,
+            };
+        };
         plan.run(&self.inner.files, &shared.dir)
     }
 
-    fn plan_read(&self, stream: u64, from: u64, max_entries: usize) -> Result<read::Plan> {
+    /// What to read, pinned, once every frame of it is written: until then
+    /// an entry's segment may not be listed yet (the log buffer moves to a
+    /// new segment before the writer has made it), so the plan waits.
+    fn plan_read(&self, stream: u64, from: u64, max_entries: usize) -> Result<Planned> {
         let shared = self.shared();
         shared.check_open()?;
         let index = self.index();
         let Some(s) = index.get(stream) else {
-            return if from <= 1 { Ok(read::Plan::default()) } else { Err(invalid(stream, from, "no such stream")) };
+            return if from <= 1 {
+                Ok(Planned::Ready(read::Plan::default()))
+            } else {
+                Err(invalid(stream, from, "no such stream"))
+            };
         };
         if from < s.first {
             return Err(invalid(stream, from, &format!("below the stream's first live entry {}", s.first)));
         }
         let wanted: Vec<(u64, index::Pos)> =
             (from..s.next()).take(max_entries).filter_map(|i| s.get(i).map(|p| (i, p))).collect();
+        let end = wanted.iter().map(|(_, p)| p.end()).max().unwrap_or(0);
+        if end > shared.gate.written_lsn().as_u64() {
+            return Ok(Planned::Unwritten(end));
+        }
         // Pinned under the index lock: a live entry's segment is never
         // condemned, and these stay undeleted until read.
-        read::Plan::new(stream, wanted, |base| shared.retention.pin(&shared.segments, base).map(Some), &shared.segments)
+        let pin = |base| {
+            shared.retention.pin(&shared.segments, base).map(Some).map_err(|e| {
+                Error::Internal(format!("stream {stream}: the segment at {base} of a live entry is gone: {e}"))
+            })
+        };
+        read::Plan::new(stream, wanted, pin, &shared.segments).map(Planned::Ready)
     }
 
     /// Writes a checkpoint of the stream index as of now, once everything
@@ -518,13 +560,19 @@ impl Streams {
         if end < self.inner.checkpointed.load(Ordering::Relaxed) + CHECKPOINT_EVERY {
             return;
         }
-        if self.inner.checkpointing.try_lock().is_err() {
+        // One background checkpoint at a time, scheduled or running.
+        if self.inner.checkpoint_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
         let this = self.clone();
         self.inner.runtime.spawn(async move {
-            if let Err(e) = this.checkpoint().await {
-                tracing::warn!(dir = %this.shared().dir.display(), error = %e, "stream index checkpoint failed");
+            let result = this.checkpoint().await;
+            this.inner.checkpoint_scheduled.store(false, Ordering::Release);
+            match result {
+                Ok(_) | Err(Error::Closed) => {}
+                Err(e) => {
+                    tracing::warn!(dir = %this.shared().dir.display(), error = %e, "stream index checkpoint failed")
+                }
             }
         });
     }
@@ -540,6 +588,9 @@ impl Streams {
     /// [`Journal::close`]). A failed checkpoint is logged, not returned:
     /// the journal closes whole either way.
     pub async fn close(&self) -> Result<()> {
+        // A purge under way finishes first: none deletes a segment after
+        // the directory is released.
+        let _no_purge = self.inner.purging.lock().await;
         if self.shared().check_open().is_ok() {
             if let Err(e) = self.checkpoint().await {
                 tracing::warn!(dir = %self.shared().dir.display(), error = %e, "stream index checkpoint at close failed");
@@ -584,6 +635,12 @@ impl AsRef<[u8]> for EntryBody {
             EntryBody::Heap(body) => body,
         }
     }
+}
+
+/// A read's plan, or the frontier to wait for first.
+enum Planned {
+    Ready(read::Plan),
+    Unwritten(u64),
 }
 
 fn info(id: u64, s: &index::Stream) -> StreamInfo {

@@ -30,10 +30,14 @@ pub(crate) fn rebuild(shared: &Shared) -> Result<(Index, Rebuilt)> {
     let journal_id = header.journal_id;
     let start = match usable_checkpoint(&shared.dir, journal_id, bases[0], end) {
         Ok(ckpt) => Some(ckpt),
+        Err("none") => None,
         Err(why) => {
-            if why != "none" {
-                tracing::warn!(dir = %shared.dir.display(), why, "stream index checkpoint not used; scanning the journal");
-            }
+            tracing::warn!(dir = %shared.dir.display(), why, "stream index checkpoint not used; scanning the journal");
+            // Gone before anything is appended: a log that grows back past
+            // its cut must not make it look valid.
+            checkpoint::discard(shared.storage.as_ref(), &shared.dir).map_err(|e| {
+                Error::io("remove the stream index checkpoint", shared.dir.join(checkpoint::FILE_NAME), e)
+            })?;
             None
         }
     };

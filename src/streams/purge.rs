@@ -31,6 +31,9 @@ pub struct PurgeReport {
     pub streams_rewritten: usize,
     /// Bytes of frames those copies wrote.
     pub bytes_rewritten: u64,
+    /// Lagging streams that could not be copied forward (a batch they need
+    /// would not fit a segment); they keep their segments.
+    pub streams_skipped: usize,
     /// The oldest LSN a stream still needs, after the purge.
     pub floor: Option<Lsn>,
 }
@@ -66,9 +69,21 @@ impl Streams {
                     break;
                 }
                 let budget = REWRITE_BUDGET - report.bytes_rewritten;
-                if let Some(bytes) = self.rewrite(id, boundary, budget).await? {
-                    report.streams_rewritten += 1;
-                    report.bytes_rewritten += bytes;
+                match self.rewrite(id, boundary, budget).await {
+                    Ok(Some(bytes)) => {
+                        report.streams_rewritten += 1;
+                        report.bytes_rewritten += bytes;
+                    }
+                    Ok(None) => {}
+                    // A batch this stream needs cannot fit a segment (an
+                    // entry or metadata within a state frame of the
+                    // segment's size): it keeps its segments; the others
+                    // still give theirs back.
+                    Err(e @ Error::RecordTooLarge { .. }) => {
+                        tracing::warn!(dir = %shared.dir.display(), stream = id, error = %e, "a lagging stream cannot be copied forward");
+                        report.streams_skipped += 1;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -123,21 +138,29 @@ impl Streams {
             let (wanted, plan) = {
                 let index = self.index();
                 let Some(s) = index.get(id) else { break };
+                let stale = stale_meta(s, boundary);
                 let start = (s.first..s.next()).find(|&i| s.get(i).is_some_and(|p| p.lsn() < boundary));
                 let mut wanted = Vec::new();
                 let mut bytes = 0u64;
-                if let Some(start) = start {
-                    for i in start..s.next() {
-                        match s.get(i) {
-                            Some(p) if p.lsn() < boundary && (wanted.is_empty() || bytes + p.len() as u64 <= chunk) => {
-                                bytes += p.len() as u64;
-                                wanted.push((i, p));
+                match start {
+                    // Old metadata goes first, in a state frame of its own:
+                    // with copies beside it, the batch might not fit.
+                    _ if stale => {}
+                    Some(start) => {
+                        for i in start..s.next() {
+                            match s.get(i) {
+                                Some(p)
+                                    if p.lsn() < boundary && (wanted.is_empty() || bytes + p.len() as u64 <= chunk) =>
+                                {
+                                    bytes += p.len() as u64;
+                                    wanted.push((i, p));
+                                }
+                                _ => break,
                             }
-                            _ => break,
                         }
                     }
-                } else if !stale_meta(s, boundary) && !stale_anchor(s, boundary) {
-                    break; // nothing of it lies below the boundary
+                    None if !stale_anchor(s, boundary) => break, // nothing of it lies below
+                    None => {}
                 }
                 let pin = |base| shared.retention.pin(&shared.segments, base).map(Some);
                 let plan = read::Plan::new(id, wanted.clone(), pin, &shared.segments)?;
@@ -157,7 +180,8 @@ impl Streams {
             if wanted.iter().any(|&(i, p)| s.get(i) != Some(p)) {
                 break; // truncated or rewritten meanwhile; the next purge looks again
             }
-            let meta = stale_meta(s, boundary).then(|| s.meta().map(<[u8]>::to_vec)).flatten();
+            let meta =
+                wanted.is_empty().then(|| s.meta().filter(|_| stale_meta(s, boundary)).map(<[u8]>::to_vec)).flatten();
             let (from, count) = (wanted.first().map_or(s.first, |w| w.0), wanted.len() as u64);
             let state = StreamOp::State { first: s.first, next: s.next(), from, count, meta: meta.as_deref() };
             let mut bodies = Vec::with_capacity(entries.len() + 1);
@@ -186,13 +210,19 @@ impl Streams {
         if !floor_moved && self.rewrite_boundary().is_none() {
             return;
         }
-        if self.inner.purging.try_lock().is_err() {
+        // One background purge at a time, scheduled or running.
+        if self.inner.purge_scheduled.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
         }
         let this = self.clone();
         self.inner.runtime.spawn(async move {
-            if let Err(e) = this.purge().await {
-                tracing::warn!(dir = %this.shared().dir.display(), error = %e, "background purge of streams failed");
+            let result = this.purge().await;
+            this.inner.purge_scheduled.store(false, std::sync::atomic::Ordering::Release);
+            match result {
+                Ok(_) | Err(Error::Closed) => {}
+                Err(e) => {
+                    tracing::warn!(dir = %this.shared().dir.display(), error = %e, "background purge of streams failed")
+                }
             }
         });
     }
