@@ -9,87 +9,13 @@
 mod common;
 mod support;
 
-use std::collections::BTreeMap;
-
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
-use support::kv::{Cmd, KvConfig, Set};
+use openraft::{LogId, Vote};
+use support::kv::KvConfig;
+use support::model::{entry, log_id, observe, Lcg, Model, Observed};
 use tidelog_openraft::{Error, GroupStore, MultiLog};
 
 type Store = GroupStore<KvConfig>;
-
-/// What a store reports: (last purged, last log id, vote, committed, every
-/// entry as (log id, value)).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-struct Observed {
-    purged: Option<LogId<u64>>,
-    last: Option<LogId<u64>>,
-    vote: Option<Vote<u64>>,
-    committed: Option<LogId<u64>>,
-    entries: Vec<(LogId<u64>, String)>,
-}
-
-async fn observe(store: &mut Store) -> Observed {
-    let state = store.get_log_state().await.expect("log state");
-    let entries = store.try_get_log_entries(..).await.expect("read entries");
-    Observed {
-        purged: state.last_purged_log_id,
-        last: state.last_log_id,
-        vote: store.read_vote().await.expect("vote"),
-        committed: store.read_committed().await.expect("committed"),
-        entries: entries
-            .into_iter()
-            .map(|e| match e.payload {
-                EntryPayload::Normal(Cmd::Set(Set { value, .. })) => (e.log_id, value),
-                other => panic!("unexpected payload {other:?}"),
-            })
-            .collect(),
-    }
-}
-
-/// The reference a group is checked against: plain maps.
-#[derive(Clone, Debug, Default)]
-struct Model {
-    entries: BTreeMap<u64, (LogId<u64>, String)>,
-    purged: Option<LogId<u64>>,
-    vote: Option<Vote<u64>>,
-    committed: Option<LogId<u64>>,
-}
-
-impl Model {
-    fn observed(&self) -> Observed {
-        Observed {
-            purged: self.purged,
-            last: self.entries.values().next_back().map(|(id, _)| *id).or(self.purged),
-            vote: self.vote,
-            committed: self.committed,
-            entries: self.entries.values().cloned().collect(),
-        }
-    }
-    fn next_index(&self) -> u64 {
-        self.entries.keys().next_back().map_or(self.purged.map_or(0, |p| p.index + 1), |i| i + 1)
-    }
-}
-
-fn log_id(term: u64, index: u64) -> LogId<u64> {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
-}
-
-fn entry(id: LogId<u64>, value: &str) -> Entry<KvConfig> {
-    Entry {
-        log_id: id,
-        payload: EntryPayload::Normal(Cmd::Set(Set { key: format!("k{}", id.index), value: value.into() })),
-    }
-}
-
-/// A small deterministic generator (the workload must be reproducible).
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
 
 /// Runs a mixed workload of `ops` operations on `store` (votes, commits,
 /// conflicting suffixes, purges inside and past the log, appends),
