@@ -125,57 +125,70 @@ impl<C: RaftTypeConfig> Debug for LogReader<C> {
     }
 }
 
-impl<C: RaftTypeConfig> RaftLogReader<C> for LogReader<C> {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<C::Entry>, io::Error> {
-        self.inner.entries(range)
-    }
+/// openraft 0.10's `RaftLogReader` (for a reader) and `RaftLogStorage`
+/// (for its store), translating calls to the store's core: one definition
+/// for the journal's store and the multi-group store. `$($wait)*` is
+/// `.await` where the core reads and appends asynchronously (the group
+/// core), and nothing where it does not. Each user brings the names the
+/// impls use into scope.
+macro_rules! impl_log_storage {
+    ($store:ident, $reader:ident, $($wait:tt)*) => {
+        impl<C: RaftTypeConfig> RaftLogReader<C> for $reader<C> {
+            async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+                &mut self,
+                range: RB,
+            ) -> Result<Vec<C::Entry>, io::Error> {
+                self.inner.entries(range) $($wait)*
+            }
 
-    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
-        Ok(self.inner.vote())
-    }
+            async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+                Ok(self.inner.vote())
+            }
+        }
+
+        impl<C: RaftTypeConfig> RaftLogStorage<C> for $store<C> {
+            type LogReader = $reader<C>;
+
+            async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+                let (last_purged_log_id, last_log_id) = self.core.log_state();
+                Ok(LogState { last_purged_log_id, last_log_id })
+            }
+
+            async fn get_log_reader(&mut self) -> Self::LogReader {
+                $reader { inner: self.core.reader() }
+            }
+
+            async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+                self.core.save_vote(vote).await
+            }
+
+            async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+                self.core.save_committed(committed).await
+            }
+
+            async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
+                Ok(self.core.committed())
+            }
+
+            async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
+            where
+                I: IntoIterator<Item = C::Entry> + OptionalSend,
+                I::IntoIter: OptionalSend,
+            {
+                self.core.append(entries, callback) $($wait)*
+            }
+
+            async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+                let from = last_log_id.map_or(0, |id| id.index() + 1);
+                self.core.truncate_from(from).await
+            }
+
+            async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+                self.core.purge(log_id).await
+            }
+        }
+    };
 }
+pub(crate) use impl_log_storage;
 
-impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
-    type LogReader = LogReader<C>;
-
-    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
-        let (last_purged_log_id, last_log_id) = self.core.log_state();
-        Ok(LogState { last_purged_log_id, last_log_id })
-    }
-
-    async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader { inner: self.core.reader() }
-    }
-
-    async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
-        self.core.save_vote(vote).await
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        self.core.save_committed(committed).await
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        Ok(self.core.committed())
-    }
-
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
-    where
-        I: IntoIterator<Item = C::Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        self.core.append(entries, callback)
-    }
-
-    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        let from = last_log_id.map_or(0, |id| id.index() + 1);
-        self.core.truncate_from(from).await
-    }
-
-    async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
-        self.core.purge(log_id).await
-    }
-}
+impl_log_storage!(LogStore, LogReader,);

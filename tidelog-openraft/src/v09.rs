@@ -142,77 +142,90 @@ where
     reader.entries(range).map_err(|e| failed(ErrorSubject::Logs, ErrorVerb::Read, e))
 }
 
-impl<C> RaftLogReader<C> for LogReader<C>
-where
-    C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
-{
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
-        entries(&self.inner, range)
-    }
+/// openraft 0.9's `RaftLogReader` (for a store and its reader) and
+/// `RaftLogStorage` (for the store), translating calls to the store's core
+/// and its errors: one definition for the journal's store and the
+/// multi-group store. `$($wait)*` is `.await` where the core reads and
+/// appends asynchronously (the group core), and nothing where it does not.
+/// Each user brings `entries` and the names the impls use into scope.
+macro_rules! impl_log_storage {
+    ($store:ident, $reader:ident, $($wait:tt)*) => {
+        impl<C> RaftLogReader<C> for $reader<C>
+        where
+            C: RaftTypeConfig,
+            C::Entry: Serialize + DeserializeOwned,
+        {
+            async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+                &mut self,
+                range: RB,
+            ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
+                entries(&self.inner, range) $($wait)*
+            }
+        }
+
+        impl<C> RaftLogReader<C> for $store<C>
+        where
+            C: RaftTypeConfig,
+            C::Entry: Serialize + DeserializeOwned,
+        {
+            async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+                &mut self,
+                range: RB,
+            ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
+                entries(&self.core.reader(), range) $($wait)*
+            }
+        }
+
+        impl<C> RaftLogStorage<C> for $store<C>
+        where
+            C: RaftTypeConfig,
+            C::Entry: Serialize + DeserializeOwned,
+        {
+            type LogReader = $reader<C>;
+
+            async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
+                let (last_purged_log_id, last_log_id) = self.core.log_state();
+                Ok(LogState { last_purged_log_id, last_log_id })
+            }
+
+            async fn get_log_reader(&mut self) -> Self::LogReader {
+                $reader { inner: self.core.reader() }
+            }
+
+            async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+                self.core.save_vote(vote).await.map_err(|e| failed(ErrorSubject::Vote, ErrorVerb::Write, e))
+            }
+
+            async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
+                Ok(self.core.vote())
+            }
+
+            async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), StorageError<C::NodeId>> {
+                self.core.save_committed(committed).await.map_err(|e| failed(ErrorSubject::Store, ErrorVerb::Write, e))
+            }
+
+            async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
+                Ok(self.core.committed())
+            }
+
+            async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<C::NodeId>>
+            where
+                I: IntoIterator<Item = C::Entry> + OptionalSend,
+                I::IntoIter: OptionalSend,
+            {
+                self.core.append(entries, callback) $($wait)* .map_err(|e| failed(ErrorSubject::Logs, ErrorVerb::Write, e))
+            }
+
+            async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+                self.core.truncate_from(log_id.index).await.map_err(|e| failed(ErrorSubject::Logs, ErrorVerb::Delete, e))
+            }
+
+            async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+                self.core.purge(log_id).await.map_err(|e| failed(ErrorSubject::Logs, ErrorVerb::Delete, e))
+            }
+        }
+    };
 }
+pub(crate) use impl_log_storage;
 
-impl<C> RaftLogReader<C> for LogStore<C>
-where
-    C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
-{
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
-        entries(&self.core.reader(), range)
-    }
-}
-
-impl<C> RaftLogStorage<C> for LogStore<C>
-where
-    C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
-{
-    type LogReader = LogReader<C>;
-
-    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
-        let (last_purged_log_id, last_log_id) = self.core.log_state();
-        Ok(LogState { last_purged_log_id, last_log_id })
-    }
-
-    async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader { inner: self.core.reader() }
-    }
-
-    async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        self.core.save_vote(vote).await.map_err(|e| failed(ErrorSubject::Vote, ErrorVerb::Write, e))
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
-        Ok(self.core.vote())
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), StorageError<C::NodeId>> {
-        self.core.save_committed(committed).await.map_err(|e| failed(ErrorSubject::Store, ErrorVerb::Write, e))
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
-        Ok(self.core.committed())
-    }
-
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<C::NodeId>>
-    where
-        I: IntoIterator<Item = C::Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        self.core.append(entries, callback).map_err(|e| failed(ErrorSubject::Logs, ErrorVerb::Write, e))
-    }
-
-    async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        self.core.truncate_from(log_id.index).await.map_err(|e| failed(ErrorSubject::Logs, ErrorVerb::Delete, e))
-    }
-
-    async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        self.core.purge(log_id).await.map_err(|e| failed(ErrorSubject::Logs, ErrorVerb::Delete, e))
-    }
-}
+impl_log_storage!(LogStore, LogReader,);
