@@ -404,6 +404,13 @@ fn recovery(system: &dyn System, args: &Args, dir: &Path) -> Outcome {
     let outcome = match build() {
         Err(e) => Outcome::Failed(format!("building the log: {e}")),
         Ok(written) => {
+            // The build leaves dirty pages (the records, and for zero-filled
+            // segments their zeros) that the kernel writes back for seconds
+            // after `close`: timed now, the replay would share the device
+            // and the page cache with that writeback, by an amount that
+            // depends on the system's layout. Measure the replay alone.
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
             let started = Instant::now();
             match system.read_all(dir) {
                 Err(e) => Outcome::Failed(format!("recovery: {e}")),
