@@ -52,7 +52,7 @@ impl Backend for BlockingBackend {
     fn submit(&mut self, op: Op) {
         // Kept to report a lost job: the same file, kind and lane, no bytes.
         let lost = Op { kind: op.kind, lane: op.lane, ..Op::sync(op.file.clone()) };
-        let running = self.threads.run(move || perform(op));
+        let running = self.threads.run_lingering(op.linger, move || perform(op));
         self.running.push(InFlight { running, lost: Some(lost) });
     }
 

@@ -89,18 +89,32 @@ pub(crate) struct Op {
     pub(crate) dsync: bool,
     /// Which of the file's sync lanes (`IoFile::sync_fd`) a sync uses.
     pub(crate) lane: usize,
+    /// The writer expects its next op soon, under a light load: the
+    /// blocking substrate's thread watches for it before sleeping
+    /// (`threads::SPIN`). The ring ignores it.
+    pub(crate) linger: bool,
 }
 
 impl Op {
     pub(crate) fn sync(file: Arc<IoFile>) -> Op {
         let offset = FileOffset::new(0);
-        Op { kind: OpKind::Sync, file, offset, bufs: Vec::new(), buf_from: 0, buf_to: 0, dsync: false, lane: 0 }
+        Op {
+            kind: OpKind::Sync,
+            file,
+            offset,
+            bufs: Vec::new(),
+            buf_from: 0,
+            buf_to: 0,
+            dsync: false,
+            lane: 0,
+            linger: false,
+        }
     }
 
     /// Writes all of `bufs`, contiguous from `offset`.
     pub(crate) fn write(kind: OpKind, file: Arc<IoFile>, offset: FileOffset, bufs: Vec<AlignedBuf>) -> Op {
         let buf_to = bufs.iter().map(AlignedBuf::len).sum();
-        Op { kind, file, offset, bufs, buf_from: 0, buf_to, dsync: false, lane: 0 }
+        Op { kind, file, offset, bufs, buf_from: 0, buf_to, dsync: false, lane: 0, linger: false }
     }
 
     /// The write went `n` bytes: what is left starts `n` further on.

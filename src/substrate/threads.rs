@@ -13,22 +13,38 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 
 /// An idle thread ends after this long without work.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// After a job submitted with `linger`, a thread that finds no more work
+/// watches the queue this long before it sleeps. A lone durable
+/// appender's next write arrives a few tens of µs after its last one
+/// completed: the thread is then still awake, and the submission skips a
+/// futex wake-up (on a VM, the wake-up of a halted vCPU: 15-25 µs of a
+/// lone appender's p50 here, docs/benchmarks.md). Only for jobs whose
+/// submitter expects the next soon and sees a light load: on two cores, a
+/// thread spinning between busy rounds takes CPU the appenders need.
+const SPIN: Duration = Duration::from_micros(50);
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// A queued job, and whether its thread lingers after it (`SPIN`).
+type Queued = (Job, bool);
+
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Job>,
+    queue: VecDeque<Queued>,
     threads: usize,
+    /// Threads asleep on `work`.
     idle: usize,
+    /// Threads watching `queued` before they sleep.
+    spinning: usize,
     /// Jobs queued or running.
     active: usize,
     /// Values to drop once no job is queued or running (`hold_until_idle`).
@@ -42,6 +58,8 @@ struct Pool {
     max: usize,
     state: Mutex<State>,
     work: Condvar,
+    /// `State::queue`'s length, for spinning threads to watch unlocked.
+    queued: AtomicUsize,
 }
 
 impl Pool {
@@ -100,13 +118,29 @@ impl IoThreads {
     /// Threads named `name`, at most `max` at once.
     pub(crate) fn new(name: impl Into<String>, max: usize) -> IoThreads {
         assert!(max > 0, "an I/O thread set needs a thread");
-        let pool = Arc::new(Pool { name: name.into(), max, state: Mutex::default(), work: Condvar::new() });
+        let pool = Arc::new(Pool {
+            name: name.into(),
+            max,
+            state: Mutex::default(),
+            work: Condvar::new(),
+            queued: AtomicUsize::new(0),
+        });
         IoThreads { _handle: Arc::new(Closer(pool.clone())), pool }
     }
 
     /// Runs `job` on one of the threads; the returned future resolves with
     /// its result.
     pub(crate) fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Running<T> {
+        self.run_lingering(false, job)
+    }
+
+    /// [`run`](Self::run), and with `linger` the thread that runs `job`
+    /// watches for the next job for a while (`SPIN`) before it sleeps.
+    pub(crate) fn run_lingering<T: Send + 'static>(
+        &self,
+        linger: bool,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Running<T> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).map_err(|panic| {
@@ -122,15 +156,16 @@ impl IoThreads {
             let _ = tx.send(outcome);
         });
         let mut st = self.pool.lock();
-        st.queue.push_back(job);
+        st.queue.push_back((job, linger));
+        self.pool.queued.store(st.queue.len(), Ordering::Release);
         st.active += 1;
-        // Every queued job should have a thread on its way: an idle one,
-        // else a new one while below the bound.
-        let spawn = st.queue.len() > st.idle && st.threads < self.pool.max;
+        // Every queued job should have a thread on its way: a spinning
+        // one, else an idle one, else a new one while below the bound.
+        let spawn = st.queue.len() > st.spinning + st.idle && st.threads < self.pool.max;
         if spawn {
             st.threads += 1;
         }
-        let wake = st.idle > 0;
+        let wake = st.queue.len() > st.spinning && st.idle > 0;
         drop(st);
         if wake {
             self.pool.work.notify_one();
@@ -146,6 +181,7 @@ impl IoThreads {
                     // Nobody will ever run what is queued: dropping the jobs
                     // drops their senders, and their futures report it.
                     let dropped = std::mem::take(&mut st.queue);
+                    self.pool.queued.store(0, Ordering::Release);
                     st.active -= dropped.len();
                     let held = if st.active == 0 { std::mem::take(&mut st.held) } else { Vec::new() };
                     drop(st);
@@ -184,8 +220,11 @@ impl IoThreads {
 /// `KEEP_ALIVE` without work.
 fn serve(pool: &Pool) {
     let mut st = pool.lock();
+    let mut linger = false;
     loop {
-        if let Some(job) = st.queue.pop_front() {
+        if let Some((job, lingering)) = st.queue.pop_front() {
+            linger = lingering;
+            pool.queued.store(st.queue.len(), Ordering::Release);
             drop(st);
             job();
             st = pool.lock();
@@ -200,6 +239,19 @@ fn serve(pool: &Pool) {
         }
         if st.closed {
             break;
+        }
+        if std::mem::take(&mut linger) {
+            st.spinning += 1;
+            drop(st);
+            let until = Instant::now() + SPIN;
+            while pool.queued.load(Ordering::Acquire) == 0 && Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            st = pool.lock();
+            st.spinning -= 1;
+            if !st.queue.is_empty() || st.closed {
+                continue;
+            }
         }
         st.idle += 1;
         let (next, waited) = pool.work.wait_timeout(st, KEEP_ALIVE).unwrap_or_else(|p| p.into_inner());
@@ -259,6 +311,34 @@ mod tests {
         let idle = Arc::new(());
         threads.hold_until_idle(idle.clone());
         assert_eq!(Arc::strong_count(&idle), 1, "dropped at once when idle");
+    }
+
+    #[test]
+    fn lingering_threads_take_jobs_queued_while_they_spin_and_sleep_after() {
+        let threads = IoThreads::new("test-io", 2);
+        // A chain of lingering jobs, each submitted right after the last
+        // completed (a lone appender's pattern), and jobs from two
+        // submitters at once while threads spin: every one runs.
+        for i in 0..200u32 {
+            assert_eq!(futures::executor::block_on(threads.run_lingering(true, move || i + 1)).unwrap(), i + 1);
+        }
+        let a = threads.clone();
+        let other = std::thread::spawn(move || {
+            (0..200u32)
+                .map(|i| futures::executor::block_on(a.run_lingering(i % 2 == 0, move || i)).unwrap())
+                .sum::<u32>()
+        });
+        let mine: u32 = (0..200u32).map(|i| futures::executor::block_on(threads.run(move || i)).unwrap()).sum();
+        assert_eq!(other.join().unwrap(), mine);
+        // Once the spin has ended the threads sleep, and a plain job still
+        // wakes one.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while threads.pool.lock().spinning > 0 {
+            assert!(std::time::Instant::now() < deadline, "a thread kept spinning");
+            std::thread::yield_now();
+        }
+        assert_eq!(threads.pool.queued.load(Ordering::Acquire), 0);
+        assert_eq!(futures::executor::block_on(threads.run(|| 7)).unwrap(), 7);
     }
 
     #[test]
