@@ -332,9 +332,15 @@ fn cell(system: &dyn System, workload: Workload, args: &Args, root: &Path) -> Ou
         Workload::WrittenOne => (1, false, SMALL),
         Workload::WrittenMany => (args.writers, false, SMALL),
         Workload::DurableLarge => (1, true, LARGE),
+        Workload::Recovery if system.bulk_na().is_some() => {
+            return Outcome::NotApplicable(system.bulk_na().unwrap_or_default().into())
+        }
         Workload::Recovery => return recovery(system, args, &dir),
     };
     if let Some(why) = if durable { system.durable_na() } else { system.written_na() } {
+        return Outcome::NotApplicable(why.into());
+    }
+    if let (Workload::DurableLarge, Some(why)) = (workload, system.bulk_na()) {
         return Outcome::NotApplicable(why.into());
     }
     if writers > 1 {

@@ -58,6 +58,11 @@ pub trait System: Sync {
     /// (lost with the process), "page cache" (survives the process, not a
     /// power cut), or what else.
     fn written_promise(&self) -> &'static str;
+    /// Why it has no row for the bulk workloads (1 MiB records, recovery),
+    /// if it has none.
+    fn bulk_na(&self) -> Option<&'static str> {
+        None
+    }
     /// Why it cannot take concurrent writers, if it cannot.
     fn concurrent_na(&self) -> Option<&'static str> {
         None
@@ -90,7 +95,8 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(journal::TidelogSubmit(SubstrateChoice::IoUring)),
         Box::new(journal::TidelogSubmit(SubstrateChoice::Blocking)),
         Box::new(streams::TidelogStreams),
-        Box::new(raw::Raw),
+        Box::new(raw::Raw { prezeroed: false }),
+        Box::new(raw::Raw { prezeroed: true }),
         Box::new(fsys::Fsys),
         Box::new(fsys::FsysAsync { fallback: false }),
         Box::new(fsys::FsysAsync { fallback: true }),
