@@ -84,6 +84,33 @@ pub(crate) fn encode_frame(dst: &mut [u8], start_lsn: u64, kind: u8, flags: u8, 
     dst[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// The header of a frame whose payload, `payload_len` bytes, goes to the
+/// file from a buffer of its own: `payload_crc` is a hasher fed exactly
+/// those bytes (so the payload is hashed before the log buffer's lock,
+/// and never copied). The frame on disk is this header, the payload,
+/// then `frame_len(payload_len) - FRAME_HEADER_LEN - payload_len` zeros:
+/// byte for byte what [`encode_frame`] writes.
+pub(crate) fn encode_frame_header(
+    start_lsn: u64,
+    kind: u8,
+    flags: u8,
+    payload_len: usize,
+    payload_crc: &crc32fast::Hasher,
+) -> [u8; FRAME_HEADER_LEN] {
+    assert!(payload_len <= MAX_PAYLOAD_LEN);
+    assert_eq!(start_lsn % FRAME_ALIGN as u64, 0, "frames start aligned");
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    h[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    h[8..16].copy_from_slice(&start_lsn.to_le_bytes());
+    h[16] = kind;
+    h[17] = flags;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&h[4..FRAME_HEADER_LEN]);
+    hasher.combine(payload_crc);
+    h[0..4].copy_from_slice(&hasher.finalize().to_le_bytes());
+    h
+}
+
 fn checksum(header_fields: &[u8], payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(header_fields);
@@ -148,6 +175,21 @@ mod tests {
         let mut buf = vec![0u8; frame_len(payload.len())];
         encode_frame(&mut buf, lsn, KIND_RECORD, 0, payload);
         buf
+    }
+
+    #[test]
+    fn a_header_over_a_separate_payload_is_the_frame_encode_frame_writes() {
+        for len in [0usize, 1, 7, 8, 100_003, 1 << 20] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&payload);
+            let mut split = encode_frame_header(4096, KIND_RECORD, FLAG_BATCH_CONTINUES, len, &crc).to_vec();
+            split.extend_from_slice(&payload);
+            split.resize(frame_len(len), 0);
+            let mut whole = vec![0xAAu8; frame_len(len)];
+            encode_frame(&mut whole, 4096, KIND_RECORD, FLAG_BATCH_CONTINUES, &payload);
+            assert_eq!(split, whole, "payload of {len} bytes");
+        }
     }
 
     #[test]

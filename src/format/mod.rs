@@ -15,7 +15,7 @@ mod units;
 pub(crate) use compressed::encode_compressed_header;
 pub(crate) use compressed::{decode_compressed, Compressed};
 pub use compressed::{CODEC_LZ4, COMPRESSED_HEADER_LEN};
-pub(crate) use frame::{decode_frame, encode_frame, FrameError, FrameView};
+pub(crate) use frame::{decode_frame, encode_frame, encode_frame_header, FrameError, FrameView};
 pub use frame::{
     frame_len, FLAG_BATCH_CONTINUES, FRAME_ALIGN, FRAME_HEADER_LEN, KIND_COMPRESSED, KIND_PADDING, KIND_RECORD,
     KIND_REQUIRED, KIND_STREAM_CONTROL, KIND_STREAM_ENTRY, MAX_PAYLOAD_LEN,

@@ -6,6 +6,11 @@
 //! recycled), no message per record. The writer takes every pending chunk at
 //! once and writes each with one call. A chunk never spans segments.
 //!
+//! A large payload handed over as a `Vec` (`append_owned`) is not copied:
+//! its frame's header ends the tail chunk, the `Vec` becomes a chunk of its
+//! own, and its padding starts the next. Such chunks end inside a frame
+//! (`Chunk::ends_frame`), and the writer never ends a write there.
+//!
 //! With direct I/O every chunk starts on a block boundary of its file and is
 //! closed on one: when the writer takes it, or when it is full, a padding
 //! frame fills the rest of its last block (or, when that frame would not fit
@@ -29,6 +34,10 @@ pub(crate) struct Chunk {
     pub(crate) buf: AlignedBuf,
     /// Records (not frames) in the chunk, for records-per-sync figures.
     pub(crate) records: u64,
+    /// The chunk ends on a frame boundary. Only the pieces of an owned
+    /// payload's frame do not: a write must not end after one, or the
+    /// written frontier would fall inside a frame.
+    pub(crate) ends_frame: bool,
 }
 
 impl Chunk {
@@ -139,23 +148,10 @@ impl LogBuffer {
             st.seg_base = st.next_lsn; // seal: the next segment starts here
         }
         let wake_writer = st.pending.is_empty();
-        let (seg_base, start) = (st.seg_base, st.next_lsn);
-        let need_new_chunk = st.pending.back().is_none_or(|c| c.seg_base != seg_base || c.buf.len() >= self.chunk_cap);
-        if need_new_chunk {
-            // Room for these frames (and a padding frame) without growing.
-            let need = total as usize + if self.block != 0 { self.block as usize + FRAME_HEADER_LEN } else { 0 };
-            let buf = match st.spare.iter().rposition(|b| b.capacity() >= need) {
-                Some(i) => {
-                    let buf = st.spare.swap_remove(i);
-                    st.spare_bytes -= buf.capacity();
-                    buf
-                }
-                None => AlignedBuf::with_capacity(self.chunk_cap.max(need), self.align),
-            };
-            st.pending.push_back(Chunk { seg_base, start_lsn: start, buf, records: 0 });
-        }
-        let chunk = st.pending.back_mut().expect("a chunk was just ensured");
-        debug_assert_eq!(chunk.end_lsn(), start, "chunks are contiguous");
+        let start = st.next_lsn;
+        // Room for these frames (and a padding frame) without growing.
+        let need = total as usize + if self.block != 0 { self.block as usize + FRAME_HEADER_LEN } else { 0 };
+        let chunk = self.tail_chunk(&mut st, need);
         let mut lsn = start;
         let last = payloads.len().saturating_sub(1);
         for (i, payload) in payloads.iter().enumerate() {
@@ -172,6 +168,73 @@ impl LogBuffer {
         st.next_lsn = lsn;
         self.next.store(lsn, Ordering::Release);
         Ok(Placed { end: lsn, wake_writer })
+    }
+
+    /// Appends one plain record from `payload` itself, without copying it
+    /// (buffered I/O only): its header ends the tail chunk, the `Vec` is
+    /// the next chunk, and the frame's padding starts a chunk of its own
+    /// for the frames after it. `crc` was fed exactly `payload`'s bytes;
+    /// the caller checked its size against the segment.
+    pub(crate) fn append_owned(&self, payload: Vec<u8>, crc: &crc32fast::Hasher) -> Result<Placed> {
+        debug_assert_eq!(self.block, 0, "direct I/O writes aligned chunks only");
+        let len = payload.len();
+        let total = format::frame_len(len) as u64;
+        debug_assert!(total <= self.capacity, "checked by the caller");
+        let mut st = self.lock();
+        if let Some(err) = &st.refused {
+            return Err(err.clone());
+        }
+        if st.next_lsn + total > st.seg_base + self.capacity {
+            st.seg_base = st.next_lsn; // seal: the next segment starts here
+        }
+        let wake_writer = st.pending.is_empty();
+        let (seg_base, start) = (st.seg_base, st.next_lsn);
+        let header = format::encode_frame_header(start, KIND_RECORD, 0, len, crc);
+        let tail = self.tail_chunk(&mut st, FRAME_HEADER_LEN);
+        tail.buf.extend(FRAME_HEADER_LEN).copy_from_slice(&header);
+        tail.ends_frame = false;
+        let body = start + FRAME_HEADER_LEN as u64;
+        let pad = total as usize - FRAME_HEADER_LEN - len;
+        let buf = AlignedBuf::from_vec(payload);
+        st.pending.push_back(Chunk { seg_base, start_lsn: body, buf, records: 1, ends_frame: pad == 0 });
+        if pad > 0 {
+            let mut buf = self.chunk_buf(&mut st, pad);
+            buf.extend(pad).fill(0);
+            st.pending.push_back(Chunk { seg_base, start_lsn: body + len as u64, buf, records: 0, ends_frame: true });
+        }
+        st.next_lsn = start + total;
+        self.next.store(st.next_lsn, Ordering::Release);
+        Ok(Placed { end: st.next_lsn, wake_writer })
+    }
+
+    /// The chunk the next frame goes into, at `st.next_lsn` in the current
+    /// segment: the tail one, or a new one with room for `need` bytes when
+    /// the tail is full, of a sealed segment, or an owned payload.
+    fn tail_chunk<'s>(&self, st: &'s mut State, need: usize) -> &'s mut Chunk {
+        let (seg_base, start) = (st.seg_base, st.next_lsn);
+        let open = st
+            .pending
+            .back()
+            .is_some_and(|c| c.seg_base == seg_base && c.buf.len() < self.chunk_cap && !c.buf.is_taken_vec());
+        if !open {
+            let buf = self.chunk_buf(st, need);
+            st.pending.push_back(Chunk { seg_base, start_lsn: start, buf, records: 0, ends_frame: true });
+        }
+        let chunk = st.pending.back_mut().expect("a chunk was just ensured");
+        debug_assert_eq!(chunk.end_lsn(), start, "chunks are contiguous");
+        chunk
+    }
+
+    /// An empty chunk buffer of at least `need` bytes: a spare, or a new one.
+    fn chunk_buf(&self, st: &mut State, need: usize) -> AlignedBuf {
+        match st.spare.iter().rposition(|b| b.capacity() >= need) {
+            Some(i) => {
+                let buf = st.spare.swap_remove(i);
+                st.spare_bytes -= buf.capacity();
+                buf
+            }
+            None => AlignedBuf::with_capacity(self.chunk_cap.max(need), self.align),
+        }
     }
 
     /// Takes every pending chunk, in LSN order.
@@ -217,8 +280,8 @@ impl LogBuffer {
 
     /// Returns a written chunk's buffer for reuse.
     pub(crate) fn recycle(&self, mut buf: AlignedBuf) {
-        if buf.capacity() > 2 * self.chunk_cap {
-            return; // one huge record grew it; let it go
+        if buf.capacity() > 2 * self.chunk_cap || buf.is_taken_vec() {
+            return; // one huge record grew it, or an owned payload: let it go
         }
         buf.clear();
         let mut st = self.lock();
@@ -264,6 +327,43 @@ mod tests {
         assert_eq!(chunks.len(), 2);
         assert_eq!((chunks[0].seg_base, chunks[0].start_lsn), (0, 0));
         assert_eq!((chunks[1].seg_base, chunks[1].start_lsn), (f, f));
+    }
+
+    #[test]
+    fn an_owned_payload_is_its_own_chunk_between_its_header_and_its_padding() {
+        let seg = 1 << 20;
+        let log = LogBuffer::new(0, 0, seg, 8, 0);
+        let small = [5u8; 10];
+        log.append(&[small], None, format::frame_len(10) as u64).unwrap();
+        let big: Vec<u8> = (0..100_001u32).map(|i| i as u8).collect();
+        let at = big.as_ptr();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&big);
+        let kept = big.clone();
+        let placed = log.append_owned(big, &crc).unwrap();
+        assert!(!placed.wake_writer, "the small record's chunk was pending");
+        let after = log.append(&[small], None, format::frame_len(10) as u64).unwrap();
+        let mut chunks = VecDeque::new();
+        log.take(&mut chunks);
+        // [small, big's header] [big's payload: the caller's memory] [padding, small]
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[1].buf.as_slice().as_ptr(), at, "the payload was not copied");
+        assert_eq!(chunks.iter().map(|c| c.ends_frame).collect::<Vec<_>>(), [false, false, true]);
+        assert_eq!(chunks.iter().map(|c| c.records).sum::<u64>(), 3);
+        let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.buf.as_slice().to_vec()).collect();
+        assert_eq!(bytes.len() as u64, after.end);
+        let f = format::frame_len(10);
+        assert_eq!(
+            frames(&bytes, 0),
+            [(KIND_RECORD, f), (KIND_RECORD, format::frame_len(kept.len())), (KIND_RECORD, f)]
+        );
+        let view = format::decode_frame(&bytes[f..], f as u64).unwrap();
+        assert_eq!(view.payload, &kept[..]);
+        // Taken-over memory goes back to the allocator, not to the spares.
+        for c in chunks {
+            log.recycle(c.buf);
+        }
+        assert_eq!(log.lock().spare.len(), 2);
     }
 
     /// Decodes the frames of `buf` (starting at `lsn`): (kind, frame length).

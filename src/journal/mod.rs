@@ -143,6 +143,11 @@ impl std::future::IntoFuture for Released {
     }
 }
 
+/// Payloads handed over as a `Vec` are written from it, not copied, from
+/// this size on: below it, the copy costs less than the extra pieces of
+/// the write.
+const OWNED_MIN: usize = 64 << 10;
+
 impl Shared {
     /// Stops accepting appends and tells the writer to finish.
     pub(crate) fn begin_shutdown(&self, sync: bool) {
@@ -191,6 +196,37 @@ impl Shared {
             }
         }
         self.place_frames(payloads, None, bytes, lsns)
+    }
+
+    /// [`place`](Self::place) for one payload handed over as a `Vec`: at
+    /// least [`OWNED_MIN`] bytes, on buffered I/O and uncompressed, it is
+    /// written from the `Vec` itself, never copied; otherwise copied as
+    /// every payload is. Its CRC is computed here, on the appender's
+    /// thread, before the log buffer's lock.
+    pub(crate) fn place_owned(&self, payload: Vec<u8>) -> Result<u64> {
+        #[cfg(feature = "compression")]
+        let compresses = self.compressor.is_some();
+        #[cfg(not(feature = "compression"))]
+        let compresses = false;
+        if payload.len() < OWNED_MIN || self.log.block() != 0 || compresses {
+            return self.place(&[payload], None);
+        }
+        let (len, max) = (payload.len(), self.opts.max_record_size);
+        if len > max {
+            return Err(Error::RecordTooLarge { len, max });
+        }
+        let capacity = self.opts.segment_size - format::SEGMENT_HEADER_LEN as u64;
+        if format::frame_len(len) as u64 > capacity {
+            return Err(Error::RecordTooLarge { len: format::frame_len(len), max: capacity as usize });
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&payload);
+        let placed = self.log.append_owned(payload, &crc)?;
+        self.stats.appended(1, len as u64, len as u64, 0);
+        if placed.wake_writer {
+            self.gate.writer_wake.notify_one();
+        }
+        Ok(placed.end)
     }
 
     /// [`place`](Self::place) once each frame's payload and kind are known.
@@ -337,6 +373,40 @@ impl Journal {
         }
         let end = shared.place(&[payload], None)?;
         Wait::new(&shared.gate, Level::Durable, end).await
+    }
+
+    /// [`append_async`](Self::append_async) for a payload the caller hands
+    /// over: one of at least 64 KiB is written to the file from `payload`
+    /// itself, without the copy into the journal's log buffer that every
+    /// other append makes (with buffered I/O and no compression; otherwise
+    /// it is copied like any payload). Its memory is freed once the write
+    /// completed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> tidelog::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let journal = tidelog::Journal::open(dir.path(), Default::default()).await?;
+    /// let snapshot: Vec<u8> = vec![7; 1 << 20];
+    /// let lsn = journal.append_owned_async(snapshot).await?;
+    /// journal.sync_through_async(lsn).await?;
+    /// # journal.close().await }
+    /// ```
+    pub async fn append_owned_async(&self, payload: Vec<u8>) -> Result<Lsn> {
+        let shared = self.shared();
+        if let Some(lsn) = shared.backpressure() {
+            Wait::new(&shared.gate, Level::Written, lsn).await?;
+        }
+        let end = shared.place_owned(payload)?;
+        Wait::new(&shared.gate, shared.append_level(), end).await
+    }
+
+    /// [`submit`](Self::submit) for a payload the caller hands over,
+    /// written without a copy as [`append_owned_async`](Self::append_owned_async)
+    /// says. Several large records can so be in the journal's hands at once.
+    pub fn submit_owned(&self, payload: Vec<u8>) -> Result<Ticket> {
+        let end = self.shared().place_owned(payload)?;
+        Ok(self.ticket(end))
     }
 
     /// Appends one record without waiting; the [`Ticket`] resolves with its

@@ -11,11 +11,17 @@ use std::ptr::NonNull;
 /// A heap buffer aligned to `align` bytes. The whole capacity is initialised
 /// (zeroed at allocation), so handing out bytes past `len` is sound; `len`
 /// marks what the owner has filled.
+///
+/// Or, made by [`from_vec`](Self::from_vec), a caller's `Vec<u8>` taken
+/// over without a copy: alignment 1, capacity its length (every byte of
+/// it initialised), freed as the `Vec` it was.
 pub(crate) struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
     cap: usize,
     align: usize,
+    /// The taken-over `Vec`'s own capacity, to free it as one.
+    vec_cap: Option<usize>,
 }
 
 // SAFETY: the buffer owns its allocation exclusively (no aliasing pointers are
@@ -34,7 +40,24 @@ impl AlignedBuf {
         // so every byte up to `cap` is initialised for the buffer's life.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
-        AlignedBuf { ptr, len: 0, cap, align }
+        AlignedBuf { ptr, len: 0, cap, align, vec_cap: None }
+    }
+
+    /// Takes `vec` over without copying its bytes. For buffered I/O only
+    /// (its start has no alignment); an `extend` past its length moves
+    /// the bytes to an aligned allocation of the buffer's own.
+    pub(crate) fn from_vec(vec: Vec<u8>) -> AlignedBuf {
+        let mut vec = std::mem::ManuallyDrop::new(vec);
+        let (len, vec_cap) = (vec.len(), vec.capacity());
+        // A `Vec`'s pointer is never null (dangling but aligned when it
+        // has not allocated).
+        let ptr = NonNull::new(vec.as_mut_ptr()).expect("a Vec's pointer is never null");
+        AlignedBuf { ptr, len, cap: len, align: 1, vec_cap: Some(vec_cap) }
+    }
+
+    /// Made by `from_vec`: the caller's memory, not one to keep for reuse.
+    pub(crate) fn is_taken_vec(&self) -> bool {
+        self.vec_cap.is_some()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -84,6 +107,13 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if let Some(vec_cap) = self.vec_cap {
+            // SAFETY: `ptr` and `vec_cap` are the pointer and capacity of
+            // the `Vec<u8>` that `from_vec` took apart and nothing else
+            // freed; length 0 drops no elements (u8 has no drop anyway).
+            drop(unsafe { Vec::from_raw_parts(self.ptr.as_ptr(), 0, vec_cap) });
+            return;
+        }
         let layout = Layout::from_size_align(self.cap, self.align).expect("layout was valid at alloc");
         // SAFETY: allocated in `with_capacity` with exactly this layout.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
@@ -111,5 +141,21 @@ mod tests {
         assert_eq!(b.as_slice().as_ptr() as usize % 4096, 0);
         b.clear();
         assert_eq!(b.len(), 0);
+    }
+
+    #[test]
+    fn a_taken_vec_keeps_its_bytes_in_place_and_moves_only_to_grow() {
+        let mut v = Vec::with_capacity(100);
+        v.extend_from_slice(b"payload");
+        let at = v.as_ptr();
+        let mut b = AlignedBuf::from_vec(v);
+        assert!(b.is_taken_vec());
+        assert_eq!((b.as_slice(), b.as_slice().as_ptr()), (&b"payload"[..], at), "no copy");
+        assert_eq!(b.capacity(), 7);
+        b.as_mut_slice()[0] = b'P';
+        b.extend(2).copy_from_slice(b"!!");
+        assert!(!b.is_taken_vec(), "grown into a buffer of its own");
+        assert_eq!(b.as_slice(), b"Payload!!");
+        drop(AlignedBuf::from_vec(Vec::new()));
     }
 }

@@ -1,6 +1,8 @@
 //! The writer's ops: writes (batched chunks, zeros ahead, linked syncs),
 //! sync rounds, their completions, and the watch on ops that take too long.
 
+use std::collections::VecDeque;
+
 use tokio::time::Instant;
 
 use super::super::Chunk;
@@ -75,23 +77,32 @@ impl SyncInFlight {
     }
 }
 
+/// How many chunks from the front of `queue` the next write takes:
+/// consecutive chunks of one segment, up to `MAX_BATCH_CHUNKS` and
+/// `MAX_BATCH_BYTES` (unless one chunk alone is larger), and never ending
+/// inside a frame (an owned payload's pieces go together, a frame is in
+/// one segment), so the written frontier is always a frame boundary.
+fn batch_len(queue: &VecDeque<Chunk>) -> usize {
+    let Some(first) = queue.front() else { return 0 };
+    let mut bytes = first.buf.len();
+    let mut n = 1;
+    for (prev, next) in queue.iter().zip(queue.iter().skip(1)) {
+        let within = n < MAX_BATCH_CHUNKS && bytes + next.buf.len() <= MAX_BATCH_BYTES;
+        if next.seg_base != first.seg_base || (prev.ends_frame && !within) {
+            break;
+        }
+        bytes += next.buf.len();
+        n += 1;
+    }
+    debug_assert!(queue[n - 1].ends_frame || n == queue.len(), "a write would end inside a frame");
+    n
+}
+
 impl Writer {
     /// The next write: consecutive chunks of one segment, within bounds.
     pub(super) fn next_batch(&mut self) -> Option<Vec<Chunk>> {
-        let first = self.queue.pop_front()?;
-        let mut bytes = first.buf.len();
-        let mut batch = vec![first];
-        while let Some(next) = self.queue.front() {
-            if next.seg_base != batch[0].seg_base
-                || batch.len() >= MAX_BATCH_CHUNKS
-                || bytes + next.buf.len() > MAX_BATCH_BYTES
-            {
-                break;
-            }
-            bytes += next.buf.len();
-            batch.extend(self.queue.pop_front());
-        }
-        Some(batch)
+        let n = batch_len(&self.queue);
+        (n > 0).then(|| self.queue.drain(..n).collect())
     }
 
     /// Writes `batch` (contiguous chunks of the active segment) with one op.
@@ -119,7 +130,7 @@ impl Writer {
         let bytes: usize = batch.iter().map(|c| c.buf.len()).sum();
         if let Some(buf) = self.zero_ahead(offset, bytes) {
             zeros += buf.len() as u64;
-            batch.push(Chunk { seg_base: self.active.key, start_lsn: end.as_u64(), buf, records: 0 });
+            batch.push(Chunk { seg_base: self.active.key, start_lsn: end.as_u64(), buf, records: 0, ends_frame: true });
         }
         let linked = self.schedule.may_link(!self.queue.is_empty()) && self.shared.gate.begin_linked_sync(end.as_u64());
         let kind = if linked { OpKind::WriteSync } else { OpKind::Write };
@@ -341,5 +352,55 @@ impl Writer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::substrate::AlignedBuf;
+
+    fn chunk(seg_base: u64, start_lsn: u64, len: usize, ends_frame: bool) -> Chunk {
+        let mut buf = AlignedBuf::with_capacity(len, 8);
+        buf.extend(len).fill(0);
+        Chunk { seg_base, start_lsn, buf, records: 1, ends_frame }
+    }
+
+    fn queue(chunks: &[(u64, usize, bool)]) -> VecDeque<Chunk> {
+        let mut lsn = 0;
+        chunks
+            .iter()
+            .map(|&(seg, len, ends)| {
+                let c = chunk(seg, lsn, len, ends);
+                lsn += len as u64;
+                c
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_write_takes_chunks_within_its_bounds_and_never_ends_inside_a_frame() {
+        let mib = 1 << 20;
+        assert_eq!(batch_len(&VecDeque::new()), 0);
+        // Eight 1 MiB chunks fill a write; the ninth waits.
+        assert_eq!(batch_len(&queue(&[(0, mib, true); 9])), 8);
+        // An owned payload's pieces (header at the end of a chunk, the
+        // payload, its padding) cross the bound together.
+        let owned = queue(
+            &[(0, mib, true); 7]
+                .into_iter()
+                .chain([(0, mib, false), (0, mib, false), (0, 8, true)])
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(batch_len(&owned), 10);
+        // A write stops at the segment's end.
+        assert_eq!(batch_len(&queue(&[(0, 100, true), (0, 100, true), (200, 100, true)])), 2);
+        // One chunk larger than the bound goes alone.
+        assert_eq!(batch_len(&queue(&[(0, 9 * mib, true), (0, 100, true)])), 1);
+        // At most MAX_BATCH_CHUNKS chunks, unless inside a frame.
+        assert_eq!(batch_len(&queue(&[(0, 64, true); 100])), MAX_BATCH_CHUNKS);
+        let mut many = vec![(0, 64, true); MAX_BATCH_CHUNKS - 1];
+        many.extend([(0, 64, false), (0, 64, false), (0, 64, true), (0, 64, true)]);
+        assert_eq!(batch_len(&queue(&many)), MAX_BATCH_CHUNKS + 2);
     }
 }
