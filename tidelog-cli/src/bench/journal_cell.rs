@@ -13,7 +13,8 @@ use super::punts::{share, Punts};
 use super::{cpu_time, Sample};
 
 /// One appending task: loops until `stop`, recording per-op latency while
-/// `counting`. In submit mode an op is one `submit` call (its cost); tickets
+/// `counting`. In durable-owned mode each op fills a new `Vec`, hands it
+/// to `submit_owned` and awaits the ticket (durable). In submit mode an op is one `submit` call (its cost); tickets
 /// are dropped — their records stay — and durability of the last one is
 /// awaited after the timed window.
 async fn appender(
@@ -47,6 +48,11 @@ async fn appender(
         let t = Instant::now();
         if mode == "durable" {
             j.append_durable_async(&payload).await?;
+        } else if mode == "durable-owned" {
+            // The record made afresh, as a caller that serializes into a
+            // new Vec does, then handed over (uncopied from 64 KiB on).
+            // Its ticket resolves once durable, as append_durable_async.
+            j.submit_owned(vec![0x5Au8; record])?.await?;
         } else {
             j.append_async(&payload).await?;
         }

@@ -57,8 +57,10 @@ pub(crate) struct BenchArgs {
     /// error.
     #[arg(long, value_delimiter = ',')]
     substrate: Option<Vec<String>>,
-    /// What each task waits for: durable (append_durable_async), written
-    /// (append_async), submit (fire-and-forget tickets, awaited at the end).
+    /// What each task waits for: durable (append_durable_async),
+    /// durable-owned (a new Vec per record handed to submit_owned, its
+    /// ticket awaited), written (append_async), submit
+    /// (fire-and-forget tickets, awaited at the end).
     #[arg(long, value_delimiter = ',', default_values_t = vec!["durable".to_string()])]
     mode: Vec<String>,
     /// Journal sync policy: on-demand, or interval-<ms> (e.g. interval-1).
@@ -217,8 +219,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     }
     let policy = parse_policy(&args.policy)?;
     for mode in &args.mode {
-        if !["durable", "written", "submit"].contains(&mode.as_str()) {
-            return Err(format!("unknown mode {mode:?} (durable, written, submit)"));
+        if !["durable", "durable-owned", "written", "submit"].contains(&mode.as_str()) {
+            return Err(format!("unknown mode {mode:?} (durable, durable-owned, written, submit)"));
         }
     }
     let mut raws = vec!["growing"];
