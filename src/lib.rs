@@ -50,6 +50,10 @@
 //! - **Sequencing under your own lock, waiting outside it** (a store that
 //!   applies changes in LSN order): [`Journal::submit`] returns at once with
 //!   the LSN; await its [`Ticket`] after releasing the lock.
+//! - **Large records you built for the journal** (a snapshot chunk, a
+//!   serialized batch): [`Journal::append_owned_async`] /
+//!   [`Journal::submit_owned`] take the `Vec` over and, from 64 KiB on,
+//!   write it without copying it into the log buffer.
 //! - **Plain threads**: [`Journal::append`] and [`Journal::sync_through`]
 //!   park the thread (never call them on a runtime worker).
 //! - **Following the journal**: [`Journal::subscribe`] (a `Stream` of
