@@ -37,6 +37,9 @@ pub struct Stats {
     pub compressed_records: u64,
     /// Write operations completed.
     pub writes: u64,
+    /// Writes submitted while another was in flight: large writes overlap
+    /// (from 256 KiB each), small ones go one at a time.
+    pub overlapped_writes: u64,
     /// Sync rounds completed successfully.
     pub syncs: u64,
     /// Mean records made durable per sync round.
@@ -152,6 +155,7 @@ pub(crate) struct StatsInner {
     pub(crate) stored_bytes: AtomicU64,
     pub(crate) compressed_records: AtomicU64,
     pub(crate) writes: AtomicU64,
+    pub(crate) overlapped_writes: AtomicU64,
     pub(crate) syncs: AtomicU64,
     pub(crate) synced_records: AtomicU64,
     pub(crate) records_per_sync_max: AtomicU64,
@@ -172,6 +176,7 @@ impl StatsInner {
             stored_bytes: AtomicU64::new(0),
             compressed_records: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            overlapped_writes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             synced_records: AtomicU64::new(0),
             records_per_sync_max: AtomicU64::new(0),
@@ -204,6 +209,10 @@ impl StatsInner {
         }
         #[cfg(not(feature = "metrics"))]
         let _ = (total, stored_total);
+    }
+
+    pub(crate) fn write_overlapped(&self) {
+        self.overlapped_writes.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn write_done(&self, took: Duration) {
@@ -250,6 +259,7 @@ impl StatsInner {
             stored_bytes: self.stored_bytes.load(Relaxed),
             compressed_records: self.compressed_records.load(Relaxed),
             writes: self.writes.load(Relaxed),
+            overlapped_writes: self.overlapped_writes.load(Relaxed),
             syncs,
             records_per_sync_mean: if syncs == 0 { 0.0 } else { synced as f64 / syncs as f64 },
             records_per_sync_max: self.records_per_sync_max.load(Relaxed),

@@ -19,6 +19,7 @@ matrix!(
     enospc_at_rollover_poisons_and_keeps_the_sealed_segment,
     completions_reported_out_of_order_keep_every_promise,
     a_one_entry_ring_with_thousands_of_waiters_and_a_failed_sync,
+    overlapping_large_writes_out_of_order_short_or_failed_keep_the_frontier_a_completed_prefix,
 );
 
 /// The second segment cannot be created (ENOSPC): appenders that needed it
@@ -761,4 +762,65 @@ async fn a_torn_tail_on_a_full_disk_is_cut_without_a_copy(opts: JournalOptions) 
     assert_eq!(records.iter().map(|r| r.lsn()).collect::<Vec<_>>(), lsns);
     j.close().await.unwrap();
     assert!(tidelog::verify(&wal).unwrap().is_clean());
+}
+
+/// Large records go two writes at a time. Completions reported out of
+/// order and short writes still leave exactly the acknowledged records;
+/// and when one write fails, nothing past it is acknowledged, although a
+/// write after it may have completed.
+async fn overlapping_large_writes_out_of_order_short_or_failed_keep_the_frontier_a_completed_prefix(
+    opts: JournalOptions,
+) {
+    for fail_nth in [0u64, 5] {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Arc::new(FaultPlan::default());
+        plan.reorder.store(true, SeqCst);
+        plan.short_writes.store(4, SeqCst);
+        plan.fail_write_nth.store(fail_nth, SeqCst);
+        let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
+        let tasks: Vec<_> = (0..4u8)
+            .map(|t| {
+                let j = j.clone();
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for i in 0..12u8 {
+                        let payload = vec![t * 16 + i; 300_000];
+                        match j.append_owned_async(payload.clone()).await {
+                            Ok(lsn) => {
+                                assert!(j.written_lsn() >= lsn, "acknowledged {lsn} before it was written");
+                                acked.push((lsn.as_u64(), payload));
+                            }
+                            Err(e) => {
+                                assert!(e.is_poisoned(), "{e}");
+                                break;
+                            }
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let mut acked = Vec::new();
+        for t in tasks {
+            acked.extend(within(60, "appender", t).await.unwrap());
+        }
+        acked.sort();
+        let stats = j.stats();
+        assert!(stats.overlapped_writes > 0, "no two writes were ever in flight: {stats:?}");
+        // Everything below the written frontier reads back whole, and it
+        // holds every acknowledged record.
+        let (written, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+        let written: Vec<(u64, Vec<u8>)> = written.into_iter().map(|r| (r.lsn().as_u64(), r.into_payload())).collect();
+        assert!(written.iter().all(|(_, p)| p.len() == 300_000 && p.iter().all(|&b| b == p[0])));
+        assert!(acked.iter().all(|a| written.contains(a)), "an acknowledged record is not below the frontier");
+        if fail_nth == 0 {
+            assert_eq!(written, acked);
+            j.close().await.unwrap();
+            assert_eq!(common::read_all(dir.path()), acked, "exactly the acknowledged records, whole");
+        } else {
+            assert!(j.append_async(b"later").await.unwrap_err().is_poisoned());
+            assert!(acked.len() < 48, "the failed write's records were not acknowledged");
+            j.close().await.ok();
+        }
+    }
 }

@@ -332,6 +332,8 @@ async fn owned_payloads_interleave_with_copied_records_across_rollovers(opts: Jo
     }
     done.store(true, std::sync::atomic::Ordering::Release);
     within(60, "live reader", reader).await.unwrap();
+    let stats = j.stats();
+    assert!(stats.overlapped_writes > 0, "large writes went two at a time: {stats:?}");
     // Sizes are checked before anything is placed.
     let too_big = j.append_owned_async(vec![0; (1 << 20) + 1]).await.unwrap_err();
     assert!(matches!(too_big, Error::RecordTooLarge { .. }), "{too_big}");

@@ -299,6 +299,11 @@ impl LogBuffer {
         }
     }
 
+    /// Bytes placed and not yet taken by the writer.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.lock().pending.iter().map(|c| c.buf.len()).sum()
+    }
+
     pub(crate) fn has_pending(&self) -> bool {
         !self.lock().pending.is_empty()
     }

@@ -50,8 +50,8 @@ impl BlockingBackend {
 
 impl Backend for BlockingBackend {
     fn submit(&mut self, op: Op) {
-        // Kept to report a lost job: the same file, kind and lane, no bytes.
-        let lost = Op { kind: op.kind, lane: op.lane, ..Op::sync(op.file.clone()) };
+        // Kept to report a lost job: the same file, kind, lane and tag, no bytes.
+        let lost = Op { kind: op.kind, lane: op.lane, tag: op.tag, ..Op::sync(op.file.clone()) };
         let running = self.threads.run_lingering(op.linger, move || perform(op));
         self.running.push(InFlight { running, lost: Some(lost) });
     }

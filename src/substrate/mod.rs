@@ -93,6 +93,9 @@ pub(crate) struct Op {
     /// blocking substrate's thread watches for it before sleeping
     /// (`threads::SPIN`). The ring ignores it.
     pub(crate) linger: bool,
+    /// The submitter's name for the op (the writer: its write's start
+    /// LSN), handed back with the completion, also a failed one.
+    pub(crate) tag: u64,
 }
 
 impl Op {
@@ -108,13 +111,14 @@ impl Op {
             dsync: false,
             lane: 0,
             linger: false,
+            tag: 0,
         }
     }
 
     /// Writes all of `bufs`, contiguous from `offset`.
     pub(crate) fn write(kind: OpKind, file: Arc<IoFile>, offset: FileOffset, bufs: Vec<AlignedBuf>) -> Op {
         let buf_to = bufs.iter().map(AlignedBuf::len).sum();
-        Op { kind, file, offset, bufs, buf_from: 0, buf_to, dsync: false, lane: 0, linger: false }
+        Op { kind, file, offset, bufs, buf_from: 0, buf_to, dsync: false, lane: 0, linger: false, tag: 0 }
     }
 
     /// The write went `n` bytes: what is left starts `n` further on.

@@ -111,10 +111,10 @@ struct Inject {
 }
 
 /// An op's outcome when it cannot reach the kernel or the ring broke under
-/// it: the same kind and lane, no bytes, every part failed with `why`.
+/// it: the same kind, lane and tag, no bytes, every part failed with `why`.
 fn failed(op: &Op, kind: io::ErrorKind, why: &str) -> Done {
     let err = || io::Error::new(kind, why.to_string());
-    let returned = Op { kind: op.kind, lane: op.lane, ..Op::sync(op.file.clone()) };
+    let returned = Op { kind: op.kind, lane: op.lane, tag: op.tag, ..Op::sync(op.file.clone()) };
     let written = (op.kind != OpKind::Sync).then(|| Err(err()));
     let synced = (op.kind != OpKind::Write).then(|| Err(err()));
     Done { op: returned, written, synced }

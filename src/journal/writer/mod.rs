@@ -3,10 +3,12 @@
 //! It takes what appenders left in the log buffer, writes it with one op per
 //! batch of chunks (`io.rs`), leads every sync round of the gate as the
 //! schedule allows (`super::schedule`), rolls segments (`roll.rs`), and on
-//! shutdown flushes and drains. At most one write is in flight, so the
-//! written frontier is simply the end of the last completed write. A sync
-//! covers what was written when it began; it may run while the next write
-//! does.
+//! shutdown flushes and drains. Writes go one at a time, except large ones:
+//! while a write of at least `io::OVERLAP_MIN` bytes runs, the next large
+//! one may go too (the device takes more with two in flight). Writes
+//! complete in any order; the written frontier advances only over the
+//! completed prefix of them. A sync covers what was written when it began;
+//! it may run while the next write does.
 //!
 //! It must never report an LSN written or durable before the bytes below it
 //! are, and never hand a buffer or file the kernel may still use back to
@@ -58,7 +60,8 @@ pub(super) struct Writer {
     lock: Option<DirLock>,
     /// Chunks taken from the log buffer and not yet written.
     queue: VecDeque<Chunk>,
-    write: Option<WriteInFlight>,
+    /// Writes in flight, in LSN order (at most `io::MAX_WRITES`).
+    writes: VecDeque<WriteInFlight>,
     syncs: Vec<SyncInFlight>,
     schedule: SyncSchedule,
     interval: Option<Interval>,
@@ -100,7 +103,7 @@ impl Writer {
             seal: None,
             lock: Some(lock),
             queue: VecDeque::new(),
-            write: None,
+            writes: VecDeque::new(),
             syncs: Vec::new(),
             schedule,
             interval,
@@ -220,7 +223,7 @@ impl Writer {
     }
 
     fn all_written(&self) -> bool {
-        self.write.is_none() && self.queue.is_empty() && !self.shared.log.has_pending()
+        self.writes.is_empty() && self.queue.is_empty() && !self.shared.log.has_pending()
     }
 
     fn finished(&self) -> bool {
@@ -235,19 +238,32 @@ impl Writer {
     /// segments first if it belongs to the next one), then a sync round if
     /// the schedule allows one and the gate wants one.
     async fn pump(&mut self) -> Result<()> {
-        if self.write.is_none() {
+        while self.writes.len() < io::MAX_WRITES {
+            if !self.writes.is_empty() && !self.may_overlap() {
+                break;
+            }
             if self.queue.is_empty() {
+                // Beside a write in flight only a large write may go: what
+                // is smaller stays in the log buffer, where later appends
+                // join it, until the write slot is free.
+                if !self.writes.is_empty() && self.shared.log.pending_bytes() < io::OVERLAP_MIN {
+                    break;
+                }
                 self.shared.log.take(&mut self.queue);
             }
             let next_base = self.queue.front().map(|c| c.seg_base);
             if let Some(base) = next_base.filter(|&b| b != self.active.key) {
+                if !self.writes.is_empty() {
+                    break; // roll once the writes in flight complete
+                }
                 if !self.schedule.may_roll() {
                     return Ok(()); // roll once the rounds in flight complete
                 }
                 self.rollover(base).await?;
             }
-            if let Some(batch) = self.next_batch() {
-                self.submit_write(batch);
+            match self.next_batch() {
+                Some(batch) => self.submit_write(batch),
+                None => break,
             }
         }
         let forced =

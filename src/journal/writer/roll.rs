@@ -49,7 +49,7 @@ impl Writer {
     /// Without a spare (its making failed), the segment is made and synced,
     /// name and all, in the rollover itself, and the round completes at once.
     pub(super) async fn rollover(&mut self, base: u64) -> Result<()> {
-        debug_assert!(self.write.is_none() && self.syncs.is_empty() && self.seal.is_none());
+        debug_assert!(self.writes.is_empty() && self.syncs.is_empty() && self.seal.is_none());
         tracing::info!(dir = %self.shared.dir.display(), base, "segment rollover");
         let spare = match self.spare.take() {
             Some(making) => match self.bounded("make the next segment", base, making).await? {
