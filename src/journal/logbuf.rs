@@ -38,6 +38,11 @@ pub(crate) struct Chunk {
     /// payload's frame do not: a write must not end after one, or the
     /// written frontier would fall inside a frame.
     pub(crate) ends_frame: bool,
+    /// The chunk starts on a frame boundary. An owned payload's chunk and
+    /// the padding chunk after it do not; the next owned frame's header
+    /// never goes into such a chunk, so that no run of chunks longer than
+    /// one owned frame (header, payload, padding) ends inside a frame.
+    pub(crate) starts_frame: bool,
 }
 
 impl Chunk {
@@ -151,7 +156,7 @@ impl LogBuffer {
         let start = st.next_lsn;
         // Room for these frames (and a padding frame) without growing.
         let need = total as usize + if self.block != 0 { self.block as usize + FRAME_HEADER_LEN } else { 0 };
-        let chunk = self.tail_chunk(&mut st, need);
+        let chunk = self.tail_chunk(&mut st, need, false);
         let mut lsn = start;
         let last = payloads.len().saturating_sub(1);
         for (i, payload) in payloads.iter().enumerate() {
@@ -190,17 +195,19 @@ impl LogBuffer {
         let wake_writer = st.pending.is_empty();
         let (seg_base, start) = (st.seg_base, st.next_lsn);
         let header = format::encode_frame_header(start, KIND_RECORD, 0, len, crc);
-        let tail = self.tail_chunk(&mut st, FRAME_HEADER_LEN);
+        let tail = self.tail_chunk(&mut st, FRAME_HEADER_LEN, true);
         tail.buf.extend(FRAME_HEADER_LEN).copy_from_slice(&header);
         tail.ends_frame = false;
         let body = start + FRAME_HEADER_LEN as u64;
         let pad = total as usize - FRAME_HEADER_LEN - len;
         let buf = AlignedBuf::from_vec(payload);
-        st.pending.push_back(Chunk { seg_base, start_lsn: body, buf, records: 1, ends_frame: pad == 0 });
+        let ends_frame = pad == 0;
+        st.pending.push_back(Chunk { seg_base, start_lsn: body, buf, records: 1, ends_frame, starts_frame: false });
         if pad > 0 {
             let mut buf = self.chunk_buf(&mut st, pad);
             buf.extend(pad).fill(0);
-            st.pending.push_back(Chunk { seg_base, start_lsn: body + len as u64, buf, records: 0, ends_frame: true });
+            let start_lsn = body + len as u64;
+            st.pending.push_back(Chunk { seg_base, start_lsn, buf, records: 0, ends_frame: true, starts_frame: false });
         }
         st.next_lsn = start + total;
         self.next.store(st.next_lsn, Ordering::Release);
@@ -209,16 +216,21 @@ impl LogBuffer {
 
     /// The chunk the next frame goes into, at `st.next_lsn` in the current
     /// segment: the tail one, or a new one with room for `need` bytes when
-    /// the tail is full, of a sealed segment, or an owned payload.
-    fn tail_chunk<'s>(&self, st: &'s mut State, need: usize) -> &'s mut Chunk {
+    /// the tail is full, of a sealed segment, or an owned payload, and for
+    /// an owned frame's header (`owned_header`) when the tail does not
+    /// start on a frame boundary.
+    fn tail_chunk<'s>(&self, st: &'s mut State, need: usize, owned_header: bool) -> &'s mut Chunk {
         let (seg_base, start) = (st.seg_base, st.next_lsn);
-        let open = st
-            .pending
-            .back()
-            .is_some_and(|c| c.seg_base == seg_base && c.buf.len() < self.chunk_cap && !c.buf.is_taken_vec());
+        let open = st.pending.back().is_some_and(|c| {
+            c.seg_base == seg_base
+                && c.buf.len() < self.chunk_cap
+                && !c.buf.is_taken_vec()
+                && (c.starts_frame || !owned_header)
+        });
         if !open {
             let buf = self.chunk_buf(st, need);
-            st.pending.push_back(Chunk { seg_base, start_lsn: start, buf, records: 0, ends_frame: true });
+            let chunk = Chunk { seg_base, start_lsn: start, buf, records: 0, ends_frame: true, starts_frame: true };
+            st.pending.push_back(chunk);
         }
         let chunk = st.pending.back_mut().expect("a chunk was just ensured");
         debug_assert_eq!(chunk.end_lsn(), start, "chunks are contiguous");
@@ -369,6 +381,16 @@ mod tests {
             log.recycle(c.buf);
         }
         assert_eq!(log.lock().spare.len(), 2);
+        // Owned frames one after another: each header starts a chunk of its
+        // own (never the previous frame's padding chunk), so a write can
+        // end after every frame's padding.
+        let mut chunks = VecDeque::new();
+        for _ in 0..3 {
+            log.append_owned(kept.clone(), &crc).unwrap();
+        }
+        log.take(&mut chunks);
+        let ends: Vec<bool> = chunks.iter().map(|c| c.ends_frame).collect();
+        assert_eq!(ends, [false, false, true].repeat(3), "header, payload, padding per frame");
     }
 
     /// Decodes the frames of `buf` (starting at `lsn`): (kind, frame length).

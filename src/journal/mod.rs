@@ -380,7 +380,8 @@ impl Journal {
     /// itself, without the copy into the journal's log buffer that every
     /// other append makes (with buffered I/O and no compression; otherwise
     /// it is copied like any payload). Its memory is freed once the write
-    /// completed.
+    /// completed, and also when the append fails (`RecordTooLarge`, a
+    /// closed or poisoned journal): keep a copy if you must retry.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

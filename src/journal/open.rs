@@ -18,9 +18,10 @@ use crate::{Error, JournalOptions, Lsn, Result, SubstrateChoice};
 
 /// Name of the lock file inside a journal directory.
 pub(crate) const LOCK_FILE: &str = crate::format::LOCK_FILE_NAME;
-/// The most I/O threads a journal runs at once: a write, two overlapping
-/// syncs, the next segment being made, and a truncation or seal beside them.
-const IO_THREADS: usize = 6;
+/// The most I/O threads a journal runs at once: two large writes, two
+/// overlapping syncs, the next segment being made, and a truncation and a
+/// seal beside them, with one to spare.
+const IO_THREADS: usize = 8;
 
 /// What a journal does its I/O through: the file seam, and (for tests) a
 /// wrapper around the substrate it runs on. `Hooks::default()` is the

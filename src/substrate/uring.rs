@@ -29,8 +29,9 @@ use super::{Backend, Done, Op, OpKind};
 /// The most one write SQE carries; the rest follows as a short-write
 /// continuation. Keeps lengths inside the `i32` result of a CQE.
 const MAX_WRITE_LEN: usize = 1 << 30;
-/// Ops the writer keeps in flight: one write and one sync (two SQEs when
-/// linked). The CQ is sized well above that, so it never overflows.
+/// Ops the writer keeps in flight: two writes and one sync, the sync
+/// linked to a write when it travels with one (two SQEs). The CQ is sized
+/// well above that, so it never overflows.
 const MAX_OPS: usize = 4;
 
 pub(super) struct RingFd(RawFd);

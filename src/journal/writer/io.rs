@@ -55,7 +55,7 @@ pub(super) struct WriteInFlight {
     /// `ZERO_AHEAD`).
     zeros: u64,
     records: u64,
-    /// Bytes it writes, zeros included.
+    /// Bytes of records it writes (not its zeros).
     bytes: usize,
     /// It completed, and waits for the writes before it to complete too.
     done: bool,
@@ -141,9 +141,11 @@ impl Writer {
     }
 
     /// Whether a large write may go beside the writes in flight: they are
-    /// all large, and none carries a linked sync.
+    /// all large, none carries a linked sync, and none carries zeros past
+    /// its end (zeros ahead, a sealed block's fill): the next write starts
+    /// at that end, and zeros landing after its data would overwrite it.
     pub(super) fn may_overlap(&self) -> bool {
-        self.writes.iter().all(|w| !w.linked && w.bytes >= OVERLAP_MIN)
+        self.writes.iter().all(|w| !w.linked && w.zeros == 0 && w.bytes >= OVERLAP_MIN)
     }
 
     /// Where the next write begins: past the writes in flight.
@@ -176,7 +178,9 @@ impl Writer {
         let bytes: usize = batch.iter().map(|c| c.buf.len()).sum();
         if let Some(buf) = self.zero_ahead(offset, bytes) {
             zeros += buf.len() as u64;
-            batch.push(Chunk { seg_base: self.active.key, start_lsn: end.as_u64(), buf, records: 0, ends_frame: true });
+            let start_lsn = end.as_u64();
+            let seg_base = self.active.key;
+            batch.push(Chunk { seg_base, start_lsn, buf, records: 0, ends_frame: true, starts_frame: true });
         }
         // A sync linked to this write must cover every byte before it: only
         // when no other write is in flight.
@@ -189,7 +193,10 @@ impl Writer {
             self.schedule.round_started(0, now.into_std());
             self.syncs.push(SyncInFlight::new(0, end, self.written_records + records, now, true));
         }
-        let bytes = bytes + zeros as usize;
+        debug_assert!(
+            self.writes.iter().all(|w| w.end.as_u64() + w.zeros <= start.as_u64()),
+            "a write begins inside the zeros another in flight carries"
+        );
         let stall_logged = false;
         let w = WriteInFlight {
             start,
@@ -433,7 +440,7 @@ mod tests {
     fn chunk(seg_base: u64, start_lsn: u64, len: usize, ends_frame: bool) -> Chunk {
         let mut buf = AlignedBuf::with_capacity(len, 8);
         buf.extend(len).fill(0);
-        Chunk { seg_base, start_lsn, buf, records: 1, ends_frame }
+        Chunk { seg_base, start_lsn, buf, records: 1, ends_frame, starts_frame: true }
     }
 
     fn batch_len_default(queue: &VecDeque<Chunk>) -> usize {
