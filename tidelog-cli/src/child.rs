@@ -37,6 +37,11 @@ pub(crate) struct ChildArgs {
     /// index in its stream, not an LSN.
     #[arg(long)]
     streams: bool,
+    /// Append records of about 270 KB handed over as `Vec`s
+    /// (`submit_owned`; `append_owned_async` with `--ack-written`): owned
+    /// payloads, written uncopied, two large writes in flight.
+    #[arg(long)]
+    large: bool,
 }
 
 /// Entries the streams mode keeps when it truncates a stream's prefix.
@@ -48,6 +53,14 @@ pub(crate) fn payload(tag: u32, task: u32, n: u64) -> Vec<u8> {
     let mut p = format!("tag {tag} task {task} n {n} ").into_bytes();
     let fill = ((n * 131 + u64::from(task) * 977) % 6000) as usize;
     p.extend(std::iter::repeat_n(b'a' + (n % 26) as u8, fill));
+    p
+}
+
+/// The payload of record `n` in `--large` mode: `payload`'s, filled up to
+/// about 270 KB (a length that varies, so frames end anywhere).
+pub(crate) fn large_payload(tag: u32, task: u32, n: u64) -> Vec<u8> {
+    let mut p = payload(tag, task, n);
+    p.resize(270_000 + ((n * 4099 + u64::from(task) * 131) % 8192) as usize, b'A' + (n % 26) as u8);
     p
 }
 
@@ -63,6 +76,9 @@ pub(crate) fn run(args: ChildArgs) -> Result<(), String> {
         let opts =
             JournalOptions::new().substrate(substrate).direct_io(args.direct).segment_size(args.segment_kib << 10);
         if args.streams {
+            if args.large {
+                return Err("--large applies to plain records, not --streams".into());
+            }
             return run_streams(&args, opts).await.map_err(|e| e.to_string());
         }
         let journal = Journal::open(&args.dir, opts).await.map_err(|e| e.to_string())?;
@@ -71,11 +87,11 @@ pub(crate) fn run(args: ChildArgs) -> Result<(), String> {
                 let journal = journal.clone();
                 tokio::spawn(async move {
                     for n in 0.. {
-                        let record = payload(args.tag, task, n);
-                        let lsn = if args.ack_written {
-                            journal.append_async(record).await?
-                        } else {
-                            journal.append_durable_async(record).await?
+                        let lsn = match (args.large, args.ack_written) {
+                            (false, true) => journal.append_async(payload(args.tag, task, n)).await?,
+                            (false, false) => journal.append_durable_async(payload(args.tag, task, n)).await?,
+                            (true, true) => journal.append_owned_async(large_payload(args.tag, task, n)).await?,
+                            (true, false) => journal.submit_owned(large_payload(args.tag, task, n))?.await?,
                         };
                         let mut out = std::io::stdout().lock();
                         // The parent counts a record as acknowledged once

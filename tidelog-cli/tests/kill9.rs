@@ -19,6 +19,13 @@ use tidelog::testing::{skip, Capability};
 use tidelog::{Journal, JournalOptions, SubstrateChoice};
 
 fn kill_9_cycles(substrate: &str, direct: bool) {
+    kill_9_cycles_of(substrate, direct, false);
+}
+
+/// `large`: the child appends records of about 270 KB handed over as
+/// `Vec`s (`--large`), so writes are large, two in flight, and owned
+/// payloads go uncopied.
+fn kill_9_cycles_of(substrate: &str, direct: bool, large: bool) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let choice = if substrate == "io_uring" { SubstrateChoice::IoUring } else { SubstrateChoice::Blocking };
@@ -43,7 +50,8 @@ fn kill_9_cycles(substrate: &str, direct: bool) {
             dir = tempfile::tempdir().unwrap();
         }
         let want = 120 + 90 * (tag % 3) as usize + (tag as usize * 37) % 50;
-        acked.extend(crash::run_child(dir.path(), substrate, direct, tag, &[], want, || {}));
+        let (want, extra): (usize, &[&str]) = if large { (want / 8, &["--large"]) } else { (want, &[]) };
+        acked.extend(crash::run_child(dir.path(), substrate, direct, tag, extra, want, || {}));
         // Recovery runs twice: the second open finds what the first left.
         for _ in 0..2 {
             rt.block_on(async {
@@ -52,17 +60,33 @@ fn kill_9_cycles(substrate: &str, direct: bool) {
             });
         }
         let records: HashMap<u64, Vec<u8>> = common::read_all(dir.path()).into_iter().collect();
-        let lost = crash::lost(&records, &acked);
+        let lost = crash::lost_of(&records, &acked, if large { crash::large_payload } else { crash::payload });
         assert!(lost.is_empty(), "acknowledged records lost or changed (tag, task, n, lsn): {lost:?}");
         assert!(tidelog::verify(dir.path()).unwrap().is_clean(), "after recovery the journal verifies clean");
     }
     total += acked.len();
-    eprintln!("{substrate} direct={direct}: {cycles} kills, {total} acknowledged records, 0 lost");
+    let size = if large { "large owned" } else { "small" };
+    eprintln!("{substrate} direct={direct}, {size} records: {cycles} kills, {total} acknowledged records, 0 lost");
 }
 
 /// Kills per configuration (`TIDELOG_KILL_CYCLES`, default 3).
 fn kill_cycles() -> u32 {
     std::env::var("TIDELOG_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+}
+
+#[test]
+fn kill_9_large_owned_records_blocking() {
+    kill_9_cycles_of("blocking", false, true);
+}
+
+#[test]
+fn kill_9_large_owned_records_io_uring() {
+    kill_9_cycles_of("io_uring", false, true);
+}
+
+#[test]
+fn kill_9_large_records_io_uring_direct() {
+    kill_9_cycles_of("io_uring", true, true);
 }
 
 #[test]

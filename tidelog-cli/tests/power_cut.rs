@@ -40,9 +40,13 @@ fn cut_after(seed: u64, cut: u32) -> usize {
     20 + (x % 400) as usize
 }
 
-/// Runs the cuts; returns (acknowledged, lost).
-fn power_cuts(fs: &str, substrate: &str, direct: bool, control: bool) -> Option<(usize, Vec<crash::Ack>)> {
-    let what = format!("power cuts on {fs} ({substrate}, direct={direct}{})", if control { ", control" } else { "" });
+/// Runs the cuts; returns (acknowledged, lost). `large`: the child appends
+/// records of about 270 KB handed over as `Vec`s (`--large`: owned
+/// payloads, two large writes in flight), and fewer of them per cut.
+fn power_cuts(fs: &str, substrate: &str, direct: bool, control: bool, large: bool) -> Option<(usize, Vec<crash::Ack>)> {
+    let size = if large { ", large records" } else { "" };
+    let what =
+        format!("power cuts on {fs} ({substrate}, direct={direct}{}{size})", if control { ", control" } else { "" });
     let cap = if fs == "xfs" { Capability::Xfs } else { Capability::Ext4 };
     if let Err(why) = cap.present() {
         skip(cap, &what, &why);
@@ -57,12 +61,18 @@ fn power_cuts(fs: &str, substrate: &str, direct: bool, control: bool) -> Option<
         skip(if direct { Capability::Direct } else { Capability::IoUring }, &what, &why);
         return None;
     }
-    let extra: &[&str] = if control { &["--ack-written"] } else { &[] };
+    let extra: &[&str] = match (control, large) {
+        (false, false) => &[],
+        (true, false) => &["--ack-written"],
+        (false, true) => &["--large"],
+        (true, true) => &["--large", "--ack-written"],
+    };
+    let make = if large { crash::large_payload } else { crash::payload };
     let seed = fs.len() as u64 * 1_000_003 + substrate.len() as u64 * 7919 + u64::from(direct) * 31 + 1;
     let (mut acked, mut lost, mut done) = (Vec::new(), Vec::new(), 0);
     for cut in 0..cuts() {
         done += 1;
-        let want = cut_after(seed, cut);
+        let want = if large { 4 + cut_after(seed, cut) / 10 } else { cut_after(seed, cut) };
         acked.extend(crash::run_child(&journal_dir, substrate, direct, cut, extra, want, || disk.shut_down()));
         disk.unmount();
         disk.mount();
@@ -71,7 +81,7 @@ fn power_cuts(fs: &str, substrate: &str, direct: bool, control: bool) -> Option<
         let _ = std::fs::remove_dir_all(&before);
         copy_dir(&journal_dir, &before);
         let records = rt.block_on(reopen_and_read(&journal_dir, &opts));
-        lost = crash::lost(&records, &acked);
+        lost = crash::lost_of(&records, &acked, make);
         if control && !lost.is_empty() {
             break; // the control has shown what it must
         }
@@ -91,7 +101,7 @@ fn power_cuts(fs: &str, substrate: &str, direct: bool, control: bool) -> Option<
         }
     }
     eprintln!(
-        "{fs:<4} {substrate:<8} {:<8} {}: {done} cuts, {} acknowledged, {} lost",
+        "{fs:<4} {substrate:<8} {:<8}{size} {}: {done} cuts, {} acknowledged, {} lost",
         if direct { "direct" } else { "buffered" },
         if control { "CONTROL (acks written)" } else { "durable acks" },
         acked.len(),
@@ -140,9 +150,27 @@ macro_rules! power_cut_tests {
     ($($name:ident: $fs:literal, $substrate:literal, $direct:literal;)*) => {$(
         #[test]
         fn $name() {
-            power_cuts($fs, $substrate, $direct, false);
+            power_cuts($fs, $substrate, $direct, false, false);
         }
     )*};
+}
+
+/// Large records handed over as `Vec`s, on ext4: the owned payloads and
+/// the two writes in flight under a power cut, and their control.
+#[test]
+fn ext4_io_uring_buffered_large_owned_records() {
+    power_cuts("ext4", "io_uring", false, false, true);
+}
+
+#[test]
+fn ext4_blocking_buffered_large_owned_records() {
+    power_cuts("ext4", "blocking", false, false, true);
+}
+
+#[test]
+fn negative_control_ext4_blocking_large_owned_records() {
+    let Some((acked, lost)) = power_cuts("ext4", "blocking", false, true, true) else { return };
+    assert!(!lost.is_empty(), "the large-record control acknowledged {acked} written records and lost none");
 }
 
 power_cut_tests! {
@@ -161,7 +189,7 @@ power_cut_tests! {
 /// filesystem and each substrate: a control that was skipped proves
 /// nothing, and under `TIDELOG_REQUIRE` a skip fails.
 fn negative_control(fs: &str, substrate: &str) {
-    let Some((acked, lost)) = power_cuts(fs, substrate, false, true) else { return };
+    let Some((acked, lost)) = power_cuts(fs, substrate, false, true, false) else { return };
     assert!(
         !lost.is_empty(),
         "{fs} {substrate}: the control acknowledged {acked} written-not-durable records and lost none: the power \

@@ -17,6 +17,13 @@ pub fn payload(tag: u32, task: u32, n: u64) -> Vec<u8> {
     p
 }
 
+/// Must match the child's `--large` payload (`tidelog-cli/src/child.rs`).
+pub fn large_payload(tag: u32, task: u32, n: u64) -> Vec<u8> {
+    let mut p = payload(tag, task, n);
+    p.resize(270_000 + ((n * 4099 + u64::from(task) * 131) % 8192) as usize, b'A' + (n % 26) as u8);
+    p
+}
+
 /// One acknowledged record: (tag, task, n, lsn).
 pub type Ack = (u32, u32, u64, u64);
 
@@ -145,5 +152,10 @@ fn parse_ack(tag: u32, line: &str) -> Ack {
 /// The acknowledged records that are not in `records` (LSN → payload)
 /// exactly as acknowledged.
 pub fn lost(records: &HashMap<u64, Vec<u8>>, acked: &[Ack]) -> Vec<Ack> {
-    acked.iter().filter(|&&(tag, task, n, lsn)| records.get(&lsn) != Some(&payload(tag, task, n))).copied().collect()
+    lost_of(records, acked, payload)
+}
+
+/// [`lost`] for records made by `make` (`payload`, `large_payload`).
+pub fn lost_of(records: &HashMap<u64, Vec<u8>>, acked: &[Ack], make: fn(u32, u32, u64) -> Vec<u8>) -> Vec<Ack> {
+    acked.iter().filter(|&&(tag, task, n, lsn)| records.get(&lsn) != Some(&make(tag, task, n))).copied().collect()
 }
