@@ -7,9 +7,10 @@
 //! once and writes each with one call. A chunk never spans segments.
 //!
 //! A large payload handed over as a `Vec` (`append_owned`) is not copied:
-//! its frame's header ends the tail chunk, the `Vec` becomes a chunk of its
-//! own, and its padding starts the next. Such chunks end inside a frame
-//! (`Chunk::ends_frame`), and the writer never ends a write there.
+//! its frame's header ends the tail chunk (or a small chunk of its own when
+//! the tail does not start on a frame boundary), the `Vec` becomes a chunk
+//! of its own, and its padding starts the next. Such chunks end inside a
+//! frame (`Chunk::ends_frame`), and the writer never ends a write there.
 //!
 //! With direct I/O every chunk starts on a block boundary of its file and is
 //! closed on one: when the writer takes it, or when it is full, a padding
@@ -176,9 +177,10 @@ impl LogBuffer {
     }
 
     /// Appends one plain record from `payload` itself, without copying it
-    /// (buffered I/O only): its header ends the tail chunk, the `Vec` is
-    /// the next chunk, and the frame's padding starts a chunk of its own
-    /// for the frames after it. `crc` was fed exactly `payload`'s bytes;
+    /// (buffered I/O only): its header ends the tail chunk (or a small
+    /// chunk of its own, when the tail does not start on a frame
+    /// boundary), the `Vec` is the next chunk, and the frame's padding
+    /// starts a chunk of its own for the frames after it. `crc` was fed exactly `payload`'s bytes;
     /// the caller checked its size against the segment.
     pub(crate) fn append_owned(&self, payload: Vec<u8>, crc: &crc32fast::Hasher) -> Result<Placed> {
         debug_assert_eq!(self.block, 0, "direct I/O writes aligned chunks only");
@@ -204,7 +206,8 @@ impl LogBuffer {
         let ends_frame = pad == 0;
         st.pending.push_back(Chunk { seg_base, start_lsn: body, buf, records: 1, ends_frame, starts_frame: false });
         if pad > 0 {
-            let mut buf = self.chunk_buf(&mut st, pad);
+            // Later frames may join it: a spare, or room for a few.
+            let mut buf = self.chunk_buf(&mut st, pad, 64 << 10);
             buf.extend(pad).fill(0);
             let start_lsn = body + len as u64;
             st.pending.push_back(Chunk { seg_base, start_lsn, buf, records: 0, ends_frame: true, starts_frame: false });
@@ -228,7 +231,10 @@ impl LogBuffer {
                 && (c.starts_frame || !owned_header)
         });
         if !open {
-            let buf = self.chunk_buf(st, need);
+            // An owned frame's header is all its chunk will ever hold: the
+            // payload's chunk follows it at once.
+            let fresh = if owned_header { need } else { self.chunk_cap };
+            let buf = self.chunk_buf(st, need, fresh);
             let chunk = Chunk { seg_base, start_lsn: start, buf, records: 0, ends_frame: true, starts_frame: true };
             st.pending.push_back(chunk);
         }
@@ -237,15 +243,16 @@ impl LogBuffer {
         chunk
     }
 
-    /// An empty chunk buffer of at least `need` bytes: a spare, or a new one.
-    fn chunk_buf(&self, st: &mut State, need: usize) -> AlignedBuf {
+    /// An empty chunk buffer of at least `need` bytes: a spare, or a new
+    /// one of `fresh` bytes (at least `need`).
+    fn chunk_buf(&self, st: &mut State, need: usize, fresh: usize) -> AlignedBuf {
         match st.spare.iter().rposition(|b| b.capacity() >= need) {
             Some(i) => {
                 let buf = st.spare.swap_remove(i);
                 st.spare_bytes -= buf.capacity();
                 buf
             }
-            None => AlignedBuf::with_capacity(self.chunk_cap.max(need), self.align),
+            None => AlignedBuf::with_capacity(fresh.max(need), self.align),
         }
     }
 
@@ -391,6 +398,22 @@ mod tests {
         log.take(&mut chunks);
         let ends: Vec<bool> = chunks.iter().map(|c| c.ends_frame).collect();
         assert_eq!(ends, [false, false, true].repeat(3), "header, payload, padding per frame");
+        // Headers that could not go into a padding chunk take a spare buffer
+        // while there is one (the first two here), then a small chunk, not
+        // a megabyte.
+        assert!([3, 6].iter().all(|&i| chunks[i].buf.capacity() < 64 << 10), "header chunks stay small");
+        // A payload with no padding (a multiple of 8 bytes) ends its frame:
+        // the next owned header and a plain frame each start a new chunk.
+        let even = vec![3u8; 65_536];
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&even);
+        let mut chunks = VecDeque::new();
+        log.append_owned(even.clone(), &crc).unwrap();
+        log.append_owned(even, &crc).unwrap();
+        log.append(&[small], None, format::frame_len(10) as u64).unwrap();
+        log.take(&mut chunks);
+        let flags: Vec<(bool, bool)> = chunks.iter().map(|c| (c.starts_frame, c.ends_frame)).collect();
+        assert_eq!(flags, [(true, false), (false, true), (true, false), (false, true), (true, true)]);
     }
 
     /// Decodes the frames of `buf` (starting at `lsn`): (kind, frame length).

@@ -160,11 +160,12 @@ impl Writer {
         debug_assert_eq!(first.start_lsn, self.write_frontier(), "writes stay in order");
         let offset = FileOffset::new(format::file_offset(first.seg_base, first.start_lsn));
         let start = Lsn::new(first.start_lsn);
-        let last = batch.last_mut().expect("a batch is never empty");
-        let end = Lsn::new(last.end_lsn());
+        let end = Lsn::new(batch.last().expect("a batch is never empty").end_lsn());
         let block = self.shared.log.block() as usize;
         // Bytes past `end` the write carries: zeros, never records.
         let mut zeros = 0;
+        let records_bytes: usize = batch.iter().map(|c| c.buf.len()).sum();
+        let last = batch.last_mut().expect("a batch is never empty");
         if block != 0 && last.buf.len() % block != 0 {
             // Direct I/O: only a sealed segment's last chunk ends inside a
             // block (the log buffer pads every other). Zeros past the seal
@@ -203,7 +204,7 @@ impl Writer {
             end,
             zeros,
             records,
-            bytes,
+            bytes: records_bytes,
             done: false,
             retries: 0,
             started: now,
