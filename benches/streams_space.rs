@@ -40,12 +40,16 @@ async fn main() {
     let opts = JournalOptions::new().segment_size(segment_mib << 20);
     let s = Streams::open(dir.path(), opts).await.expect("open");
     let entry = vec![0x5Au8; 1024];
+    let mut appended_frame = 0;
     let started = Instant::now();
     println!("entries  live MiB  disk MiB  disk/live  segments");
     let mut worst: f64 = 0.0;
     for n in 0..entries {
         let id = n % STREAMS;
         let index = s.append_async(id, &entry).await.expect("append");
+        if n == 0 {
+            appended_frame = s.journal().next_lsn().as_u64();
+        }
         if id >= LAGGARDS && index % KEEP == 0 {
             s.truncate_prefix(id, index - KEEP + 1).await.expect("truncate");
         }
@@ -70,13 +74,17 @@ async fn main() {
     let report = s.purge().await.expect("purge");
     let live: u64 = s.list().iter().map(|i| i.bytes).sum();
     let disk = allocated(dir.path());
+    // Every byte the log took: entries, truncations and the rewrite's copies.
+    let logged = s.journal().next_lsn().as_u64();
     println!(
         "after a last purge: live {:.1} MiB, disk {:.1} MiB ({:.2}x); worst once live > 4 segments: {worst:.2}x; \
-         {entries} entries in {:.1?}; last purge {report:?}",
+         {entries} entries in {:.1?}; {:.0} MiB logged ({:.2}x the entries' frames); last purge {report:?}",
         live as f64 / (1 << 20) as f64,
         disk as f64 / (1 << 20) as f64,
         disk as f64 / live as f64,
-        started.elapsed()
+        started.elapsed(),
+        logged as f64 / (1 << 20) as f64,
+        logged as f64 / (entries * appended_frame) as f64,
     );
     s.close().await.expect("close");
 }

@@ -199,6 +199,21 @@ impl Index {
         self.streams.iter().find_map(|(&id, s)| s.pos.iter().position(|p| !p.known()).map(|k| (id, s.first + k as u64)))
     }
 
+    /// The bytes of live entries in each segment below the last of `bases`
+    /// (segment base LSNs, ascending): `out[k]` for `bases[k]..bases[k + 1]`.
+    /// Walks only the streams that pin a segment below it.
+    pub(crate) fn live_per_segment(&self, bases: &[u64]) -> Vec<u64> {
+        let Some(&top) = bases.last() else { return Vec::new() };
+        let mut out = vec![0u64; bases.len() - 1];
+        for s in self.streams.values().filter(|s| s.floor_lsn().is_some_and(|f| f < top)) {
+            for p in s.pos.iter().filter(|p| p.known() && p.lsn() < top) {
+                let k = bases.partition_point(|&b| b <= p.lsn()).saturating_sub(1);
+                out[k] += p.len() as u64;
+            }
+        }
+        out
+    }
+
     /// Streams whose floor lies below `lsn`, oldest floor first.
     pub(crate) fn pinning_below(&self, lsn: u64) -> Vec<u64> {
         let mut out: Vec<(u64, u64)> =
@@ -367,6 +382,28 @@ mod tests {
             let lsns = s.pos.iter().map(|p| p.lsn()).collect();
             (s.first, s.next(), lsns, s.meta().map(<[u8]>::to_vec))
         })
+    }
+
+    #[test]
+    fn live_bytes_are_counted_per_segment_below_the_last_base() {
+        let mut ix = Index::default();
+        let frames = [
+            entry(1, 1),
+            entry(1, 2),
+            entry(1, 3),
+            entry(2, 1),
+            entry(2, 2),
+            op(2, StreamOp::TruncatePrefix { first: 2 }),
+            entry(3, 1),
+            entry(1, 4),
+        ];
+        replay(&mut ix, &frames, 0);
+        // Segments [0, 250), [250, 450), [450, 700); the entry at 700 lies
+        // above them, and stream 2's first entry (at 300) is truncated.
+        assert_eq!(ix.live_per_segment(&[0, 250, 450, 700]), vec![120, 40, 40]);
+        assert_eq!(ix.live_per_segment(&[0, 450]), vec![160]);
+        assert!(ix.live_per_segment(&[0]).is_empty());
+        assert!(ix.live_per_segment(&[]).is_empty());
     }
 
     #[test]

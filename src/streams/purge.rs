@@ -50,9 +50,10 @@ const SLACK_SEGMENTS: u64 = 2;
 
 impl Streams {
     /// Gives space back: copies forward the live entries of streams that
-    /// pin old segments while most of the journal is dead (when its
-    /// segments hold more than twice the live bytes, plus two segments of
-    /// slack; at most 16 MiB per call), makes everything written so far
+    /// pin old, mostly dead segments (when the segments hold more than 1.5×
+    /// the live bytes plus two segments; from the oldest segment up to where
+    /// copying stops paying for itself, never the newest two; at most 16 MiB
+    /// per call), makes everything written so far
     /// durable (the copies, and the truncations that let old frames go),
     /// then deletes every whole segment below the oldest frame any stream
     /// still needs. Runs by itself after truncations and removals; call it to
@@ -62,16 +63,28 @@ impl Streams {
         let shared = self.shared();
         shared.check_open()?;
         let mut report = PurgeReport::default();
-        if let Some(boundary) = self.rewrite_boundary() {
-            let candidates = self.index().pinning_below(boundary);
+        let steps = self.rewritable().map_or_else(Vec::new, |need| {
+            let live = self.index().live_per_segment(&need.bases);
+            let boundary = need.boundary(&live).unwrap_or(0);
+            need.bases.into_iter().skip(1).take_while(|&b| b <= boundary).collect()
+        });
+        // Oldest segment first, deleting as the floor climbs past each: were
+        // every stream copied below the boundary before anything went, disk
+        // use would hold all the old frames and all their copies at once.
+        let mut rewritten = std::collections::BTreeSet::new();
+        for step in steps {
+            if report.bytes_rewritten >= REWRITE_BUDGET {
+                break;
+            }
+            let candidates = self.index().pinning_below(step);
             for id in candidates {
                 if report.bytes_rewritten >= REWRITE_BUDGET {
                     break;
                 }
                 let budget = REWRITE_BUDGET - report.bytes_rewritten;
-                match self.rewrite(id, boundary, budget).await {
+                match self.rewrite(id, step, budget).await {
                     Ok(Some(bytes)) => {
-                        report.streams_rewritten += 1;
+                        rewritten.insert(id);
                         report.bytes_rewritten += bytes;
                     }
                     Ok(None) => {}
@@ -86,7 +99,23 @@ impl Streams {
                     Err(e) => return Err(e),
                 }
             }
+            // Stop where the floor did not climb past this step (a stream
+            // skipped, truncated meanwhile, or the budget spent).
+            if self.delete_below_floor(&mut report).await?.is_some_and(|floor| floor < step) {
+                break;
+            }
         }
+        report.streams_rewritten = rewritten.len();
+        let floor = self.delete_below_floor(&mut report).await?;
+        report.floor = floor.map(Lsn::new);
+        Ok(report)
+    }
+
+    /// Makes everything placed so far durable, then deletes every whole
+    /// segment below the oldest frame any stream needs (counted in
+    /// `report`). Returns that floor.
+    async fn delete_below_floor(&self, report: &mut PurgeReport) -> Result<Option<u64>> {
+        let shared = self.shared();
         let before = crate::read::LiveJournal::segments(shared.as_ref()).len();
         let (floor, end) = {
             let index = self.index();
@@ -102,14 +131,13 @@ impl Streams {
         if let Some(&first) = bases.first() {
             self.inner.files.forget_below(first);
         }
-        report.segments_deleted = before.saturating_sub(bases.len());
-        report.floor = floor.map(Lsn::new);
-        Ok(report)
+        report.segments_deleted += before.saturating_sub(bases.len());
+        Ok(floor)
     }
 
-    /// The LSN below which lagging streams should be copied forward, when
-    /// the journal holds far more than its live data.
-    fn rewrite_boundary(&self) -> Option<u64> {
+    /// The rewrite the journal needs, if its segments hold far more than
+    /// its live data.
+    fn rewritable(&self) -> Option<Rewrite> {
         let shared = self.shared();
         let bases = crate::read::LiveJournal::segments(shared.as_ref());
         let segment = shared.opts.segment_size;
@@ -118,9 +146,12 @@ impl Streams {
         if bases.len() < 3 || 2 * used <= 3 * live + 2 * SLACK_SEGMENTS * segment {
             return None;
         }
-        // Every segment but the newest few: what lags behind them is copied
-        // forward, so the purge can take all of them.
-        Some(bases[bases.len() - SLACK_SEGMENTS as usize])
+        Some(Rewrite {
+            bases: bases[..=bases.len() - SLACK_SEGMENTS as usize].to_vec(),
+            segment,
+            used,
+            target: live + live / 4 + SLACK_SEGMENTS * segment,
+        })
     }
 
     /// Copies forward what of stream `id` lies below `boundary` — entries,
@@ -207,7 +238,7 @@ impl Streams {
         let bases = crate::read::LiveJournal::segments(shared.as_ref());
         let Some(&second) = bases.get(1) else { return };
         let floor_moved = self.index().floor().is_none_or(|f| f >= second);
-        if !floor_moved && self.rewrite_boundary().is_none() {
+        if !floor_moved && self.rewritable().is_none() {
             return;
         }
         // One background purge at a time, scheduled or running.
@@ -228,6 +259,45 @@ impl Streams {
     }
 }
 
+/// A rewrite a journal needs: its segments hold more than 1.5× the live
+/// bytes plus two segments.
+#[derive(Debug)]
+struct Rewrite {
+    /// The bases of the segments it may empty (all but the newest two),
+    /// then the base of the first it leaves alone.
+    bases: Vec<u64>,
+    segment: u64,
+    /// Bytes the segments take now.
+    used: u64,
+    /// Where it should bring that down to: 1.25× the live bytes plus two
+    /// segments (below where rewrites start, so they do not start again
+    /// at once).
+    target: u64,
+}
+
+impl Rewrite {
+    /// The boundary below which lagging streams are copied forward, given
+    /// the live bytes in each segment below the highest: the lowest that
+    /// brings disk use down to the target once the segments below it are
+    /// deleted and the copies written, so a rewrite copies as little as it
+    /// must (segments are deleted oldest first: a rewrite must empty every
+    /// segment below the boundary, dense ones too). Short of the target
+    /// even at the highest boundary, the highest, if deleting gives back
+    /// more than copying takes.
+    fn boundary(&self, live: &[u64]) -> Option<u64> {
+        let mut copied = 0u64;
+        for (j, &base) in self.bases.iter().enumerate().skip(1) {
+            copied += live.get(j - 1).copied().unwrap_or(0);
+            let freed = j as u64 * self.segment;
+            if self.used.saturating_sub(freed) + copied <= self.target {
+                return Some(base);
+            }
+        }
+        let top = self.bases.len().checked_sub(1).filter(|&top| top > 0)?;
+        (top as u64 * self.segment > copied).then(|| self.bases[top])
+    }
+}
+
 /// Whether the stream's metadata frame lies below `boundary`.
 fn stale_meta(s: &index::Stream, boundary: u64) -> bool {
     s.meta_lsn().is_some_and(|lsn| lsn < boundary)
@@ -237,4 +307,27 @@ fn stale_meta(s: &index::Stream, boundary: u64) -> bool {
 /// lies below `boundary`.
 fn stale_anchor(s: &index::Stream, boundary: u64) -> bool {
     s.pos.is_empty() && s.first > 1 && s.anchor < boundary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rewrite;
+
+    fn need(used: u64, target: u64) -> Rewrite {
+        Rewrite { bases: vec![0, 100, 200, 300, 400], segment: 100, used, target }
+    }
+
+    #[test]
+    fn a_rewrite_copies_the_least_that_brings_disk_use_to_its_target() {
+        // The two oldest segments, mostly dead, are enough.
+        assert_eq!(need(600, 450).boundary(&[10, 10, 10, 10]), Some(200));
+        // A dense oldest segment must be emptied too: deletion goes oldest first.
+        assert_eq!(need(600, 450).boundary(&[100, 100, 10, 10]), Some(400));
+        assert_eq!(need(600, 500).boundary(&[100, 10, 10, 10]), Some(300));
+        // The target is out of reach: as far as copying still gives space back.
+        assert_eq!(need(600, 100).boundary(&[90, 90, 90, 90]), Some(400));
+        assert_eq!(need(600, 100).boundary(&[100, 100, 100, 100]), None);
+        let none = Rewrite { bases: vec![0], segment: 100, used: 300, target: 100 };
+        assert_eq!(none.boundary(&[]), None);
+    }
 }
