@@ -201,7 +201,10 @@ impl Index {
 
     /// The bytes of live entries in each segment below the last of `bases`
     /// (segment base LSNs, ascending): `out[k]` for `bases[k]..bases[k + 1]`.
-    /// Walks only the streams that pin a segment below it.
+    /// Walks only the streams that pin a segment below it, but every entry
+    /// of those (a copy moves an entry above later ones, so a stream's
+    /// positions are not in LSN order): about 7 ms under the index lock per
+    /// million entries, paid once per purge that rewrites.
     pub(crate) fn live_per_segment(&self, bases: &[u64]) -> Vec<u64> {
         let Some(&top) = bases.last() else { return Vec::new() };
         let mut out = vec![0u64; bases.len() - 1];

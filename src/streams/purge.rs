@@ -50,14 +50,18 @@ const SLACK_SEGMENTS: u64 = 2;
 
 impl Streams {
     /// Gives space back: copies forward the live entries of streams that
-    /// pin old, mostly dead segments (when the segments hold more than 1.5×
-    /// the live bytes plus two segments; from the oldest segment up to where
-    /// copying stops paying for itself, never the newest two; at most 16 MiB
-    /// per call), makes everything written so far
+    /// pin old, mostly dead segments, makes everything written so far
     /// durable (the copies, and the truncations that let old frames go),
     /// then deletes every whole segment below the oldest frame any stream
     /// still needs. Runs by itself after truncations and removals; call it to
     /// force one. Appends go on meanwhile.
+    ///
+    /// Copying starts when the segments hold more than 1.5× the live bytes
+    /// plus two segments. It goes one segment at a time, oldest first,
+    /// deleting each once its copies are durable, up to the lowest segment
+    /// boundary that brings disk use down to 1.25× the live bytes plus two
+    /// segments; never into the newest two segments, and at most 16 MiB per
+    /// call.
     pub async fn purge(&self) -> Result<PurgeReport> {
         let _one = self.inner.purging.lock().await;
         let shared = self.shared();
@@ -76,7 +80,13 @@ impl Streams {
             if report.bytes_rewritten >= REWRITE_BUDGET {
                 break;
             }
+            // Streams already copied past this step (or never below it)
+            // leave nothing to do or to wait for here.
             let candidates = self.index().pinning_below(step);
+            if candidates.is_empty() {
+                continue;
+            }
+            let before = report.bytes_rewritten;
             for id in candidates {
                 if report.bytes_rewritten >= REWRITE_BUDGET {
                     break;
@@ -99,9 +109,12 @@ impl Streams {
                     Err(e) => return Err(e),
                 }
             }
-            // Stop where the floor did not climb past this step (a stream
-            // skipped, truncated meanwhile, or the budget spent).
-            if self.delete_below_floor(&mut report).await?.is_some_and(|floor| floor < step) {
+            // Stop where the floor did not climb past this step (nothing
+            // copied, a stream skipped, truncated meanwhile, or the budget
+            // spent).
+            if report.bytes_rewritten == before
+                || self.delete_below_floor(&mut report).await?.is_some_and(|floor| floor < step)
+            {
                 break;
             }
         }
@@ -116,7 +129,7 @@ impl Streams {
     /// `report`). Returns that floor.
     async fn delete_below_floor(&self, report: &mut PurgeReport) -> Result<Option<u64>> {
         let shared = self.shared();
-        let before = crate::read::LiveJournal::segments(shared.as_ref()).len();
+        let before = crate::read::LiveJournal::segments(shared.as_ref());
         let (floor, end) = {
             let index = self.index();
             (index.floor(), shared.log.next_lsn())
@@ -128,10 +141,12 @@ impl Streams {
         let keep = floor.unwrap_or(end);
         self.inner.journal.truncate_before(Lsn::new(keep)).await?;
         let bases = crate::read::LiveJournal::segments(shared.as_ref());
+        // Counted as the old segments now gone: a segment opened meanwhile
+        // must not hide one deleted.
         if let Some(&first) = bases.first() {
             self.inner.files.forget_below(first);
+            report.segments_deleted += before.iter().filter(|&&b| b < first).count();
         }
-        report.segments_deleted += before.saturating_sub(bases.len());
         Ok(floor)
     }
 
