@@ -311,7 +311,7 @@ impl Streams {
             let lsn = at;
             at += len as u64;
             let frame = format::decode_stream(kind, body).expect("decoded above");
-            if let Err(misfit) = index.apply(&frame, lsn, len) {
+            if let Err(misfit) = index.apply_in_unit(&frame, lsn, len) {
                 // The frame is in the log buffer already: stop the journal
                 // rather than let memory and disk disagree.
                 let err = Error::Internal(misfit.0);
@@ -319,6 +319,7 @@ impl Streams {
                 return Err(err);
             }
         }
+        index.settle();
         Ok(end)
     }
 

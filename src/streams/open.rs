@@ -135,8 +135,11 @@ fn scan(dir: &Path, bases: &[u64], end: Option<u64>, start: Option<(Index, u64)>
                 for h in held.drain(..) {
                     let f = format::decode_stream(h.kind, &h.payload)
                         .map_err(|why| Error::corrupt(&seg.path, Lsn::new(h.lsn), why))?;
-                    index.apply(&f, h.lsn, h.len).map_err(|m| Error::corrupt(&seg.path, Lsn::new(h.lsn), m.0))?;
+                    index
+                        .apply_in_unit(&f, h.lsn, h.len)
+                        .map_err(|m| Error::corrupt(&seg.path, Lsn::new(h.lsn), m.0))?;
                 }
+                index.settle();
             }
         }
     }
