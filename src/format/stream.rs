@@ -8,7 +8,8 @@
 //!   op code, then the op's arguments.
 //!
 //! Layouts are drawn in `docs/format.md`; what the ops mean is applied by
-//! one function, `streams::index::Index::apply`, both live and at open.
+//! one function, `streams::index::Index::apply_in_unit`, both live and at
+//! open.
 
 use super::MAX_PAYLOAD_LEN;
 

@@ -1,8 +1,9 @@
 //! The in-memory index of every stream: where each live entry's frame lies,
 //! each stream's range, metadata, and the oldest LSN it still needs.
 //!
-//! [`Index::apply`] is the one place stream frames take effect. Live
-//! operations check their arguments, write the frame, then apply it; open
+//! [`Index::apply_in_unit`] is the one place stream frames take effect, and
+//! [`Index::settle`] ends each unit of them (an atomic batch). Live
+//! operations check their arguments, write the frames, then apply them; open
 //! applies every frame it finds in LSN order. So what a journal holds after
 //! a reopen is what it held before, by construction.
 //!
@@ -582,36 +583,61 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Copies settle their floors once per unit: between units every
-        /// floor is exact, and within one never above the true floor (a
-        /// high floor would let a needed segment go).
+        /// Copies and metadata settle floors once per unit: within one, no
+        /// stream's floor is ever above its true floor (a high floor would
+        /// let a needed segment go) and the index's count of floors matches
+        /// the streams'; between units every floor is exact. The ops mix
+        /// appends, copies, truncations, metadata, state frames that leave
+        /// positions unknown, removals and streams first met mid-history.
         #[test]
         fn floors_settled_per_unit_equal_a_full_recompute(
-            ops in proptest::collection::vec((0u8..7, 0u64..3, 0u64..64), 1..200),
+            ops in proptest::collection::vec((0u8..12, 0u64..3, 0u64..64, 0u64..4), 1..250),
             unit in 1usize..12,
         ) {
             let mut ix = Index::default();
             let mut lsn = 0u64;
-            for (n, &(kind, id, k)) in ops.iter().enumerate() {
+            for (n, &(kind, id, k, j)) in ops.iter().enumerate() {
                 let s = ix.get(id).map(|s| (s.first, s.next(), s.pos.len() as u64));
                 let op = match (kind, s) {
+                    (7, None) => StreamOp::Entry { index: 1 + j * 5, data: b"" },
+                    (8, None) => StreamOp::TruncatePrefix { first: 1 + j },
                     (0 | 1, _) | (_, None) => StreamOp::Entry { index: s.map_or(1, |s| s.1), data: b"" },
                     (2 | 3, Some((first, _, len))) if len > 0 => StreamOp::Entry { index: first + k % len, data: b"" },
                     (4, Some((first, next, _))) => StreamOp::TruncatePrefix { first: first + k % (next - first + 1) },
-                    (5, Some((first, next, _))) if next > first => StreamOp::TruncateSuffix { from: first + k % (next - first) },
+                    (5, Some((first, next, _))) if next > first => {
+                        StreamOp::TruncateSuffix { from: first + k % (next - first) }
+                    }
+                    (7, Some(_)) => StreamOp::Remove,
+                    (8 | 9, Some((first, next, _))) => StreamOp::State {
+                        first: first.saturating_sub(j % 2).max(1) + (k % 3).min(next - first),
+                        next: next + j,
+                        from: first,
+                        count: 0,
+                        meta: (k % 2 == 0).then_some(&b"s"[..]),
+                    },
                     _ => StreamOp::Meta { data: b"m" },
                 };
                 lsn += 100;
                 ix.apply_in_unit(&StreamFrame { stream: id, op }, lsn, 40).unwrap();
-                let exact = ix.streams.values().filter_map(Stream::floor).min();
-                let recorded = ix.floor();
-                proptest::prop_assert!(recorded.is_some() || exact.is_none());
-                if let (Some(r), Some(e)) = (recorded, exact) {
-                    proptest::prop_assert!(r <= e, "floor {} above the true {}", r, e);
+                let mut floors = BTreeMap::<u64, u32>::new();
+                for s in ix.streams.values() {
+                    if let Some(f) = s.floor_lsn() {
+                        *floors.entry(f).or_default() += 1;
+                    }
+                    if let Some(exact) = s.floor() {
+                        let recorded = s.floor_lsn();
+                        proptest::prop_assert!(
+                            recorded.is_some_and(|r| r <= exact),
+                            "floor {:?} above the true {}",
+                            recorded,
+                            exact
+                        );
+                    }
                 }
+                proptest::prop_assert_eq!(&floors, &ix.floors);
                 if n % unit == 0 {
                     ix.settle();
-                    proptest::prop_assert_eq!(ix.floor(), ix.streams.values().filter_map(Stream::floor).min());
+                    proptest::prop_assert!(ix.stale.is_empty());
                     for s in ix.streams.values() {
                         proptest::prop_assert_eq!(s.floor_lsn(), s.floor());
                     }

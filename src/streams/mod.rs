@@ -316,6 +316,7 @@ impl Streams {
                 // rather than let memory and disk disagree.
                 let err = Error::Internal(misfit.0);
                 shared.gate.fail(err.clone());
+                index.settle();
                 return Err(err);
             }
         }

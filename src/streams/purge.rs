@@ -109,12 +109,16 @@ impl Streams {
                     Err(e) => return Err(e),
                 }
             }
-            // Stop where the floor did not climb past this step (nothing
-            // copied, a stream skipped, truncated meanwhile, or the budget
-            // spent).
-            if report.bytes_rewritten == before
-                || self.delete_below_floor(&mut report).await?.is_some_and(|floor| floor < step)
-            {
+            // Stop where the floor did not climb past this step (a stream
+            // skipped, or the budget spent). Where nothing was copied (the
+            // streams truncated or removed meanwhile) there is nothing to
+            // wait for: the last deletion below takes what that freed.
+            let floor = if report.bytes_rewritten == before {
+                self.index().floor()
+            } else {
+                self.delete_below_floor(&mut report).await?
+            };
+            if floor.is_some_and(|floor| floor < step) {
                 break;
             }
         }
