@@ -162,7 +162,8 @@ pub(crate) struct Index {
     /// Bytes of live entry frames across streams.
     pub(crate) live_bytes: u64,
     /// Streams whose recorded floor may lie below their true one: a copy
-    /// moved the entry that held it. [`Index::settle`] recomputes them, once
+    /// moved the entry that held it, or new metadata replaced the frame
+    /// that did. [`Index::settle`] recomputes them, once
     /// per unit of frames rather than once per copy (a recompute walks the
     /// stream's entries). Until then the floor is low, which keeps
     /// segments, never loses them.
@@ -240,7 +241,7 @@ impl Index {
         Ok(())
     }
 
-    /// Recomputes the floors copies left stale.
+    /// Recomputes the floors that copies and metadata left stale.
     pub(crate) fn settle(&mut self) {
         let mut stale = std::mem::take(&mut self.stale);
         for &id in &stale {
