@@ -64,6 +64,30 @@ async fn appender(
     Ok((hist, ops, last))
 }
 
+/// [`appender`] for durable-threads mode: an OS thread (not a tokio task)
+/// calling the blocking `append` and `sync_through`, as a service with a
+/// thread per connection, or raft-engine's callers, do.
+fn appender_thread(
+    j: Journal,
+    record: usize,
+    counting: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> tidelog::Result<(Histogram<u64>, u64, Option<tidelog::Ticket>)> {
+    let payload = vec![0x5Au8; record];
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut ops = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let lsn = j.append(&payload)?;
+        j.sync_through(lsn)?;
+        if counting.load(Ordering::Relaxed) {
+            hist.record(t.elapsed().as_micros() as u64).ok();
+            ops += 1;
+        }
+    }
+    Ok((hist, ops, None))
+}
+
 /// One journal cell: `opts` plus what to add to the system's name.
 pub(super) async fn run(
     dir: &Path,
@@ -78,7 +102,15 @@ pub(super) async fn run(
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..tasks)
-        .map(|_| tokio::spawn(appender(journal.clone(), mode.to_string(), record, counting.clone(), stop.clone())))
+        .map(|_| {
+            let (j, counting, stop) = (journal.clone(), counting.clone(), stop.clone());
+            if mode == "durable-threads" {
+                let thread = std::thread::spawn(move || appender_thread(j, record, counting, stop));
+                tokio::task::spawn_blocking(move || thread.join().expect("an appender thread panicked"))
+            } else {
+                tokio::spawn(appender(j, mode.to_string(), record, counting, stop))
+            }
+        })
         .collect();
     tokio::time::sleep(warmup).await;
     let before = journal.stats();

@@ -59,7 +59,8 @@ pub(crate) struct BenchArgs {
     substrate: Option<Vec<String>>,
     /// What each task waits for: durable (append_durable_async),
     /// durable-owned (a new Vec per record handed to submit_owned, its
-    /// ticket awaited), written (append_async), submit
+    /// ticket awaited), durable-threads (OS threads calling the blocking
+    /// append and sync_through), written (append_async), submit
     /// (fire-and-forget tickets, awaited at the end).
     #[arg(long, value_delimiter = ',', default_values_t = vec!["durable".to_string()])]
     mode: Vec<String>,
@@ -219,8 +220,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     }
     let policy = parse_policy(&args.policy)?;
     for mode in &args.mode {
-        if !["durable", "durable-owned", "written", "submit"].contains(&mode.as_str()) {
-            return Err(format!("unknown mode {mode:?} (durable, durable-owned, written, submit)"));
+        if !["durable", "durable-owned", "durable-threads", "written", "submit"].contains(&mode.as_str()) {
+            return Err(format!("unknown mode {mode:?} (durable, durable-owned, durable-threads, written, submit)"));
         }
     }
     let mut raws = vec!["growing"];
