@@ -66,6 +66,10 @@ struct Workload {
     /// entries and batches), truncated both ways, with metadata, beside a
     /// laggard stream that purges copy forward while the others run.
     streams: bool,
+    /// Two of the four appenders are threads on the blocking API (`append`,
+    /// then `sync_through`), leading their own rounds whenever the writer
+    /// is idle, beside the two async tasks.
+    threads: bool,
 }
 
 /// What the workload appended: payload by record LSN, and atomic batches.
@@ -162,6 +166,10 @@ async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(
     let mut tasks = Vec::new();
     for task in 0..4 {
         let (journal, rec, appended) = (journal.clone(), rec.clone(), appended.clone());
+        if w.threads && task >= 2 {
+            tasks.push(blocking_appender(journal, rec, appended, task, 0..per_task));
+            continue;
+        }
         tasks.push(tokio::spawn(async move {
             for seq in 0..per_task {
                 match seq % 7 {
@@ -207,9 +215,44 @@ async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(
     for t in tasks {
         common::within(120, "workload task", t).await.expect("task");
     }
+    if w.threads {
+        // Then each thread alone, so that the writer is idle between its
+        // rounds and it leads most of them.
+        for task in 2..4 {
+            let alone = per_task..per_task + per_task / 2;
+            let t = blocking_appender(journal.clone(), rec.clone(), appended.clone(), task, alone);
+            common::within(120, "blocking appender", t).await.expect("thread");
+        }
+        let led = plan.performed_by_callers.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(led >= per_task as u64 / 2, "blocking callers led only {led} ops: the workload covers little new");
+        eprintln!("{substrate:?} {w:?}: blocking callers performed {led} ops themselves");
+    }
     journal.close().await.expect("close");
     let appended = std::mem::take(&mut *appended.lock().unwrap());
     Some((rec.events(), appended))
+}
+
+/// A thread on the blocking API appending `task`'s records `seqs`: each
+/// synced through and noted acknowledged, except every seventh (written
+/// only).
+fn blocking_appender(
+    journal: Arc<Journal>,
+    rec: Arc<Recorder>,
+    appended: Arc<Mutex<Appended>>,
+    task: usize,
+    seqs: impl IntoIterator<Item = usize> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        for seq in seqs {
+            let p = payload(task, seq * 10);
+            let lsn = journal.append(&p).expect("blocking append");
+            if seq % 7 != 5 {
+                journal.sync_through(lsn).expect("blocking sync_through");
+                rec.note(ACKED, lsn.as_u64());
+            }
+            appended.lock().unwrap().payloads.insert(lsn.as_u64(), p);
+        }
+    })
 }
 
 /// The laggard stream of the streams workload: a few entries and metadata,
@@ -911,6 +954,7 @@ const BUFFERED: Workload = Workload {
     lie: false,
     checkpoint: false,
     streams: false,
+    threads: false,
 };
 const DIRECT: Workload = Workload { direct: true, ..BUFFERED };
 const DSYNC_GROWING: Workload = Workload { dsync: true, preallocate: Preallocate::None, ..BUFFERED };
@@ -918,6 +962,8 @@ const CONTROL: Workload = Workload { lie: true, ..BUFFERED };
 const CHECKPOINT: Workload = Workload { checkpoint: true, ..BUFFERED };
 const STREAMS: Workload = Workload { streams: true, ..BUFFERED };
 const STREAMS_CONTROL: Workload = Workload { lie: true, ..STREAMS };
+const THREADS: Workload = Workload { threads: true, ..BUFFERED };
+const THREADS_DIRECT: Workload = Workload { threads: true, ..DIRECT };
 
 #[test]
 fn blocking_buffered() {
@@ -967,6 +1013,21 @@ fn blocking_streams_with_truncations_and_rewrites() {
 #[test]
 fn io_uring_streams_with_truncations_and_rewrites() {
     run(SubstrateChoice::IoUring, STREAMS)
+}
+
+#[test]
+fn blocking_threads_leading_rounds() {
+    run(SubstrateChoice::Blocking, THREADS)
+}
+
+#[test]
+fn io_uring_threads_leading_rounds() {
+    run(SubstrateChoice::IoUring, THREADS)
+}
+
+#[test]
+fn blocking_direct_threads_leading_rounds() {
+    run(SubstrateChoice::Blocking, THREADS_DIRECT)
 }
 
 #[test]

@@ -22,6 +22,9 @@ matrix!(
     overlapping_large_writes_out_of_order_short_or_failed_keep_the_frontier_a_completed_prefix,
     a_large_write_never_goes_beside_one_carrying_zeros_ahead,
     a_burst_of_owned_appends_goes_in_bounded_writes,
+    blocking_leaders_complete_short_writes_and_poison_on_a_failed_sync,
+    a_blocking_leaders_failed_write_poisons_and_names_the_record,
+    a_blocking_leaders_cancelled_sync_poisons_instead_of_hanging,
 );
 
 /// The second segment cannot be created (ENOSPC): appenders that needed it
@@ -909,4 +912,114 @@ async fn a_burst_of_owned_appends_goes_in_bounded_writes(opts: JournalOptions) {
     assert!(most <= (8 << 20) + 2 * 65_600, "a write of {most} bytes");
     j.close().await.unwrap();
     assert_eq!(common::read_all(dir.path()).len(), 601);
+}
+
+/// Runs `f` on a thread that is not a runtime worker, as a caller of the
+/// blocking API.
+async fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    within(60, "a blocking caller", tokio::task::spawn_blocking(f)).await.expect("the blocking caller panicked")
+}
+
+/// `n` records of varied sizes (some span direct I/O blocks), each appended
+/// and synced through by one blocking caller: (LSN, payload) of each.
+async fn blocking_appends(j: &Journal, tag: &'static str, n: usize) -> Vec<(u64, Vec<u8>)> {
+    let j = j.clone();
+    on_thread(move || {
+        (0..n)
+            .map(|i| {
+                let payload = format!("{tag} {i} {}", "y".repeat(i * 911 % 10_000)).into_bytes();
+                let lsn = j.append(&payload).unwrap();
+                j.sync_through(lsn).unwrap();
+                assert!(j.durable_lsn() >= lsn);
+                (lsn.as_u64(), payload)
+            })
+            .collect()
+    })
+    .await
+}
+
+/// A blocking caller that leads its own rounds goes through the same seams
+/// as the writer: short writes and EINTR are completed, and a failed sync
+/// poisons the journal with the error, naming the segment and the LSN,
+/// with nothing acknowledged after it and nothing acknowledged lost.
+async fn blocking_leaders_complete_short_writes_and_poison_on_a_failed_sync(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
+    let mut acked = blocking_appends(&j, "clean", 20).await;
+    let led = plan.performed_by_callers.load(SeqCst);
+    assert!(led >= 20, "blocking callers led {led} ops: the test would prove nothing");
+    plan.short_writes.store(3, SeqCst);
+    plan.eintr_writes.store(2, SeqCst);
+    acked.extend(blocking_appends(&j, "short", 20).await);
+    assert_eq!(plan.short_writes.load(SeqCst) + plan.eintr_writes.load(SeqCst), 0, "every fault was injected");
+    assert!(plan.performed_by_callers.load(SeqCst) > led + 20, "the faulty rounds were led by callers too");
+    let durable_before = j.durable_lsn();
+    plan.fail_sync_nth.store(plan.syncs_seen.load(SeqCst) + 1, SeqCst);
+    let caller = j.clone();
+    let err = on_thread(move || {
+        let lsn = caller.append(b"its sync fails").unwrap();
+        caller.sync_through(lsn).unwrap_err()
+    })
+    .await;
+    assert!(err.is_poisoned(), "{err}");
+    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::EIO), "{err}");
+    assert!(err.to_string().contains(".tlog") && err.to_string().contains("LSN"), "{err}");
+    assert_eq!(j.durable_lsn(), durable_before, "a failed sync covers nothing");
+    assert!(j.stats().poisoned);
+    let caller = j.clone();
+    assert!(on_thread(move || caller.append(b"later")).await.unwrap_err().is_poisoned());
+    assert!(j.append_async(b"later").await.unwrap_err().is_poisoned());
+    assert!(j.close().await.unwrap_err().is_poisoned());
+    let j = common::reopen_dropped(j, dir.path(), &opts).await;
+    let (records, _) = j.read_batch(Lsn::ZERO, usize::MAX).unwrap();
+    let kept: std::collections::HashMap<u64, &[u8]> = records.iter().map(|r| (r.lsn().as_u64(), r.payload())).collect();
+    for (lsn, payload) in &acked {
+        assert_eq!(kept.get(lsn).copied(), Some(&payload[..]), "acknowledged record at {lsn}");
+    }
+    j.close().await.unwrap();
+}
+
+/// A write that fails under a blocking leader poisons the journal; the
+/// caller gets the error at the record's LSN, and nothing of it is written.
+async fn a_blocking_leaders_failed_write_poisons_and_names_the_record(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
+    let acked = blocking_appends(&j, "before", 5).await;
+    plan.fail_write_nth.store(plan.writes_seen.load(SeqCst) + 1, SeqCst);
+    let written = j.written_lsn();
+    let caller = j.clone();
+    let err = on_thread(move || caller.append(b"its write fails").unwrap_err()).await;
+    assert!(err.is_poisoned(), "{err}");
+    assert_eq!(err.os_error().and_then(|e| e.raw_os_error()), Some(libc::EIO), "{err}");
+    let at = format!("at LSN {written}");
+    assert!(err.to_string().contains(".tlog") && err.to_string().contains(&at), "{at}: {err}");
+    assert_eq!(j.written_lsn(), written, "nothing of the failed write counts as written");
+    let (records, _) = j.read_batch(Lsn::ZERO, 100).unwrap();
+    let read: Vec<(u64, Vec<u8>)> = records.into_iter().map(|r| (r.lsn().as_u64(), r.into_payload())).collect();
+    assert_eq!(read, acked);
+    let caller = j.clone();
+    let lsn = Lsn::new(acked.last().unwrap().0);
+    assert!(on_thread(move || caller.sync_through(lsn)).await.unwrap_err().is_poisoned());
+    assert!(j.close().await.unwrap_err().is_poisoned());
+}
+
+/// A plain sync that a blocking leader ran and that reports no result
+/// (cancelled) poisons the journal; it never leaves the caller waiting.
+async fn a_blocking_leaders_cancelled_sync_poisons_instead_of_hanging(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
+    blocking_appends(&j, "before", 3).await;
+    plan.cancel_sync_nth.store(plan.plain_syncs_seen.load(SeqCst) + 1, SeqCst);
+    let caller = j.clone();
+    let err = on_thread(move || {
+        let lsn = caller.append(b"its sync is cancelled").unwrap();
+        caller.sync_through(lsn).unwrap_err()
+    })
+    .await;
+    assert!(err.is_poisoned(), "{err}");
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    assert!(j.close().await.unwrap_err().is_poisoned());
 }

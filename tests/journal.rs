@@ -5,12 +5,16 @@ mod common;
 use std::collections::HashMap;
 
 use common::{read_all, within};
-use tidelog::{Error, Journal, JournalOptions, Lsn};
+use tidelog::testing::{FaultPlan, Seams};
+use tidelog::{Error, Journal, JournalOptions, Lsn, SyncPolicy};
 
 matrix!(
     append_sync_reopen_reads_back_in_order,
     sixty_four_tasks_durable_appends_survive_reopen_exactly_once,
     blocking_threads_mixed_with_async_tasks,
+    a_lone_blocking_caller_leads_its_rounds_across_rollovers,
+    close_answers_blocking_leaders_and_keeps_what_they_were_told,
+    blocking_threads_racing_to_lead_across_rollovers_lose_nothing,
     atomic_batches_read_back_whole,
     rollover_across_many_small_segments,
     close_then_every_call_is_closed,
@@ -345,4 +349,126 @@ async fn owned_payloads_interleave_with_copied_records_across_rollovers(opts: Jo
     for ((lsn, payload), (acked_lsn, rec)) in records.iter().zip(&acked) {
         assert_eq!((lsn, payload), (acked_lsn, rec), "the record at {lsn}");
     }
+}
+
+/// One thread on the blocking API, with nothing else running: it leads its
+/// own rounds (the fault seam counts the ops it performs), across
+/// rollovers (which go back to the writer), under `OnDemand` (append, then
+/// sync_through) and `Always` (append alone is durable). Every record
+/// reopens, exactly.
+async fn a_lone_blocking_caller_leads_its_rounds_across_rollovers(opts: JournalOptions) {
+    for policy in [SyncPolicy::OnDemand, SyncPolicy::Always] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = opts.clone().segment_size(1 << 20).sync_policy(policy);
+        let plan = std::sync::Arc::new(FaultPlan::default());
+        let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
+        let caller = j.clone();
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut acked = Vec::new();
+            for i in 0..300usize {
+                let payload = format!("{i}:{}", "z".repeat(i * 37 % 9000)).into_bytes();
+                let lsn = caller.append(&payload).unwrap();
+                if policy == SyncPolicy::OnDemand {
+                    caller.sync_through(lsn).unwrap();
+                }
+                assert!(caller.durable_lsn() >= lsn, "{policy:?}: {i} returned before it was durable");
+                acked.push((lsn.as_u64(), payload));
+            }
+            acked
+        });
+        let acked = within(120, "a blocking caller", thread).await.unwrap();
+        let led = plan.performed_by_callers.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(led > 100, "{policy:?}: a lone blocking caller led only {led} ops: the writer ran its rounds");
+        let stats = j.stats();
+        assert!(stats.syncs >= 100 && stats.syncs <= 330, "{policy:?}: {} syncs for 300 records", stats.syncs);
+        let segments = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tlog"));
+        assert!(segments.count() >= 2, "the records must span a rollover");
+        j.close().await.unwrap();
+        assert_eq!(read_all(dir.path()), acked, "{policy:?}: exactly the acknowledged records, in order");
+    }
+}
+
+/// `close` while blocking callers lead rounds: each caller is answered
+/// (success, or `Closed`), nobody hangs, and every record a caller was told
+/// is durable reopens.
+async fn close_answers_blocking_leaders_and_keeps_what_they_were_told(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), opts.clone()).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let (j, tx) = (j.clone(), tx.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut durable = Vec::new();
+                for i in 0.. {
+                    let payload = format!("thread {t} record {i}").into_bytes();
+                    let result = j.append(&payload).and_then(|lsn| j.sync_through(lsn).map(|()| lsn));
+                    match result {
+                        Ok(lsn) => {
+                            durable.push((lsn.as_u64(), payload));
+                            let _ = tx.send(());
+                        }
+                        Err(Error::Closed) => return durable,
+                        Err(e) => panic!("a blocking caller got {e} at close"),
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    drop(tx);
+    for _ in 0..150 {
+        within(60, "blocking callers making progress", rx.recv()).await.expect("a caller gave up");
+    }
+    within(60, "close", j.close()).await.unwrap();
+    let mut told = Vec::new();
+    for t in threads {
+        told.extend(within(60, "a blocking caller answered after close", t).await.unwrap());
+    }
+    told.sort();
+    let on_disk: HashMap<u64, Vec<u8>> = read_all(dir.path()).into_iter().collect();
+    for (lsn, payload) in &told {
+        assert_eq!(on_disk.get(lsn), Some(payload), "a record told durable at {lsn} did not reopen");
+    }
+    assert!(told.len() >= 150);
+}
+
+/// Four threads on the blocking API racing for the lead, with a rollover
+/// every few dozen records (the leader hands those back to the writer):
+/// every record reopens, exactly, in LSN order.
+async fn blocking_threads_racing_to_lead_across_rollovers_lose_nothing(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.segment_size(1 << 20);
+    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let j = j.clone();
+            tokio::task::spawn_blocking(move || {
+                (0..150usize)
+                    .map(|i| {
+                        let payload = format!("{t}/{i}:{}", "r".repeat((t * 7919 + i * 104_729) % 12_000)).into_bytes();
+                        let lsn = j.append(&payload).unwrap();
+                        if i % 3 != 2 {
+                            j.sync_through(lsn).unwrap();
+                        }
+                        (lsn.as_u64(), payload)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in threads {
+        acked.extend(within(120, "a blocking caller", t).await.unwrap());
+    }
+    j.close().await.unwrap();
+    acked.sort();
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tlog"))
+        .count();
+    assert!(segments >= 3, "the records must span rollovers ({segments} segments)");
+    assert_eq!(read_all(dir.path()), acked, "exactly the appended records");
 }

@@ -220,6 +220,13 @@ impl Gate {
         st.rounds.iter().copied().fold(st.durable, u64::max)
     }
 
+    /// Records a need for durability that the caller meets itself (a
+    /// blocking caller leading its own round): nobody is woken.
+    pub(crate) fn want_sync(&self, lsn: u64) {
+        let mut st = self.lock();
+        st.sync_wanted = st.sync_wanted.max(lsn);
+    }
+
     /// The highest LSN someone wants durable.
     pub(crate) fn sync_wanted(&self) -> u64 {
         self.lock().sync_wanted

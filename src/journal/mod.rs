@@ -1,8 +1,9 @@
 //! [`Journal`]: the handle users hold, and the state its clones share.
 //!
 //! Appenders copy frames into the log buffer and wait on the gate; the writer
-//! task (`writer/`) does all I/O. This module never touches a file
-//! descriptor on the append path.
+//! task (`writer/`) does the I/O, or lends what it needs to a blocking
+//! caller while it is idle (`writer/lead.rs`). This module never touches a
+//! file descriptor on the append path.
 
 mod auto;
 mod logbuf;
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub(crate) use logbuf::{Chunk, LogBuffer};
+pub(crate) use logbuf::{Chunk, LogBuffer, Placed};
 pub use ticket::Ticket;
 
 use crate::gate::{Gate, Level, Wait};
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) storage: Arc<dyn crate::storage::Storage>,
     pub(crate) log: LogBuffer,
     pub(crate) gate: Gate,
+    /// What an idle writer lends to a blocking caller leading its round.
+    pub(crate) lease: writer::LeaseSlot,
     /// Base LSNs of the segment files, ascending (the writer appends).
     pub(crate) segments: RwLock<Vec<u64>>,
     /// Reader pins and deferred deletion of truncated segments.
@@ -163,6 +166,17 @@ impl Shared {
     /// frames into the log buffer. Returns the end of the last frame; with
     /// `lsns`, also each record's LSN.
     pub(crate) fn place<P: AsRef<[u8]>>(&self, payloads: &[P], lsns: Option<&mut Vec<Lsn>>) -> Result<u64> {
+        self.place_with(payloads, lsns, true).map(|p| p.end)
+    }
+
+    /// [`place`](Self::place); without `wake`, waking the writer is left to
+    /// the caller (`Placed::wake_writer` says whether it is owed).
+    pub(crate) fn place_with<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+        lsns: Option<&mut Vec<Lsn>>,
+        wake: bool,
+    ) -> Result<Placed> {
         let max = self.opts.max_record_size;
         let mut bytes = 0u64;
         for p in payloads {
@@ -180,8 +194,10 @@ impl Shared {
             if let [one] = payloads {
                 // The common case, without the batch's vectors.
                 return match compressor.compress(one.as_ref(), lsn) {
-                    Some(packed) => self.place_frames(&[&packed], Some(&[format::KIND_COMPRESSED]), bytes, lsns),
-                    None => self.place_frames(payloads, None, bytes, lsns),
+                    Some(packed) => {
+                        self.place_frames_with(&[&packed], Some(&[format::KIND_COMPRESSED]), bytes, lsns, wake)
+                    }
+                    None => self.place_frames_with(payloads, None, bytes, lsns, wake),
                 };
             }
             let packed: Vec<Option<Vec<u8>>> = payloads.iter().map(|p| compressor.compress(p.as_ref(), lsn)).collect();
@@ -192,10 +208,10 @@ impl Shared {
                     .iter()
                     .map(|c| if c.is_some() { format::KIND_COMPRESSED } else { format::KIND_RECORD })
                     .collect();
-                return self.place_frames(&bodies, Some(&kinds), bytes, lsns);
+                return self.place_frames_with(&bodies, Some(&kinds), bytes, lsns, wake);
             }
         }
-        self.place_frames(payloads, None, bytes, lsns)
+        self.place_frames_with(payloads, None, bytes, lsns, wake)
     }
 
     /// [`place`](Self::place) for one payload handed over as a `Vec`: at
@@ -237,6 +253,17 @@ impl Shared {
         bytes: u64,
         lsns: Option<&mut Vec<Lsn>>,
     ) -> Result<u64> {
+        self.place_frames_with(bodies, kinds, bytes, lsns, true).map(|p| p.end)
+    }
+
+    fn place_frames_with<B: AsRef<[u8]>>(
+        &self,
+        bodies: &[B],
+        kinds: Option<&[u8]>,
+        bytes: u64,
+        lsns: Option<&mut Vec<Lsn>>,
+        wake: bool,
+    ) -> Result<Placed> {
         let total: u64 = bodies.iter().map(|b| format::frame_len(b.as_ref().len()) as u64).sum();
         let capacity = self.opts.segment_size - format::SEGMENT_HEADER_LEN as u64;
         if total > capacity {
@@ -246,7 +273,7 @@ impl Shared {
         let stored: u64 = bodies.iter().map(|b| b.as_ref().len() as u64).sum();
         let compressed = kinds.map_or(0, |k| k.iter().filter(|&&k| k == format::KIND_COMPRESSED).count() as u64);
         self.stats.appended(bodies.len() as u64, bytes, stored, compressed);
-        if placed.wake_writer {
+        if wake && placed.wake_writer {
             self.gate.writer_wake.notify_one();
         }
         if let Some(lsns) = lsns {
@@ -256,7 +283,7 @@ impl Shared {
                 lsns.push(Lsn::new(lsn));
             }
         }
-        Ok(placed.end)
+        Ok(placed)
     }
 
     /// LSN an appender must see written before it may add more (the soft
@@ -422,22 +449,28 @@ impl Journal {
     }
 
     /// Blocking [`append_async`](Self::append_async), for threads that are
-    /// not tokio workers (it parks the calling thread).
+    /// not tokio workers (it parks the calling thread). When the journal
+    /// is idle, the calling thread writes (and under `SyncPolicy::Always`
+    /// syncs) the record itself rather than hand it to the I/O threads and
+    /// wait to be woken: a lone caller's round trip is then one thread's.
     pub fn append(&self, payload: impl AsRef<[u8]>) -> Result<Lsn> {
         let shared = self.shared();
         if let Some(lsn) = shared.backpressure() {
             shared.gate.wait_blocking(Level::Written, lsn)?;
         }
-        let end = shared.place(&[payload], None)?;
-        shared.gate.wait_blocking(shared.append_level(), end)
+        let placed = shared.place_with(&[payload], None, false)?;
+        shared.wait_leading(shared.append_level(), placed.end, placed.wake_writer)
     }
 
-    /// Blocking [`sync_through_async`](Self::sync_through_async).
+    /// Blocking [`sync_through_async`](Self::sync_through_async). When the
+    /// journal is idle, the calling thread runs the fdatasync itself (see
+    /// [`append`](Self::append)); concurrent callers share it, or the
+    /// round the journal's own writer runs.
     pub fn sync_through(&self, lsn: Lsn) -> Result<()> {
         let shared = self.shared();
         shared.check_open()?;
         check_not_ahead(shared, lsn)?;
-        shared.gate.wait_blocking(Level::Durable, lsn.as_u64()).map(drop)
+        shared.wait_leading(Level::Durable, lsn.as_u64(), false).map(drop)
     }
 
     /// A future that resolves once this journal's directory lock has been

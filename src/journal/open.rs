@@ -88,6 +88,7 @@ pub(super) async fn open(dir: &Path, opts: JournalOptions, hooks: Hooks) -> Resu
         dir: dir.to_path_buf(),
         log: LogBuffer::new(end, last_base, opts.segment_size, 4096, block),
         gate: Gate::new(end),
+        lease: Default::default(),
         segments: RwLock::new(recovered.bases.clone()),
         retention: Arc::new(crate::segment::retention::Retention::new(dir, storage.clone())),
         stats: StatsInner::new(dir, backend.substrate()),

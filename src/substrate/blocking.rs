@@ -63,6 +63,10 @@ impl Backend for BlockingBackend {
         }
     }
 
+    fn perform_now(&mut self, op: Op) -> Done {
+        perform(op)
+    }
+
     fn in_flight(&self) -> usize {
         self.running.len()
     }

@@ -170,6 +170,10 @@ pub(crate) trait Backend: Send + 'static {
     fn submit(&mut self, op: Op);
     /// The next completion; `Pending` registers the waker.
     fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Done>;
+    /// Performs `op` on the calling thread and returns its outcome: a
+    /// blocking caller leading its own round (`journal/writer/lead.rs`),
+    /// with nothing else in flight. The ring is not used for it.
+    fn perform_now(&mut self, op: Op) -> Done;
     /// Ops submitted and not yet reported.
     fn in_flight(&self) -> usize;
     /// Nothing of ours is in the kernel's hands: no op in flight, nor one

@@ -434,6 +434,16 @@ impl Backend for UringBackend {
         }
     }
 
+    fn perform_now(&mut self, op: Op) -> Done {
+        // On the caller's thread, not through the ring: a lone blocking
+        // caller's round trip through the ring and the driver task is the
+        // very hand-off it avoids.
+        match &self.broken {
+            Some((kind, why)) => failed(&op, *kind, why),
+            None => super::perform(op),
+        }
+    }
+
     fn in_flight(&self) -> usize {
         // Zombies were reported already; only drop waits for their CQEs.
         self.in_flight - self.zombies

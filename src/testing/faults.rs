@@ -75,6 +75,9 @@ pub struct FaultPlan {
     pub dsync_writes_seen: AtomicU64,
     /// Every completed write: (segment base, file offset, bytes written).
     pub write_log: std::sync::Mutex<Vec<(u64, u64, usize)>>,
+    /// Ops a blocking caller performed on its own thread, leading its
+    /// round while the writer was idle (the rest went through the writer).
+    pub performed_by_callers: AtomicU64,
 }
 
 impl Default for FaultPlan {
@@ -101,6 +104,7 @@ impl Default for FaultPlan {
             syncs_seen: AtomicU64::new(0),
             dsync_writes_seen: AtomicU64::new(0),
             write_log: std::sync::Mutex::new(Vec::new()),
+            performed_by_callers: AtomicU64::new(0),
         }
     }
 }
@@ -253,8 +257,11 @@ impl FaultBackend {
     }
 }
 
-impl Backend for FaultBackend {
-    fn submit(&mut self, mut op: Op) {
+impl FaultBackend {
+    /// What `submit` does before the op reaches the inner backend: counts
+    /// it, and fails (`EINTR`) or shortens it as planned. `Err`: the op
+    /// completed here.
+    fn prepare(&mut self, mut op: Op) -> Result<Op, Done> {
         // Counted by the kind asked for, as the completion reports it.
         if op.kind != OpKind::Write {
             let syncs = self.plan.syncs_in_flight.fetch_add(1, SeqCst) + 1;
@@ -265,8 +272,7 @@ impl Backend for FaultBackend {
         }
         if op.is_write() && take_one(&self.plan.eintr_writes) {
             let synced = None;
-            self.ready.push_back(Done { op, written: Some(Err(io::Error::from_raw_os_error(libc::EINTR))), synced });
-            return;
+            return Err(Done { op, written: Some(Err(io::Error::from_raw_os_error(libc::EINTR))), synced });
         }
         // Direct I/O writes are cut at a block boundary, as a kernel would.
         let cut = match self.block {
@@ -280,16 +286,49 @@ impl Backend for FaultBackend {
                 op.kind = OpKind::Write; // as the kernel cancels a link after a short write
             }
         }
-        self.inner.submit(op);
-        self.plan.max_in_flight.fetch_max(self.inner.in_flight() as u64, SeqCst);
+        Ok(op)
+    }
+
+    fn reported(&self, done: &Done) {
+        if done.op.kind != OpKind::Write {
+            self.plan.syncs_in_flight.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+impl Backend for FaultBackend {
+    fn submit(&mut self, op: Op) {
+        match self.prepare(op) {
+            Ok(op) => {
+                self.inner.submit(op);
+                self.plan.max_in_flight.fetch_max(self.inner.in_flight() as u64, SeqCst);
+            }
+            Err(done) => self.ready.push_back(done),
+        }
+    }
+
+    fn perform_now(&mut self, op: Op) -> Done {
+        self.plan.performed_by_callers.fetch_add(1, SeqCst);
+        let done = match self.prepare(op) {
+            Err(done) => done,
+            Ok(op) => {
+                self.plan.max_in_flight.fetch_max(1, SeqCst);
+                let done = self.inner.perform_now(op);
+                match self.rewrite(done) {
+                    Some(done) => done,
+                    // Held back by a thread of its own (a slow op).
+                    None => futures::executor::block_on(self.delayed.next()).expect("a held-back completion"),
+                }
+            }
+        };
+        self.reported(&done);
+        done
     }
 
     fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
         let done = self.poll_rewritten(cx);
         if let Poll::Ready(done) = &done {
-            if done.op.kind != OpKind::Write {
-                self.plan.syncs_in_flight.fetch_sub(1, SeqCst);
-            }
+            self.reported(done);
         }
         done
     }

@@ -316,28 +316,20 @@ impl RecordingBackend {
     }
 }
 
-impl Backend for RecordingBackend {
-    fn submit(&mut self, op: Op) {
+impl RecordingBackend {
+    /// Records `op`'s start: its bytes, and the start of its sync.
+    fn started(&self, op: &Op) -> OpIds {
         let file = self.rec.file_id(&op.file.file);
         let write = op.is_write().then(|| {
             let data: Vec<u8> = op.slices().flatten().copied().collect();
             self.rec.write_started(file, op.offset.get(), data.into())
         });
         let sync = (op.kind != OpKind::Write).then(|| self.rec.sync_started(file, write, op.is_dsync_write()));
-        self.ids.entry(Self::key(&op)).or_default().push((write, sync));
-        self.inner.submit(op);
+        (write, sync)
     }
 
-    fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
-        let done = std::task::ready!(self.inner.poll_complete(cx));
-        let key = Self::key(&done.op);
-        let (write, sync) = match self.ids.get_mut(&key) {
-            Some(list) if !list.is_empty() => list.remove(0),
-            _ => (None, None),
-        };
-        if self.ids.get(&key).is_some_and(Vec::is_empty) {
-            self.ids.remove(&key);
-        }
+    /// Records the completion of the op started as `ids`.
+    fn finished(&self, (write, sync): OpIds, done: &Done) {
         if let Some(id) = write {
             let written = match &done.written {
                 Some(Ok(n)) => *n,
@@ -348,6 +340,34 @@ impl Backend for RecordingBackend {
         if let Some(id) = sync {
             self.rec.push(Event::SyncDone { id, ok: matches!(done.synced, Some(Ok(()))) });
         }
+    }
+}
+
+impl Backend for RecordingBackend {
+    fn submit(&mut self, op: Op) {
+        let ids = self.started(&op);
+        self.ids.entry(Self::key(&op)).or_default().push(ids);
+        self.inner.submit(op);
+    }
+
+    fn perform_now(&mut self, op: Op) -> Done {
+        let ids = self.started(&op);
+        let done = self.inner.perform_now(op);
+        self.finished(ids, &done);
+        done
+    }
+
+    fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
+        let done = std::task::ready!(self.inner.poll_complete(cx));
+        let key = Self::key(&done.op);
+        let ids = match self.ids.get_mut(&key) {
+            Some(list) if !list.is_empty() => list.remove(0),
+            _ => (None, None),
+        };
+        if self.ids.get(&key).is_some_and(Vec::is_empty) {
+            self.ids.remove(&key);
+        }
+        self.finished(ids, &done);
         Poll::Ready(done)
     }
 

@@ -13,11 +13,11 @@ use crate::substrate::{AlignedBuf, Done, Op, OpKind};
 use crate::{Error, FileOffset, Lsn, Result};
 
 /// Transient errors (`EINTR`, `EAGAIN`) retried per write before giving up.
-const MAX_WRITE_RETRIES: u32 = 64;
+pub(super) const MAX_WRITE_RETRIES: u32 = 64;
 /// One write carries at most this many chunks (well under `IOV_MAX`)...
 const MAX_BATCH_CHUNKS: usize = 64;
 /// ... and at most this many bytes (unless one chunk alone is larger).
-const MAX_BATCH_BYTES: usize = 8 << 20;
+pub(super) const MAX_BATCH_BYTES: usize = 8 << 20;
 /// A small write that reaches past everything written so far into its
 /// segment carries zeros up to the next multiple of this. Blocks that
 /// `fallocate` reserved are unwritten extents (and a growing file grows):
@@ -95,7 +95,7 @@ impl SyncInFlight {
 /// `max_bytes` (unless one chunk alone is larger), and never ending
 /// inside a frame (an owned payload's pieces go together, a frame is in
 /// one segment), so the written frontier is always a frame boundary.
-fn batch_len(queue: &VecDeque<Chunk>, max_bytes: usize) -> usize {
+pub(super) fn batch_len(queue: &VecDeque<Chunk>, max_bytes: usize) -> usize {
     let Some(first) = queue.front() else { return 0 };
     let mut bytes = first.buf.len();
     let mut n = 1;
@@ -109,6 +109,41 @@ fn batch_len(queue: &VecDeque<Chunk>, max_bytes: usize) -> usize {
     }
     debug_assert!(queue[n - 1].ends_frame || n == queue.len(), "a write would end inside a frame");
     n
+}
+
+/// The zeros a write of `bytes` at `offset` carries (see `ZERO_AHEAD`),
+/// given how far the segment's file is written (`zeroed_to`, moved on).
+pub(super) fn zeros_ahead(
+    zeroed_to: &mut FileOffset,
+    opts: &crate::JournalOptions,
+    block: u64,
+    offset: FileOffset,
+    bytes: usize,
+) -> Option<AlignedBuf> {
+    let end = offset + bytes as u64;
+    if end <= *zeroed_to {
+        return None;
+    }
+    let block = block.max(1);
+    let target = FileOffset::new(end.get().next_multiple_of(ZERO_AHEAD).min(opts.segment_size));
+    // Direct I/O keeps its promise that no block is written twice.
+    let wanted = opts.preallocate != crate::Preallocate::Zero && !opts.direct_io && bytes < ZERO_AHEAD_BELOW;
+    if !wanted || target <= end || end.get() % block != 0 || target.get() % block != 0 {
+        *zeroed_to = end;
+        return None;
+    }
+    *zeroed_to = target;
+    let len = (target.get() - end.get()) as usize;
+    let mut zeros = AlignedBuf::with_capacity(len, 4096);
+    zeros.extend(len).fill(0);
+    Some(zeros)
+}
+
+/// Where the part of a write not yet written begins, for a write of
+/// records ending at `end` that carries `zeros` bytes of zeros after them
+/// and has `left` bytes still to write (its zeros are not records).
+pub(super) fn unwritten_from(end: u64, zeros: u64, left: usize) -> u64 {
+    (end + zeros).saturating_sub(left as u64).min(end)
 }
 
 impl Writer {
@@ -228,24 +263,7 @@ impl Writer {
 
     /// The zeros a write of `bytes` at `offset` carries (see `ZERO_AHEAD`).
     fn zero_ahead(&mut self, offset: FileOffset, bytes: usize) -> Option<AlignedBuf> {
-        let end = offset + bytes as u64;
-        if end <= self.zeroed_to {
-            return None;
-        }
-        let opts = &self.shared.opts;
-        let block = self.shared.log.block().max(1);
-        let target = FileOffset::new(end.get().next_multiple_of(ZERO_AHEAD).min(opts.segment_size));
-        // Direct I/O keeps its promise that no block is written twice.
-        let wanted = opts.preallocate != crate::Preallocate::Zero && !opts.direct_io && bytes < ZERO_AHEAD_BELOW;
-        if !wanted || target <= end || end.get() % block != 0 || target.get() % block != 0 {
-            self.zeroed_to = end;
-            return None;
-        }
-        self.zeroed_to = target;
-        let len = (target.get() - end.get()) as usize;
-        let mut zeros = AlignedBuf::with_capacity(len, 4096);
-        zeros.extend(len).fill(0);
-        Some(zeros)
+        zeros_ahead(&mut self.zeroed_to, &self.shared.opts, self.shared.log.block(), offset, bytes)
     }
 
     pub(super) fn start_sync(&mut self, lane: usize, covers: Lsn) {
@@ -307,8 +325,7 @@ impl Writer {
         };
         let w = &mut self.writes[at];
         // Where the part not yet written begins (its zeros are not records).
-        let unwritten = (w.end.as_u64() + w.zeros).saturating_sub(op.write_len() as u64).min(w.end.as_u64());
-        let lsn = Lsn::new(unwritten);
+        let lsn = Lsn::new(unwritten_from(w.end.as_u64(), w.zeros, op.write_len()));
         match result {
             Ok(n) if n == op.write_len() => {}
             Ok(0) => {

@@ -13,15 +13,22 @@
 //! It must never report an LSN written or durable before the bytes below it
 //! are, and never hand a buffer or file the kernel may still use back to
 //! anyone: ops own them until their completion is reaped.
+//!
+//! When it has nothing in flight and nothing to do, it lends its backend and
+//! the active segment to the next blocking caller (`lead.rs`), which writes
+//! and syncs on its own thread; any wake takes the lease back first.
 
 mod io;
+mod lead;
 mod roll;
+
+pub(crate) use lead::LeaseSlot;
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::future::{pending, poll_fn};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
@@ -31,10 +38,11 @@ use super::{Chunk, Shared};
 use crate::segment::frontier::Publisher;
 use crate::segment::SegmentFile;
 use crate::substrate::threads::Running;
-use crate::substrate::{Backend, IoFile};
+use crate::substrate::{Backend, Done, IoFile, Op};
 use crate::{Error, FileOffset, Lsn, Result, Substrate, SyncPolicy};
 
 use io::{SyncInFlight, WriteInFlight};
+use lead::Lease;
 use roll::Seal;
 
 /// Sync rounds that may run at once, per substrate: overlapping fdatasyncs
@@ -71,7 +79,10 @@ pub(super) struct Writer {
     /// zeros (`io::ZERO_AHEAD`).
     zeroed_to: FileOffset,
     /// Tells readers in other processes how far the log is durable.
-    frontier: Publisher,
+    frontier: Arc<Mutex<Publisher>>,
+    /// The backend, the active file and the frontier are lent to a
+    /// blocking caller leading a round (`lead.rs`), or waiting for one.
+    lent: bool,
 }
 
 impl Writer {
@@ -110,7 +121,8 @@ impl Writer {
             written_records: 0,
             synced_records: 0,
             zeroed_to: FileOffset::default(),
-            frontier,
+            frontier: Arc::new(Mutex::new(frontier)),
+            lent: false,
         }
     }
 
@@ -120,10 +132,72 @@ impl Writer {
     /// published frontier (a backup or follower in another process started
     /// after the acknowledgement sees it); never for a poisoned journal.
     fn made_durable(&mut self, covers: u64) {
-        if self.shared.gate.failure().is_none() {
-            self.frontier.publish(covers.max(self.shared.gate.durable_lsn().as_u64()));
+        lead::made_durable(&self.shared, &self.frontier, covers);
+    }
+
+    /// Lends what a round needs to the next blocking caller, when nothing
+    /// is in flight or waiting and no option asks for the writer's watch
+    /// (a sync timeout) or its pacing (a group-commit window).
+    fn lend(&mut self) {
+        let (shared, opts) = (&self.shared, &self.shared.opts);
+        let idle = self.writes.is_empty()
+            && self.syncs.is_empty()
+            && self.queue.is_empty()
+            && self.seal.is_none()
+            && self.backend.settled()
+            && !self.shutting_down()
+            && opts.sync_timeout.is_none()
+            && opts.group_commit_window.is_zero();
+        if self.lent || !idle || shared.log.has_pending() {
+            return;
         }
-        self.shared.gate.complete_sync(covers);
+        let gate = &shared.gate;
+        if gate.sync_wanted() > gate.durable_lsn().as_u64() || gate.failure().is_some() {
+            return;
+        }
+        let lent = Lent { substrate: self.backend.substrate(), refused: VecDeque::new() };
+        let backend = std::mem::replace(&mut self.backend, Box::new(lent));
+        shared.lease.put(Lease {
+            backend,
+            active: self.active.clone(),
+            zeroed_to: self.zeroed_to,
+            frontier: self.frontier.clone(),
+            written_records: self.written_records,
+            synced_records: self.synced_records,
+            returned: VecDeque::new(),
+            failed: None,
+        });
+        self.lent = true;
+    }
+
+    /// Takes the lease back, waiting for a leader to return it. A failure
+    /// under the leader is the writer's own.
+    async fn reclaim(&mut self) -> Result<()> {
+        if !self.lent {
+            return Ok(());
+        }
+        let lease = loop {
+            let returned = self.shared.lease.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable(); // armed before the look: no return is missed
+            if let Some(lease) = self.shared.lease.take() {
+                break lease;
+            }
+            returned.await;
+        };
+        self.restore(lease)
+    }
+
+    fn restore(&mut self, lease: Lease) -> Result<()> {
+        self.lent = false;
+        let Lease { backend, zeroed_to, written_records, synced_records, returned, failed, .. } = lease;
+        self.backend = backend;
+        self.zeroed_to = zeroed_to;
+        self.written_records = written_records;
+        self.synced_records = synced_records;
+        debug_assert!(self.queue.is_empty(), "the writer lends only with nothing queued");
+        self.queue.extend(returned);
+        failed.map_or(Ok(()), Err)
     }
 
     /// Serves until the journal closes or fails, then winds down: the
@@ -189,10 +263,12 @@ impl Writer {
     async fn serve(&mut self) -> Result<()> {
         self.make_spare();
         loop {
+            self.reclaim().await?;
             self.pump().await?;
             if self.finished() {
                 return Ok(());
             }
+            self.lend();
             let deadline = self.io_deadline();
             let wake_at = self.schedule.wake_at().map(Instant::from_std);
             let interval = &mut self.interval;
@@ -308,9 +384,57 @@ impl Drop for Writer {
         // may wait forever, and nothing more is accepted.
         self.shared.log.refuse(Error::Closed);
         self.shared.gate.fail(Error::Closed);
+        if self.lent {
+            // A leader may be in a write or a sync: the directory is not
+            // released before it has returned the backend.
+            let lease = self.shared.lease.take_blocking();
+            let _ = self.restore(lease);
+        }
         // The backend waits for its ops in flight as it drops; only then
         // (and once the I/O threads are idle) is the directory released.
         drop(self.take_backend());
         self.release_lock();
+    }
+}
+
+/// The writer's backend while it is lent: nothing may be submitted to it.
+/// Should something be, it fails, and the writer poisons the journal.
+struct Lent {
+    substrate: Substrate,
+    refused: VecDeque<Op>,
+}
+
+impl Backend for Lent {
+    fn submit(&mut self, op: Op) {
+        debug_assert!(false, "an op submitted while the backend is lent");
+        self.refused.push_back(op);
+    }
+
+    fn poll_complete(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Done> {
+        match self.refused.pop_front() {
+            Some(op) => std::task::Poll::Ready(Self::refuse(op)),
+            None => std::task::Poll::Pending,
+        }
+    }
+
+    fn perform_now(&mut self, op: Op) -> Done {
+        Self::refuse(op)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.refused.len()
+    }
+
+    fn substrate(&self) -> Substrate {
+        self.substrate
+    }
+}
+
+impl Lent {
+    fn refuse(op: Op) -> Done {
+        let lent = || std::io::Error::other("internal: an op submitted while the backend was lent");
+        let written = op.is_write().then(|| Err(lent()));
+        let synced = (op.kind != crate::substrate::OpKind::Write).then(|| Err(lent()));
+        Done { op, written, synced }
     }
 }
