@@ -25,6 +25,7 @@ matrix!(
     blocking_leaders_complete_short_writes_and_poison_on_a_failed_sync,
     a_blocking_leaders_failed_write_poisons_and_names_the_record,
     a_blocking_leaders_cancelled_sync_poisons_instead_of_hanging,
+    a_blocking_leader_that_panics_poisons_instead_of_wedging,
 );
 
 /// The second segment cannot be created (ENOSPC): appenders that needed it
@@ -1022,4 +1023,58 @@ async fn a_blocking_leaders_cancelled_sync_poisons_instead_of_hanging(opts: Jour
     assert!(err.is_poisoned(), "{err}");
     assert!(err.to_string().contains("cancelled"), "{err}");
     assert!(j.close().await.unwrap_err().is_poisoned());
+}
+
+/// A tracing subscriber that panics on every error event: on the leader's
+/// thread alone, it turns the leader's "sync stalled" report into a panic
+/// in the middle of its round.
+struct PanicOnError;
+
+impl tracing::Subscriber for PanicOnError {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, e: &tracing::Event<'_>) {
+        if *e.metadata().level() == tracing::Level::ERROR {
+            panic!("the test's subscriber panics on an error event");
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A blocking caller that panics while leading its round hands the lease
+/// back marked failed: the journal is poisoned (no hang of the writer,
+/// `close` or later appenders), and what was durable before reopens.
+async fn a_blocking_leader_that_panics_poisons_instead_of_wedging(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::default());
+    let opts = opts.stall_threshold(std::time::Duration::ZERO);
+    let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
+    let acked = blocking_appends(&j, "before", 3).await;
+    let led = plan.performed_by_callers.load(SeqCst);
+    let caller = j.clone();
+    let leader = tokio::task::spawn_blocking(move || {
+        tracing::subscriber::with_default(PanicOnError, || {
+            let lsn = caller.append(b"led").unwrap();
+            caller.sync_through(lsn) // leads, reports the "stall", and panics
+        })
+    });
+    assert!(within(60, "the leader", leader).await.is_err(), "the leader's thread panicked");
+    assert!(plan.performed_by_callers.load(SeqCst) > led, "the panic came from a led round");
+    let err = within(30, "an append after the panic", j.append_async(b"after")).await.unwrap_err();
+    assert!(err.is_poisoned() && err.to_string().contains("panicked while leading"), "{err}");
+    assert!(within(30, "close after the panic", j.close()).await.unwrap_err().is_poisoned());
+    let j = common::reopen_dropped(j, dir.path(), &opts).await;
+    let (records, _) = j.read_batch(Lsn::ZERO, 100).unwrap();
+    let kept: std::collections::HashMap<u64, &[u8]> = records.iter().map(|r| (r.lsn().as_u64(), r.payload())).collect();
+    for (lsn, payload) in &acked {
+        assert_eq!(kept.get(lsn).copied(), Some(&payload[..]), "acknowledged record at {lsn}");
+    }
+    j.close().await.unwrap();
 }

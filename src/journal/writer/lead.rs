@@ -19,7 +19,11 @@
 //! the writer untouched. A failure is handed to the writer, which poisons
 //! the journal exactly as if its own op had failed. Ops go through the
 //! backend's `perform_now`, so the test seams (faults, crash recording)
-//! see them as they see the writer's.
+//! see them as they see the writer's. A leader's op is not watched while
+//! it runs (the writer's stall report and `sync_timeout` watch only its
+//! own ops): a slow sync is reported once it completed, and a journal with
+//! a `sync_timeout` never lends. A leader that panics hands the lease back
+//! marked failed, and the writer poisons the journal.
 //!
 //! [`Journal::append`]: crate::Journal::append
 //! [`Journal::sync_through`]: crate::Journal::sync_through
@@ -103,6 +107,30 @@ impl LeaseSlot {
     }
 }
 
+/// A lease taken by a leader: returned to the slot when dropped, also if
+/// the leader panics. Then it is marked failed and the writer woken, which
+/// poisons the journal: nobody waits forever for the lease, nor for
+/// records the leader took and did not write.
+struct Held<'a> {
+    shared: &'a Shared,
+    lease: Option<Lease>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let Some(mut lease) = self.lease.take() else { return };
+        let panicked = std::thread::panicking();
+        if panicked && lease.failed.is_none() {
+            let why = format!("{}: a blocking caller panicked while leading a round", self.shared.dir.display());
+            lease.failed = Some(Error::Internal(why));
+        }
+        self.shared.lease.put(lease);
+        if panicked {
+            self.shared.gate.writer_wake.notify_one();
+        }
+    }
+}
+
 /// Tells readers in other processes, then waiters, that everything below
 /// `covers` is durable (see `Writer::made_durable`).
 pub(super) fn made_durable(shared: &Shared, frontier: &Mutex<Publisher>, covers: u64) {
@@ -124,14 +152,16 @@ impl Shared {
         };
         if reached.as_u64() < lsn {
             match self.lease.try_take() {
-                Some(mut lease) => {
+                Some(lease) => {
+                    let mut held = Held { shared: self, lease: Some(lease) };
+                    let lease = held.lease.as_mut().expect("just taken");
                     // Chunks a leader handed back come before anything in
                     // the log buffer: only the writer goes on from there.
                     if lease.failed.is_none() && lease.returned.is_empty() {
-                        self.lead(&mut lease, level, lsn);
+                        self.lead(lease, level, lsn);
                     }
                     let writer_needed = !lease.returned.is_empty() || lease.failed.is_some();
-                    self.lease.put(lease);
+                    drop(held);
                     // Appenders that placed meanwhile counted on the wake
                     // held back above; a need for durability registered
                     // meanwhile may have been kept from the writer too.
