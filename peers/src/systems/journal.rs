@@ -1,11 +1,11 @@
-//! tidelog itself, from tokio tasks.
+//! tidelog itself, from tokio tasks, and from threads on its blocking API.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use tidelog::{Journal, JournalOptions, Lsn, Preallocate, SubstrateChoice};
 
-use super::{AsyncWal, Fut, System};
+use super::{AsyncWal, Fut, System, Wal};
 
 /// tidelog on one substrate: `append_durable_async` / `append_async` from
 /// tokio tasks, with default options or with zero-filled segments
@@ -105,6 +105,54 @@ impl System for TidelogSubmit {
             let journal = Journal::open(dir, opts).await.map_err(io::Error::other)?;
             Ok(Box::new(SubmitWal(journal)) as Box<dyn AsyncWal>)
         }))
+    }
+    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+        Tidelog(self.0, Preallocate::default()).read_all(dir)
+    }
+}
+
+/// tidelog driven from threads through its blocking API, as raft-engine is:
+/// a durable append is `append` then `sync_through`, a written one `append`.
+/// While the journal is idle the calling thread writes and syncs itself;
+/// otherwise it waits for the writer's round. The journal's writer runs on
+/// a runtime of its own.
+pub struct TidelogThreads(pub SubstrateChoice);
+
+struct ThreadsWal {
+    journal: Journal,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Wal for ThreadsWal {
+    fn append_durable(&self, record: &[u8]) -> io::Result<()> {
+        let lsn = self.journal.append(record).map_err(io::Error::other)?;
+        self.journal.sync_through(lsn).map_err(io::Error::other)
+    }
+    fn append_written(&self, record: &[u8]) -> io::Result<()> {
+        self.journal.append(record).map(drop).map_err(io::Error::other)
+    }
+    fn close(self: Box<Self>) -> io::Result<()> {
+        let ThreadsWal { journal, rt } = *self;
+        rt.block_on(journal.close()).map_err(io::Error::other)
+    }
+}
+
+impl System for TidelogThreads {
+    fn name(&self) -> String {
+        let substrate = if self.0 == SubstrateChoice::IoUring { "io_uring" } else { "blocking" };
+        format!("tidelog {substrate}, threads (blocking API)")
+    }
+    fn written_promise(&self) -> &'static str {
+        "page cache (append)"
+    }
+    fn bulk_na(&self) -> Option<&'static str> {
+        Some("the append_async row's (same journal)")
+    }
+    fn open(&self, dir: &Path) -> io::Result<Box<dyn Wal>> {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let opts = JournalOptions::new().substrate(self.0);
+        let journal = rt.block_on(Journal::open(dir, opts)).map_err(io::Error::other)?;
+        Ok(Box::new(ThreadsWal { journal, rt }))
     }
     fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
         Tidelog(self.0, Preallocate::default()).read_all(dir)

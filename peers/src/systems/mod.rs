@@ -94,6 +94,8 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(journal::Tidelog(SubstrateChoice::Blocking, Preallocate::Zero)),
         Box::new(journal::TidelogSubmit(SubstrateChoice::IoUring)),
         Box::new(journal::TidelogSubmit(SubstrateChoice::Blocking)),
+        Box::new(journal::TidelogThreads(SubstrateChoice::IoUring)),
+        Box::new(journal::TidelogThreads(SubstrateChoice::Blocking)),
         Box::new(streams::TidelogStreams),
         Box::new(raw::Raw { prezeroed: false }),
         Box::new(raw::Raw { prezeroed: true }),
