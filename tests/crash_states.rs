@@ -232,8 +232,9 @@ async fn record(substrate: SubstrateChoice, w: Workload, dir: &Path) -> Option<(
     Some((rec.events(), appended))
 }
 
-/// A thread on the blocking API appending `task`'s records `seqs`: each
-/// synced through and noted acknowledged, except every seventh (written
+/// A thread on the blocking API appending `task`'s records `seqs`: every
+/// other one with `append_durable`, the rest with `append` then
+/// `sync_through`, each noted acknowledged, except every seventh (written
 /// only).
 fn blocking_appender(
     journal: Arc<Journal>,
@@ -245,11 +246,18 @@ fn blocking_appender(
     tokio::task::spawn_blocking(move || {
         for seq in seqs {
             let p = payload(task, seq * 10);
-            let lsn = journal.append(&p).expect("blocking append");
-            if seq % 7 != 5 {
-                journal.sync_through(lsn).expect("blocking sync_through");
+            let lsn = if seq % 2 == 0 && seq % 7 != 5 {
+                let lsn = journal.append_durable(&p).expect("blocking durable append");
                 rec.note(ACKED, lsn.as_u64());
-            }
+                lsn
+            } else {
+                let lsn = journal.append(&p).expect("blocking append");
+                if seq % 7 != 5 {
+                    journal.sync_through(lsn).expect("blocking sync_through");
+                    rec.note(ACKED, lsn.as_u64());
+                }
+                lsn
+            };
             appended.lock().unwrap().payloads.insert(lsn.as_u64(), p);
         }
     })

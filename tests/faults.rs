@@ -921,16 +921,22 @@ async fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
     within(60, "a blocking caller", tokio::task::spawn_blocking(f)).await.expect("the blocking caller panicked")
 }
 
-/// `n` records of varied sizes (some span direct I/O blocks), each appended
-/// and synced through by one blocking caller: (LSN, payload) of each.
+/// `n` records of varied sizes (some span direct I/O blocks), made durable
+/// by one blocking caller (`append_durable`, or `append` then
+/// `sync_through`, alternately): (LSN, payload) of each.
 async fn blocking_appends(j: &Journal, tag: &'static str, n: usize) -> Vec<(u64, Vec<u8>)> {
     let j = j.clone();
     on_thread(move || {
         (0..n)
             .map(|i| {
                 let payload = format!("{tag} {i} {}", "y".repeat(i * 911 % 10_000)).into_bytes();
-                let lsn = j.append(&payload).unwrap();
-                j.sync_through(lsn).unwrap();
+                let lsn = if i % 2 == 0 {
+                    j.append_durable(&payload).unwrap()
+                } else {
+                    let lsn = j.append(&payload).unwrap();
+                    j.sync_through(lsn).unwrap();
+                    lsn
+                };
                 assert!(j.durable_lsn() >= lsn);
                 (lsn.as_u64(), payload)
             })

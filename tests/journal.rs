@@ -354,10 +354,11 @@ async fn owned_payloads_interleave_with_copied_records_across_rollovers(opts: Jo
 /// One thread on the blocking API, with nothing else running: it leads its
 /// own rounds (the fault seam counts the ops it performs), across
 /// rollovers (which go back to the writer), under `OnDemand` (append, then
-/// sync_through) and `Always` (append alone is durable). Every record
-/// reopens, exactly.
+/// sync_through; or append_durable) and `Always` (append alone is
+/// durable). Every record reopens, exactly.
 async fn a_lone_blocking_caller_leads_its_rounds_across_rollovers(opts: JournalOptions) {
-    for policy in [SyncPolicy::OnDemand, SyncPolicy::Always] {
+    for (policy, one_call) in [(SyncPolicy::OnDemand, false), (SyncPolicy::OnDemand, true), (SyncPolicy::Always, false)]
+    {
         let dir = tempfile::tempdir().unwrap();
         let opts = opts.clone().segment_size(1 << 20).sync_policy(policy);
         let plan = std::sync::Arc::new(FaultPlan::default());
@@ -367,8 +368,9 @@ async fn a_lone_blocking_caller_leads_its_rounds_across_rollovers(opts: JournalO
             let mut acked = Vec::new();
             for i in 0..300usize {
                 let payload = format!("{i}:{}", "z".repeat(i * 37 % 9000)).into_bytes();
-                let lsn = caller.append(&payload).unwrap();
-                if policy == SyncPolicy::OnDemand {
+                let lsn =
+                    if one_call { caller.append_durable(&payload).unwrap() } else { caller.append(&payload).unwrap() };
+                if policy == SyncPolicy::OnDemand && !one_call {
                     caller.sync_through(lsn).unwrap();
                 }
                 assert!(caller.durable_lsn() >= lsn, "{policy:?}: {i} returned before it was durable");

@@ -462,6 +462,20 @@ impl Journal {
         shared.wait_leading(shared.append_level(), placed.end, placed.wake_writer)
     }
 
+    /// Blocking [`append_durable_async`](Self::append_durable_async): one
+    /// call and one wait where [`append`](Self::append) then
+    /// [`sync_through`](Self::sync_through) take two. While the journal is
+    /// idle the calling thread writes and syncs the record itself, with one
+    /// linked write and fdatasync; otherwise it shares the writer's round.
+    pub fn append_durable(&self, payload: impl AsRef<[u8]>) -> Result<Lsn> {
+        let shared = self.shared();
+        if let Some(lsn) = shared.backpressure() {
+            shared.gate.wait_blocking(Level::Written, lsn)?;
+        }
+        let placed = shared.place_with(&[payload], None, false)?;
+        shared.wait_leading(Level::Durable, placed.end, placed.wake_writer)
+    }
+
     /// Blocking [`sync_through_async`](Self::sync_through_async). When the
     /// journal is idle, the calling thread runs the fdatasync itself (see
     /// [`append`](Self::append)); concurrent callers share it, or the

@@ -112,7 +112,7 @@ impl System for TidelogSubmit {
 }
 
 /// tidelog driven from threads through its blocking API, as raft-engine is:
-/// a durable append is `append` then `sync_through`, a written one `append`.
+/// a durable append is `append_durable`, a written one `append`.
 /// While the journal is idle the calling thread writes and syncs itself;
 /// otherwise it waits for the writer's round. The journal's writer runs on
 /// a runtime of its own.
@@ -125,8 +125,7 @@ struct ThreadsWal {
 
 impl Wal for ThreadsWal {
     fn append_durable(&self, record: &[u8]) -> io::Result<()> {
-        let lsn = self.journal.append(record).map_err(io::Error::other)?;
-        self.journal.sync_through(lsn).map_err(io::Error::other)
+        self.journal.append_durable(record).map(drop).map_err(io::Error::other)
     }
     fn append_written(&self, record: &[u8]) -> io::Result<()> {
         self.journal.append(record).map(drop).map_err(io::Error::other)

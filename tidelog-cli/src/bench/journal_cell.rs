@@ -12,6 +12,15 @@ use tidelog::{Journal, JournalOptions};
 use super::punts::{share, Punts};
 use super::{cpu_time, Sample};
 
+/// What an appender reports: its latencies, its ops, and the ticket of its
+/// last submit (submit mode).
+type Tally = (Histogram<u64>, u64, Option<tidelog::Ticket>);
+
+/// An appender's record, and its empty tallies.
+fn start(record: usize) -> (Vec<u8>, Histogram<u64>, u64) {
+    (vec![0x5Au8; record], Histogram::<u64>::new(3).expect("histogram"), 0)
+}
+
 /// One appending task: loops until `stop`, recording per-op latency while
 /// `counting`. In durable-owned mode each op fills a new `Vec`, hands it
 /// to `submit_owned` and awaits the ticket (durable). In submit mode an op is one `submit` call (its cost); tickets
@@ -23,10 +32,8 @@ async fn appender(
     record: usize,
     counting: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-) -> tidelog::Result<(Histogram<u64>, u64, Option<tidelog::Ticket>)> {
-    let payload = vec![0x5Au8; record];
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
-    let mut ops = 0u64;
+) -> tidelog::Result<Tally> {
+    let (payload, mut hist, mut ops) = start(record);
     let mut last = None;
     if mode == "submit" {
         // Timed in batches: two clock reads per 128-byte submit would cost
@@ -65,21 +72,18 @@ async fn appender(
 }
 
 /// [`appender`] for durable-threads mode: an OS thread (not a tokio task)
-/// calling the blocking `append` and `sync_through`, as a service with a
-/// thread per connection, or raft-engine's callers, do.
+/// calling the blocking `append_durable`, as a service with a thread per
+/// connection, or raft-engine's callers, do.
 fn appender_thread(
     j: Journal,
     record: usize,
     counting: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-) -> tidelog::Result<(Histogram<u64>, u64, Option<tidelog::Ticket>)> {
-    let payload = vec![0x5Au8; record];
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
-    let mut ops = 0u64;
+) -> tidelog::Result<Tally> {
+    let (payload, mut hist, mut ops) = start(record);
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
-        let lsn = j.append(&payload)?;
-        j.sync_through(lsn)?;
+        j.append_durable(&payload)?;
         if counting.load(Ordering::Relaxed) {
             hist.record(t.elapsed().as_micros() as u64).ok();
             ops += 1;

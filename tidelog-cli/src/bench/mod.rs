@@ -60,7 +60,7 @@ pub(crate) struct BenchArgs {
     /// What each task waits for: durable (append_durable_async),
     /// durable-owned (a new Vec per record handed to submit_owned, its
     /// ticket awaited), durable-threads (OS threads calling the blocking
-    /// append and sync_through), written (append_async), submit
+    /// append_durable), written (append_async), submit
     /// (fire-and-forget tickets, awaited at the end).
     #[arg(long, value_delimiter = ',', default_values_t = vec!["durable".to_string()])]
     mode: Vec<String>,
