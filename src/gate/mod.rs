@@ -220,6 +220,13 @@ impl Gate {
         st.rounds.iter().copied().fold(st.durable, u64::max)
     }
 
+    /// Nobody waits for a sync (everything wanted is durable) and the gate
+    /// has not failed: the writer may lend its round (`writer/lead.rs`).
+    pub(crate) fn nothing_wanted(&self) -> bool {
+        let st = self.lock();
+        st.failed.is_none() && st.sync_wanted <= st.durable
+    }
+
     /// Records a need for durability that the caller meets itself (a
     /// blocking caller leading its own round): nobody is woken.
     pub(crate) fn want_sync(&self, lsn: u64) {

@@ -83,6 +83,9 @@ pub(super) struct Writer {
     /// The backend, the active file and the frontier are lent to a
     /// blocking caller leading a round (`lead.rs`), or waiting for one.
     lent: bool,
+    /// What stands in `backend` while it is lent, kept between lends so
+    /// that lending allocates nothing.
+    stand_in: Option<Box<dyn Backend>>,
 }
 
 impl Writer {
@@ -123,6 +126,7 @@ impl Writer {
             zeroed_to: FileOffset::default(),
             frontier: Arc::new(Mutex::new(frontier)),
             lent: false,
+            stand_in: None,
         }
     }
 
@@ -148,15 +152,12 @@ impl Writer {
             && !self.shutting_down()
             && opts.sync_timeout.is_none()
             && opts.group_commit_window.is_zero();
-        if self.lent || !idle || shared.log.has_pending() {
+        if self.lent || !idle || shared.log.has_pending() || !shared.gate.nothing_wanted() {
             return;
         }
-        let gate = &shared.gate;
-        if gate.sync_wanted() > gate.durable_lsn().as_u64() || gate.failure().is_some() {
-            return;
-        }
-        let lent = Lent { substrate: self.backend.substrate(), refused: VecDeque::new() };
-        let backend = std::mem::replace(&mut self.backend, Box::new(lent));
+        let substrate = self.backend.substrate();
+        let stand_in = self.stand_in.take().unwrap_or_else(|| Box::new(Lent { substrate, refused: VecDeque::new() }));
+        let backend = std::mem::replace(&mut self.backend, stand_in);
         shared.lease.put(Lease {
             backend,
             active: self.active.clone(),
@@ -191,7 +192,7 @@ impl Writer {
     fn restore(&mut self, lease: Lease) -> Result<()> {
         self.lent = false;
         let Lease { backend, zeroed_to, written_records, synced_records, returned, failed, .. } = lease;
-        self.backend = backend;
+        self.stand_in = Some(std::mem::replace(&mut self.backend, backend));
         self.zeroed_to = zeroed_to;
         self.written_records = written_records;
         self.synced_records = synced_records;
