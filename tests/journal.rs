@@ -443,7 +443,8 @@ async fn close_answers_blocking_leaders_and_keeps_what_they_were_told(opts: Jour
 async fn blocking_threads_racing_to_lead_across_rollovers_lose_nothing(opts: JournalOptions) {
     let dir = tempfile::tempdir().unwrap();
     let opts = opts.segment_size(1 << 20);
-    let j = Journal::open(dir.path(), opts).await.unwrap();
+    let plan = std::sync::Arc::new(FaultPlan::default());
+    let j = Seams::new().faults(&plan).open(dir.path(), opts).await.unwrap();
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let j = j.clone();
@@ -472,5 +473,6 @@ async fn blocking_threads_racing_to_lead_across_rollovers_lose_nothing(opts: Jou
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tlog"))
         .count();
     assert!(segments >= 3, "the records must span rollovers ({segments} segments)");
+    assert!(plan.performed_by_callers.load(std::sync::atomic::Ordering::SeqCst) > 0, "no thread ever led");
     assert_eq!(read_all(dir.path()), acked, "exactly the appended records");
 }

@@ -114,12 +114,16 @@ impl LeaseSlot {
 struct Held<'a> {
     shared: &'a Shared,
     lease: Option<Lease>,
+    /// The thread was unwinding already when the lease was taken (a
+    /// destructor appending during a panic of the caller's own): only a
+    /// panic that began during the round is the leader's.
+    unwinding: bool,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         let Some(mut lease) = self.lease.take() else { return };
-        let panicked = std::thread::panicking();
+        let panicked = std::thread::panicking() && !self.unwinding;
         if panicked && lease.failed.is_none() {
             let why = format!("{}: a blocking caller panicked while leading a round", self.shared.dir.display());
             lease.failed = Some(Error::Internal(why));
@@ -153,7 +157,8 @@ impl Shared {
         if reached.as_u64() < lsn {
             match self.lease.try_take() {
                 Some(lease) => {
-                    let mut held = Held { shared: self, lease: Some(lease) };
+                    let unwinding = std::thread::panicking();
+                    let mut held = Held { shared: self, lease: Some(lease), unwinding };
                     let lease = held.lease.as_mut().expect("just taken");
                     // Chunks a leader handed back come before anything in
                     // the log buffer: only the writer goes on from there.
