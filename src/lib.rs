@@ -13,7 +13,7 @@
 //! |---|---|
 //! | [`Journal::submit`] | *sequenced* at once; its [`Ticket`] resolves when durable |
 //! | [`Journal::append_async`] / [`Journal::append`] | *written*: survives a crash of the process |
-//! | [`Journal::sync_through_async`] / [`Journal::append_durable_async`] | *durable*: survives power loss |
+//! | [`Journal::sync_through_async`] / [`Journal::append_durable_async`] / [`Journal::append_durable`] | *durable*: survives power loss |
 //!
 //! # Example
 //!
@@ -54,8 +54,10 @@
 //!   serialized batch): [`Journal::append_owned_async`] /
 //!   [`Journal::submit_owned`] take the `Vec` over and, from 64 KiB on,
 //!   write it without copying it into the log buffer.
-//! - **Plain threads**: [`Journal::append`] and [`Journal::sync_through`]
-//!   park the thread (never call them on a runtime worker).
+//! - **Plain threads**: [`Journal::append`], [`Journal::sync_through`] and
+//!   [`Journal::append_durable`] park the thread (never call them on a
+//!   runtime worker); while the journal is idle, the calling thread writes
+//!   and syncs its record itself.
 //! - **Following the journal**: [`Journal::subscribe`] (a `Stream` of
 //!   durable records), [`Journal::reader`] / [`Journal::read_batch`] (every
 //!   *written* record: what survives a crash of the process; bound them by
