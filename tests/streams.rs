@@ -19,6 +19,7 @@ matrix!(
     indexes_near_the_top_are_refused_not_wrapped,
     a_purge_gets_past_a_laggard_it_cannot_copy,
     a_checkpoint_goes_when_recovery_cuts_the_log,
+    a_lone_blocking_stream_appender_leads_its_rounds,
 );
 
 /// Buffered only: with direct I/O a padding frame follows each write.
@@ -511,5 +512,40 @@ async fn a_checkpoint_goes_when_recovery_cuts_the_log(opts: JournalOptions) {
     assert!((45..51).contains(&next), "entries up to {next} left");
     let read: Vec<Vec<u8>> = s.read_async(1, 1, 100).await.unwrap().into_iter().map(|e| e.into_payload()).collect();
     assert_eq!(read, (1..next).map(|i| payload(1, i)).collect::<Vec<_>>());
+    s.close().await.unwrap();
+}
+
+/// One thread on the blocking `Streams::append` under `SyncPolicy::Always`,
+/// nothing else running: it leads its own rounds (the fault seam counts
+/// them), every return is durable, and every stream reopens with exactly
+/// its entries.
+async fn a_lone_blocking_stream_appender_leads_its_rounds(opts: JournalOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts.sync_policy(SyncPolicy::Always);
+    let plan = std::sync::Arc::new(tidelog::testing::FaultPlan::default());
+    let s = tidelog::testing::Seams::new().faults(&plan).open_streams(dir.path(), opts.clone()).await.unwrap();
+    let caller = s.clone();
+    let thread = tokio::task::spawn_blocking(move || {
+        let mut model: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
+        for i in 0..150u64 {
+            let stream = i % 3 + 1;
+            let payload = format!("stream {stream} entry {i} {}", "e".repeat((i * 373 % 5000) as usize)).into_bytes();
+            let index = caller.append(stream, &payload).unwrap();
+            let entries = model.entry(stream).or_default();
+            entries.push(payload);
+            assert_eq!(index, entries.len() as u64, "dense indexes per stream");
+        }
+        model
+    });
+    let model = common::within(120, "a blocking stream appender", thread).await.unwrap();
+    let led = plan.performed_by_callers.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(led >= 50, "a lone blocking stream appender led only {led} of 150 rounds");
+    s.close().await.unwrap();
+    let s = Streams::open(dir.path(), opts).await.unwrap();
+    for (stream, entries) in &model {
+        let read = s.read_async(*stream, 1, usize::MAX).await.unwrap();
+        let payloads: Vec<Vec<u8>> = read.into_iter().map(|e| e.payload().to_vec()).collect();
+        assert_eq!(&payloads, entries, "stream {stream}");
+    }
     s.close().await.unwrap();
 }

@@ -245,18 +245,10 @@ impl Shared {
         Ok(placed.end)
     }
 
-    /// [`place`](Self::place) once each frame's payload and kind are known.
-    pub(crate) fn place_frames<B: AsRef<[u8]>>(
-        &self,
-        bodies: &[B],
-        kinds: Option<&[u8]>,
-        bytes: u64,
-        lsns: Option<&mut Vec<Lsn>>,
-    ) -> Result<u64> {
-        self.place_frames_with(bodies, kinds, bytes, lsns, true).map(|p| p.end)
-    }
-
-    fn place_frames_with<B: AsRef<[u8]>>(
+    /// [`place`](Self::place) once each frame's payload and kind are known;
+    /// without `wake`, waking the writer is left to the caller
+    /// (`Placed::wake_writer` says whether it is owed).
+    pub(crate) fn place_frames_with<B: AsRef<[u8]>>(
         &self,
         bodies: &[B],
         kinds: Option<&[u8]>,

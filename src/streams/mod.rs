@@ -26,7 +26,7 @@ pub use purge::PurgeReport;
 
 use crate::format::{self, StreamOp};
 use crate::gate::{Level, Wait};
-use crate::journal::Shared;
+use crate::journal::{Placed, Shared};
 use crate::{Error, Journal, JournalOptions, Lsn, Result, Ticket};
 use index::Index;
 
@@ -248,14 +248,16 @@ impl Streams {
     }
 
     /// Blocking [`append_async`](Self::append_async), for threads that are
-    /// not tokio workers.
+    /// not tokio workers. While the journal is idle the calling thread
+    /// writes (and under `SyncPolicy::Always` syncs) the entry itself, as
+    /// [`Journal::append`] does.
     pub fn append(&self, stream: u64, payload: impl AsRef<[u8]>) -> Result<u64> {
         let shared = self.shared();
         if let Some(lsn) = shared.backpressure() {
             shared.gate.wait_blocking(Level::Written, lsn)?;
         }
-        let (range, end) = self.place_entries(stream, &[payload])?;
-        shared.gate.wait_blocking(shared.append_level(), end)?;
+        let (range, placed) = self.place_entries_with(stream, &[payload], false)?;
+        shared.wait_leading(shared.append_level(), placed.end, placed.wake_writer)?;
         Ok(range.start)
     }
 
@@ -263,12 +265,23 @@ impl Streams {
     /// indexes them, under the index lock (so a stream's indexes follow its
     /// LSNs). Returns their indexes and the end of the last frame.
     fn place_entries<P: AsRef<[u8]>>(&self, stream: u64, payloads: &[P]) -> Result<(Range<u64>, u64)> {
+        self.place_entries_with(stream, payloads, true).map(|(range, placed)| (range, placed.end))
+    }
+
+    /// [`place_entries`](Self::place_entries); without `wake`, waking the
+    /// writer is left to the caller (`Placed::wake_writer`).
+    fn place_entries_with<P: AsRef<[u8]>>(
+        &self,
+        stream: u64,
+        payloads: &[P],
+        wake: bool,
+    ) -> Result<(Range<u64>, Placed)> {
         let shared = self.shared();
         let max = shared.opts.max_record_size;
         if payloads.is_empty() {
             shared.check_open()?;
             let next = self.index().get(stream).map_or(1, |s| s.next());
-            return Ok((next..next, shared.log.next_lsn_relaxed()));
+            return Ok((next..next, Placed { end: shared.log.next_lsn_relaxed(), wake_writer: false }));
         }
         if let Some(p) = payloads.iter().find(|p| p.as_ref().len() > max) {
             return Err(Error::RecordTooLarge { len: p.as_ref().len(), max });
@@ -280,29 +293,42 @@ impl Streams {
             return Err(invalid(stream, first, &format!("entries past index {LAST_INDEX}, the largest")));
         }
         let body = |(p, i): (&P, u64)| EntryBody::new(stream, i, p.as_ref());
-        let end = if let [one] = payloads {
+        let placed = if let [one] = payloads {
             // The common case: no allocation (small entries are encoded on
             // the stack).
-            self.place_and_apply(&mut index, &[body((one, first))], &[format::KIND_STREAM_ENTRY])?
+            self.place_and_apply_with(&mut index, &[body((one, first))], &[format::KIND_STREAM_ENTRY], wake)?
         } else {
             let bodies: Vec<EntryBody> = payloads.iter().zip(first..).map(body).collect();
-            self.place_and_apply(&mut index, &bodies, &vec![format::KIND_STREAM_ENTRY; bodies.len()])?
+            self.place_and_apply_with(&mut index, &bodies, &vec![format::KIND_STREAM_ENTRY; bodies.len()], wake)?
         };
         drop(index);
-        self.maybe_checkpoint(end);
-        Ok((first..first + payloads.len() as u64, end))
+        self.maybe_checkpoint(placed.end);
+        Ok((first..first + payloads.len() as u64, placed))
     }
 
     /// Places frames (`bodies` with `kinds`) as one unit and applies each
     /// to the index, which the caller holds locked.
     fn place_and_apply<B: AsRef<[u8]>>(&self, index: &mut Index, bodies: &[B], kinds: &[u8]) -> Result<u64> {
+        self.place_and_apply_with(index, bodies, kinds, true).map(|placed| placed.end)
+    }
+
+    /// [`place_and_apply`](Self::place_and_apply); without `wake`, waking
+    /// the writer is left to the caller (`Placed::wake_writer`).
+    fn place_and_apply_with<B: AsRef<[u8]>>(
+        &self,
+        index: &mut Index,
+        bodies: &[B],
+        kinds: &[u8],
+        wake: bool,
+    ) -> Result<Placed> {
         let shared = self.shared();
         let bytes = bodies.iter().map(|b| b.as_ref().len() as u64).sum();
         // Checked before anything is placed: what is placed is written.
         for (body, &kind) in bodies.iter().zip(kinds) {
             format::decode_stream(kind, body.as_ref()).map_err(|why| Error::Internal(why.into()))?;
         }
-        let end = shared.place_frames(bodies, Some(kinds), bytes, None)?;
+        let placed = shared.place_frames_with(bodies, Some(kinds), bytes, None, wake)?;
+        let end = placed.end;
         // The frames are contiguous and end at `end`.
         let mut at = end - bodies.iter().map(|b| format::frame_len(b.as_ref().len()) as u64).sum::<u64>();
         for (body, &kind) in bodies.iter().zip(kinds) {
@@ -316,12 +342,15 @@ impl Streams {
                 // rather than let memory and disk disagree.
                 let err = Error::Internal(misfit.0);
                 shared.gate.fail(err.clone());
+                if placed.wake_writer {
+                    shared.gate.writer_wake.notify_one(); // the wake held back is not the caller's to pay now
+                }
                 index.settle();
                 return Err(err);
             }
         }
         index.settle();
-        Ok(end)
+        Ok(placed)
     }
 
     /// Writes one control frame for `stream` under the index lock, if
