@@ -170,9 +170,8 @@ impl Shared {
                     // Appenders that placed meanwhile counted on the wake
                     // held back above; a need for durability registered
                     // meanwhile may have been kept from the writer too.
-                    let gate = &self.gate;
-                    if writer_needed || self.log.has_pending() || gate.sync_wanted() > gate.durable_lsn().as_u64() {
-                        gate.writer_wake.notify_one();
+                    if writer_needed || self.log.has_pending() || !self.gate.nothing_wanted() {
+                        self.gate.writer_wake.notify_one();
                     }
                 }
                 None if wake_owed => self.gate.writer_wake.notify_one(),
