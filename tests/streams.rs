@@ -15,6 +15,7 @@ matrix!(
     bad_indexes_are_errors_naming_the_stream,
     plain_records_and_streams_share_a_journal,
     open_reads_a_checkpoint_and_scans_only_what_follows,
+    a_checkpoint_taken_under_appends_opens_to_the_live_streams,
     an_entry_reads_back_at_once_across_rollovers,
     indexes_near_the_top_are_refused_not_wrapped,
     a_purge_gets_past_a_laggard_it_cannot_copy,
@@ -404,6 +405,100 @@ async fn open_reads_a_checkpoint_and_scans_only_what_follows(opts: JournalOption
     assert_eq!(s.opened_from_checkpoint(), None, "a damaged checkpoint was used");
     check(&s, &models, "reopened past a damaged checkpoint").await;
     s.close().await.unwrap();
+}
+
+/// A checkpoint of 2,000 streams is copied a few streams at a time while a
+/// writer keeps appending, truncating, setting metadata, and removing and
+/// remaking streams. Checkpoints are taken until one recorded some streams
+/// later than its cut (its header's reach past its cut: the writer's frames
+/// landed between its copies); opened from it, dropped without `close`,
+/// every stream is as it was.
+async fn a_checkpoint_taken_under_appends_opens_to_the_live_streams(opts: JournalOptions) {
+    const STREAMS: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Streams::open(dir.path(), opts.clone()).await.unwrap();
+    let mut last = None;
+    for id in 0..STREAMS {
+        let batch: Vec<Vec<u8>> = (0..8).map(|i| payload(id, i)).collect();
+        last = Some(s.submit_batch(id, &batch).unwrap().1);
+    }
+    last.unwrap().await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (s, stop) = (s.clone(), stop.clone());
+        async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = i * 7919 % STREAMS;
+                match i % 6 {
+                    0..=2 => drop(s.append_async(id, payload(id, i)).await.unwrap()),
+                    3 => {
+                        let first = s.info(id).map_or(1, |info| info.first);
+                        s.truncate_prefix(id, first + 1).await.unwrap();
+                    }
+                    4 => drop(s.set_meta(id, format!("meta {i}").as_bytes()).await.unwrap()),
+                    _ if i % 30 == 5 => {
+                        s.remove(id).await.unwrap();
+                        s.append_async(id, b"remade").await.unwrap();
+                    }
+                    _ => drop(
+                        s.truncate_suffix(id, s.info(id).map_or(1, |info| info.next.saturating_sub(1).max(1)))
+                            .await
+                            .unwrap(),
+                    ),
+                }
+                i += 1;
+                if i % 8 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            i
+        }
+    });
+    let ckpt = dir.path().join("STREAMS");
+    let header = |at: usize| {
+        let bytes = std::fs::read(&ckpt).unwrap();
+        u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+    };
+    let mut cut = Lsn::ZERO;
+    let mut fuzzy = false;
+    for _ in 0..200 {
+        cut = s.checkpoint().await.unwrap();
+        let (written_cut, reach) = (header(24), header(32));
+        assert_eq!(written_cut, cut.as_u64());
+        if reach > written_cut {
+            fuzzy = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ops = common::within(60, "the writer", writer).await.unwrap();
+    assert!(fuzzy, "no checkpoint in 200 overlapped the writer's {ops} operations");
+    // More after the checkpoint, then everything durable.
+    s.append_async(1, b"after").await.unwrap();
+    let end = s.set_meta(2, b"after").await.unwrap();
+    s.journal().sync_through_async(end).await.unwrap();
+    let (live, sample) = (s.list(), read_some(&s).await);
+    let released = s.journal().released();
+    drop(s);
+    released.await;
+    let s = Streams::open(dir.path(), opts).await.unwrap();
+    assert_eq!(s.opened_from_checkpoint(), Some(cut));
+    assert_eq!(s.list(), live, "the streams' ranges, bytes, metadata and floors");
+    assert_eq!(read_some(&s).await, sample, "the entries and metadata of every 13th stream");
+    assert_eq!(s.list(), Streams::list_dir(dir.path()).unwrap(), "a full scan agrees");
+    s.close().await.unwrap();
+}
+
+/// The entries and metadata of every 13th stream.
+async fn read_some(s: &Streams) -> Vec<(u64, Vec<Vec<u8>>, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    for info in s.list().into_iter().filter(|info| info.id % 13 == 0) {
+        let entries = s.read_async(info.id, info.first, 1000).await.unwrap();
+        out.push((info.id, entries.into_iter().map(|e| e.into_payload()).collect(), s.meta(info.id)));
+    }
+    out
 }
 
 async fn a_fresh_journal_writes_the_stream_vectors_of_format_md(opts: JournalOptions) {

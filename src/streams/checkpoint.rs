@@ -2,14 +2,23 @@
 //! `STREAMS`, so that open reads the checkpoint and scans only the frames
 //! after its cut instead of the whole journal.
 //!
+//! A live checkpoint is taken a few streams at a time ([`Snapshot`]), the
+//! index lock released in between, so appends never wait for the whole
+//! index to be copied. Each stream is recorded as of the log's end when it
+//! was copied (its *as-of* LSN, at or past the cut): open applies the frames
+//! from the cut on, skipping, for each recorded stream, those below its
+//! as-of, which its recorded state already holds. Streams copied later
+//! than others, made after the copying began, or removed before their turn
+//! all come out as a scan from the cut would have them.
+//!
 //! The checkpoint is a cache. It is written (to a temp file, synced,
 //! renamed over the old one, directory synced) only once every frame below
-//! its cut is durable, and it is used only when it belongs to this journal,
-//! its checksum holds, and its cut lies within the journal's segments —
-//! else open scans everything, as it would without one. The layout is drawn
-//! in `docs/format.md`.
+//! its *reach* (the latest as-of) is durable, and it is used only when it
+//! belongs to this journal, its checksum holds, and its cut and reach lie
+//! within the journal's segments — else open scans everything, as it would
+//! without one. The layout is drawn in `docs/format.md`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
 use super::index::{Index, Pos, Stream};
@@ -18,34 +27,63 @@ use super::index::{Index, Pos, Stream};
 pub(crate) const FILE_NAME: &str = crate::format::STREAMS_CHECKPOINT_FILE_NAME;
 const TEMP_NAME: &str = "STREAMS.tmp";
 const MAGIC: &[u8; 8] = b"TLSTRMCK";
-const VERSION: u32 = 1;
-const HEADER_LEN: usize = 40;
+/// 2: each stream carries its own as-of LSN (1 had one cut for all).
+const VERSION: u32 = 2;
+const HEADER_LEN: usize = 48;
+/// Where the header's reach and stream count lie (patched at the end).
+const REACH_AT: usize = 32;
+const COUNT_AT: usize = 40;
+/// A stream's fixed fields in the file (before its metadata and entries).
+const STREAM_BYTES: usize = 64;
 /// `meta_len` of a stream without metadata.
 const NO_META: u32 = u32::MAX;
 
-/// A decoded checkpoint: the index as of `cut`.
+/// A decoded checkpoint: every stream as of an LSN in `cut..=reach`.
 #[derive(Debug)]
 pub(crate) struct Checkpoint {
     pub(crate) journal_id: u64,
+    /// Open applies the log's frames from here.
     pub(crate) cut: u64,
+    /// The latest as-of: every frame below it was durable when the file was
+    /// written.
+    pub(crate) reach: u64,
     pub(crate) index: Index,
+    /// Streams recorded as of an LSN past the cut, with that LSN.
+    later: HashMap<u64, u64>,
 }
 
-/// Encodes `index` as of `cut` for the journal `journal_id`.
-pub(crate) fn encode(index: &Index, journal_id: u64, cut: u64) -> Vec<u8> {
-    let entries: usize = index.streams.values().map(|s| s.pos.len()).sum();
-    let mut out = Vec::with_capacity(HEADER_LEN + index.streams.len() * 64 + entries * 4 + 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&journal_id.to_le_bytes());
-    out.extend_from_slice(&cut.to_le_bytes());
-    out.extend_from_slice(&(index.streams.len() as u64).to_le_bytes());
-    let mut ids: Vec<u64> = index.streams.keys().copied().collect();
-    ids.sort_unstable(); // one journal state, one file
-    for id in ids {
-        let s = &index.streams[&id];
-        for v in [id, s.first, s.next(), s.anchor, s.meta_lsn().unwrap_or(0)] {
+impl Checkpoint {
+    /// Whether the frame of `stream` at `lsn` (at or past the cut) is still
+    /// to be applied: its stream's recorded state does not hold it yet.
+    pub(crate) fn applies(&self, stream: u64, lsn: u64) -> bool {
+        lsn >= self.reach || self.later.get(&stream).is_none_or(|&as_of| lsn >= as_of)
+    }
+}
+
+/// Builds a checkpoint's bytes one stream at a time, by ascending id.
+struct Encoder {
+    out: Vec<u8>,
+    count: u64,
+    reach: u64,
+}
+
+impl Encoder {
+    fn new(journal_id: u64, cut: u64) -> Encoder {
+        let mut out = Vec::with_capacity(4096);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&journal_id.to_le_bytes());
+        out.extend_from_slice(&cut.to_le_bytes());
+        out.extend_from_slice(&[0; 16]); // reach and count, at the end
+        debug_assert_eq!(out.len(), HEADER_LEN);
+        Encoder { out, count: 0, reach: cut }
+    }
+
+    /// Encodes stream `id` as it stands with every frame below `as_of`
+    /// applied and none after, into `out`.
+    fn push(&mut self, out: &mut Vec<u8>, id: u64, s: &Stream, as_of: u64) {
+        for v in [id, as_of, s.first, s.next(), s.anchor, s.meta_lsn().unwrap_or(0)] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         let meta_len = s.meta().map_or(NO_META, |m| m.len() as u32);
@@ -56,14 +94,98 @@ pub(crate) fn encode(index: &Index, journal_id: u64, cut: u64) -> Vec<u8> {
         let mut prev = 0u64;
         for p in &s.pos {
             // Copied-forward entries lie after later ones: signed deltas.
-            put_varint(&mut out, zigzag(p.lsn().wrapping_sub(prev) as i64));
-            put_varint(&mut out, p.len() as u64);
+            put_varint(out, zigzag(p.lsn().wrapping_sub(prev) as i64));
+            put_varint(out, p.len() as u64);
             prev = p.lsn();
         }
+        self.count += 1;
+        self.reach = self.reach.max(as_of);
     }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+
+    /// The file's bytes, and its reach.
+    fn finish(mut self) -> (Vec<u8>, u64) {
+        self.out[REACH_AT..REACH_AT + 8].copy_from_slice(&self.reach.to_le_bytes());
+        self.out[COUNT_AT..COUNT_AT + 8].copy_from_slice(&self.count.to_le_bytes());
+        let crc = crc32fast::hash(&self.out);
+        self.out.extend_from_slice(&crc.to_le_bytes());
+        (self.out, self.reach)
+    }
+}
+
+/// Encodes `index`, every frame below `cut` applied and none after, for
+/// the journal `journal_id`.
+#[cfg(test)]
+pub(crate) fn encode(index: &Index, journal_id: u64, cut: u64) -> Vec<u8> {
+    let mut ids: Vec<u64> = index.streams.keys().copied().collect();
+    let mut snap = Snapshot::new(&mut ids, 0, journal_id, cut);
+    while snap.copy(index, cut, usize::MAX) {}
+    snap.finish().0
+}
+
+/// A checkpoint of a live index, taken a few streams at a time: the
+/// caller locks the index for each [`copy`](Snapshot::copy) (which encodes
+/// those streams into a small buffer) and releases it before the next, so
+/// appends wait for a bounded copy, never for the whole index.
+pub(crate) struct Snapshot {
+    /// The streams the index held when the snapshot began, ascending.
+    ids: Vec<u64>,
+    next: usize,
+    enc: Encoder,
+    /// The last copy's bytes: moved to the encoder's by the next copy,
+    /// once the lock was released, so that the file's buffer never grows
+    /// (and moves) under the lock.
+    copied: Vec<u8>,
+}
+
+impl Snapshot {
+    /// A snapshot cut at `cut`, of the streams `ids` (any order) holding
+    /// `entries` entries: the log's end and the index's streams, both read
+    /// under the index lock.
+    pub(crate) fn new(ids: &mut Vec<u64>, entries: usize, journal_id: u64, cut: u64) -> Snapshot {
+        let mut ids = std::mem::take(ids);
+        ids.sort_unstable(); // one journal state, one file
+        let mut enc = Encoder::new(journal_id, cut);
+        // Room for it all and some growth: a buffer of megabytes that
+        // doubled as it filled would copy itself, and fault in fresh pages,
+        // for milliseconds at a time on the task that encodes.
+        let estimate = ids.len() * STREAM_BYTES + entries * 6;
+        enc.out.reserve(estimate + estimate / 4);
+        Snapshot { ids, next: 0, enc, copied: Vec::new() }
+    }
+
+    /// Moves the last copy's bytes to the file's buffer: called with the
+    /// index unlocked (the buffer may grow).
+    pub(crate) fn settle(&mut self) {
+        self.enc.out.append(&mut self.copied);
+    }
+
+    /// Copies the next streams from `index` (locked by the caller; every
+    /// stream frame below `as_of` is applied to it and none after), about
+    /// `budget` entries' worth (at least one stream). A stream gone since
+    /// the snapshot began is left out: open replays its frames from the
+    /// cut, its removal among them. Returns whether streams remain.
+    pub(crate) fn copy(&mut self, index: &Index, as_of: u64, budget: usize) -> bool {
+        let mut spent = 0usize;
+        while let Some(&id) = self.ids.get(self.next) {
+            if spent >= budget {
+                return true;
+            }
+            self.next += 1;
+            spent += 1;
+            if let Some(s) = index.get(id) {
+                spent = spent.saturating_add(s.pos.len());
+                self.enc.push(&mut self.copied, id, s, as_of);
+            }
+        }
+        false
+    }
+
+    /// The file's bytes, and its reach: they may be written once every
+    /// frame below the reach is durable.
+    pub(crate) fn finish(mut self) -> (Vec<u8>, u64) {
+        self.settle();
+        self.enc.finish()
+    }
 }
 
 /// Decodes a checkpoint; the reason when the bytes are not one.
@@ -79,10 +201,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
     if r.u32()? != VERSION || r.u32()? != 0 {
         return Err("a checkpoint version this build does not read");
     }
-    let (journal_id, cut, count) = (r.u64()?, r.u64()?, r.u64()?);
+    let (journal_id, cut, reach, count) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+    if reach < cut {
+        return Err("a reach below the cut");
+    }
     let mut index = Index::default();
+    let mut later = HashMap::new();
     for _ in 0..count {
-        let (id, first, next, anchor, meta_lsn) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        let (id, as_of) = (r.u64()?, r.u64()?);
+        let (first, next, anchor, meta_lsn) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        if as_of < cut || as_of > reach {
+            return Err("a stream recorded as of an LSN outside the cut and the reach");
+        }
         let meta_len = r.u32()?;
         r.u32()?;
         let meta = match meta_len {
@@ -100,8 +230,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
         let mut lsn = 0u64;
         for _ in 0..n {
             lsn = lsn.wrapping_add(unzigzag(r.varint()?) as u64);
-            if lsn >= cut {
-                return Err("an entry position at or past the checkpoint's cut");
+            if lsn >= as_of {
+                return Err("an entry position at or past its stream's as-of LSN");
             }
             let len = usize::try_from(r.varint()?).map_err(|_| "an entry length out of range")?;
             pos.push_back(Pos::new(lsn, len));
@@ -111,11 +241,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, &'static str> {
             return Err("a stream listed twice");
         }
         index.insert(id, stream);
+        if as_of > cut {
+            later.insert(id, as_of);
+        }
     }
     if r.at != body.len() {
         return Err("bytes after the last stream");
     }
-    Ok(Checkpoint { journal_id, cut, index })
+    Ok(Checkpoint { journal_id, cut, reach, index, later })
 }
 
 /// Deletes the checkpoint in `dir`, durably, if there is one: it may
@@ -230,7 +363,8 @@ mod tests {
 
     #[test]
     fn damaged_checkpoints_are_refused_never_misread() {
-        let bytes = encode(&sample(), 7, 4096);
+        let bytes = encode(&sample(), 7, 1 << 30);
+        assert!(decode(&bytes).is_ok());
         for at in [0, 9, 20, 45, bytes.len() / 2, bytes.len() - 1] {
             let mut bad = bytes.clone();
             bad[at] ^= 0x10;
@@ -238,6 +372,98 @@ mod tests {
         }
         for len in [0, 3, 39, bytes.len() - 1] {
             assert!(decode(&bytes[..len]).is_err(), "a checkpoint cut to {len} bytes was accepted");
+        }
+    }
+
+    /// A frame applied to an index and kept as the log would keep it.
+    type Logged = (StreamFrame<'static>, u64);
+
+    /// Applies the frame of stream `id` that `pick` chooses at `lsn` (40
+    /// bytes long), and, after a state frame, copies of every entry it left
+    /// unknown, as a live rewrite writes them in the same unit (a live
+    /// index never holds an unknown entry between units).
+    fn step(ix: &mut Index, log: &mut Vec<Logged>, lsn: &mut u64, pick: (u8, u64, u64, u64)) {
+        let (kind, id, k, j) = pick;
+        let op = crate::streams::index::tests::arbitrary_op(ix, kind, id, k, j);
+        let mut unit = vec![StreamFrame { stream: id, op }];
+        let mut at = 0;
+        while at < unit.len() {
+            *lsn += 100;
+            ix.apply_in_unit(&unit[at], *lsn, 40).unwrap();
+            log.push((unit[at], *lsn));
+            if at == 0 {
+                if let Some(s) = ix.get(id) {
+                    let unknown = s.pos.iter().enumerate().filter(|(_, p)| p.lsn() == u64::MAX);
+                    unit.extend(unknown.map(|(k, _)| StreamFrame {
+                        stream: id,
+                        op: StreamOp::Entry { index: s.first + k as u64, data: b"" },
+                    }));
+                }
+            }
+            at += 1;
+        }
+        ix.settle();
+    }
+
+    proptest::proptest! {
+        /// A checkpoint taken a few streams at a time while frames keep
+        /// arriving between the copies (appends, copies, truncations,
+        /// metadata, rewrites, removals, streams made and remade), then
+        /// opened — its index, the frames from its cut applied except those
+        /// each recorded stream holds already — is the live index.
+        #[test]
+        fn a_checkpoint_taken_while_frames_arrive_opens_to_the_live_index(
+            before in proptest::collection::vec((0u8..12, 0u64..6, 0u64..64, 0u64..4), 0..150),
+            during in proptest::collection::vec(((0u8..12, 0u64..6, 0u64..64, 0u64..4), 0usize..4), 0..150),
+            after in proptest::collection::vec((0u8..12, 0u64..6, 0u64..64, 0u64..4), 0..20),
+            budget in 1usize..30,
+        ) {
+            let (mut ix, mut log, mut lsn) = (Index::default(), Vec::new(), 0u64);
+            for &pick in &before {
+                step(&mut ix, &mut log, &mut lsn, pick);
+            }
+            // Under the lock: the streams, and the log's end (where the next
+            // frame goes).
+            let mut ids: Vec<u64> = ix.streams.keys().copied().collect();
+            let cut = lsn + 100;
+            let mut snap = Snapshot::new(&mut ids, 0, 9, cut);
+            let mut during = during.into_iter();
+            while snap.copy(&ix, lsn + 100, budget) {
+                snap.settle();
+                // The lock released: appends and operations go on.
+                let (pick, more) = during.next().unwrap_or(((0, 0, 0, 0), 0));
+                for _ in 0..=more {
+                    step(&mut ix, &mut log, &mut lsn, pick);
+                }
+            }
+            let (bytes, reach) = snap.finish();
+            proptest::prop_assert!(reach <= lsn + 100);
+            for &pick in &after {
+                step(&mut ix, &mut log, &mut lsn, pick);
+            }
+            let mut ck = decode(&bytes).unwrap();
+            proptest::prop_assert_eq!((ck.cut, ck.reach), (cut, reach));
+            let mut opened = std::mem::take(&mut ck.index);
+            // What open does: the frames from the cut, each unless its
+            // stream's recorded state holds it already.
+            for (frame, at) in log.iter().filter(|(f, at)| *at >= ck.cut && ck.applies(f.stream, *at)) {
+                opened.apply(frame, *at, 40).unwrap();
+            }
+            let mut ids: Vec<u64> = ix.streams.keys().chain(opened.streams.keys()).copied().collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in ids {
+                let (live, back) = (ix.get(id), opened.get(id));
+                proptest::prop_assert_eq!(live.is_some(), back.is_some(), "stream {} exists in one only", id);
+                if let (Some(l), Some(b)) = (live, back) {
+                    proptest::prop_assert_eq!(
+                        (l.first, l.next(), &l.pos, l.meta(), l.meta_lsn(), l.anchor, l.floor_lsn()),
+                        (b.first, b.next(), &b.pos, b.meta(), b.meta_lsn(), b.anchor, b.floor_lsn()),
+                        "stream {}", id
+                    );
+                }
+            }
+            proptest::prop_assert_eq!((opened.floor(), opened.live_bytes), (ix.floor(), ix.live_bytes));
         }
     }
 }

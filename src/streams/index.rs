@@ -420,7 +420,7 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn entry(stream: u64, index: u64) -> StreamFrame<'static> {
@@ -583,6 +583,33 @@ mod tests {
         assert!(ix.apply(&entry(5, 0), 100, 40).is_err());
     }
 
+    /// An operation on stream `id` that fits its state in `ix`, picked by
+    /// `kind` (0..12) with `k` and `j` as arguments: appends, copies,
+    /// truncations, metadata, state frames that leave positions unknown,
+    /// removals, and streams first met mid-history.
+    pub(crate) fn arbitrary_op(ix: &Index, kind: u8, id: u64, k: u64, j: u64) -> StreamOp<'static> {
+        let s = ix.get(id).map(|s| (s.first, s.next(), s.pos.len() as u64));
+        match (kind, s) {
+            (7, None) => StreamOp::Entry { index: 1 + j * 5, data: b"" },
+            (8, None) => StreamOp::TruncatePrefix { first: 1 + j },
+            (0 | 1, _) | (_, None) => StreamOp::Entry { index: s.map_or(1, |s| s.1), data: b"" },
+            (2 | 3, Some((first, _, len))) if len > 0 => StreamOp::Entry { index: first + k % len, data: b"" },
+            (4, Some((first, next, _))) => StreamOp::TruncatePrefix { first: first + k % (next - first + 1) },
+            (5, Some((first, next, _))) if next > first => {
+                StreamOp::TruncateSuffix { from: first + k % (next - first) }
+            }
+            (7, Some(_)) => StreamOp::Remove,
+            (8 | 9, Some((first, next, _))) => StreamOp::State {
+                first: first.saturating_sub(j % 2).max(1) + (k % 3).min(next - first),
+                next: next + j,
+                from: first,
+                count: 0,
+                meta: (k % 2 == 0).then_some(&b"s"[..]),
+            },
+            _ => StreamOp::Meta { data: b"m" },
+        }
+    }
+
     proptest::proptest! {
         /// Copies and metadata settle floors once per unit: within one, no
         /// stream's floor is ever above its true floor (a high floor would
@@ -598,26 +625,7 @@ mod tests {
             let mut ix = Index::default();
             let mut lsn = 0u64;
             for (n, &(kind, id, k, j)) in ops.iter().enumerate() {
-                let s = ix.get(id).map(|s| (s.first, s.next(), s.pos.len() as u64));
-                let op = match (kind, s) {
-                    (7, None) => StreamOp::Entry { index: 1 + j * 5, data: b"" },
-                    (8, None) => StreamOp::TruncatePrefix { first: 1 + j },
-                    (0 | 1, _) | (_, None) => StreamOp::Entry { index: s.map_or(1, |s| s.1), data: b"" },
-                    (2 | 3, Some((first, _, len))) if len > 0 => StreamOp::Entry { index: first + k % len, data: b"" },
-                    (4, Some((first, next, _))) => StreamOp::TruncatePrefix { first: first + k % (next - first + 1) },
-                    (5, Some((first, next, _))) if next > first => {
-                        StreamOp::TruncateSuffix { from: first + k % (next - first) }
-                    }
-                    (7, Some(_)) => StreamOp::Remove,
-                    (8 | 9, Some((first, next, _))) => StreamOp::State {
-                        first: first.saturating_sub(j % 2).max(1) + (k % 3).min(next - first),
-                        next: next + j,
-                        from: first,
-                        count: 0,
-                        meta: (k % 2 == 0).then_some(&b"s"[..]),
-                    },
-                    _ => StreamOp::Meta { data: b"m" },
-                };
+                let op = arbitrary_op(&ix, kind, id, k, j);
                 lsn += 100;
                 ix.apply_in_unit(&StreamFrame { stream: id, op }, lsn, 40).unwrap();
                 let mut floors = BTreeMap::<u64, u32>::new();

@@ -154,6 +154,15 @@ const LAST_INDEX: u64 = u64::MAX - 1;
 /// scans at most beyond the last one.
 const CHECKPOINT_EVERY: u64 = 64 << 20;
 
+/// Streams plus entries a checkpoint encodes per hold of the index lock:
+/// a few microseconds, what an append may wait.
+const CHECKPOINT_CHUNK: usize = 256;
+
+/// A checkpoint's copying runs at most this long at a time, then pauses for
+/// [`CHECKPOINT_PAUSE`].
+const CHECKPOINT_BURST: std::time::Duration = std::time::Duration::from_micros(500);
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Streams {
     /// Opens (or creates) the journal in `dir` and rebuilds every stream's
     /// index from its frames. Needs a tokio runtime of either flavour.
@@ -555,33 +564,71 @@ impl Streams {
     }
 
     /// Writes a checkpoint of the stream index as of now, once everything
-    /// below that point is durable (it syncs), so that the next open reads
-    /// it and scans only what follows. Runs by itself every 64 MiB of log
-    /// and at [`close`](Self::close). Returns the checkpoint's cut.
+    /// it holds is durable (it syncs), so that the next open reads it and
+    /// scans only what follows. Runs by itself every 64 MiB of log and at
+    /// [`close`](Self::close). Returns the checkpoint's cut: where the next
+    /// open starts reading the log.
+    ///
+    /// Appends go on while it runs: the index is encoded a few streams at a
+    /// time, each under the lock for about 256 entries,
+    /// yielding to other tasks in between and pausing for a millisecond
+    /// after each half millisecond of work, and written outside the lock.
+    /// An index of 10^6 entries takes a few hundred milliseconds so.
     pub async fn checkpoint(&self) -> Result<Lsn> {
+        self.checkpoint_paced(true).await
+    }
+
+    /// [`checkpoint`](Self::checkpoint); `paced`, its copying pauses now
+    /// and then so that appends keep the CPU (else it runs straight
+    /// through: at close, nothing else runs).
+    async fn checkpoint_paced(&self, paced: bool) -> Result<Lsn> {
         let _one = self.inner.checkpointing.lock().await;
         let shared = self.shared();
         shared.check_open()?;
-        let (snapshot, cut) = {
+        let (mut ids, entries, cut) = {
             let index = self.index();
-            (index.clone(), shared.log.next_lsn())
+            let entries = index.streams.values().map(|s| s.pos.len()).sum();
+            (index.streams.keys().copied().collect::<Vec<u64>>(), entries, shared.log.next_lsn())
         };
         if cut <= self.inner.checkpointed.load(Ordering::Acquire) {
             return Ok(Lsn::new(cut)); // nothing new since the last one
         }
-        Wait::new(&shared.gate, Level::Durable, cut).await?;
-        let (storage, dir, id) = (shared.storage.clone(), shared.dir.clone(), self.inner.journal_id);
-        let written = shared.io.run(move || {
-            let bytes = checkpoint::encode(&snapshot, id, cut);
-            checkpoint::write(storage.as_ref(), &dir, &bytes).map(|()| bytes.len())
-        });
-        let len = match written.await {
-            Ok(Ok(len)) => len,
+        let mut snap = checkpoint::Snapshot::new(&mut ids, entries, self.inner.journal_id, cut);
+        let mut ran = std::time::Instant::now();
+        loop {
+            let more = {
+                let index = self.index();
+                // Every stream frame is placed and applied under the index
+                // lock, so the index holds exactly those below the log's
+                // end read here.
+                snap.copy(&index, shared.log.next_lsn(), CHECKPOINT_CHUNK)
+            };
+            if !more {
+                break;
+            }
+            snap.settle();
+            if !paced || ran.elapsed() < CHECKPOINT_BURST {
+                tokio::task::yield_now().await; // appends on this worker go first
+            } else {
+                // Off the CPU for a while: on a machine with few cores a
+                // copy that ran without pause would take whole time slices
+                // from the threads that serve appends.
+                tokio::time::sleep(CHECKPOINT_PAUSE).await;
+                ran = std::time::Instant::now();
+            }
+        }
+        let (bytes, reach) = snap.finish();
+        Wait::new(&shared.gate, Level::Durable, reach).await?;
+        let (storage, dir) = (shared.storage.clone(), shared.dir.clone());
+        let len = bytes.len();
+        let written = shared.io.run(move || checkpoint::write(storage.as_ref(), &dir, &bytes));
+        match written.await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Error::io("write stream checkpoint", shared.dir.join(checkpoint::FILE_NAME), e)),
             Err(panic) => return Err(Error::Internal(format!("writing the stream checkpoint: {panic}"))),
         };
         self.inner.checkpointed.fetch_max(cut, Ordering::AcqRel);
-        tracing::debug!(dir = %shared.dir.display(), cut, bytes = len, "stream index checkpoint written");
+        tracing::debug!(dir = %shared.dir.display(), cut, reach, bytes = len, "stream index checkpoint written");
         Ok(Lsn::new(cut))
     }
 
@@ -623,7 +670,7 @@ impl Streams {
         // the directory is released.
         let _no_purge = self.inner.purging.lock().await;
         if self.shared().check_open().is_ok() {
-            if let Err(e) = self.checkpoint().await {
+            if let Err(e) = self.checkpoint_paced(false).await {
                 tracing::warn!(dir = %self.shared().dir.display(), error = %e, "stream index checkpoint at close failed");
             }
         }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::checkpoint;
+use super::checkpoint::{self, Checkpoint};
 use super::index::Index;
 use crate::format::{self, Units, UnknownRequired};
 use crate::journal::Shared;
@@ -41,15 +41,15 @@ pub(crate) fn rebuild(shared: &Shared) -> Result<(Index, Rebuilt)> {
             None
         }
     };
-    let from_checkpoint = start.as_ref().map(|c| c.1);
+    let from_checkpoint = start.as_ref().map(|c| c.cut);
     let index = scan(&shared.dir, &bases, Some(end), start)?;
     Ok((index, Rebuilt { from_checkpoint, journal_id }))
 }
 
-/// The checkpoint in `dir`, if it belongs to the journal and its cut lies
-/// within `first..=end` (a cut below the first segment is stale: frames
-/// after it are gone); else why not (`"none"` when there is none).
-fn usable_checkpoint(dir: &Path, journal_id: u64, first: u64, end: u64) -> Result<(Index, u64), &'static str> {
+/// The checkpoint in `dir`, if it belongs to the journal and its cut and
+/// reach lie within `first..=end` (a cut below the first segment is stale:
+/// frames after it are gone); else why not (`"none"` when there is none).
+fn usable_checkpoint(dir: &Path, journal_id: u64, first: u64, end: u64) -> Result<Checkpoint, &'static str> {
     let bytes = match std::fs::read(dir.join(checkpoint::FILE_NAME)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("none"),
@@ -59,10 +59,10 @@ fn usable_checkpoint(dir: &Path, journal_id: u64, first: u64, end: u64) -> Resul
     if ckpt.journal_id != journal_id {
         return Err("it belongs to another journal");
     }
-    if ckpt.cut < first || ckpt.cut > end {
-        return Err("its cut lies outside the journal's segments");
+    if ckpt.cut < first || ckpt.reach > end {
+        return Err("its cut or reach lies outside the journal's segments");
     }
-    Ok((ckpt.index, ckpt.cut))
+    Ok(ckpt)
 }
 
 /// The index of the journal in `dir` as it lies on disk, for tools: the
@@ -83,10 +83,14 @@ struct Held {
 }
 
 /// Applies the stream frames of `bases` (up to `end`, or to the last
-/// segment's first invalid frame) to `start`'s index from its cut, or to
-/// an empty index from the first segment.
-fn scan(dir: &Path, bases: &[u64], end: Option<u64>, start: Option<(Index, u64)>) -> Result<Index> {
-    let (mut index, from) = start.unwrap_or_default();
+/// segment's first invalid frame) to `start`'s index from its cut (except
+/// those its streams hold already), or to an empty index from the first
+/// segment.
+fn scan(dir: &Path, bases: &[u64], end: Option<u64>, start: Option<Checkpoint>) -> Result<Index> {
+    let (mut index, from, start) = match start {
+        Some(mut ckpt) => (std::mem::take(&mut ckpt.index), ckpt.cut, Some(ckpt)),
+        None => (Index::default(), 0, None),
+    };
     let mut units = Units::default();
     let mut held: Vec<Held> = Vec::new();
     // The segment holding `from` (a cut at a sealed segment's end is the
@@ -135,6 +139,9 @@ fn scan(dir: &Path, bases: &[u64], end: Option<u64>, start: Option<(Index, u64)>
                 for h in held.drain(..) {
                     let f = format::decode_stream(h.kind, &h.payload)
                         .map_err(|why| Error::corrupt(&seg.path, Lsn::new(h.lsn), why))?;
+                    if start.as_ref().is_some_and(|c| !c.applies(f.stream, h.lsn)) {
+                        continue; // its stream's checkpointed state holds it
+                    }
                     index
                         .apply_in_unit(&f, h.lsn, h.len)
                         .map_err(|m| Error::corrupt(&seg.path, Lsn::new(h.lsn), m.0))?;
