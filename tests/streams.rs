@@ -38,6 +38,36 @@ fn a_fresh_journal_writes_the_stream_vectors_of_format_md_io_uring() {
     common::run(common::Flavor::Multi, SubstrateChoice::IoUring, a_fresh_journal_writes_the_stream_vectors_of_format_md)
 }
 
+/// A checkpoint long enough to pause, awaited on a runtime without a timer
+/// (the journal's own runtime has one): it pauses on the journal's runtime
+/// rather than panicking on the caller's.
+#[test]
+fn a_checkpoint_awaited_on_a_runtime_without_timers_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let s = rt.block_on(async {
+        let s = Streams::open(dir.path(), JournalOptions::new()).await.unwrap();
+        let mut last = None;
+        for id in 0..3000u64 {
+            let batch: Vec<Vec<u8>> = (0..40).map(|i| payload(id, i)).collect();
+            last = Some(s.submit_batch(id, &batch).unwrap().1);
+        }
+        last.unwrap().await.unwrap();
+        s
+    });
+    let bare = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let cut = bare.block_on(s.checkpoint()).unwrap();
+    let released = s.journal().released();
+    drop(s);
+    rt.block_on(async move {
+        released.await;
+        let s = Streams::open(dir.path(), JournalOptions::new()).await.unwrap();
+        assert_eq!(s.opened_from_checkpoint(), Some(cut));
+        assert_eq!((s.list().len(), s.info(2999).unwrap().next), (3000, 41));
+        s.close().await.unwrap();
+    });
+}
+
 /// The segment of docs/format.md's stream frames vector: its header block
 /// (the first hex block) and the two stream frames (the last two).
 fn stream_vector_segment() -> (Vec<u8>, Vec<u8>) {
@@ -407,9 +437,10 @@ async fn open_reads_a_checkpoint_and_scans_only_what_follows(opts: JournalOption
     s.close().await.unwrap();
 }
 
-/// A checkpoint of 2,000 streams is copied a few streams at a time while a
-/// writer keeps appending, truncating, setting metadata, and removing and
-/// remaking streams. Checkpoints are taken until one recorded some streams
+/// A checkpoint of 2,000 streams, and of one long one that it copies a
+/// piece at a time, is copied a few streams at a time while a writer keeps
+/// appending (the long stream too), truncating, setting metadata, and
+/// removing and remaking streams. Checkpoints are taken until one recorded some streams
 /// later than its cut (its header's reach past its cut: the writer's frames
 /// landed between its copies); opened from it, dropped without `close`,
 /// every stream is as it was.
@@ -422,6 +453,9 @@ async fn a_checkpoint_taken_under_appends_opens_to_the_live_streams(opts: Journa
         let batch: Vec<Vec<u8>> = (0..8).map(|i| payload(id, i)).collect();
         last = Some(s.submit_batch(id, &batch).unwrap().1);
     }
+    const LONG: u64 = STREAMS;
+    let batch: Vec<Vec<u8>> = (0..3000).map(|i| payload(LONG, i)).collect();
+    s.submit_batch(LONG, &batch).unwrap().1.await.unwrap();
     last.unwrap().await.unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = tokio::spawn({
@@ -431,7 +465,9 @@ async fn a_checkpoint_taken_under_appends_opens_to_the_live_streams(opts: Journa
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = i * 7919 % STREAMS;
                 match i % 6 {
-                    0..=2 => drop(s.append_async(id, payload(id, i)).await.unwrap()),
+                    0 if i % 601 == 0 => drop(s.truncate_prefix(LONG, s.info(LONG).unwrap().first + 1).await.unwrap()),
+                    0 => drop(s.append_async(LONG, payload(LONG, i)).await.unwrap()),
+                    1 | 2 => drop(s.append_async(id, payload(id, i)).await.unwrap()),
                     3 => {
                         let first = s.info(id).map_or(1, |info| info.first);
                         s.truncate_prefix(id, first + 1).await.unwrap();
@@ -486,15 +522,15 @@ async fn a_checkpoint_taken_under_appends_opens_to_the_live_streams(opts: Journa
     let s = Streams::open(dir.path(), opts).await.unwrap();
     assert_eq!(s.opened_from_checkpoint(), Some(cut));
     assert_eq!(s.list(), live, "the streams' ranges, bytes, metadata and floors");
-    assert_eq!(read_some(&s).await, sample, "the entries and metadata of every 13th stream");
+    assert_eq!(read_some(&s).await, sample, "the entries and metadata of every 13th stream and the long one");
     assert_eq!(s.list(), Streams::list_dir(dir.path()).unwrap(), "a full scan agrees");
     s.close().await.unwrap();
 }
 
-/// The entries and metadata of every 13th stream.
+/// The entries and metadata of every 13th stream, and of the long one.
 async fn read_some(s: &Streams) -> Vec<(u64, Vec<Vec<u8>>, Option<Vec<u8>>)> {
     let mut out = Vec::new();
-    for info in s.list().into_iter().filter(|info| info.id % 13 == 0) {
+    for info in s.list().into_iter().filter(|info| info.id % 13 == 0 || info.id == 2000) {
         let entries = s.read_async(info.id, info.first, 1000).await.unwrap();
         out.push((info.id, entries.into_iter().map(|e| e.into_payload()).collect(), s.meta(info.id)));
     }

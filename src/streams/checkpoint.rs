@@ -81,8 +81,9 @@ impl Encoder {
     }
 
     /// Encodes stream `id` as it stands with every frame below `as_of`
-    /// applied and none after, into `out`.
-    fn push(&mut self, out: &mut Vec<u8>, id: u64, s: &Stream, as_of: u64) {
+    /// applied and none after, into `out`: its fields, then `entries`, the
+    /// encoding of all its positions ([`put_entries`]).
+    fn push(&mut self, out: &mut Vec<u8>, id: u64, s: &Stream, as_of: u64, entries: &[u8]) {
         for v in [id, as_of, s.first, s.next(), s.anchor, s.meta_lsn().unwrap_or(0)] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -91,13 +92,7 @@ impl Encoder {
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(s.meta().unwrap_or_default());
         out.extend_from_slice(&(s.pos.len() as u64).to_le_bytes());
-        let mut prev = 0u64;
-        for p in &s.pos {
-            // Copied-forward entries lie after later ones: signed deltas.
-            put_varint(out, zigzag(p.lsn().wrapping_sub(prev) as i64));
-            put_varint(out, p.len() as u64);
-            prev = p.lsn();
-        }
+        out.extend_from_slice(entries);
         self.count += 1;
         self.reach = self.reach.max(as_of);
     }
@@ -124,8 +119,9 @@ pub(crate) fn encode(index: &Index, journal_id: u64, cut: u64) -> Vec<u8> {
 
 /// A checkpoint of a live index, taken a few streams at a time: the
 /// caller locks the index for each [`copy`](Snapshot::copy) (which encodes
-/// those streams into a small buffer) and releases it before the next, so
-/// appends wait for a bounded copy, never for the whole index.
+/// about a budget's worth of entries into a small buffer) and releases it
+/// before the next, so appends wait for a bounded copy, never for the whole
+/// index, nor for the whole of one long stream.
 pub(crate) struct Snapshot {
     /// The streams the index held when the snapshot began, ascending.
     ids: Vec<u64>,
@@ -135,7 +131,35 @@ pub(crate) struct Snapshot {
     /// once the lock was released, so that the file's buffer never grows
     /// (and moves) under the lock.
     copied: Vec<u8>,
+    /// A stream too long for one copy, part way through.
+    partial: Option<Partial>,
 }
+
+/// The entries of one stream copied so far, over several copies.
+struct Partial {
+    id: u64,
+    /// The stream's `first` and `reshapes` when its first piece was taken:
+    /// while both hold, only appends changed it, and the entries taken
+    /// still stand.
+    first: u64,
+    reshapes: u32,
+    /// Its length when its first piece was taken: once that many are
+    /// taken, the rest (appended since) goes in the same copy, so a stream
+    /// appended to faster than it is copied is still done.
+    target: usize,
+    /// Entries taken, their encoding, and the last one's start.
+    done: usize,
+    entries: Vec<u8>,
+    prev: u64,
+    /// Times it was started again (a change other than an append came
+    /// between pieces).
+    restarts: u32,
+}
+
+/// Starts after which a stream is copied whole in one hold, whatever its
+/// length: a stream truncated or rewritten between every two pieces would
+/// otherwise never be done.
+const MAX_RESTARTS: u32 = 3;
 
 impl Snapshot {
     /// A snapshot cut at `cut`, of the streams `ids` (any order) holding
@@ -150,7 +174,7 @@ impl Snapshot {
         // for milliseconds at a time on the task that encodes.
         let estimate = ids.len() * STREAM_BYTES + entries * 6;
         enc.out.reserve(estimate + estimate / 4);
-        Snapshot { ids, next: 0, enc, copied: Vec::new() }
+        Snapshot { ids, next: 0, enc, copied: Vec::new(), partial: None }
     }
 
     /// Moves the last copy's bytes to the file's buffer: called with the
@@ -161,28 +185,71 @@ impl Snapshot {
 
     /// Copies the next streams from `index` (locked by the caller; every
     /// stream frame below `as_of` is applied to it and none after), about
-    /// `budget` entries' worth (at least one stream). A stream gone since
-    /// the snapshot began is left out: open replays its frames from the
-    /// cut, its removal among them. Returns whether streams remain.
+    /// `budget` entries' worth; a longer stream a piece at a time, recorded
+    /// as of the copy that took its last piece. A stream gone since the
+    /// snapshot began is left out: open replays its frames from the cut,
+    /// its removal among them. Returns whether streams remain.
     pub(crate) fn copy(&mut self, index: &Index, as_of: u64, budget: usize) -> bool {
         let mut spent = 0usize;
-        while let Some(&id) = self.ids.get(self.next) {
+        loop {
             if spent >= budget {
                 return true;
             }
-            self.next += 1;
-            spent += 1;
-            if let Some(s) = index.get(id) {
-                spent = spent.saturating_add(s.pos.len());
-                self.enc.push(&mut self.copied, id, s, as_of);
+            let mut p = match self.partial.take() {
+                Some(p) => p,
+                None => {
+                    let Some(&id) = self.ids.get(self.next) else { return false };
+                    self.next += 1;
+                    let Some(s) = index.get(id) else { continue };
+                    Partial {
+                        id,
+                        first: s.first,
+                        reshapes: s.reshapes,
+                        target: s.pos.len(),
+                        done: 0,
+                        entries: Vec::new(),
+                        prev: 0,
+                        restarts: 0,
+                    }
+                }
+            };
+            let Some(s) = index.get(p.id) else { continue }; // removed between pieces
+            if (s.first, s.reshapes) != (p.first, p.reshapes) || p.done > s.pos.len() {
+                // Truncated, rewritten or given metadata between pieces:
+                // what was taken may not stand. Start it again.
+                p = Partial {
+                    first: s.first,
+                    reshapes: s.reshapes,
+                    target: s.pos.len(),
+                    done: 0,
+                    prev: 0,
+                    restarts: p.restarts + 1,
+                    entries: std::mem::take(&mut p.entries),
+                    ..p
+                };
+                p.entries.clear();
             }
+            let room = budget - spent;
+            let end = if p.restarts >= MAX_RESTARTS || p.done.saturating_add(room) >= p.target {
+                s.pos.len()
+            } else {
+                p.done + room
+            };
+            p.prev = put_entries(&mut p.entries, s.pos.range(p.done..end), p.prev);
+            spent += 1 + end - p.done;
+            p.done = end;
+            if p.done < s.pos.len() {
+                self.partial = Some(p);
+                continue; // the budget is spent: the rest next time
+            }
+            self.enc.push(&mut self.copied, p.id, s, as_of, &p.entries);
         }
-        false
     }
 
     /// The file's bytes, and its reach: they may be written once every
     /// frame below the reach is durable.
     pub(crate) fn finish(mut self) -> (Vec<u8>, u64) {
+        debug_assert!(self.partial.is_none() && self.next == self.ids.len(), "finished before the last copy");
         self.settle();
         self.enc.finish()
     }
@@ -271,6 +338,19 @@ pub(crate) fn write(storage: &dyn crate::storage::Storage, dir: &Path, bytes: &[
     drop(file);
     storage.rename(&tmp, &dir.join(FILE_NAME))?;
     storage.sync_dir(dir)
+}
+
+/// Appends the positions `pos` (after one at `prev`, 0 for the first) to
+/// `out`, each as two varints: its start minus the previous start (signed:
+/// copied-forward entries lie after later ones), and its length. Returns
+/// the last start.
+fn put_entries<'a>(out: &mut Vec<u8>, pos: impl Iterator<Item = &'a Pos>, mut prev: u64) -> u64 {
+    for p in pos {
+        put_varint(out, zigzag(p.lsn().wrapping_sub(prev) as i64));
+        put_varint(out, p.len() as u64);
+        prev = p.lsn();
+    }
+    prev
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -379,30 +459,103 @@ mod tests {
     type Logged = (StreamFrame<'static>, u64);
 
     /// Applies the frame of stream `id` that `pick` chooses at `lsn` (40
-    /// bytes long), and, after a state frame, copies of every entry it left
-    /// unknown, as a live rewrite writes them in the same unit (a live
-    /// index never holds an unknown entry between units).
+    /// bytes long), as a unit the live code could write: a copy of an
+    /// entry (a rewrite's) after a state frame naming the stream's range,
+    /// and after a state frame, copies of every entry it left unknown (a
+    /// live index never holds an unknown entry between units). Kinds 12
+    /// and up remove the stream.
     fn step(ix: &mut Index, log: &mut Vec<Logged>, lsn: &mut u64, pick: (u8, u64, u64, u64)) {
         let (kind, id, k, j) = pick;
+        let kind = if kind >= 12 { 7 } else { kind };
         let op = crate::streams::index::tests::arbitrary_op(ix, kind, id, k, j);
         let mut unit = vec![StreamFrame { stream: id, op }];
+        if let (StreamOp::Entry { index, .. }, Some(s)) = (op, ix.get(id)) {
+            if index < s.next() {
+                let state = StreamOp::State { first: s.first, next: s.next(), from: index, count: 1, meta: None };
+                unit.insert(0, StreamFrame { stream: id, op: state });
+            }
+        }
         let mut at = 0;
         while at < unit.len() {
             *lsn += 100;
             ix.apply_in_unit(&unit[at], *lsn, 40).unwrap();
             log.push((unit[at], *lsn));
-            if at == 0 {
+            if matches!(unit[at].op, StreamOp::State { .. }) {
                 if let Some(s) = ix.get(id) {
                     let unknown = s.pos.iter().enumerate().filter(|(_, p)| p.lsn() == u64::MAX);
-                    unit.extend(unknown.map(|(k, _)| StreamFrame {
-                        stream: id,
-                        op: StreamOp::Entry { index: s.first + k as u64, data: b"" },
-                    }));
+                    let copies: Vec<_> = unknown
+                        .map(|(k, _)| StreamFrame {
+                            stream: id,
+                            op: StreamOp::Entry { index: s.first + k as u64, data: b"" },
+                        })
+                        .collect();
+                    unit.splice(at + 1..at + 1, copies);
                 }
             }
             at += 1;
         }
         ix.settle();
+    }
+
+    /// Opens `bytes` as open does, replaying `log` from its cut.
+    fn open(bytes: &[u8], log: &[Logged]) -> Index {
+        let mut ck = decode(bytes).unwrap();
+        let mut opened = std::mem::take(&mut ck.index);
+        for (frame, at) in log.iter().filter(|(f, at)| *at >= ck.cut && ck.applies(f.stream, *at)) {
+            opened.apply(frame, *at, 40).unwrap();
+        }
+        opened
+    }
+
+    #[test]
+    fn long_streams_go_in_pieces_and_streams_gone_before_their_turn_replay_from_the_cut() {
+        let (mut ix, mut log, mut lsn) = (Index::default(), Vec::new(), 0u64);
+        let mut put = |ix: &mut Index, log: &mut Vec<Logged>, stream, op| {
+            lsn += 100;
+            let frame = StreamFrame { stream, op };
+            ix.apply(&frame, lsn, 40).unwrap();
+            log.push((frame, lsn));
+            lsn + 100
+        };
+        for i in 1..=10 {
+            put(&mut ix, &mut log, 1, StreamOp::Entry { index: i, data: b"" });
+        }
+        for (id, n) in [(2, 3), (3, 2)] {
+            for i in 1..=n {
+                put(&mut ix, &mut log, id, StreamOp::Entry { index: i, data: b"" });
+            }
+        }
+        let end = put(&mut ix, &mut log, 3, StreamOp::Meta { data: b"m" });
+        let mut ids: Vec<u64> = ix.streams.keys().copied().collect();
+        let mut snap = Snapshot::new(&mut ids, 15, 9, end);
+        // Four of stream 1's ten entries; appends to it between pieces
+        // stand, and go in with the rest.
+        assert!(snap.copy(&ix, end, 4));
+        put(&mut ix, &mut log, 1, StreamOp::Entry { index: 11, data: b"" });
+        let end = put(&mut ix, &mut log, 1, StreamOp::Entry { index: 12, data: b"" });
+        assert!(snap.copy(&ix, end, 4));
+        // A truncation between pieces: stream 1 is taken again from its
+        // start. Stream 2 changes and goes before its turn; stream 3 goes
+        // and comes back.
+        put(&mut ix, &mut log, 1, StreamOp::TruncatePrefix { first: 3 });
+        put(&mut ix, &mut log, 2, StreamOp::Entry { index: 4, data: b"" });
+        put(&mut ix, &mut log, 2, StreamOp::Remove);
+        put(&mut ix, &mut log, 3, StreamOp::Remove);
+        let end = put(&mut ix, &mut log, 3, StreamOp::Entry { index: 1, data: b"" });
+        while snap.copy(&ix, end, 4) {}
+        let (bytes, reach) = snap.finish();
+        assert_eq!(reach, end);
+        let end = put(&mut ix, &mut log, 1, StreamOp::Entry { index: 13, data: b"" });
+        let opened = open(&bytes, &log);
+        for id in 1..=3 {
+            let summary =
+                |ix: &Index| ix.get(id).map(|s| (s.first, s.next(), s.pos.clone(), s.meta().map(<[u8]>::to_vec)));
+            assert_eq!(summary(&opened), summary(&ix), "stream {id}");
+        }
+        assert_eq!(ix.get(1).map(|s| (s.first, s.next())), Some((3, 14)));
+        assert!(ix.get(2).is_none() && ix.get(3).is_some_and(|s| s.meta().is_none()));
+        assert_eq!(decode(&bytes).unwrap().later.len(), 2, "streams 1 and 3 recorded past the cut");
+        assert!(end > reach);
     }
 
     proptest::proptest! {
@@ -413,10 +566,10 @@ mod tests {
         /// each recorded stream holds already — is the live index.
         #[test]
         fn a_checkpoint_taken_while_frames_arrive_opens_to_the_live_index(
-            before in proptest::collection::vec((0u8..12, 0u64..6, 0u64..64, 0u64..4), 0..150),
-            during in proptest::collection::vec(((0u8..12, 0u64..6, 0u64..64, 0u64..4), 0usize..4), 0..150),
-            after in proptest::collection::vec((0u8..12, 0u64..6, 0u64..64, 0u64..4), 0..20),
-            budget in 1usize..30,
+            before in proptest::collection::vec((0u8..12, 0u64..10, 0u64..64, 0u64..4), 0..150),
+            during in proptest::collection::vec(((0u8..15, 0u64..10, 0u64..64, 0u64..4), 0usize..4), 0..150),
+            after in proptest::collection::vec((0u8..12, 0u64..10, 0u64..64, 0u64..4), 0..20),
+            budget in 1usize..20,
         ) {
             let (mut ix, mut log, mut lsn) = (Index::default(), Vec::new(), 0u64);
             for &pick in &before {

@@ -74,9 +74,10 @@ pub(crate) struct Stream {
     /// The floor recorded in [`Index::floors`] (`NO_FLOOR`: none; not an
     /// `Option`, which would cost 8 bytes more).
     floor: u64,
-    /// Counts every change, so a rewrite can tell whether the stream moved
-    /// while it read.
-    pub(crate) generation: u32,
+    /// Stamped at every change but an entry appended at its end (see
+    /// `Index::ticks`), so that a checkpoint copying it a piece at a time
+    /// can tell whether the pieces it took still stand.
+    pub(crate) reshapes: u32,
 }
 
 impl Stream {
@@ -88,7 +89,7 @@ impl Stream {
     pub(super) fn restored(first: u64, pos: VecDeque<Pos>, meta: Option<(u64, Box<[u8]>)>, anchor: u64) -> Stream {
         let bytes = pos.iter().map(|p| p.len() as u64).sum();
         let meta = meta.map(|(lsn, bytes)| Box::new(Meta { lsn, bytes }));
-        Stream { first, pos, meta, anchor, bytes, floor: NO_FLOOR, generation: 0 }
+        Stream { first, pos, meta, anchor, bytes, floor: NO_FLOOR, reshapes: 0 }
     }
 
     /// Index the next append gets; live entries are `first..next()`.
@@ -148,6 +149,11 @@ impl Stream {
 
 const NO_FLOOR: u64 = u64::MAX;
 
+/// Entries [`Index::live_per_segment`] counts per [`Index::add_live`]
+/// (small in tests, so that they count in pieces).
+#[cfg(test)]
+const LIVE_PIECE: usize = 2;
+
 /// Why a frame does not fit the stream it names (corruption, or a bug).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Misfit(pub(crate) String);
@@ -161,6 +167,11 @@ pub(crate) struct Index {
     floors: BTreeMap<u64, u32>,
     /// Bytes of live entry frames across streams.
     pub(crate) live_bytes: u64,
+    /// Counts changes to any stream but appends: each change stamps its
+    /// stream's `reshapes` with the count, so that no two states of one id
+    /// (a stream removed and made again among them) share a stamp within
+    /// 2^32 changes.
+    ticks: u32,
     /// Streams whose recorded floor may lie below their true one: a copy
     /// moved the entry that held it, or new metadata replaced the frame
     /// that did. [`Index::settle`] recomputes them, once
@@ -211,18 +222,48 @@ impl Index {
     /// (segment base LSNs, ascending): `out[k]` for `bases[k]..bases[k + 1]`.
     /// Walks only the streams that pin a segment below it, but every entry
     /// of those (a copy moves an entry above later ones, so a stream's
-    /// positions are not in LSN order): about 7 ms under the index lock per
-    /// million entries, paid once per purge that rewrites.
+    /// positions are not in LSN order). Purge does the same a piece at a
+    /// time ([`Index::add_live`]), releasing the lock in between.
+    #[cfg(test)]
     pub(crate) fn live_per_segment(&self, bases: &[u64]) -> Vec<u64> {
         let Some(&top) = bases.last() else { return Vec::new() };
         let mut out = vec![0u64; bases.len() - 1];
-        for s in self.streams.values().filter(|s| s.floor_lsn().is_some_and(|f| f < top)) {
-            for p in s.pos.iter().filter(|p| p.known() && p.lsn() < top) {
-                let k = bases.partition_point(|&b| b <= p.lsn()).saturating_sub(1);
-                out[k] += p.len() as u64;
+        for id in self.pinning_below(top) {
+            let mut from = 0;
+            while let Some(next) = self.add_live(id, bases, from, LIVE_PIECE, &mut out) {
+                from = next;
             }
         }
         out
+    }
+
+    /// Adds to `out` (as [`Index::live_per_segment`] counts) the bytes of
+    /// stream `id`'s live entries `from..from + max` (positions in its
+    /// list) that lie below the last of `bases`. Returns where the next
+    /// piece starts, if any remain.
+    pub(crate) fn add_live(&self, id: u64, bases: &[u64], from: usize, max: usize, out: &mut [u64]) -> Option<usize> {
+        let (s, &top) = (self.streams.get(&id)?, bases.last()?);
+        let end = from.saturating_add(max).min(s.pos.len());
+        for p in s.pos.range(from.min(end)..end).filter(|p| p.known() && p.lsn() < top) {
+            let k = bases.partition_point(|&b| b <= p.lsn()).saturating_sub(1);
+            out[k] += p.len() as u64;
+        }
+        (end < s.pos.len()).then_some(end)
+    }
+
+    /// The first live entry of stream `id` at or after index `from` whose
+    /// frame lies below `lsn`, looking at no more than `max` entries:
+    /// `Ok(Some(index))`, `Ok(None)` when none up to the stream's end, and
+    /// `Err(next)` where the next look starts (the stream gone: `Ok(None)`).
+    pub(crate) fn first_below(&self, id: u64, lsn: u64, from: u64, max: u64) -> Result<Option<u64>, u64> {
+        let Some(s) = self.streams.get(&id) else { return Ok(None) };
+        let from = from.max(s.first);
+        let end = from.saturating_add(max).min(s.next());
+        match (from..end).find(|&i| s.get(i).is_some_and(|p| p.lsn() < lsn)) {
+            Some(i) => Ok(Some(i)),
+            None if end == s.next() => Ok(None),
+            None => Err(end),
+        }
     }
 
     /// Streams whose floor lies below `lsn`, oldest floor first.
@@ -268,14 +309,24 @@ impl Index {
             }
             return Ok(());
         }
-        let s = self.streams.entry(id).or_insert_with(|| match frame.op {
-            StreamOp::Entry { index, .. } => Stream::new(index),
-            StreamOp::TruncatePrefix { first } => Stream::new(first),
-            StreamOp::TruncateSuffix { from } => Stream::new(from),
-            StreamOp::State { first, .. } => Stream::new(first),
-            StreamOp::Meta { .. } | StreamOp::Remove => Stream::new(1),
-        });
+        let s = match self.streams.entry(id) {
+            std::collections::hash_map::Entry::Occupied(s) => s.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let mut s = match frame.op {
+                    StreamOp::Entry { index, .. } => Stream::new(index),
+                    StreamOp::TruncatePrefix { first } => Stream::new(first),
+                    StreamOp::TruncateSuffix { from } => Stream::new(from),
+                    StreamOp::State { first, .. } => Stream::new(first),
+                    StreamOp::Meta { .. } | StreamOp::Remove => Stream::new(1),
+                };
+                // A stream removed and made again is not the one it was.
+                self.ticks = self.ticks.wrapping_add(1);
+                s.reshapes = self.ticks;
+                v.insert(s)
+            }
+        };
         let before = (s.floor_lsn(), s.bytes);
+        let mut reshaped = true;
         match frame.op {
             StreamOp::Entry { index, .. } => {
                 if s.pos.is_empty() && index > s.first {
@@ -289,7 +340,8 @@ impl Index {
                     let old = std::mem::replace(slot, Pos::new(lsn, len));
                     s.bytes = s.bytes - old.len() as u64 + len as u64;
                     self.live_bytes = self.live_bytes - old.len() as u64 + len as u64;
-                    s.generation = s.generation.wrapping_add(1);
+                    self.ticks = self.ticks.wrapping_add(1);
+                    s.reshapes = self.ticks;
                     self.moved(id, old.known().then_some(old.lsn()), lsn);
                     return Ok(());
                 } else if index == s.next() {
@@ -298,10 +350,10 @@ impl Index {
                     s.bytes += len as u64;
                     if appended_to_entries && s.floor != NO_FLOOR {
                         // The newest frame: the floor stays where it was.
-                        s.generation = s.generation.wrapping_add(1);
                         self.live_bytes += len as u64;
                         return Ok(());
                     }
+                    reshaped = false; // the entries before it stand (a first seen mid-history moves `first`)
                 } else {
                     let next = s.next();
                     return Err(Misfit(format!(
@@ -330,8 +382,25 @@ impl Index {
                 // stream's entries each time.
                 let old = s.meta_lsn();
                 s.set_meta(data, lsn);
-                s.generation = s.generation.wrapping_add(1);
+                self.ticks = self.ticks.wrapping_add(1);
+                s.reshapes = self.ticks;
                 self.moved(id, old, lsn);
+                return Ok(());
+            }
+            StreamOp::State { first, next, meta, .. } if first == s.first && next == s.next() && !s.pos.is_empty() => {
+                // The range as it stands (a live rewrite's, before its
+                // copies): no entry becomes unknown, and with entries live
+                // the anchor holds no floor; only new metadata moves one.
+                // Without the walk of every entry the general case does: a
+                // rewrite of a long stream writes one per batch.
+                s.anchor = lsn;
+                self.ticks = self.ticks.wrapping_add(1);
+                s.reshapes = self.ticks;
+                if let Some(meta) = meta {
+                    let old = s.meta_lsn();
+                    s.set_meta(meta, lsn);
+                    self.moved(id, old, lsn);
+                }
                 return Ok(());
             }
             StreamOp::State { first, next, meta, .. } => {
@@ -370,7 +439,10 @@ impl Index {
             }
             StreamOp::Remove => unreachable!("handled above"),
         }
-        s.generation = s.generation.wrapping_add(1);
+        if reshaped {
+            self.ticks = self.ticks.wrapping_add(1);
+            s.reshapes = self.ticks;
+        }
         let (floor, bytes) = (s.floor(), s.bytes);
         s.floor = floor.unwrap_or(NO_FLOOR);
         let holds_nothing = s.pos.is_empty() && s.first == 1 && s.meta.is_none();
@@ -468,6 +540,23 @@ pub(crate) mod tests {
         assert_eq!(ix.live_per_segment(&[0, 450]), vec![160]);
         assert!(ix.live_per_segment(&[0]).is_empty());
         assert!(ix.live_per_segment(&[]).is_empty());
+        // Looked for a piece at a time, from any index.
+        let first_below = |id, lsn, from| {
+            let mut from = from;
+            loop {
+                match ix.first_below(id, lsn, from, 1) {
+                    Ok(found) => return found,
+                    Err(next) => from = next,
+                }
+            }
+        };
+        assert_eq!(first_below(1, 250, 1), Some(1));
+        assert_eq!(first_below(1, 250, 3), Some(3));
+        assert_eq!(first_below(1, 150, 2), Some(2));
+        assert_eq!(first_below(1, 150, 3), None, "entry 3 lies at 200, entry 4 at 700");
+        assert_eq!(first_below(1, 800, 4), Some(4));
+        assert_eq!(first_below(2, 450, 1), Some(2), "entry 1 is truncated");
+        assert_eq!(first_below(9, 450, 1), None, "no such stream");
     }
 
     #[test]

@@ -607,18 +607,21 @@ impl Streams {
                 break;
             }
             snap.settle();
+            shared.check_open()?; // a journal failed or closed meanwhile: stop here
             if !paced || ran.elapsed() < CHECKPOINT_BURST {
                 tokio::task::yield_now().await; // appends on this worker go first
             } else {
                 // Off the CPU for a while: on a machine with few cores a
                 // copy that ran without pause would take whole time slices
-                // from the threads that serve appends.
-                tokio::time::sleep(CHECKPOINT_PAUSE).await;
+                // from the threads that serve appends. On the journal's
+                // runtime, which has a timer (the caller's may not).
+                let _ = self.inner.runtime.spawn(async { tokio::time::sleep(CHECKPOINT_PAUSE).await }).await;
                 ran = std::time::Instant::now();
             }
         }
         let (bytes, reach) = snap.finish();
         Wait::new(&shared.gate, Level::Durable, reach).await?;
+        shared.check_open()?; // durable, but the directory may be another's now
         let (storage, dir) = (shared.storage.clone(), shared.dir.clone());
         let len = bytes.len();
         let written = shared.io.run(move || checkpoint::write(storage.as_ref(), &dir, &bytes));
