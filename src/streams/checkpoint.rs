@@ -80,10 +80,10 @@ impl Encoder {
         Encoder { out, count: 0, reach: cut }
     }
 
-    /// Encodes stream `id` as it stands with every frame below `as_of`
-    /// applied and none after, into `out`: its fields, then `entries`, the
-    /// encoding of all its positions ([`put_entries`]).
-    fn push(&mut self, out: &mut Vec<u8>, id: u64, s: &Stream, as_of: u64, entries: &[u8]) {
+    /// Encodes stream `id`'s fields as it stands with every frame below
+    /// `as_of` applied and none after, into `out`: what goes before the
+    /// encoding of its positions ([`put_entries`]).
+    fn push(&mut self, out: &mut Vec<u8>, id: u64, s: &Stream, as_of: u64) {
         for v in [id, as_of, s.first, s.next(), s.anchor, s.meta_lsn().unwrap_or(0)] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -92,7 +92,6 @@ impl Encoder {
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(s.meta().unwrap_or_default());
         out.extend_from_slice(&(s.pos.len() as u64).to_le_bytes());
-        out.extend_from_slice(entries);
         self.count += 1;
         self.reach = self.reach.max(as_of);
     }
@@ -127,10 +126,11 @@ pub(crate) struct Snapshot {
     ids: Vec<u64>,
     next: usize,
     enc: Encoder,
-    /// The last copy's bytes: moved to the encoder's by the next copy,
-    /// once the lock was released, so that the file's buffer never grows
-    /// (and moves) under the lock.
-    copied: Vec<u8>,
+    /// The last copy's bytes, in file order: moved to the encoder's once
+    /// the lock is released ([`settle`](Snapshot::settle)), so that the
+    /// file's buffer never grows (and moves) under the lock. A long
+    /// stream's positions are a piece of their own, moved, not copied.
+    copied: Vec<Vec<u8>>,
     /// A stream too long for one copy, part way through.
     partial: Option<Partial>,
 }
@@ -160,6 +160,9 @@ struct Partial {
 /// length: a stream truncated or rewritten between every two pieces would
 /// otherwise never be done.
 const MAX_RESTARTS: u32 = 3;
+/// Bytes of a stream's encoded positions from which they are moved to the
+/// file rather than copied under the lock.
+const LONG_ENTRIES: usize = 64 << 10;
 
 impl Snapshot {
     /// A snapshot cut at `cut`, of the streams `ids` (any order) holding
@@ -174,13 +177,16 @@ impl Snapshot {
         // for milliseconds at a time on the task that encodes.
         let estimate = ids.len() * STREAM_BYTES + entries * 6;
         enc.out.reserve(estimate + estimate / 4);
-        Snapshot { ids, next: 0, enc, copied: Vec::new(), partial: None }
+        Snapshot { ids, next: 0, enc, copied: vec![Vec::new()], partial: None }
     }
 
     /// Moves the last copy's bytes to the file's buffer: called with the
     /// index unlocked (the buffer may grow).
     pub(crate) fn settle(&mut self) {
-        self.enc.out.append(&mut self.copied);
+        for mut piece in self.copied.drain(..) {
+            self.enc.out.append(&mut piece);
+        }
+        self.copied.push(Vec::new());
     }
 
     /// Copies the next streams from `index` (locked by the caller; every
@@ -242,7 +248,14 @@ impl Snapshot {
                 self.partial = Some(p);
                 continue; // the budget is spent: the rest next time
             }
-            self.enc.push(&mut self.copied, p.id, s, as_of, &p.entries);
+            let out = self.copied.last_mut().expect("a piece to write to");
+            self.enc.push(out, p.id, s, as_of);
+            if p.entries.len() < LONG_ENTRIES {
+                out.extend_from_slice(&p.entries);
+            } else {
+                self.copied.push(p.entries);
+                self.copied.push(Vec::new());
+            }
         }
     }
 
@@ -556,6 +569,31 @@ mod tests {
         assert!(ix.get(2).is_none() && ix.get(3).is_some_and(|s| s.meta().is_none()));
         assert_eq!(decode(&bytes).unwrap().later.len(), 2, "streams 1 and 3 recorded past the cut");
         assert!(end > reach);
+    }
+
+    #[test]
+    fn a_stream_whose_positions_run_long_is_moved_to_the_file_whole() {
+        let mut ix = Index::default();
+        for (k, id) in [(0u64, 1u64), (1, 2)].into_iter().chain((2..40_002).map(|k| (k, 3))) {
+            let index = ix.get(id).map_or(1, |s| s.next());
+            ix.apply(&StreamFrame { stream: id, op: StreamOp::Entry { index, data: b"" } }, k * 1000, 40).unwrap();
+        }
+        let end = 40_002 * 1000;
+        let mut ids: Vec<u64> = ix.streams.keys().copied().collect();
+        let mut snap = Snapshot::new(&mut ids, 40_002, 5, end);
+        let mut copies = 1;
+        while snap.copy(&ix, end, 256) {
+            snap.settle();
+            copies += 1;
+        }
+        assert!(copies > 100, "stream 3 went in pieces ({copies} copies)");
+        let (bytes, _) = snap.finish();
+        assert!(bytes.len() > LONG_ENTRIES, "its positions take {} bytes", bytes.len());
+        let back = decode(&bytes).unwrap().index;
+        for id in 1..=3 {
+            assert_eq!(back.get(id).map(|s| (s.first, &s.pos)), ix.get(id).map(|s| (s.first, &s.pos)), "stream {id}");
+        }
+        assert_eq!(bytes, encode(&ix, 5, end), "pieces or not, one encoding");
     }
 
     proptest::proptest! {
