@@ -213,7 +213,10 @@ impl Snapshot {
                         reshapes: s.reshapes,
                         target: s.pos.len(),
                         done: 0,
-                        entries: Vec::new(),
+                        // Room for the usual 2-4 bytes per position: a
+                        // buffer of megabytes must not double (and copy
+                        // itself) under the lock.
+                        entries: Vec::with_capacity(s.pos.len().saturating_mul(4)),
                         prev: 0,
                         restarts: 0,
                     }
@@ -221,8 +224,8 @@ impl Snapshot {
             };
             let Some(s) = index.get(p.id) else { continue }; // removed between pieces
             if (s.first, s.reshapes) != (p.first, p.reshapes) || p.done > s.pos.len() {
-                // Truncated, rewritten or given metadata between pieces:
-                // what was taken may not stand. Start it again.
+                // Truncated or rewritten between pieces (or removed and
+                // made again): what was taken may not stand. Start again.
                 p = Partial {
                     first: s.first,
                     reshapes: s.reshapes,
@@ -572,6 +575,44 @@ mod tests {
     }
 
     #[test]
+    fn entries_cut_and_appended_again_between_pieces_are_taken_again_metadata_is_not() {
+        let (mut ix, mut log, mut lsn) = (Index::default(), Vec::new(), 0u64);
+        let mut put = |ix: &mut Index, log: &mut Vec<Logged>, op| {
+            lsn += 100;
+            let frame = StreamFrame { stream: 1, op };
+            ix.apply(&frame, lsn, 40).unwrap();
+            log.push((frame, lsn));
+            lsn + 100
+        };
+        let mut end = 0;
+        for i in 1..=1000 {
+            end = put(&mut ix, &mut log, StreamOp::Entry { index: i, data: b"" });
+        }
+        let mut ids: Vec<u64> = ix.streams.keys().copied().collect();
+        let mut snap = Snapshot::new(&mut ids, 1000, 9, end);
+        // Metadata between every two pieces (a Raft group's votes and
+        // commits): the stream still goes in 100 pieces, not whole.
+        let mut copies = 0;
+        while snap.copy(&ix, end, 10) {
+            copies += 1;
+            end = put(&mut ix, &mut log, StreamOp::Meta { data: b"commit" });
+            if copies == 50 {
+                // Entries 2.. cut and appended again at new positions, past
+                // where the copy had got to: what it took no longer stands.
+                put(&mut ix, &mut log, StreamOp::TruncateSuffix { from: 2 });
+                for i in 2..=1000 {
+                    end = put(&mut ix, &mut log, StreamOp::Entry { index: i, data: b"" });
+                }
+            }
+        }
+        assert!(copies > 100, "{copies} copies");
+        let (bytes, _) = snap.finish();
+        let opened = open(&bytes, &log);
+        let state = |ix: &Index| ix.get(1).map(|s| (s.first, s.pos.clone(), s.meta().map(<[u8]>::to_vec)));
+        assert_eq!(state(&opened), state(&ix));
+    }
+
+    #[test]
     fn a_stream_whose_positions_run_long_is_moved_to_the_file_whole() {
         let mut ix = Index::default();
         for (k, id) in [(0u64, 1u64), (1, 2)].into_iter().chain((2..40_002).map(|k| (k, 3))) {
@@ -605,7 +646,7 @@ mod tests {
         #[test]
         fn a_checkpoint_taken_while_frames_arrive_opens_to_the_live_index(
             before in proptest::collection::vec((0u8..12, 0u64..10, 0u64..64, 0u64..4), 0..150),
-            during in proptest::collection::vec(((0u8..15, 0u64..10, 0u64..64, 0u64..4), 0usize..4), 0..150),
+            during in proptest::collection::vec(proptest::collection::vec((0u8..15, 0u64..10, 0u64..64, 0u64..4), 0..4), 0..150),
             after in proptest::collection::vec((0u8..12, 0u64..10, 0u64..64, 0u64..4), 0..20),
             budget in 1usize..20,
         ) {
@@ -622,8 +663,7 @@ mod tests {
             while snap.copy(&ix, lsn + 100, budget) {
                 snap.settle();
                 // The lock released: appends and operations go on.
-                let (pick, more) = during.next().unwrap_or(((0, 0, 0, 0), 0));
-                for _ in 0..=more {
+                for pick in during.next().unwrap_or_else(|| vec![(0, 0, 0, 0)]) {
                     step(&mut ix, &mut log, &mut lsn, pick);
                 }
             }

@@ -74,9 +74,10 @@ pub(crate) struct Stream {
     /// The floor recorded in [`Index::floors`] (`NO_FLOOR`: none; not an
     /// `Option`, which would cost 8 bytes more).
     floor: u64,
-    /// Stamped at every change but an entry appended at its end (see
-    /// `Index::ticks`), so that a checkpoint copying it a piece at a time
-    /// can tell whether the pieces it took still stand.
+    /// Stamped at every change to its entries but one appended at its end
+    /// (see `Index::ticks`; metadata and the anchor are not entries), so
+    /// that a checkpoint copying it a piece at a time can tell whether the
+    /// pieces it took still stand.
     pub(crate) reshapes: u32,
 }
 
@@ -167,8 +168,8 @@ pub(crate) struct Index {
     floors: BTreeMap<u64, u32>,
     /// Bytes of live entry frames across streams.
     pub(crate) live_bytes: u64,
-    /// Counts changes to any stream but appends: each change stamps its
-    /// stream's `reshapes` with the count, so that no two states of one id
+    /// Counts changes to any stream's entries but appends, and streams
+    /// made: each stamps its stream's `reshapes` with the count, so that no two states of one id
     /// (a stream removed and made again among them) share a stamp within
     /// 2^32 changes.
     ticks: u32,
@@ -380,10 +381,10 @@ impl Index {
             StreamOp::Meta { data } => {
                 // Written on every vote and commit: it must not walk the
                 // stream's entries each time.
+                // Not a reshape: the entries stand (a checkpoint taking the
+                // stream in pieces reads the metadata at its last piece).
                 let old = s.meta_lsn();
                 s.set_meta(data, lsn);
-                self.ticks = self.ticks.wrapping_add(1);
-                s.reshapes = self.ticks;
                 self.moved(id, old, lsn);
                 return Ok(());
             }
@@ -393,9 +394,8 @@ impl Index {
                 // the anchor holds no floor; only new metadata moves one.
                 // Without the walk of every entry the general case does: a
                 // rewrite of a long stream writes one per batch.
+                // Not a reshape either: its copies stamp the stream.
                 s.anchor = lsn;
-                self.ticks = self.ticks.wrapping_add(1);
-                s.reshapes = self.ticks;
                 if let Some(meta) = meta {
                     let old = s.meta_lsn();
                     s.set_meta(meta, lsn);
