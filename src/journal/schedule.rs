@@ -23,6 +23,18 @@
 //!   sync runs. With `dsync_writes` a linked write is one `RWF_DSYNC` write
 //!   (when everything before it is durable), so there is no separate sync
 //!   to overlap: every write someone waits on goes linked, loaded or not.
+//! - **Regroup.** When a round completes and no other is in flight, the
+//!   tasks it released are likely to append again at once (closed-loop
+//!   writers, a Raft group awaiting each flush). If no more records were
+//!   appended behind the round than it released, and more than one record
+//!   is in play, the writer yields once before its
+//!   next round, so that the
+//!   released tasks' appends join what waits in one write that carries the
+//!   round. Without it, appenders split into cohorts that alternate
+//!   between two rounds for good (each round starts at once for what came
+//!   in during the last), and a device flush serves half of them; with it,
+//!   the cohorts merge (docs/benchmarks.md, "Regrouping after a round").
+//!   A lone record never yields: nobody else is coming.
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +59,9 @@ pub(super) struct SyncSchedule {
     sync_avg: Duration,
     /// Writes that carry their sync are `RWF_DSYNC` writes.
     dsync: bool,
+    /// The writer lets the appenders a round released run before it
+    /// starts the next one (the regroup rule).
+    regroup: bool,
 }
 
 impl SyncSchedule {
@@ -63,6 +78,7 @@ impl SyncSchedule {
             stagger_until: None,
             sync_avg: Duration::ZERO,
             dsync,
+            regroup: false,
         }
     }
 
@@ -154,6 +170,29 @@ impl SyncSchedule {
         self.rounds.retain(|&(l, _)| l != lane);
         self.sync_avg = (self.sync_avg * 7 + took) / 8;
         self.busy = more_waiting;
+    }
+
+    /// The round that finished last made `released` records durable;
+    /// `behind` more were appended behind it (written, queued or still in
+    /// the log buffer). See the regroup rule in the module docs.
+    pub(super) fn round_released(&mut self, released: u64, behind: u64) {
+        self.regroup = self.rounds.is_empty()
+            && self.window.is_zero()
+            && released >= 1
+            && behind <= released
+            && released + behind >= 2;
+    }
+
+    /// Whether the writer should let the tasks a round released run before
+    /// it starts the next round; true once per such round.
+    pub(super) fn take_regroup(&mut self) -> bool {
+        let regroup = std::mem::take(&mut self.regroup);
+        if regroup {
+            // What waited behind the round and what the released tasks
+            // append now go in one write that carries the next round.
+            self.busy = false;
+        }
+        regroup
     }
 
     pub(super) fn seal_started(&mut self) {
@@ -281,6 +320,52 @@ mod tests {
         s.round_finished(0, ms(1), true);
         s.seal_started();
         assert!(!s.may_link(false), "and not during a seal");
+    }
+
+    #[test]
+    fn a_round_that_released_at_least_what_waits_behind_it_regroups_once() {
+        let t0 = Instant::now();
+        let mut s = SyncSchedule::new(1, Duration::ZERO, false);
+        s.round_started(0, t0);
+        s.round_finished(0, ms(1), true);
+        s.round_released(7, 1);
+        assert!(s.take_regroup(), "seven released, one waiting: let the seven come back first");
+        assert!(!s.take_regroup(), "once per round");
+        assert!(s.may_link(false), "after regrouping, the next write carries its round");
+        for (released, behind, why) in [
+            (1, 0, "a lone record: nobody else is coming"),
+            (0, 2, "nothing released"),
+            (3, 5, "more waits than was released: that goes first"),
+        ] {
+            s.round_started(0, t0);
+            s.round_finished(0, ms(1), behind > 0);
+            s.round_released(released, behind);
+            assert!(!s.take_regroup(), "{why}");
+        }
+        s.round_started(0, t0);
+        s.round_finished(0, ms(1), true);
+        s.round_released(1, 1);
+        assert!(s.take_regroup(), "two writers, one record each");
+        s.round_started(0, t0);
+        s.round_finished(0, ms(1), false);
+        s.round_released(4, 0);
+        assert!(s.take_regroup(), "four writers, all in the round");
+    }
+
+    #[test]
+    fn no_regroup_beside_a_round_in_flight_or_with_a_window() {
+        let t0 = Instant::now();
+        let mut s = SyncSchedule::new(2, Duration::ZERO, false);
+        s.round_started(0, t0);
+        s.round_started(1, t0);
+        s.round_finished(0, ms(1), true);
+        s.round_released(10, 2);
+        assert!(!s.take_regroup(), "the round on lane 1 will take what waits");
+        let mut w = SyncSchedule::new(1, ms(1), false);
+        w.round_started(0, t0);
+        w.round_finished(0, ms(1), false);
+        w.round_released(10, 2);
+        assert!(!w.take_regroup(), "a window paces rounds already");
     }
 
     #[test]

@@ -264,6 +264,11 @@ impl Writer {
     async fn serve(&mut self) -> Result<()> {
         self.make_spare();
         loop {
+            if self.schedule.take_regroup() {
+                // The tasks the last round released run first: what they
+                // append joins the next round (the schedule's regroup rule).
+                tokio::task::yield_now().await;
+            }
             self.reclaim().await?;
             self.pump().await?;
             if self.finished() {
