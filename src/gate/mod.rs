@@ -289,20 +289,24 @@ impl Gate {
     }
 
     /// The round begun for `covers` succeeded: everything below `covers` is
-    /// durable (rounds may complete in any order).
-    pub(crate) fn complete_sync(&self, covers: u64) {
+    /// durable (rounds may complete in any order). Returns how many tasks
+    /// waiting for durability it woke (threads parked in the blocking API
+    /// are not counted).
+    pub(crate) fn complete_sync(&self, covers: u64) -> usize {
         let mut st = self.lock();
         debug_assert!(covers <= st.written, "a sync never covers an unfinished write");
         Self::end_round(&mut st, covers);
         if st.failed.is_some() {
-            return; // poisoned meanwhile: nobody may be told durable.
+            return 0; // poisoned meanwhile: nobody may be told durable.
         }
         if covers > st.durable {
             st.durable = covers;
             self.durable.store(covers, Ordering::Release);
         }
         let woken = split_ready(&mut st.durable_waiters, covers);
+        let tasks = woken.len();
         self.release(st, woken);
+        tasks
     }
 
     /// Records the first fatal error (later ones are dropped) and wakes

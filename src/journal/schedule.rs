@@ -18,23 +18,30 @@
 //! - **Linked.** A write travels linked to its sync (one round trip) when a
 //!   sync is wanted now and nothing else would be held up: no round in
 //!   flight, no seal, nothing else waiting to be written, no window, and
-//!   the last round did not end with records already waiting behind it —
-//!   under load the write goes alone, so the next write can start while its
-//!   sync runs. With `dsync_writes` a linked write is one `RWF_DSYNC` write
-//!   (when everything before it is durable), so there is no separate sync
-//!   to overlap: every write someone waits on goes linked, loaded or not.
+//!   the last round did not end with records already waiting behind it
+//!   (unless the writer regrouped since) — under load the write goes
+//!   alone, so the next write can start while its sync runs. With
+//!   `dsync_writes` a linked write is one `RWF_DSYNC` write (when
+//!   everything before it is durable), so there is no separate sync to
+//!   overlap: every write someone waits on goes linked, loaded or not.
 //! - **Regroup.** When a round completes and no other is in flight, the
 //!   tasks it released are likely to append again at once (closed-loop
 //!   writers, a Raft group awaiting each flush). If no more records were
-//!   appended behind the round than it released, and more than one record
-//!   is in play, the writer yields once before its
-//!   next round, so that the
-//!   released tasks' appends join what waits in one write that carries the
-//!   round. Without it, appenders split into cohorts that alternate
-//!   between two rounds for good (each round starts at once for what came
-//!   in during the last), and a device flush serves half of them; with it,
-//!   the cohorts merge (docs/benchmarks.md, "Regrouping after a round").
-//!   A lone record never yields: nobody else is coming.
+//!   appended behind the round than it released, and it woke a task while
+//!   another task or a record behind it is in play, the writer yields once
+//!   before its next round, so that the released tasks' appends join what
+//!   waits in one write that carries the round (linked, although records
+//!   waited behind the last round). Without it, appenders split into
+//!   cohorts that alternate between two rounds for good (each round starts
+//!   at once for what came in during the last), and a device flush serves
+//!   half of them; with it, the cohorts merge (docs/benchmarks.md,
+//!   "Regrouping after a round"). A lone task (one waiter, nothing behind)
+//!   never yields, whatever its batches: nobody else is coming. Threads
+//!   parked in the blocking API are not counted: a yield of the writer's
+//!   worker does not wait for them. The yield lasts until the writer's
+//!   worker has run what it has queued (or 61 tasks, tokio's event
+//!   interval), so on a worker saturated with other tasks the next round
+//!   starts up to that much later.
 
 use std::time::{Duration, Instant};
 
@@ -172,15 +179,16 @@ impl SyncSchedule {
         self.busy = more_waiting;
     }
 
-    /// The round that finished last made `released` records durable;
-    /// `behind` more were appended behind it (written, queued or still in
-    /// the log buffer). See the regroup rule in the module docs.
-    pub(super) fn round_released(&mut self, released: u64, behind: u64) {
+    /// The round that finished last woke `tasks` tasks and made `released`
+    /// records durable; `behind` more records were appended behind it
+    /// (written, queued or still in the log buffer). See the regroup rule in
+    /// the module docs.
+    pub(super) fn round_released(&mut self, tasks: usize, released: u64, behind: u64) {
         self.regroup = self.rounds.is_empty()
             && self.window.is_zero()
-            && released >= 1
+            && tasks >= 1
             && behind <= released
-            && released + behind >= 2;
+            && (tasks >= 2 || behind > 0);
     }
 
     /// Whether the writer should let the tasks a round released run before
@@ -328,27 +336,28 @@ mod tests {
         let mut s = SyncSchedule::new(1, Duration::ZERO, false);
         s.round_started(0, t0);
         s.round_finished(0, ms(1), true);
-        s.round_released(7, 1);
+        s.round_released(7, 7, 1);
         assert!(s.take_regroup(), "seven released, one waiting: let the seven come back first");
         assert!(!s.take_regroup(), "once per round");
         assert!(s.may_link(false), "after regrouping, the next write carries its round");
-        for (released, behind, why) in [
-            (1, 0, "a lone record: nobody else is coming"),
-            (0, 2, "nothing released"),
-            (3, 5, "more waits than was released: that goes first"),
+        for (tasks, released, behind, why) in [
+            (1, 1, 0, "a lone task: nobody else is coming"),
+            (1, 10, 0, "a lone task's batch: nobody else is coming either"),
+            (0, 2, 1, "no task woken (threads parked in the blocking API)"),
+            (3, 3, 5, "more waits than was released: that goes first"),
         ] {
             s.round_started(0, t0);
             s.round_finished(0, ms(1), behind > 0);
-            s.round_released(released, behind);
+            s.round_released(tasks, released, behind);
             assert!(!s.take_regroup(), "{why}");
         }
         s.round_started(0, t0);
         s.round_finished(0, ms(1), true);
-        s.round_released(1, 1);
+        s.round_released(1, 1, 1);
         assert!(s.take_regroup(), "two writers, one record each");
         s.round_started(0, t0);
         s.round_finished(0, ms(1), false);
-        s.round_released(4, 0);
+        s.round_released(4, 4, 0);
         assert!(s.take_regroup(), "four writers, all in the round");
     }
 
@@ -359,12 +368,12 @@ mod tests {
         s.round_started(0, t0);
         s.round_started(1, t0);
         s.round_finished(0, ms(1), true);
-        s.round_released(10, 2);
+        s.round_released(10, 10, 2);
         assert!(!s.take_regroup(), "the round on lane 1 will take what waits");
         let mut w = SyncSchedule::new(1, ms(1), false);
         w.round_started(0, t0);
         w.round_finished(0, ms(1), false);
-        w.round_released(10, 2);
+        w.round_released(10, 10, 2);
         assert!(!w.take_regroup(), "a window paces rounds already");
     }
 

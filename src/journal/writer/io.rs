@@ -389,14 +389,14 @@ impl Writer {
             || self.shared.log.has_pending()
             || self.shared.gate.written_lsn() > s.covers;
         self.schedule.round_finished(lane, took, more_waiting);
+        self.shared.stats.sync_done(records, took);
+        tracing::debug!(parent: &s.span, covers = s.covers.as_u64(), records, took_us = took.as_micros() as u64, "sync round");
         // Records appended behind the round: written, queued, or still in
         // the log buffer (the count trails a concurrent append a little).
         let behind =
             self.shared.stats.appends.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(self.synced_records);
-        self.schedule.round_released(records, behind);
-        self.shared.stats.sync_done(records, took);
-        tracing::debug!(parent: &s.span, covers = s.covers.as_u64(), records, took_us = took.as_micros() as u64, "sync round");
-        self.made_durable(s.covers.as_u64());
+        let tasks = self.made_durable(s.covers.as_u64());
+        self.schedule.round_released(tasks, records, behind);
         Ok(())
     }
 

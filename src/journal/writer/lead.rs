@@ -136,13 +136,13 @@ impl Drop for Held<'_> {
 }
 
 /// Tells readers in other processes, then waiters, that everything below
-/// `covers` is durable (see `Writer::made_durable`).
-pub(super) fn made_durable(shared: &Shared, frontier: &Mutex<Publisher>, covers: u64) {
+/// `covers` is durable (see `Writer::made_durable`); returns the tasks woken.
+pub(super) fn made_durable(shared: &Shared, frontier: &Mutex<Publisher>, covers: u64) -> usize {
     if shared.gate.failure().is_none() {
         let mut frontier = frontier.lock().unwrap_or_else(|p| p.into_inner());
         frontier.publish(covers.max(shared.gate.durable_lsn().as_u64()));
     }
-    shared.gate.complete_sync(covers);
+    shared.gate.complete_sync(covers)
 }
 
 impl Shared {

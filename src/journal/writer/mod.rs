@@ -135,8 +135,9 @@ impl Writer {
     /// so that a record acknowledged durable is already within the
     /// published frontier (a backup or follower in another process started
     /// after the acknowledgement sees it); never for a poisoned journal.
-    fn made_durable(&mut self, covers: u64) {
-        lead::made_durable(&self.shared, &self.frontier, covers);
+    /// Returns the tasks woken.
+    fn made_durable(&mut self, covers: u64) -> usize {
+        lead::made_durable(&self.shared, &self.frontier, covers)
     }
 
     /// Lends what a round needs to the next blocking caller, when nothing
