@@ -7,10 +7,11 @@
 //! `RWF_DSYNC` writes on ext4 and XFS, and direct overwrites of zero-filled
 //! segments. Elsewhere the ring's requests are punted to io-wq workers
 //! (buffered writes on ext4 and tmpfs, fdatasync everywhere, direct writes
-//! into unwritten extents), or, on XFS's buffered path, its single sync
-//! lane loses to the blocking substrate's two at 64 durable appenders —
-//! so Auto runs the blocking substrate there, and on filesystems nobody
-//! measured.
+//! into unwritten extents), or, on XFS's buffered path, the blocking
+//! substrate still won durable appends at 1 and 256 tasks and tied at 64
+//! once the writer regrouped its appenders (docs/benchmarks.md, "Auto's
+//! rule after the regroup") — so Auto runs the blocking substrate there,
+//! and on filesystems nobody measured.
 
 use crate::{JournalOptions, Preallocate, StorageClass, Substrate};
 
@@ -55,10 +56,10 @@ pub(super) fn pick(class: StorageClass, opts: &JournalOptions) -> Pick {
             "direct writes into fallocated or growing segments are punted to io-wq; the blocking substrate won at 64 durable appenders",
         ),
         (StorageClass::Xfs, false, false) => blocking(
-            "XFS writes inline from io_uring, but the ring keeps one sync in flight where the blocking substrate overlaps two, and lost at 64 durable appenders",
+            "XFS writes inline from io_uring, but the blocking substrate won durable appends at 1 and 256 tasks and tied at 64",
         ),
         (StorageClass::Ext4, false, false) => blocking(
-            "buffered writes and fdatasync are punted to io-wq on ext4; the blocking substrate won at 64 durable appenders",
+            "buffered writes and fdatasync are punted to io-wq on ext4; the blocking substrate won durable appends at 1 and 256 tasks, tied at 64, and won lone written appends 2-5x",
         ),
         (StorageClass::Tmpfs, _, _) => {
             blocking("tmpfs: the ring's requests are punted to io-wq; the blocking substrate won")
