@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use systems::{AsyncWal, System, Wal};
+use systems::{key_of, AsyncWal, System, Wal};
 
 const SMALL: usize = 128;
 const LARGE: usize = 1 << 20;
@@ -136,12 +136,6 @@ fn record(writer: u32, seq: u64, size: usize) -> Vec<u8> {
     r[..4].copy_from_slice(&writer.to_le_bytes());
     r[4..12].copy_from_slice(&seq.to_le_bytes());
     r
-}
-
-fn key_of(record: &[u8]) -> Option<u64> {
-    let writer = u32::from_le_bytes(record.get(..4)?.try_into().ok()?) as u64;
-    let seq = u64::from_le_bytes(record.get(4..12)?.try_into().ok()?);
-    Some(writer << 40 | seq)
 }
 
 /// What the writers did: every acknowledged key (for the read-back check),
@@ -293,8 +287,8 @@ async fn drive_tasks(
 /// Reads the log back with the system's own reader: every acknowledged
 /// record must be there.
 fn verify(system: &dyn System, dir: &Path, acked: &[u64]) -> Result<(), String> {
-    let records = system.read_all(dir).map_err(|e| format!("read back: {e}"))?;
-    let present: HashSet<u64> = records.iter().filter_map(|r| key_of(r)).collect();
+    let back = system.read_all(dir).map_err(|e| format!("read back: {e}"))?;
+    let present: HashSet<u64> = back.keys.into_iter().collect();
     let lost = acked.iter().filter(|k| !present.contains(k)).count();
     if lost > 0 {
         return Err(format!("LOST {lost} of {} acknowledged records", acked.len()));
@@ -420,12 +414,12 @@ fn recovery(system: &dyn System, args: &Args, dir: &Path) -> Outcome {
             let started = Instant::now();
             match system.read_all(dir) {
                 Err(e) => Outcome::Failed(format!("recovery: {e}")),
-                Ok(records) if (records.len() as u64) < written => {
-                    Outcome::Failed(format!("LOST: read {} of {written} records", records.len()))
+                Ok(back) if back.records < written => {
+                    Outcome::Failed(format!("LOST: read {} of {written} records", back.records))
                 }
-                Ok(records) => Outcome::Done(Measure {
-                    ops: records.len() as u64,
-                    bytes: records.iter().map(|r| r.len() as u64).sum(),
+                Ok(back) => Outcome::Done(Measure {
+                    ops: back.records,
+                    bytes: back.bytes,
                     secs: started.elapsed().as_secs_f64(),
                     ..Measure::default()
                 }),

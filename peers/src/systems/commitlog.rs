@@ -4,7 +4,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{unsupported, System, Wal};
+use super::{unsupported, ReadBack, System, Wal};
 
 /// commitlog 0.2.0: `append_msg` under a mutex (it takes `&mut self`). Its
 /// `flush` flushes a `File`, which does not fsync: it has no durable mode.
@@ -39,22 +39,22 @@ impl System for CommitLog {
         let log = commitlog::CommitLog::new(commitlog::LogOptions::new(dir))?;
         Ok(Box::new(CommitLogWal(Mutex::new(log))))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
         use commitlog::message::MessageSet;
         let log = commitlog::CommitLog::new(commitlog::LogOptions::new(dir))?;
-        let mut out = Vec::new();
+        let mut back = ReadBack::default();
         let mut next = 0;
         loop {
             let buf = log
                 .read(next, commitlog::ReadLimit::max_bytes(8 << 20))
                 .map_err(|e| io::Error::other(format!("{e:?}")))?;
-            let before = out.len();
+            let before = back.records;
             for msg in buf.iter() {
                 next = msg.offset() + 1;
-                out.push(msg.payload().to_vec());
+                back.add(msg.payload());
             }
-            if out.len() == before {
-                return Ok(out);
+            if back.records == before {
+                return Ok(back);
             }
         }
     }

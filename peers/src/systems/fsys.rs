@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{AsyncWal, Fut, System, Wal};
+use super::{AsyncWal, Fut, ReadBack, System, Wal};
 
 /// fsys 1.1.3, its sync API with default options: `JournalHandle::append`,
 /// then `sync_through` the returned LSN (its documented group commit).
@@ -40,9 +40,8 @@ impl System for Fsys {
         let fs = fsys::builder().build().map_err(io::Error::other)?;
         Ok(Box::new(FsysWal(fs.journal(dir.join("log.wal")).map_err(io::Error::other)?)))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
-        let mut reader = fsys::JournalReader::open(&dir.join("log.wal")).map_err(io::Error::other)?;
-        reader.iter().map(|r| r.map(|r| r.payload).map_err(io::Error::other)).collect()
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
+        read_fsys(dir, false)
     }
 }
 
@@ -139,8 +138,20 @@ impl System for FsysAsync {
             Ok(Box::new(FsysAsyncWal { journal, _no_uring: no_uring }) as Box<dyn AsyncWal>)
         }))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
         // The same files as the sync API's; the empty probe record is skipped.
-        Ok(Fsys.read_all(dir)?.into_iter().filter(|r| !r.is_empty()).collect())
+        read_fsys(dir, true)
     }
+}
+
+fn read_fsys(dir: &Path, skip_empty: bool) -> io::Result<ReadBack> {
+    let mut reader = fsys::JournalReader::open(&dir.join("log.wal")).map_err(io::Error::other)?;
+    let mut back = ReadBack::default();
+    for record in reader.iter() {
+        let record = record.map_err(io::Error::other)?;
+        if !(skip_empty && record.payload.is_empty()) {
+            back.add(&record.payload);
+        }
+    }
+    Ok(back)
 }

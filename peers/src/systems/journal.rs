@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tidelog::{Journal, JournalOptions, Lsn, Preallocate, SubstrateChoice};
 
-use super::{AsyncWal, Fut, System, Wal};
+use super::{AsyncWal, Fut, ReadBack, System, Wal};
 
 /// tidelog on one substrate: `append_durable_async` / `append_async` from
 /// tokio tasks, with default options or with zero-filled segments
@@ -72,18 +72,23 @@ impl System for Tidelog {
             Ok(Box::new(TidelogWal(journal)) as Box<dyn AsyncWal>)
         }))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let opts = self.options();
         rt.block_on(async {
+            // Recovery as an embedding database does it: open (which
+            // recovers the tail), then replay every record into its state
+            // with `replay_ref` (segments decoded in parallel, payloads
+            // borrowed from the mapping).
             let journal = Journal::open(dir, opts).await.map_err(io::Error::other)?;
-            let mut reader = journal.reader(Lsn::ZERO).map_err(io::Error::other)?;
-            let mut out = Vec::new();
-            while let Some(r) = reader.next_record().map_err(io::Error::other)? {
-                out.push(r.into_payload());
-            }
+            let mut back = ReadBack::default();
+            tidelog::replay_ref(dir, Lsn::ZERO, |r| {
+                back.add(r.payload());
+                Ok(())
+            })
+            .map_err(io::Error::other)?;
             journal.close().await.map_err(io::Error::other)?;
-            Ok(out)
+            Ok(back)
         })
     }
 }
@@ -106,7 +111,7 @@ impl System for TidelogSubmit {
             Ok(Box::new(SubmitWal(journal)) as Box<dyn AsyncWal>)
         }))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
         Tidelog(self.0, Preallocate::default()).read_all(dir)
     }
 }
@@ -153,7 +158,7 @@ impl System for TidelogThreads {
         let journal = rt.block_on(Journal::open(dir, opts)).map_err(io::Error::other)?;
         Ok(Box::new(ThreadsWal { journal, rt }))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
         Tidelog(self.0, Preallocate::default()).read_all(dir)
     }
 }

@@ -4,7 +4,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{System, Wal};
+use super::{ReadBack, System, Wal};
 
 /// nodedb-wal 0.4.0: `WalWriter` with its default config (O_DIRECT) behind
 /// the crate's `GroupCommitter` for durable appends. A written append is
@@ -52,8 +52,12 @@ impl System for NodeDb {
             .map_err(io::Error::other)?;
         Ok(Box::new(NodeDbWal { writer: Mutex::new(writer), commits: nodedb_wal::GroupCommitter::new() }))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
         let reader = nodedb_wal::reader::WalReader::open(&dir.join("wal.log")).map_err(io::Error::other)?;
-        reader.records().map(|r| r.map(|r| r.payload).map_err(io::Error::other)).collect()
+        let mut back = ReadBack::default();
+        for record in reader.records() {
+            back.add(&record.map_err(io::Error::other)?.payload);
+        }
+        Ok(back)
     }
 }

@@ -4,7 +4,7 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{unsupported, System, Wal};
+use super::{unsupported, ReadBack, System, Wal};
 
 /// okaywal 0.3.1: one entry per record, `commit` (which fsyncs, sharing the
 /// sync among committing threads). Checkpointing is pushed out of reach so
@@ -12,13 +12,15 @@ use super::{unsupported, System, Wal};
 pub struct OkayWal;
 
 #[derive(Debug, Default)]
-struct Collect(Arc<Mutex<Vec<Vec<u8>>>>);
+struct Collect(Arc<Mutex<ReadBack>>);
 
 impl okaywal::LogManager for Collect {
     fn recover(&mut self, entry: &mut okaywal::Entry<'_>) -> io::Result<()> {
         if let Some(chunks) = entry.read_all_chunks()? {
-            let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            out.extend(chunks);
+            let mut back = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            for chunk in &chunks {
+                back.add(chunk);
+            }
         }
         Ok(())
     }
@@ -65,8 +67,8 @@ impl System for OkayWal {
     fn open(&self, dir: &Path) -> io::Result<Box<dyn Wal>> {
         Ok(Box::new(OkayWalWal(okaywal_config(dir).open(Collect::default())?)))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
-        let collected = Arc::new(Mutex::new(Vec::new()));
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
+        let collected = Arc::new(Mutex::new(ReadBack::default()));
         let wal = okaywal_config(dir).open(Collect(collected.clone()))?;
         wal.shutdown()?;
         let out = std::mem::take(&mut *collected.lock().unwrap_or_else(|p| p.into_inner()));

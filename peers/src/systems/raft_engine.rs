@@ -3,7 +3,7 @@
 use std::io;
 use std::path::Path;
 
-use super::{System, Wal};
+use super::{ReadBack, System, Wal};
 
 /// raft-engine 0.4.2 (TiKV's log store) with its default `Config`: each
 /// writer is a Raft group of its own (as in TiKV, where groups share one
@@ -59,19 +59,19 @@ impl System for RaftEngine {
         let engine = raft_engine::Engine::open(raft_engine_config(dir)).map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Box::new(RaftEngineWal(engine)))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
         let engine = raft_engine::Engine::open(raft_engine_config(dir)).map_err(|e| io::Error::other(e.to_string()))?;
         let mut groups = engine.raft_groups();
         groups.sort_unstable();
-        let mut out = Vec::new();
+        let mut back = ReadBack::default();
         for group in groups {
             engine
                 .scan_raw_messages(group, None, None, false, |_, value| {
-                    out.push(value.to_vec());
+                    back.add(value);
                     true
                 })
                 .map_err(|e| io::Error::other(e.to_string()))?;
         }
-        Ok(out)
+        Ok(back)
     }
 }

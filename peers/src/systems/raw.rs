@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{System, Wal};
+use super::{ReadBack, System, Wal};
 
 /// `pwrite` + `fdatasync` per record into one file, records framed by a
 /// 4-byte length: the floor a durable append cannot beat for one writer.
@@ -84,19 +84,19 @@ impl System for Raw {
         }
         Ok(Box::new(RawWal { file, end: Mutex::new(0) }))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
         let mut bytes = Vec::new();
         File::open(dir.join("raw.log"))?.read_to_end(&mut bytes)?;
-        let mut out = Vec::new();
+        let mut back = ReadBack::default();
         let mut at = 0;
         while at + 4 <= bytes.len() {
             let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
             if len == 0 || at + 4 + len > bytes.len() {
                 break;
             }
-            out.push(bytes[at + 4..at + 4 + len].to_vec());
+            back.add(&bytes[at + 4..at + 4 + len]);
             at += 4 + len;
         }
-        Ok(out)
+        Ok(back)
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tidelog::{JournalOptions, Streams};
 
-use super::{AsyncWal, Fut, System};
+use super::{AsyncWal, Fut, ReadBack, System};
 
 /// One `Streams` journal with default options, one stream per writer (its
 /// id, from the record's first bytes, as raft-engine's row takes its group).
@@ -57,11 +57,11 @@ impl System for TidelogStreams {
             Ok(Box::new(StreamsWal(streams)) as Box<dyn AsyncWal>)
         }))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async {
             let streams = Streams::open(dir, JournalOptions::new()).await.map_err(io::Error::other)?;
-            let mut out = Vec::new();
+            let mut back = ReadBack::default();
             for info in streams.list() {
                 let mut next = info.first;
                 while next < info.next {
@@ -69,12 +69,14 @@ impl System for TidelogStreams {
                     let Some(last) = entries.last().map(tidelog::StreamEntry::index) else {
                         return Err(io::Error::other(format!("stream {} ends at {next}, not {}", info.id, info.next)));
                     };
-                    out.extend(entries.into_iter().map(tidelog::StreamEntry::into_payload));
+                    for entry in &entries {
+                        back.add(entry.payload());
+                    }
                     next = last + 1;
                 }
             }
             streams.close().await.map_err(io::Error::other)?;
-            Ok(out)
+            Ok(back)
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::Path;
 
-use super::{System, Wal};
+use super::{ReadBack, System, Wal};
 
 /// walrus-rust 0.2.0: one topic (one log) per cell, `FsyncSchedule::SyncEach`
 /// for durable appends (an fsync after every entry, its only per-append
@@ -58,12 +58,12 @@ impl System for Walrus {
         };
         Ok(Box::new(WalrusWal(walrus_open(dir, schedule)?)))
     }
-    fn read_all(&self, dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    fn read_all(&self, dir: &Path) -> io::Result<ReadBack> {
         let wal = walrus_open(dir, walrus_rust::FsyncSchedule::NoFsync)?;
-        let mut out = Vec::new();
+        let mut back = ReadBack::default();
         while let Some(entry) = wal.read_next(TOPIC, true)? {
-            out.push(entry.data);
+            back.add(&entry.data);
         }
-        Ok(out)
+        Ok(back)
     }
 }
