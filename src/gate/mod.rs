@@ -122,6 +122,21 @@ impl Gate {
         lsn: u64,
         id: &mut Option<u64>,
     ) -> Poll<Result<Lsn>> {
+        // Without the lock when the frontier is already there (a woken
+        // waiter's usual case). A registered waiter's entry is gone then:
+        // the frontiers' atomics are stored only under the lock, in the
+        // critical section that also takes every waiter they pass
+        // (`advance_written`, `complete_sync`), and the registration saw
+        // the frontier below `lsn` under the same lock, so the move came
+        // after it.
+        let frontier = match level {
+            Level::Written => &self.written,
+            Level::Durable => &self.durable,
+        };
+        if frontier.load(Ordering::Acquire) >= lsn {
+            *id = None;
+            return Poll::Ready(Ok(Lsn::new(lsn)));
+        }
         let mut st = self.lock();
         if let Some(outcome) = Self::outcome(&st, level, lsn) {
             if let Some(key) = id.take() {
@@ -464,6 +479,37 @@ mod tests {
         assert!(gate.wait_blocking(Level::Written, 11).unwrap_err().is_poisoned());
         // What was written before the failure stays answered truthfully.
         assert_eq!(gate.wait_blocking(Level::Written, 10).unwrap(), Lsn::new(10));
+    }
+
+    #[test]
+    fn a_woken_waiter_answers_from_the_frontier_without_the_lock() {
+        let gate = Gate::new(0);
+        let mut durable = Box::pin(Wait::new(&gate, Level::Durable, 10));
+        let mut written = Box::pin(Wait::new(&gate, Level::Written, 10));
+        assert!(durable.as_mut().now_or_never().is_none());
+        assert!(written.as_mut().now_or_never().is_none());
+        gate.advance_written(10);
+        assert_eq!(gate.begin_sync(false), Some(10));
+        gate.complete_sync(10);
+        assert!(gate.lock().durable_waiters.is_empty(), "the move took the registrations");
+        // Polled while the lock is held elsewhere, both answer: a poll
+        // that took the lock would wait here until the timeout.
+        let held = gate.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let got = (durable.as_mut().now_or_never(), written.as_mut().now_or_never());
+                let _ = tx.send(got);
+            });
+            let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+            drop(held);
+            let (d, w) = got.expect("a woken waiter's poll waited for the gate's lock");
+            assert_eq!(d.map(|r| r.ok()), Some(Some(Lsn::new(10))));
+            assert_eq!(w.map(|r| r.ok()), Some(Some(Lsn::new(10))));
+        });
+        drop((durable, written));
+        let st = gate.lock();
+        assert!(st.durable_waiters.is_empty() && st.written_waiters.is_empty());
     }
 
     #[test]
