@@ -1142,3 +1142,58 @@ async fn a_blocking_append_from_a_destructor_while_unwinding_does_not_poison(opt
     assert!(j.durable_lsn() >= lsn);
     j.close().await.unwrap();
 }
+
+/// A runtime shut down while an op never completes (a wedged device; here
+/// a write whose completion is held for a minute, with no `sync_timeout`)
+/// returns at once: the writer's task, cancelled by the shutdown, hands the
+/// op's buffers to a thread of its own instead of waiting for the kernel on
+/// a tokio worker. The directory stays locked until the op ends.
+#[test]
+fn a_runtime_shut_down_beside_a_wedged_op_does_not_wait_for_it() {
+    use tidelog::testing::Capability;
+    use tidelog::SubstrateChoice;
+    for choice in [SubstrateChoice::Blocking, SubstrateChoice::IoUring] {
+        if choice == SubstrateChoice::IoUring {
+            if let Err(why) = Capability::IoUring.present() {
+                tidelog::testing::skip(Capability::IoUring, "a runtime shut down beside a wedged op", &why);
+                continue;
+            }
+        }
+        for multi in [true, false] {
+            let what = format!("{choice:?}, multi-thread {multi}");
+            let dir = tempfile::tempdir().unwrap();
+            let plan = Arc::new(FaultPlan::default());
+            plan.write_delay_ms.store(60_000, SeqCst);
+            let rt = if multi {
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+            } else {
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+            };
+            let opts = JournalOptions::new().substrate(choice);
+            rt.block_on(async {
+                let j = Seams::new().faults(&plan).open(dir.path(), opts.clone()).await.unwrap();
+                let appender = tokio::spawn(async move { j.append_async(b"wedged").await });
+                within(10, "the write's completion held back", async {
+                    while plan.writes_seen.load(SeqCst) == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await;
+                assert!(!appender.is_finished(), "{what}: the write's completion is held");
+            });
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                drop(rt);
+                let _ = tx.send(());
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{what}: dropping the runtime waited for the wedged write"));
+            let reopen = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let locked = reopen.block_on(Journal::open(dir.path(), opts));
+            assert!(
+                matches!(locked, Err(Error::Locked { .. })),
+                "{what}: the lock follows the wedged write: {locked:?}"
+            );
+        }
+    }
+}

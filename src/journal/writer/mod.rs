@@ -227,24 +227,33 @@ impl Writer {
             // returns at once and the lock follows the wedged I/O.
             self.shared.io.idle().await;
         }
-        if !self.backend.settled() {
-            // Only after a failure (or a timed-out write or sync): a wedged
-            // syscall must not hold `close` hostage. A thread of its own
-            // drops the backend, which waits until the kernel has let go of
-            // every op's buffers and files.
-            let backend = self.take_backend();
-            let (io, lock) = (self.shared.io.clone(), self.lock.take());
-            let reaper = std::thread::Builder::new().name("tidelog-reaper".into()).spawn(move || {
-                drop(backend);
-                io.hold_until_idle(lock);
-            });
-            if let Err(e) = reaper {
-                tracing::error!(error = %e, "cannot start a reaper thread; waiting for the I/O in flight here");
-            }
-        }
+        // Only after a failure (or a timed-out write or sync): a wedged
+        // syscall must not hold `close` hostage.
+        self.reap_elsewhere();
         self.release_lock();
         self.shared.gate.fail(Error::Closed);
         result
+    }
+
+    /// With ops still in flight, hands the backend and the directory lock
+    /// to a thread of its own, which drops the backend (it waits until the
+    /// kernel has let go of every op's buffers and files) and then releases
+    /// the lock: nothing on a tokio worker waits for a wedged syscall.
+    fn reap_elsewhere(&mut self) {
+        if self.backend.settled() {
+            return;
+        }
+        let backend = self.take_backend();
+        let (io, lock) = (self.shared.io.clone(), self.lock.take());
+        let reaper = std::thread::Builder::new().name("tidelog-reaper".into()).spawn(move || {
+            drop(backend);
+            io.hold_until_idle(lock);
+        });
+        if let Err(e) = reaper {
+            // The closure, with the backend and the lock, is dropped here:
+            // this thread waits for the I/O in flight.
+            tracing::error!(error = %e, "cannot start a reaper thread; waiting for the I/O in flight here");
+        }
     }
 
     /// The backend, replaced by one with nothing in flight.
@@ -399,6 +408,10 @@ impl Drop for Writer {
         }
         // The backend waits for its ops in flight as it drops; only then
         // (and once the I/O threads are idle) is the directory released.
+        // With ops in flight (the runtime shutting down mid-flight) that
+        // wait runs on a thread of its own: an op that never completes
+        // must not hang the runtime's shutdown on this worker.
+        self.reap_elsewhere();
         drop(self.take_backend());
         self.release_lock();
     }
