@@ -11,6 +11,14 @@
 //! Memory: each op (its buffer and its file, through an `Arc`) lives in a
 //! slot until every CQE it produced has been reaped; only then is it handed
 //! back. Dropping the backend waits for ops still in flight.
+//!
+//! Stuck ops: an op the kernel accepted but has not completed within
+//! `STUCK_AFTER` is sent an `ASYNC_CANCEL`. One still queued (in io-wq with
+//! no worker to run it, which this kernel has been seen to do) comes back
+//! cancelled and is submitted again from its slot, buffers unmoved; one
+//! already running is left to finish. A write redone is the same bytes at
+//! the same offset, a sync redone is one more sync: neither can change what
+//! was acknowledged.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -67,6 +75,11 @@ struct Slot {
     zombie: bool,
     written: Option<io::Result<usize>>,
     synced: Option<io::Result<()>>,
+    /// When its SQEs were last handed over (submit or redo).
+    since: Instant,
+    /// An `ASYNC_CANCEL` was sent for it since then: a cancelled or
+    /// interrupted result means "run it again", not a failure.
+    cancel_sent: bool,
 }
 
 /// How long transient `io_uring_enter` failures (`EAGAIN`, `EBUSY`: the
@@ -75,6 +88,11 @@ struct Slot {
 const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(2);
 /// The pause between such retries.
 const SUBMIT_RETRY_EVERY: Duration = Duration::from_millis(1);
+/// How long an op may sit in the kernel before it is sent a cancel (which
+/// only takes it back if it has not started; see the module docs).
+const STUCK_AFTER: Duration = Duration::from_secs(1);
+/// Marks the `user_data` of an `ASYNC_CANCEL` SQE; the rest is the target's.
+const CANCEL_BIT: u64 = 1 << 63;
 
 pub(crate) struct UringBackend {
     // Field order matters: the readiness registration goes before the ring.
@@ -95,6 +113,15 @@ pub(crate) struct UringBackend {
     ready: VecDeque<Done>,
     /// Slots in use, zombies included.
     in_flight: usize,
+    /// Wakes the writer to look for stuck ops. It never fires later than
+    /// the oldest op's `since + stuck_after`; it may fire earlier (then it
+    /// is re-armed), so it is moved at most once per `stuck_after`.
+    watchdog: Pin<Box<tokio::time::Sleep>>,
+    stuck_after: Duration,
+    /// Cancels sent to ops held too long, and ops they took back and
+    /// submitted again.
+    cancels: u64,
+    redone: u64,
     #[cfg(test)]
     inject: Inject,
 }
@@ -109,6 +136,9 @@ struct Inject {
     sq_full: bool,
     /// Readiness polling fails.
     readiness_error: bool,
+    /// The next write SQE is swapped for a read of this empty pipe, which
+    /// never completes on its own: a stand-in for an op the kernel holds.
+    stuck_write: Option<RawFd>,
 }
 
 /// An op's outcome when it cannot reach the kernel or the ring broke under
@@ -177,7 +207,8 @@ pub(crate) fn probe() -> Result<(), String> {
 impl UringBackend {
     pub(crate) fn create(entries: u32, sqpoll_idle: Option<std::time::Duration>) -> Result<UringBackend, String> {
         probe()?;
-        let entries = entries.max(MAX_OPS as u32 * 2);
+        // Two SQEs per op at most, and room for a cancel of each.
+        let entries = entries.max(MAX_OPS as u32 * 3);
         let mut builder = IoUring::builder();
         if let Some(idle) = sqpoll_idle {
             builder.setup_sqpoll(idle.as_millis().clamp(1, u32::MAX as u128) as u32);
@@ -197,6 +228,10 @@ impl UringBackend {
             zombies: 0,
             ready: VecDeque::new(),
             in_flight: 0,
+            watchdog: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            stuck_after: STUCK_AFTER,
+            cancels: 0,
+            redone: 0,
             #[cfg(test)]
             inject: Inject::default(),
         })
@@ -270,6 +305,14 @@ impl UringBackend {
     /// Records one CQE result for `user_data`; completes the op when its
     /// last CQE is in.
     fn settle(&mut self, user_data: u64, res: i32) {
+        if user_data & CANCEL_BIT != 0 {
+            // 0: taken back (its own CQE follows, cancelled); EALREADY: it
+            // is running; ENOENT: it completed meanwhile, or the kernel
+            // cannot find it (then nothing but waiting is safe).
+            let target = user_data & !CANCEL_BIT;
+            tracing::warn!(slot = target >> 1, sync = target & 1 == 1, result = res, "cancel of a stuck io_uring op");
+            return;
+        }
         let (index, is_sync) = ((user_data >> 1) as usize, user_data & 1 == 1);
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
             tracing::error!(user_data, "completion for an unknown io_uring op");
@@ -286,6 +329,10 @@ impl UringBackend {
         }
         slot.cqes_left -= 1;
         if slot.cqes_left == 0 {
+            if !slot.zombie && slot.cancel_sent && taken_back(slot) {
+                self.redo(index);
+                return;
+            }
             let slot = self.slots[index].take().expect("checked above");
             self.in_flight -= 1;
             if slot.zombie {
@@ -353,6 +400,144 @@ impl UringBackend {
     }
 }
 
+impl UringBackend {
+    /// Whether `n` SQEs fit, after handing what is queued to the kernel.
+    fn make_room(&mut self, n: usize) -> bool {
+        if self.sq_room() < n {
+            self.flush();
+        }
+        self.sq_room() >= n
+    }
+
+    /// Queues the SQEs of the op in slot `index` (room was made) and
+    /// hands them to the kernel.
+    fn push(&mut self, index: usize, entries: &[squeue::Entry]) {
+        for entry in entries {
+            // SAFETY: every pointer in `entry` refers to a buffer, iovec
+            // array or fd owned by the op in `self.slots[index]`, which
+            // stays there, unmoved on the heap, until the entry's CQE is
+            // reaped (or, if it never can be, is leaked by `Drop`).
+            let pushed = unsafe { self.ring.submission().push(entry) };
+            debug_assert!(pushed.is_ok(), "room was made before");
+        }
+        self.queued.push_back((index, entries.len() as u8));
+        self.flush();
+    }
+
+    /// Submits the op in slot `index` again: a cancel took it back before
+    /// it ran (or interrupted it), and every CQE of its last try is in.
+    fn redo(&mut self, index: usize) {
+        let slot = self.slots[index].as_mut().expect("redo of a live slot");
+        let (entries, iovecs) = Self::entries(&slot.op, index);
+        tracing::warn!(
+            path = %slot.op.file.path.display(),
+            kind = ?slot.op.kind,
+            offset = slot.op.offset.get(),
+            len = slot.op.write_len(),
+            "an io_uring op the kernel held for {:?} was taken back; submitting it again",
+            slot.since.elapsed(),
+        );
+        // The old iovecs are no longer the kernel's: their CQEs are in.
+        slot._iovecs = IoVecs(iovecs);
+        slot.cqes_left = entries.len() as u8;
+        slot.written = None;
+        slot.synced = None;
+        slot.since = Instant::now();
+        slot.cancel_sent = false;
+        self.redone += 1;
+        if self.make_room(entries.len()) {
+            self.push(index, &entries);
+        } else {
+            let slot = self.slots[index].take().expect("checked above");
+            self.in_flight -= 1;
+            let why = "an io_uring op taken back from the kernel could not be submitted again: the queue stays full";
+            self.ready.push_back(failed(&slot.op, io::ErrorKind::Other, why));
+        }
+    }
+
+    /// Sends a cancel to every op the kernel has held for `stuck_after`
+    /// (again every `stuck_after` while it stays), then arms the watchdog
+    /// for the next one. True if a cancel was queued.
+    fn check_stuck(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut sent = false;
+        while self.watchdog.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            for index in 0..self.slots.len() {
+                if self.queued.iter().any(|&(i, _)| i == index) {
+                    continue; // not in the kernel yet
+                }
+                let Some(slot) = self.slots[index].as_ref().filter(|s| !s.zombie) else { continue };
+                let due = slot.since + self.stuck_after;
+                if due > now {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                    continue;
+                }
+                let target = cancel_target(slot, index);
+                if !self.make_room(1) {
+                    next = Some(now + self.stuck_after); // try again later
+                    continue;
+                }
+                let cancel = opcode::AsyncCancel::new(target).build().user_data(CANCEL_BIT | target);
+                // SAFETY: a cancel SQE points to no memory; it names its
+                // target by `user_data` only.
+                let pushed = unsafe { self.ring.submission().push(&cancel) };
+                debug_assert!(pushed.is_ok(), "room was made above");
+                let slot = self.slots[index].as_mut().expect("checked above");
+                slot.cancel_sent = true;
+                slot.since = now;
+                sent = true;
+                self.cancels += 1;
+                next = Some(next.map_or(now + self.stuck_after, |n| n.min(now + self.stuck_after)));
+            }
+            match next {
+                Some(at) => self.watchdog.as_mut().reset(at.into()),
+                None => break, // nothing in the kernel: left elapsed
+            }
+        }
+        if sent {
+            let _ = self.enter(); // a failure here leaves it queued for the next flush
+        }
+        sent
+    }
+}
+
+/// The `user_data` a cancel of the op in slot `index` names: its write
+/// while that is out, else its sync.
+fn cancel_target(slot: &Slot, index: usize) -> u64 {
+    let ud = (index as u64) << 1;
+    let sync_sqe = slot.op.kind != OpKind::Write && !slot.op.is_dsync_write();
+    if slot.op.is_write() && slot.written.is_none() || !sync_sqe {
+        ud
+    } else {
+        ud | 1
+    }
+}
+
+/// Whether a cancel took the op back (or interrupted it): it did not run,
+/// or not to the end, and is to be submitted again.
+fn taken_back(slot: &Slot) -> bool {
+    let interrupted = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::ECANCELED | libc::EINTR));
+    matches!(&slot.written, Some(Err(e)) if interrupted(e)) || matches!(&slot.synced, Some(Err(e)) if interrupted(e))
+}
+
+#[cfg(test)]
+impl UringBackend {
+    /// With `inject.stuck_write` set, swaps `op`'s write SQE for a read of
+    /// that empty pipe (same `user_data` and link), which only a cancel ends.
+    fn inject_stuck(&mut self, op: &Op, mut entries: Vec<squeue::Entry>) -> Vec<squeue::Entry> {
+        if let Some(pipe) = self.inject.stuck_write.filter(|_| op.is_write()) {
+            self.inject.stuck_write = None;
+            let ud = entries[0].get_user_data();
+            let link = entries.len() == 2;
+            let flags = if link { squeue::Flags::IO_LINK } else { squeue::Flags::empty() };
+            let sink: &'static mut [u8] = Box::leak(Box::new([0u8; 8]));
+            entries[0] = opcode::Read::new(types::Fd(pipe), sink.as_mut_ptr(), 8).build().flags(flags).user_data(ud);
+        }
+        entries
+    }
+}
+
 impl Backend for UringBackend {
     fn submit(&mut self, op: Op) {
         if let Some((kind, why)) = &self.broken {
@@ -366,15 +551,14 @@ impl Backend for UringBackend {
             return;
         };
         let (entries, iovecs) = Self::entries(&op, index);
-        if self.sq_room() < entries.len() {
-            self.flush(); // make room: hand what is queued to the kernel
-        }
-        if self.sq_room() < entries.len() {
+        if !self.make_room(entries.len()) {
             // Nothing accepted what is queued: fail this op rather than
             // wait for room that may never come.
             self.ready.push_back(failed(&op, io::ErrorKind::Other, "the io_uring submission queue stays full"));
             return;
         }
+        #[cfg(test)]
+        let entries = self.inject_stuck(&op, entries);
         self.slots[index] = Some(Slot {
             op,
             _iovecs: IoVecs(iovecs),
@@ -382,18 +566,11 @@ impl Backend for UringBackend {
             zombie: false,
             written: None,
             synced: None,
+            since: Instant::now(),
+            cancel_sent: false,
         });
         self.in_flight += 1;
-        for entry in &entries {
-            // SAFETY: every pointer in `entry` refers to a buffer, iovec
-            // array or fd owned by the op in `self.slots[index]`, which
-            // stays there, unmoved on the heap, until the entry's CQE is
-            // reaped (or, if it never can be, is leaked by `Drop`).
-            let pushed = unsafe { self.ring.submission().push(entry) };
-            debug_assert!(pushed.is_ok(), "room was checked above");
-        }
-        self.queued.push_back((index, entries.len() as u8));
-        self.flush();
+        self.push(index, &entries);
     }
 
     fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
@@ -429,7 +606,11 @@ impl Backend for UringBackend {
                     // in flight (reported next), never wait in silence.
                     self.break_ring(e.kind(), format!("io_uring readiness failed: {e}"));
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if !self.check_stuck(cx) {
+                        return Poll::Pending;
+                    } // cancels sent: reap what they took back
+                }
             }
         }
     }
@@ -463,7 +644,18 @@ impl Drop for UringBackend {
         // Reached with ops in flight only after a failure (on a thread of
         // its own) or when the runtime drops the writer mid-flight: the
         // kernel may still use their buffers, so wait. SQEs still queued
-        // are submitted by this enter.
+        // are submitted by this enter. Ops that have not started are
+        // cancelled first: nothing will use their results, and one the
+        // kernel holds indefinitely would otherwise hold this thread too.
+        let live: Vec<u64> =
+            self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| cancel_target(s, i))).collect();
+        for target in live {
+            let cancel = opcode::AsyncCancel::new(target).build().user_data(CANCEL_BIT | target);
+            // SAFETY: a cancel SQE points to no memory.
+            if unsafe { self.ring.submission().push(&cancel) }.is_err() {
+                break; // no room: the wait below still ends when they do
+            }
+        }
         while self.in_flight > 0 {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
@@ -608,5 +800,96 @@ mod tests {
             assert!(err.to_string().contains("readiness"), "{err}");
         });
         drop(backend); // waits for the real fsync's completion
+    }
+
+    /// The bytes at 4096..8192 of the segment, read back through the file.
+    fn written_back(file: &IoFile) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut back = vec![0u8; 4096];
+        file.file.read_exact_at(&mut back, 4096).unwrap();
+        back
+    }
+
+    #[test]
+    fn an_op_the_kernel_holds_is_cancelled_and_submitted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let Some((mut backend, file)) = setup(&rt, dir.path()) else { return };
+        let (held, _writer) = std::io::pipe().unwrap();
+        backend.stuck_after = Duration::from_millis(50);
+        rt.block_on(async {
+            for kind in [OpKind::Write, OpKind::WriteSync] {
+                backend.inject.stuck_write = Some(held.as_raw_fd());
+                let redone = backend.redone;
+                let mut op = write_op(&file);
+                op.kind = kind;
+                backend.submit(op);
+                let done = next(&mut backend).await;
+                assert_eq!(done.written.unwrap().unwrap(), 4096, "{kind:?}: the write ran, once taken back");
+                if kind == OpKind::WriteSync {
+                    assert!(done.synced.unwrap().is_ok(), "its linked sync ran after it");
+                }
+                assert_eq!(backend.redone, redone + 1, "{kind:?}: taken back and submitted again once");
+                assert!(backend.settled());
+            }
+        });
+        assert_eq!(written_back(&file), vec![7u8; 4096]);
+    }
+
+    #[test]
+    fn a_watchdog_firing_at_every_stage_of_an_op_neither_loses_nor_repeats_a_result() {
+        // Cancels land on ops queued, running and already done; each op is
+        // still reported exactly once, successful.
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let Some((mut backend, file)) = setup(&rt, dir.path()) else { return };
+        backend.stuck_after = Duration::from_micros(20);
+        rt.block_on(async {
+            // Until the watchdog has fired a few dozen times (it ticks by
+            // the millisecond), bounded.
+            for round in 0..20_000 {
+                if backend.cancels >= 30 {
+                    break;
+                }
+                let mut op = write_op(&file);
+                op.kind = if round % 2 == 0 { OpKind::WriteSync } else { OpKind::Write };
+                backend.submit(op);
+                backend.submit(Op::sync(file.clone()));
+                let (mut writes, mut syncs) = (0, 0);
+                for _ in 0..2 {
+                    let done = next(&mut backend).await;
+                    if let Some(w) = done.written {
+                        assert_eq!(w.unwrap(), 4096, "round {round}");
+                        writes += 1;
+                    }
+                    if let Some(s) = done.synced {
+                        s.unwrap_or_else(|e| panic!("round {round}: a sync failed: {e}"));
+                        syncs += 1;
+                    }
+                }
+                assert_eq!(writes, 1, "round {round}");
+                assert!(syncs >= 1, "round {round}");
+                assert!(backend.settled(), "round {round}: nothing left in flight");
+            }
+        });
+        assert!(backend.cancels > 0, "the watchdog never fired: the test proved nothing");
+        assert_eq!(written_back(&file), vec![7u8; 4096]);
+    }
+
+    #[test]
+    fn dropping_the_backend_cancels_an_op_the_kernel_holds_instead_of_waiting_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let Some((mut backend, file)) = setup(&rt, dir.path()) else { return };
+        let (held, _writer) = std::io::pipe().unwrap();
+        backend.inject.stuck_write = Some(held.as_raw_fd());
+        backend.submit(write_op(&file));
+        assert!(!backend.settled());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(backend);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(10)).expect("the drop waited on an op only a cancel ends");
     }
 }
