@@ -38,10 +38,11 @@
 //!   "Regrouping after a round"). A lone task (one waiter, nothing behind)
 //!   never yields, whatever its batches: nobody else is coming. Threads
 //!   parked in the blocking API are not counted: a yield of the writer's
-//!   worker does not wait for them. The yield lasts until the writer's
-//!   worker has run what it has queued (or 61 tasks, tokio's event
-//!   interval), so on a worker saturated with other tasks the next round
-//!   starts up to that much later.
+//!   worker does not wait for them. The writer yields until each task
+//!   the round woke has appended again, at most 16 times: one yield runs
+//!   what the writer's worker has queued (or 61 tasks, tokio's event
+//!   interval), and a task woken on the other worker may need a few more.
+//!   A task that does not come back costs the next round those yields.
 
 use std::time::{Duration, Instant};
 

@@ -393,10 +393,11 @@ impl Writer {
         tracing::debug!(parent: &s.span, covers = s.covers.as_u64(), records, took_us = took.as_micros() as u64, "sync round");
         // Records appended behind the round: written, queued, or still in
         // the log buffer (the count trails a concurrent append a little).
-        let behind =
-            self.shared.stats.appends.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(self.synced_records);
+        let appended = self.shared.stats.appends.load(std::sync::atomic::Ordering::Relaxed);
+        let behind = appended.saturating_sub(self.synced_records);
         let tasks = self.made_durable(s.covers.as_u64());
         self.schedule.round_released(tasks, records, behind);
+        self.regroup_until = appended + tasks as u64;
         Ok(())
     }
 

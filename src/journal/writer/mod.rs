@@ -55,6 +55,26 @@ fn sync_lanes(substrate: Substrate) -> usize {
     }
 }
 
+/// The most times the writer yields for the tasks a round released to
+/// append again (`Writer::regroup`).
+const REGROUP_YIELDS: usize = 16;
+
+/// The regroup rule's wait: yields until the appends count reaches `until`
+/// (every task the last round released has appended again), or
+/// `REGROUP_YIELDS` times. One yield runs what the writer's worker has
+/// queued, but a released task woken on the other worker, or behind a busy
+/// queue, may need a few more; a task that does not come back (its work
+/// done, or waiting on something else) costs the next round those yields
+/// and no more.
+async fn regroup(appends: &std::sync::atomic::AtomicU64, until: u64) {
+    for _ in 0..REGROUP_YIELDS {
+        tokio::task::yield_now().await;
+        if appends.load(Ordering::Relaxed) >= until {
+            return;
+        }
+    }
+}
+
 pub(super) struct Writer {
     shared: Arc<Shared>,
     backend: Box<dyn Backend>,
@@ -75,6 +95,9 @@ pub(super) struct Writer {
     interval: Option<Interval>,
     written_records: u64,
     synced_records: u64,
+    /// The appends count (`Stats::appends`) at which every task the last
+    /// round released has appended again: where the regroup wait ends.
+    regroup_until: u64,
     /// How far into the active segment's file has been written, data or
     /// zeros (`io::ZERO_AHEAD`).
     zeroed_to: FileOffset,
@@ -123,6 +146,7 @@ impl Writer {
             interval,
             written_records: 0,
             synced_records: 0,
+            regroup_until: 0,
             zeroed_to: FileOffset::default(),
             frontier: Arc::new(Mutex::new(frontier)),
             lent: false,
@@ -277,7 +301,8 @@ impl Writer {
             if self.schedule.take_regroup() {
                 // The tasks the last round released run first: what they
                 // append joins the next round (the schedule's regroup rule).
-                tokio::task::yield_now().await;
+                let (appends, until) = (&self.shared.stats.appends, self.regroup_until);
+                regroup(appends, until).await;
             }
             self.reclaim().await?;
             self.pump().await?;
@@ -456,5 +481,56 @@ impl Lent {
         let written = op.is_write().then(|| Err(lent()));
         let synced = (op.kind != crate::substrate::OpKind::Write).then(|| Err(lent()));
         Done { op, written, synced }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{regroup, REGROUP_YIELDS};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime")
+    }
+
+    #[test]
+    fn the_regroup_waits_for_tasks_that_need_more_than_one_yield_to_append() {
+        runtime().block_on(async {
+            let appends = Arc::new(AtomicU64::new(0));
+            // Three released tasks, each a yield later than the one before
+            // (as if behind other work on its worker).
+            for delay in 0..3 {
+                let appends = appends.clone();
+                tokio::spawn(async move {
+                    for _ in 0..delay {
+                        tokio::task::yield_now().await;
+                    }
+                    appends.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            tokio::time::timeout(Duration::from_secs(10), regroup(&appends, 3)).await.expect("the regroup ends");
+            assert_eq!(appends.load(Ordering::Relaxed), 3, "the next round starts with all three records");
+        });
+    }
+
+    #[test]
+    fn the_regroup_gives_up_on_a_task_that_does_not_come_back() {
+        runtime().block_on(async {
+            let appends = AtomicU64::new(0);
+            let polls = Arc::new(AtomicU64::new(0));
+            let counter = polls.clone();
+            let other = tokio::spawn(async move {
+                loop {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            });
+            tokio::time::timeout(Duration::from_secs(10), regroup(&appends, 1)).await.expect("the regroup ends");
+            let yields = polls.load(Ordering::Relaxed);
+            other.abort();
+            assert!(yields <= REGROUP_YIELDS as u64 + 1, "{yields} polls of the other task: the wait is bounded");
+        });
     }
 }
