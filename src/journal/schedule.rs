@@ -38,8 +38,9 @@
 //!   "Regrouping after a round"). A lone task (one waiter, nothing behind)
 //!   never yields, whatever its batches: nobody else is coming. Threads
 //!   parked in the blocking API are not counted: a yield of the writer's
-//!   worker does not wait for them. The writer yields until each task
-//!   the round woke has appended again, at most 16 times: one yield runs
+//!   worker does not wait for them. The writer yields until the appends
+//!   count has grown by as many records as the round woke tasks (each
+//!   woken task back, counted in records), at most 16 times: one yield runs
 //!   what the writer's worker has queued (or 61 tasks, tokio's event
 //!   interval), and a task woken on the other worker may need a few more.
 //!   A task that does not come back costs the next round those yields.

@@ -60,7 +60,9 @@ fn sync_lanes(substrate: Substrate) -> usize {
 const REGROUP_YIELDS: usize = 16;
 
 /// The regroup rule's wait: yields until the appends count reaches `until`
-/// (every task the last round released has appended again), or
+/// (as many records as the last round released tasks: a stand-in for each
+/// of them having appended again, since the count is of records, batches
+/// and other tasks' appends included), or
 /// `REGROUP_YIELDS` times. One yield runs what the writer's worker has
 /// queued, but a released task woken on the other worker, or behind a busy
 /// queue, may need a few more; a task that does not come back (its work
