@@ -54,6 +54,9 @@ pub(super) struct WriteInFlight {
     /// Bytes of zeros it carries past `end` (a direct-I/O seal's fill,
     /// `ZERO_AHEAD`).
     zeros: u64,
+    /// Its last buffer holds zeros ahead (`zeros_ahead`), to keep for the
+    /// next once the write is done.
+    zero_buf: bool,
     records: u64,
     /// Bytes of records it writes (not its zeros).
     bytes: usize,
@@ -113,12 +116,17 @@ pub(super) fn batch_len(queue: &VecDeque<Chunk>, max_bytes: usize) -> usize {
 
 /// The zeros a write of `bytes` at `offset` carries (see `ZERO_AHEAD`),
 /// given how far the segment's file is written (`zeroed_to`, moved on).
+/// Made in `spare` when it is large enough (an earlier write's zeros,
+/// back from the kernel): a fresh buffer of up to `ZERO_AHEAD` bytes is a
+/// new mapping whose every page faults in on the writer's path, once per
+/// `ZERO_AHEAD` bytes appended.
 pub(super) fn zeros_ahead(
     zeroed_to: &mut FileOffset,
     opts: &crate::JournalOptions,
     block: u64,
     offset: FileOffset,
     bytes: usize,
+    spare: &mut Option<AlignedBuf>,
 ) -> Option<AlignedBuf> {
     let end = offset + bytes as u64;
     if end <= *zeroed_to {
@@ -134,7 +142,13 @@ pub(super) fn zeros_ahead(
     }
     *zeroed_to = target;
     let len = (target.get() - end.get()) as usize;
-    let mut zeros = AlignedBuf::with_capacity(len, 4096);
+    let mut zeros = match spare.take() {
+        Some(mut buf) if buf.capacity() >= len => {
+            buf.clear();
+            buf
+        }
+        _ => AlignedBuf::with_capacity(ZERO_AHEAD as usize, 4096),
+    };
     zeros.extend(len).fill(0);
     Some(zeros)
 }
@@ -212,12 +226,15 @@ impl Writer {
         }
         let records: u64 = batch.iter().map(|c| c.records).sum();
         let bytes: usize = batch.iter().map(|c| c.buf.len()).sum();
-        if let Some(buf) = self.zero_ahead(offset, bytes) {
+        let zero_buf = if let Some(buf) = self.zero_ahead(offset, bytes) {
             zeros += buf.len() as u64;
             let start_lsn = end.as_u64();
             let seg_base = self.active.key;
             batch.push(Chunk { seg_base, start_lsn, buf, records: 0, ends_frame: true, starts_frame: true });
-        }
+            true
+        } else {
+            false
+        };
         // A sync linked to this write must cover every byte before it: only
         // when no other write is in flight.
         let linked = self.writes.is_empty()
@@ -238,6 +255,7 @@ impl Writer {
             start,
             end,
             zeros,
+            zero_buf,
             records,
             bytes: records_bytes,
             done: false,
@@ -263,7 +281,8 @@ impl Writer {
 
     /// The zeros a write of `bytes` at `offset` carries (see `ZERO_AHEAD`).
     fn zero_ahead(&mut self, offset: FileOffset, bytes: usize) -> Option<AlignedBuf> {
-        zeros_ahead(&mut self.zeroed_to, &self.shared.opts, self.shared.log.block(), offset, bytes)
+        let (opts, block) = (&self.shared.opts, self.shared.log.block());
+        zeros_ahead(&mut self.zeroed_to, opts, block, offset, bytes, &mut self.zero_spare)
     }
 
     pub(super) fn start_sync(&mut self, lane: usize, covers: Lsn) {
@@ -346,6 +365,10 @@ impl Writer {
         }
         w.done = true;
         self.shared.stats.write_done(w.started.elapsed());
+        if w.zero_buf {
+            // The kernel is done with it: the next zeros ahead go in it.
+            self.zero_spare = op.bufs.pop();
+        }
         for buf in op.bufs.drain(..) {
             self.shared.log.recycle(buf);
         }
@@ -481,6 +504,34 @@ mod tests {
                 c
             })
             .collect()
+    }
+
+    #[test]
+    fn zeros_ahead_reach_the_next_boundary_and_reuse_the_last_buffer() {
+        let opts = crate::JournalOptions::new();
+        let (mut zeroed_to, mut spare) = (FileOffset::default(), None);
+        let first = zeros_ahead(&mut zeroed_to, &opts, 0, FileOffset::new(0), 100, &mut spare).expect("zeros ahead");
+        assert_eq!(first.len() as u64, ZERO_AHEAD - 100);
+        assert_eq!(zeroed_to.get(), ZERO_AHEAD);
+        assert!(first.as_slice().iter().all(|&b| b == 0));
+        // Within what is zeroed: nothing to carry, and the spare is kept.
+        let mut kept = Some(first);
+        assert!(zeros_ahead(&mut zeroed_to, &opts, 0, FileOffset::new(100), 4096, &mut kept).is_none());
+        let mut back = kept.expect("not taken when no zeros go");
+        let at = back.as_slice().as_ptr();
+        back.as_mut_slice()[7] = 0xAB; // whatever it holds, zeros go out
+        let mut spare = Some(back);
+        let second = zeros_ahead(&mut zeroed_to, &opts, 0, FileOffset::new(ZERO_AHEAD - 10), 20, &mut spare)
+            .expect("past the boundary: zeros to the next");
+        assert!(spare.is_none(), "the spare was taken");
+        assert_eq!(second.as_slice().as_ptr(), at, "the same allocation");
+        assert_eq!(second.len() as u64, ZERO_AHEAD - 10);
+        assert_eq!(zeroed_to.get(), 2 * ZERO_AHEAD);
+        assert!(second.as_slice().iter().all(|&b| b == 0));
+        // Direct I/O writes no block twice: no zeros ahead.
+        let direct = crate::JournalOptions::new().direct_io(true);
+        let mut to = FileOffset::default();
+        assert!(zeros_ahead(&mut to, &direct, 4096, FileOffset::new(0), 4096, &mut None).is_none());
     }
 
     #[test]

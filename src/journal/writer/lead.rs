@@ -224,7 +224,7 @@ impl Shared {
         let records: u64 = chunks.iter().map(|c| c.records).sum();
         let bytes: usize = chunks.iter().map(|c| c.buf.len()).sum();
         let mut bufs: Vec<_> = chunks.into_iter().map(|c| c.buf).collect();
-        let zeros = zeros_ahead(&mut lease.zeroed_to, &self.opts, self.log.block(), offset, bytes);
+        let zeros = zeros_ahead(&mut lease.zeroed_to, &self.opts, self.log.block(), offset, bytes, &mut None);
         let zero_bytes = zeros.as_ref().map_or(0, |z| z.len() as u64);
         bufs.extend(zeros);
         let mut linked = sync && self.gate.begin_linked_sync(end);

@@ -103,6 +103,8 @@ pub(super) struct Writer {
     /// How far into the active segment's file has been written, data or
     /// zeros (`io::ZERO_AHEAD`).
     zeroed_to: FileOffset,
+    /// The last zeros-ahead buffer, back from the kernel, for the next.
+    zero_spare: Option<crate::substrate::AlignedBuf>,
     /// Tells readers in other processes how far the log is durable.
     frontier: Arc<Mutex<Publisher>>,
     /// The backend, the active file and the frontier are lent to a
@@ -150,6 +152,7 @@ impl Writer {
             synced_records: 0,
             regroup_until: 0,
             zeroed_to: FileOffset::default(),
+            zero_spare: None,
             frontier: Arc::new(Mutex::new(frontier)),
             lent: false,
             stand_in: None,
