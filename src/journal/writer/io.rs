@@ -507,7 +507,7 @@ mod tests {
     }
 
     #[test]
-    fn zeros_ahead_reach_the_next_boundary_and_reuse_the_last_buffer() {
+    fn zeros_ahead_reach_the_next_boundary_and_are_made_in_a_spare_buffer() {
         let opts = crate::JournalOptions::new();
         let (mut zeroed_to, mut spare) = (FileOffset::default(), None);
         let first = zeros_ahead(&mut zeroed_to, &opts, 0, FileOffset::new(0), 100, &mut spare).expect("zeros ahead");
